@@ -1,0 +1,131 @@
+"""Replays answers recorded elsewhere, so that predictions from another toolkit are re-scored here.
+
+``replay:PATH`` reads a predictions file once and answers each item with the raw text recorded
+for its index. Accepted files: JSONL (``{"index": ..., "prediction": ...}`` per line, or a
+records.jsonl of this client), TSV/CSV with ``index`` and ``prediction`` columns, and the XLSX
+files VLMEvalKit writes (needs ``pip install 'gmai-client[xlsx]'``). An item with no recorded
+prediction is an error record ("no prediction"), never a guess.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from gmai_client.config import ModelSpec
+from gmai_client.errors import BadRequest, ConfigError, MissingExtra
+from gmai_client.types import Request, Response
+
+
+def _index_text(value: object) -> str:
+    # Spreadsheets turn 17 into 17.0; indexes are compared as text.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def load_predictions(path: Path) -> dict[str, str]:
+    """index -> raw prediction text, from any accepted file type."""
+    if not path.is_file():
+        raise ConfigError(f"replay: predictions file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return _load_jsonl(path)
+    if suffix in (".tsv", ".csv", ".txt"):
+        return _load_delimited(path, "\t" if suffix != ".csv" else ",")
+    if suffix == ".xlsx":
+        return _load_xlsx(path)
+    raise ConfigError(f"replay: {path}: unsupported file type {suffix!r} (use .jsonl, .tsv, .csv or .xlsx)")
+
+
+def _load_jsonl(path: Path) -> dict[str, str]:
+    predictions: dict[str, str] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"replay: {path}, line {number}: not JSON ({exc.msg})") from exc
+            if "index" not in row or "prediction" not in row:
+                raise ConfigError(f"replay: {path}, line {number}: needs 'index' and 'prediction' fields")
+            if row["prediction"] is None:  # an errored record of this client: nothing to replay
+                continue
+            predictions[_index_text(row["index"])] = str(row["prediction"])
+    return predictions
+
+
+def _columns(path: Path, header: list[str]) -> tuple[int, int]:
+    lowered = [str(name).strip().lower() for name in header]
+    missing = [name for name in ("index", "prediction") if name not in lowered]
+    if missing:
+        raise ConfigError(f"replay: {path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, header))}")
+    return lowered.index("index"), lowered.index("prediction")
+
+
+def _load_delimited(path: Path, delimiter: str) -> dict[str, str]:
+    csv.field_size_limit(2**31 - 1)
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if not header:
+            raise ConfigError(f"replay: {path}: empty file")
+        index_col, prediction_col = _columns(path, header)
+        return {
+            _index_text(row[index_col]): row[prediction_col]
+            for row in reader
+            if len(row) > max(index_col, prediction_col)
+        }
+
+
+def _load_xlsx(path: Path) -> dict[str, str]:
+    try:
+        import openpyxl
+    except ImportError as exc:
+        raise MissingExtra("replay", "xlsx", "openpyxl") from exc
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    rows = workbook.active.iter_rows(values_only=True)
+    header = next(rows, None)
+    if not header:
+        raise ConfigError(f"replay: {path}: empty sheet")
+    index_col, prediction_col = _columns(path, list(header))
+    return {
+        _index_text(row[index_col]): "" if row[prediction_col] is None else str(row[prediction_col])
+        for row in rows
+        if row[index_col] is not None
+    }
+
+
+class ReplayBackend:
+    """Answers each item with the prediction recorded for its index in a file."""
+
+    name = "replay"
+    OPTIONS: Mapping[str, str] = {}
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.predictions: dict[str, str] = {}
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> ReplayBackend:
+        if not spec.target:
+            raise ConfigError("replay needs a predictions file: replay:PATH")
+        return cls(Path(spec.target))
+
+    def identity(self) -> Mapping[str, str]:
+        return {"backend": self.name, "model": str(self.path), "endpoint": ""}
+
+    async def start(self) -> None:
+        self.predictions = load_predictions(self.path)
+
+    async def generate(self, request: Request) -> Response:
+        try:
+            return Response(self.predictions[request.item_index])
+        except KeyError:
+            raise BadRequest(f"replay: no prediction for index {request.item_index} in {self.path}") from None
+
+    async def close(self) -> None:
+        return None

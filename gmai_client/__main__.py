@@ -1,0 +1,3 @@
+import sys
+from gmai_client.cli import main
+sys.exit(main())

@@ -1,0 +1,135 @@
+"""Run configuration: what the CLI and the SDK both build, and what a run folder records.
+
+A model is named by a spec string ``backend[:target][@endpoint]`` plus ``key=value`` options:
+
+    random                      the seeded random baseline
+    replay:preds.jsonl          answers recorded elsewhere, re-scored here
+    openai:gpt-4o               an API model (key from the environment, never from the spec)
+    openai:llava@http://gpu-box:8000/v1
+    triton:llava@gpu-box:8001
+    torch:/models/Qwen2-VL-7B-Instruct
+
+Option ``label=NAME`` renames the model in records and tables (two runs of one model with
+different options need different labels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from gmai_client.errors import ConfigError, redact
+from gmai_client.types import SamplingParams
+
+DEFAULT_DATA = ("sample",)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    backend: str
+    target: str = ""
+    endpoint: str = ""
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    label: str = ""
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        return self.options.get(key, default)
+
+    def as_dict(self) -> dict[str, Any]:
+        # Options may hold secrets users should not pass this way (api_key=...): redact them.
+        options = {k: ("[REDACTED]" if _is_secret_key(k) else redact(v)) for k, v in self.options.items()}
+        return {
+            "backend": self.backend,
+            "target": self.target,
+            "endpoint": self.endpoint,
+            "options": options,
+            "label": self.label,
+        }
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(word in key.lower() for word in ("key", "token", "secret", "password"))
+
+
+def parse_model_spec(text: str, options: Mapping[str, str] | Sequence[str] | None = None) -> ModelSpec:
+    """Parse ``backend[:target][@endpoint]``; ``options`` is a mapping or ``key=value`` strings."""
+    text = text.strip()
+    if not text:
+        raise ConfigError("empty model spec")
+    backend, _, rest = text.partition(":")
+    target, _, endpoint = rest.partition("@")
+    parsed = parse_options(options or {})
+    label = parsed.pop("label", "") or text
+    return ModelSpec(backend.strip().lower(), target.strip(), endpoint.strip(), MappingProxyType(parsed), label)
+
+
+def parse_options(options: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
+    if isinstance(options, Mapping):
+        return {str(k): str(v) for k, v in options.items()}
+    parsed: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"backend option {option!r} is not key=value")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run. ``run(config)`` and ``python -m gmai_client run`` take the same."""
+
+    models: tuple[ModelSpec, ...] = (ModelSpec("random", label="random"),)
+    data: tuple[str, ...] = DEFAULT_DATA
+    select: tuple[str, ...] = ()
+    concurrency: int = 8
+    limit: int | None = None
+    seed: int = 0
+    out: Path = Path("runs")
+    run_name: str = ""
+    template: str | None = None
+    params: SamplingParams = SamplingParams()
+    data_dir: Path | None = None
+    retry_errors: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("no model given")
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"limit must be >= 0, got {self.limit}")
+        labels = [model.label for model in self.models]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ConfigError(f"two models share the label {duplicates[0]!r}: give one label=NAME")
+
+    @classmethod
+    def build(
+        cls,
+        models: Sequence[str | ModelSpec] = ("random",),
+        **kwargs: Any,
+    ) -> RunConfig:
+        """Convenience for scripts: model specs as strings, sequences as lists."""
+        specs = tuple(m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models)
+        for key in ("data", "select"):
+            if key in kwargs and isinstance(kwargs[key], str):
+                kwargs[key] = (kwargs[key],)
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        if "out" in kwargs:
+            kwargs["out"] = Path(kwargs["out"])
+        return cls(models=specs, **kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved config as written to the run folder: no secrets."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["models"] = [model.as_dict() for model in self.models]
+        data["params"] = self.params.as_dict()
+        data["out"] = str(self.out)
+        data["data_dir"] = str(self.data_dir) if self.data_dir else None
+        return data

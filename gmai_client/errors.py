@@ -1,0 +1,150 @@
+"""One error tree for the whole client. Backends map vendor errors onto it; ``retry`` reads it.
+
+    GmaiError
+    ├── DataError            a row or image the reader cannot use (names file, row, index, field)
+    ├── SelectionError       an unknown lexical-tree name (lists the closest valid names)
+    ├── ConfigError          a bad option, spec or file argument
+    ├── MissingExtra         an optional dependency is not installed (says which pip extra)
+    └── BackendError
+        ├── RetryableError   worth another attempt later; may carry the server's retry hint
+        │   ├── RateLimited      429 / RESOURCE_EXHAUSTED with a rate (not quota) reason
+        │   ├── Overloaded       503 / 529 / queue full / UNAVAILABLE: back-pressure
+        │   ├── ServerError      other 5xx, malformed or empty bodies
+        │   ├── RequestTimeout   no answer within the attempt's timeout
+        │   └── ConnectionLost   reset, refused, closed mid-response
+        └── FatalError       the same request will fail again
+            ├── AuthError        401 / 403          (stops the model's run)
+            ├── QuotaExhausted   insufficient_quota (stops the model's run)
+            ├── ModelNotFound    404 on the model   (stops the model's run)
+            ├── BadRequest       400 / 413 / 422
+            └── UnsupportedInput input the model cannot take (too many images, wrong format)
+
+Messages never contain API keys: ``redact`` is applied to every message built from vendor text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+
+class GmaiError(Exception):
+    """Base of every error the client raises on purpose."""
+
+
+class DataError(GmaiError):
+    def __init__(self, message: str, *, file: str = "", row: int = 0, index: str = "", field: str = ""):
+        self.file, self.row, self.index, self.field = file, row, index, field
+        where = ", ".join(
+            part
+            for part in (
+                file,
+                f"row {row}" if row else "",
+                f"index {index}" if index else "",
+                f"field {field!r}" if field else "",
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SelectionError(GmaiError):
+    pass
+
+
+class ConfigError(GmaiError):
+    pass
+
+
+class MissingExtra(GmaiError, ImportError):
+    def __init__(self, backend: str, extra: str, missing: str):
+        self.backend, self.extra = backend, extra
+        super().__init__(
+            f"backend {backend!r} needs {missing!r}, which is not installed: "
+            f"pip install 'gmai-client[{extra}]'"
+        )
+
+
+class BackendError(GmaiError):
+    """An error met while calling a model. ``kind`` is a short stable label for records."""
+
+    kind = "backend"
+    stops_model = False  # True: no later request to this model can succeed either
+
+    def __init__(self, message: str, *, status: int | None = None):
+        self.status = status
+        super().__init__(redact(message))
+
+
+class RetryableError(BackendError):
+    kind = "retryable"
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, status=status)
+        self.retry_after = retry_after  # seconds the server asked us to wait, if it said
+
+
+class RateLimited(RetryableError):
+    kind = "rate_limited"
+
+
+class Overloaded(RetryableError):
+    kind = "overloaded"
+
+
+class ServerError(RetryableError):
+    kind = "server_error"
+
+
+class RequestTimeout(RetryableError):
+    kind = "timeout"
+
+
+class ConnectionLost(RetryableError):
+    kind = "connection"
+
+
+class FatalError(BackendError):
+    kind = "fatal"
+
+
+class AuthError(FatalError):
+    kind = "auth"
+    stops_model = True
+
+
+class QuotaExhausted(FatalError):
+    kind = "quota"
+    stops_model = True
+
+
+class ModelNotFound(FatalError):
+    kind = "model_not_found"
+    stops_model = True
+
+
+class BadRequest(FatalError):
+    kind = "bad_request"
+
+
+class UnsupportedInput(FatalError):
+    kind = "unsupported_input"
+
+
+# Environment variables whose values are secrets wherever they appear.
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+# Shapes of common API keys, for text that reached us from elsewhere (vendor error bodies).
+_KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,})")
+
+
+def secret_values() -> list[str]:
+    """Values of secret-looking environment variables (long enough not to be false positives)."""
+    return [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
+
+
+def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """Remove API keys from text: known secret values first, then anything shaped like a key."""
+    for secret in (*extra_secrets, *secret_values()):
+        if secret and secret in text:
+            text = text.replace(secret, "[REDACTED]")
+    return _KEY_SHAPES.sub("[REDACTED]", text)

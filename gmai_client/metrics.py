@@ -1,0 +1,223 @@
+"""Accuracy as a pure function of records: overall and per lexical-tree group, per model.
+
+Definitions (stated here because the numbers are compared with a published leaderboard):
+- ``n`` counts every record of a group; ``errored`` ones (no answer came back) are excluded from
+  accuracy: ``accuracy = correct / scored`` with ``scored = n - errored``. Unparsed and refused
+  answers are scored, and wrong.
+- Micro accuracy per question, overall and per category of each view (clinical VQA task,
+  department incl. N/A, perceptual granularity, modality), with a 95% Wilson interval.
+- Macro accuracy of a view: the unweighted mean over its categories that have scored items.
+- Multi-answer items count as correct only on an exact set match; their ACC_mcq (matches /
+  predicted letters) and Recall_mcq (matches / true letters) are reported separately, averaged
+  over multi-answer items, as in the paper.
+- With several models: per-group deltas against a reference model, and an exact McNemar test on
+  the items both models scored.
+Records without a key (TEST split) get counts but no accuracy: ``has_key`` says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gmai_client.types import Record
+
+#: (record attribute, view name) for every grouping reported.
+VIEW_FIELDS: tuple[tuple[str, str], ...] = (
+    ("task", "clinical VQA task"),
+    ("department", "department"),
+    ("granularity", "perceptual granularity"),
+    ("modality", "modality"),
+)
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    n: int = 0
+    scored: int = 0
+    correct: int = 0
+    unparsed: int = 0
+    refused: int = 0
+    errored: int = 0
+    accuracy: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+@dataclass(frozen=True)
+class McqStats:
+    n: int
+    acc_mcq: float | None
+    recall_mcq: float | None
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    model: str
+    has_key: bool
+    overall: GroupStats
+    groups: dict[str, dict[str, GroupStats]]  # view -> category -> stats
+    macro: dict[str, float | None]
+    mcq: McqStats
+    input_tokens: int = 0
+    output_tokens: int = 0
+    mean_latency_s: float | None = None
+    cached: int = 0
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    model: str
+    reference: str
+    shared: int  # items both models scored
+    model_only_correct: int
+    reference_only_correct: int
+    delta: float | None  # accuracy difference on shared items, model - reference
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    reference: str
+    deltas: dict[str, dict[str, dict[str, float | None]]]  # model -> view -> category -> delta
+    overall_deltas: dict[str, float | None]
+    paired: dict[str, PairedTest] = field(default_factory=dict)
+
+
+def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float | None, float | None]:
+    if total == 0:
+        return None, None
+    p = correct / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def group_stats(records: Iterable[Record]) -> GroupStats:
+    n = scored = correct = unparsed = refused = errored = 0
+    keyed = False
+    for record in records:
+        n += 1
+        if record.status == "error":
+            errored += 1
+            continue
+        unparsed += record.status == "unparsed"
+        refused += record.status == "refused"
+        if record.answer is not None:
+            keyed = True
+            scored += 1
+            correct += bool(record.correct)
+    if not keyed or scored == 0:
+        return GroupStats(n, scored, correct, unparsed, refused, errored)
+    low, high = wilson_interval(correct, scored)
+    return GroupStats(n, scored, correct, unparsed, refused, errored, correct / scored, low, high)
+
+
+def mcq_stats(records: Iterable[Record]) -> McqStats:
+    precisions, recalls = [], []
+    for record in records:
+        if record.status == "error" or not record.is_multi_answer or record.answer is None:
+            continue
+        truth, predicted = set(record.answer), set(record.letters) - {"Z"}
+        matches = len(truth & predicted)
+        precisions.append(matches / len(predicted) if predicted else 0.0)
+        recalls.append(matches / len(truth))
+    if not precisions:
+        return McqStats(0, None, None)
+    return McqStats(len(precisions), sum(precisions) / len(precisions), sum(recalls) / len(recalls))
+
+
+def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
+    groups: dict[str, dict[str, GroupStats]] = {}
+    macro: dict[str, float | None] = {}
+    for attribute, view in VIEW_FIELDS:
+        buckets: dict[str, list[Record]] = defaultdict(list)
+        for record in records:
+            if record.status == "error" and record.error_kind == "bad_row":
+                continue  # an unreadable row has no trustworthy group
+            buckets[getattr(record, attribute) or "(none)"].append(record)
+        groups[view] = {name: group_stats(bucket) for name, bucket in sorted(buckets.items())}
+        accuracies = [s.accuracy for s in groups[view].values() if s.accuracy is not None]
+        macro[view] = sum(accuracies) / len(accuracies) if accuracies else None
+    latencies = [r.latency_s for r in records if r.status != "error" and not r.cached]
+    return ModelMetrics(
+        model=model,
+        has_key=any(r.answer is not None for r in records),
+        overall=group_stats(records),
+        groups=groups,
+        macro=macro,
+        mcq=mcq_stats(records),
+        input_tokens=sum(r.input_tokens or 0 for r in records),
+        output_tokens=sum(r.output_tokens or 0 for r in records),
+        mean_latency_s=sum(latencies) / len(latencies) if latencies else None,
+        cached=sum(r.cached for r in records),
+    )
+
+
+def compute_metrics(records: Iterable[Record]) -> dict[str, ModelMetrics]:
+    """Model label -> metrics, models in order of first appearance."""
+    by_model: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_model[record.model].append(record)
+    return {model: model_metrics(model, rows) for model, rows in by_model.items()}
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs (binomial, p=0.5)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    # Sum the binomial tail in log space: n can be tens of thousands.
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)
+    ]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return min(1.0, 2 * tail)
+
+
+def paired_test(model: str, reference: str, records: Sequence[Record]) -> PairedTest:
+    outcome: dict[str, dict[str, bool]] = defaultdict(dict)
+    for record in records:
+        if record.model in (model, reference) and record.status != "error" and record.correct is not None:
+            outcome[record.index][record.model] = record.correct
+    shared = [pair for pair in outcome.values() if len(pair) == 2]
+    b = sum(1 for pair in shared if pair[model] and not pair[reference])
+    c = sum(1 for pair in shared if pair[reference] and not pair[model])
+    if not shared:
+        return PairedTest(model, reference, 0, 0, 0, None, None)
+    delta = (sum(p[model] for p in shared) - sum(p[reference] for p in shared)) / len(shared)
+    return PairedTest(model, reference, len(shared), b, c, delta, mcnemar_exact(b, c))
+
+
+def compare(metrics: dict[str, ModelMetrics], records: Sequence[Record], reference: str | None = None) -> Comparison:
+    """Deltas of every model against ``reference`` (default: the first model)."""
+    models = list(metrics)
+    reference = reference or models[0]
+    ref = metrics[reference]
+    deltas: dict[str, dict[str, dict[str, float | None]]] = {}
+    overall: dict[str, float | None] = {}
+    paired: dict[str, PairedTest] = {}
+    for model in models:
+        if model == reference:
+            continue
+        mine = metrics[model]
+        overall[model] = _delta(mine.overall.accuracy, ref.overall.accuracy)
+        deltas[model] = {
+            view: {
+                name: _delta(stats.accuracy, ref.groups[view].get(name, GroupStats()).accuracy)
+                for name, stats in mine.groups[view].items()
+            }
+            for view in mine.groups
+        }
+        paired[model] = paired_test(model, reference, records)
+    return Comparison(reference, deltas, overall, paired)
+
+
+def _delta(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference

@@ -1,0 +1,177 @@
+"""The progress display: a rich live bar per model on a terminal, plain periodic lines elsewhere.
+
+The runner only calls ``add_model``/``advance``/``set_total``/``note``/``status``; how it is shown
+is decided here. ``status`` carries what a model is waiting on (a rate limit, a backoff), so a
+slow run never looks stuck.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class ModelTrack(Protocol):
+    def advance(self, *, error: bool = False, skipped: bool = False) -> None: ...
+    def set_total(self, total: int) -> None: ...
+    def status(self, text: str) -> None: ...
+
+
+class ProgressReporter(Protocol):
+    def add_model(self, label: str) -> ModelTrack: ...
+    def note(self, label: str, message: str) -> None: ...
+    def __enter__(self) -> Any: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+@dataclass
+class _Counts:
+    label: str
+    done: int = 0
+    errors: int = 0
+    skipped: int = 0
+    total: int | None = None
+    state: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return (self.done - self.skipped) / elapsed if elapsed > 0 else 0.0
+
+
+class _RichTrack:
+    def __init__(self, progress: Progress, counts: _Counts):
+        self._progress, self.counts = progress, counts
+        self._task = progress.add_task(counts.label, total=None, errors=0, rate=0.0, state="")
+
+    def advance(self, *, error: bool = False, skipped: bool = False) -> None:
+        self.counts.done += 1
+        self.counts.errors += error
+        self.counts.skipped += skipped
+        self._refresh(advance=1)
+
+    def set_total(self, total: int) -> None:
+        self.counts.total = total
+        self._progress.update(self._task, total=total)
+
+    def status(self, text: str) -> None:
+        self.counts.state = text
+        self._refresh()
+
+    def _refresh(self, advance: int = 0) -> None:
+        self._progress.update(
+            self._task, advance=advance, errors=self.counts.errors, rate=self.counts.rate(), state=self.counts.state
+        )
+
+
+class RichProgress:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} it/s"),
+            TextColumn("[red]{task.fields[errors]} err"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("[yellow]{task.fields[state]}"),
+            console=self.console,
+            transient=False,
+        )
+
+    def add_model(self, label: str) -> ModelTrack:
+        return _RichTrack(self._progress, _Counts(label))
+
+    def note(self, label: str, message: str) -> None:
+        self._progress.console.print(f"[yellow]{label}[/]: {message}")
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+class _PlainTrack:
+    def __init__(self, owner: PlainProgress, counts: _Counts):
+        self._owner, self.counts = owner, counts
+
+    def advance(self, *, error: bool = False, skipped: bool = False) -> None:
+        self.counts.done += 1
+        self.counts.errors += error
+        self.counts.skipped += skipped
+        self._owner.maybe_print()
+
+    def set_total(self, total: int) -> None:
+        self.counts.total = total
+
+    def status(self, text: str) -> None:
+        self.counts.state = text
+
+
+class PlainProgress:
+    """One line per model every ``interval`` seconds (and at the end): for logs and pipes."""
+
+    def __init__(self, interval: float = 10.0, stream: Any = None):
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.tracks: list[_PlainTrack] = []
+        self._last = time.monotonic()
+
+    def add_model(self, label: str) -> ModelTrack:
+        track = _PlainTrack(self, _Counts(label))
+        self.tracks.append(track)
+        return track
+
+    def note(self, label: str, message: str) -> None:
+        print(f"[{label}] {message}", file=self.stream, flush=True)
+
+    def maybe_print(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        for track in self.tracks:
+            c = track.counts
+            total = f"/{c.total}" if c.total is not None else ""
+            state = f" ({c.state})" if c.state else ""
+            print(
+                f"[{c.label}] {c.done}{total} items, {c.rate():.1f} it/s, {c.errors} errors{state}",
+                file=self.stream,
+                flush=True,
+            )
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.maybe_print(force=True)
+
+
+class SilentProgress:
+    def add_model(self, label: str) -> ModelTrack:
+        return _PlainTrack(PlainProgress(interval=float("inf")), _Counts(label))
+
+    def note(self, label: str, message: str) -> None:
+        return None
+
+    def __enter__(self) -> SilentProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def make_progress(*, enabled: bool = True) -> ProgressReporter:
+    if not enabled:
+        return SilentProgress()
+    if sys.stderr.isatty():
+        return RichProgress()
+    return PlainProgress()

@@ -1,0 +1,114 @@
+"""records.jsonl: the append-only journal of a run, one Record per line.
+
+Records are appended and flushed as items finish, so a crash loses only what was in flight. A
+SIGKILL can tear the last line: ``read_records`` detects and drops it (and ``RecordWriter``
+truncates it away before appending, so the journal stays readable). When an index appears twice
+for a model (``--retry-errors`` re-sent it), the last record wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, TextIO
+
+from gmai_client.types import Record
+
+RECORDS_FILE = "records.jsonl"
+_TUPLE_FIELDS = {"letters", "answer"}
+
+
+def record_to_json(record: Record) -> str:
+    return json.dumps(asdict(record), ensure_ascii=False, separators=(",", ":"))
+
+
+def record_from_dict(data: dict[str, Any]) -> Record:
+    known = {f.name for f in fields(Record)}
+    values = {key: value for key, value in data.items() if key in known}
+    for key in _TUPLE_FIELDS:
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    if "options" in values:
+        values["options"] = tuple(tuple(pair) for pair in values["options"])
+    return Record(**values)
+
+
+def _complete_lines(path: Path) -> tuple[list[str], int]:
+    """The file's complete lines, and the byte length they cover (a torn tail is excluded)."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].decode("utf-8", errors="replace").splitlines()
+    good: list[str] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn and then overwritten mid-way: unreadable, dropped
+        good.append(line)
+    return good, end
+
+
+def read_records(path: Path) -> list[Record]:
+    """All readable records, the last one winning for each (model, index)."""
+    if not path.exists():
+        return []
+    lines, _ = _complete_lines(path)
+    latest: dict[tuple[str, str], Record] = {}
+    for line in lines:
+        record = record_from_dict(json.loads(line))
+        key = (record.model, record.index)
+        latest.pop(key, None)  # keep file order of the latest occurrence
+        latest[key] = record
+    return list(latest.values())
+
+
+class RecordWriter:
+    """Appends records with a flush per line and an fsync at most every ``fsync_every`` seconds."""
+
+    def __init__(self, path: Path, *, fsync_every: float = 1.0):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            _, end = _complete_lines(path)
+            if end != path.stat().st_size:
+                with path.open("r+b") as handle:
+                    handle.truncate(end)  # drop a torn last line before appending after it
+        self._handle: TextIO = path.open("a", encoding="utf-8")
+        self._fsync_every = fsync_every
+        self._last_sync = time.monotonic()
+
+    def write(self, record: Record) -> None:
+        self._handle.write(record_to_json(record) + "\n")
+        self._handle.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= self._fsync_every:
+            os.fsync(self._handle.fileno())
+            self._last_sync = now
+
+    def write_all(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.write(record)
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_record_dicts(path: Path) -> Iterator[dict[str, Any]]:
+    lines, _ = _complete_lines(path)
+    for line in lines:
+        yield json.loads(line)

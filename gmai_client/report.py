@@ -1,0 +1,311 @@
+"""Writes the run folder and prints the tables.
+
+    <out>/<run-name>/
+        config.json        the resolved configuration (no secrets), data files, versions
+        records.jsonl      one record per item and model (written by the runner as items finish)
+        metrics.json       per model: overall, per view and category, macro, multi-answer, deltas
+        metrics.csv        one row per (model, view, category)
+        report.md          the same tables in Markdown
+        predictions/<model>.tsv   index, prediction, letter: the form the benchmark's authors
+                                  take for scoring TEST predictions (no key ships with TEST)
+
+``render(run_dir)`` re-renders all of it from records.jsonl without calling any model
+(``python -m gmai_client report RUN_DIR``), optionally re-scoring the raw answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gmai_client.config import RunConfig
+from gmai_client.errors import redact
+from gmai_client.metrics import VIEW_FIELDS, Comparison, GroupStats, ModelMetrics, compare, compute_metrics
+from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
+from gmai_client.scoring import rescore
+from gmai_client.types import Record
+
+if TYPE_CHECKING:
+    from gmai_client.runner import RunResult
+
+CONFIG_FILE = "config.json"
+
+
+def _version() -> str:
+    from gmai_client import __version__
+
+    return __version__
+
+
+def write_config(run_dir: Path, config: RunConfig, data_files: Sequence[str]) -> Path:
+    payload = {
+        "config": config.as_dict(),
+        "data_files": list(data_files),
+        "gmai_client": _version(),
+        "python": platform.python_version(),
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = run_dir / CONFIG_FILE
+    path.write_text(redact(json.dumps(payload, indent=2, default=str)) + "\n", encoding="utf-8")
+    return path
+
+
+def write_run(result: RunResult, config: RunConfig | None = None, console: Console | None = None) -> list[str]:
+    """Write metrics and reports for a finished (or interrupted) run; print the tables."""
+    extra = {
+        "interrupted": result.interrupted,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "models": {
+            o.spec.label: {"done": o.done, "errors": o.errors, "skipped": o.skipped, "stopped": o.stopped}
+            for o in result.outcomes
+        },
+    }
+    order = [spec.label for spec in config.models] if config else None
+    return write_reports(result.run_dir, list(result.records), extra=extra, order=order, console=console)
+
+
+def write_reports(
+    run_dir: Path,
+    records: list[Record],
+    *,
+    extra: dict[str, Any] | None = None,
+    order: Sequence[str] | None = None,
+    console: Console | None = None,
+    reference: str | None = None,
+) -> list[str]:
+    metrics = compute_metrics(records)
+    if order:
+        metrics = {label: metrics[label] for label in order if label in metrics}
+    comparison = compare(metrics, records, reference) if len(metrics) > 1 else None
+    written = [
+        _write_json(run_dir / "metrics.json", metrics, comparison, extra or {}),
+        _write_csv(run_dir / "metrics.csv", metrics),
+        _write_markdown(run_dir / "report.md", metrics, comparison),
+        *_write_predictions(run_dir / "predictions", records),
+    ]
+    print_tables(metrics, comparison, console or Console())
+    return [str(path) for path in written]
+
+
+def render(run_dir: Path, *, rescore_answers: bool = False, console: Console | None = None, reference: str | None = None) -> list[str]:
+    """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first."""
+    path = run_dir / RECORDS_FILE
+    if not path.exists():
+        from gmai_client.errors import ConfigError
+
+        raise ConfigError(f"{run_dir} has no {RECORDS_FILE}: not a run folder")
+    records = read_records(path)
+    if rescore_answers:
+        records = [rescore(record) for record in records]
+        # Keep the journal and the metrics in agreement: rewrite records with the new letters.
+        tmp = path.with_suffix(".rescored.tmp")
+        tmp.unlink(missing_ok=True)
+        with RecordWriter(tmp) as writer:
+            writer.write_all(records)
+        tmp.replace(path)
+    return write_reports(run_dir, records, console=console, reference=reference)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def _stats_dict(stats: GroupStats) -> dict[str, Any]:
+    return asdict(stats)
+
+
+def metrics_to_dict(metrics: dict[str, ModelMetrics], comparison: Comparison | None) -> dict[str, Any]:
+    models = {}
+    for label, m in metrics.items():
+        models[label] = {
+            "has_key": m.has_key,
+            "overall": _stats_dict(m.overall),
+            "macro": m.macro,
+            "groups": {view: {name: _stats_dict(s) for name, s in groups.items()} for view, groups in m.groups.items()},
+            "multi_answer": asdict(m.mcq),
+            "input_tokens": m.input_tokens,
+            "output_tokens": m.output_tokens,
+            "mean_latency_s": m.mean_latency_s,
+            "cached": m.cached,
+        }
+        if not m.has_key:
+            models[label]["note"] = "no answer key in this split: predictions only, no accuracy"
+    payload: dict[str, Any] = {"models": models}
+    if comparison is not None:
+        payload["comparison"] = {
+            "reference": comparison.reference,
+            "overall_deltas": comparison.overall_deltas,
+            "deltas": comparison.deltas,
+            "paired": {label: asdict(test) for label, test in comparison.paired.items()},
+        }
+    return payload
+
+
+def _write_json(path: Path, metrics: dict[str, ModelMetrics], comparison: Comparison | None, extra: dict) -> Path:
+    payload = metrics_to_dict(metrics, comparison)
+    payload["run"] = extra
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+_CSV_COLUMNS = ("model", "view", "category", "n", "scored", "correct", "unparsed", "refused", "errored",
+                "accuracy", "ci_low", "ci_high")
+
+
+def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_CSV_COLUMNS)
+        for label, m in metrics.items():
+            rows = [("overall", "overall", m.overall)]
+            rows += [(view, name, s) for view, groups in m.groups.items() for name, s in groups.items()]
+            for view, name, s in rows:
+                writer.writerow([label, view, name, s.n, s.scored, s.correct, s.unparsed, s.refused, s.errored,
+                                 _num(s.accuracy), _num(s.ci_low), _num(s.ci_high)])
+    return path
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _write_predictions(folder: Path, records: list[Record]) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    by_model: dict[str, list[Record]] = {}
+    for record in records:
+        by_model.setdefault(record.model, []).append(record)
+    paths = []
+    for label, rows in by_model.items():
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+        path = folder / f"{safe}.tsv"
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(["index", "prediction", "letter", "status"])
+            for r in sorted(rows, key=lambda r: _index_key(r.index)):
+                writer.writerow([r.index, r.prediction or "", ",".join(r.letters), r.status])
+        paths.append(path)
+    return paths
+
+
+def _index_key(index: str) -> tuple[int, str]:
+    return (int(index), "") if index.isdigit() else (1 << 62, index)
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def _interval(stats: GroupStats) -> str:
+    if stats.ci_low is None or stats.ci_high is None:
+        return ""
+    return f"[{100 * stats.ci_low:.1f}, {100 * stats.ci_high:.1f}]"
+
+
+def _delta(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:+.2f}"
+
+
+def overall_rows(metrics: dict[str, ModelMetrics]) -> list[list[str]]:
+    rows = []
+    for label, m in metrics.items():
+        o = m.overall
+        rows.append([label, _pct(o.accuracy), _interval(o), str(o.n), str(o.scored), str(o.correct),
+                     str(o.unparsed), str(o.refused), str(o.errored),
+                     _pct(m.mcq.acc_mcq) if m.mcq.n else "", _pct(m.mcq.recall_mcq) if m.mcq.n else ""])
+    return rows
+
+
+_OVERALL_HEADER = ["model", "acc %", "95% CI", "n", "scored", "correct", "unparsed", "refused", "errored",
+                   "ACC_mcq", "Recall_mcq"]
+
+
+def view_rows(metrics: dict[str, ModelMetrics], view: str, comparison: Comparison | None) -> tuple[list[str], list[list[str]]]:
+    labels = list(metrics)
+    names = sorted({name for m in metrics.values() for name in m.groups[view]})
+    header = [view, "n"] + labels
+    if comparison is not None:
+        header += [f"Δ {label}" for label in labels if label != comparison.reference]
+    rows = []
+    for name in names:
+        first = next(m.groups[view][name] for m in metrics.values() if name in m.groups[view])
+        row = [name, str(first.n)]
+        row += [_pct(metrics[label].groups[view].get(name, GroupStats()).accuracy) for label in labels]
+        if comparison is not None:
+            row += [_delta(comparison.deltas[label][view].get(name)) for label in labels if label != comparison.reference]
+        rows.append(row)
+    macro = ["macro avg", ""] + [_pct(metrics[label].macro[view]) for label in labels]
+    if comparison is not None:
+        ref_macro = metrics[comparison.reference].macro[view]
+        macro += [_delta(None if metrics[label].macro[view] is None or ref_macro is None
+                         else metrics[label].macro[view] - ref_macro)
+                  for label in labels if label != comparison.reference]
+    rows.append(macro)
+    return header, rows
+
+
+def print_tables(metrics: dict[str, ModelMetrics], comparison: Comparison | None, console: Console) -> None:
+    table = Table(title="GMAI-MMBench accuracy (micro, per question)")
+    for column in _OVERALL_HEADER:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in overall_rows(metrics):
+        table.add_row(*row)
+    console.print(table)
+    for label, m in metrics.items():
+        if not m.has_key:
+            console.print(f"[yellow]{label}: no answer key in this split (TEST?): predictions written, no accuracy")
+    for _, view in VIEW_FIELDS:
+        header, rows = view_rows(metrics, view, comparison)
+        table = Table(title=f"by {view}")
+        for column in header:
+            table.add_column(column, justify="left" if column == view else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    if comparison is not None:
+        for test in comparison.paired.values():
+            console.print(
+                f"{test.model} vs {test.reference}: Δ {_delta(test.delta)} points on {test.shared} shared items, "
+                f"McNemar p = {test.p_value:.4g}" if test.p_value is not None else
+                f"{test.model} vs {test.reference}: no shared scored items"
+            )
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _write_markdown(path: Path, metrics: dict[str, ModelMetrics], comparison: Comparison | None) -> Path:
+    parts = ["# GMAI-MMBench evaluation", "", "Accuracy in %, micro-averaged per question; errored items are "
+             "excluded from accuracy and counted; unparsed and refused answers count as wrong.", "",
+             _markdown_table(_OVERALL_HEADER, overall_rows(metrics)), ""]
+    for label, m in metrics.items():
+        if not m.has_key:
+            parts += [f"*{label}: no answer key in this split: predictions only.*", ""]
+    for _, view in VIEW_FIELDS:
+        header, rows = view_rows(metrics, view, comparison)
+        parts += [f"## By {view}", "", _markdown_table(header, rows), ""]
+    if comparison is not None:
+        parts += ["## Paired comparison", ""]
+        for test in comparison.paired.values():
+            p = "—" if test.p_value is None else f"{test.p_value:.4g}"
+            parts.append(f"- {test.model} vs {test.reference}: Δ {_delta(test.delta)} points on "
+                         f"{test.shared} shared items (exact McNemar p = {p})")
+        parts.append("")
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path

@@ -1,0 +1,246 @@
+"""The only module that knows about concurrency: streams items to every model of a run.
+
+Per model, one producer reads the dataset lazily (in a worker thread, a small batch at a time, so
+parsing a 9 GB file never blocks the event loop), applies the selection, the limit and resume,
+and feeds a bounded queue; ``concurrency`` workers take items from it. Nothing is created per
+item up front, so memory stays flat whatever the split size.
+
+Each model streams the file on its own rather than sharing one pass: a rate-limited API model
+and a local model run at very different speeds, and one shared pass would hold the fast one to
+the slow one's pace (or buffer the difference in memory). Reading is cheap next to inference.
+
+Every finished item is appended to records.jsonl at once (the resume journal). A failure is
+isolated to its item; an error that means the whole model cannot work (bad key, exhausted quota,
+unknown model) stops that model's run, leaving its unsent items unrecorded for a later resume.
+Ctrl-C cancels in-flight requests, and the run returns (``interrupted=True``) with everything
+finished so far on disk and in the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from gmai_client import registry
+from gmai_client.config import ModelSpec, RunConfig
+from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
+from gmai_client.errors import BackendError, DataError, GmaiError
+from gmai_client.progress import ProgressReporter, make_progress
+from gmai_client.prompt import build_request
+from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
+from gmai_client.scoring import score_answer, score_error
+from gmai_client.select import Selection, parse_selection
+from gmai_client.splits import resolve_data
+from gmai_client.types import Backend, BadRow, Item, Record, Request, Response
+
+_READ_BATCH = 16
+
+#: What sends one request for a model: the seam where cache, limits and retries plug in.
+Send = Callable[[Request], Awaitable[tuple[Response, int, bool]]]
+
+
+@dataclass
+class ModelOutcome:
+    """Mutable per-model run state, owned by the runner."""
+
+    spec: ModelSpec
+    done: int = 0
+    errors: int = 0
+    skipped: int = 0  # finished in an earlier run (resume)
+    stopped: str = ""  # why the model's run ended early, if it did
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    records: tuple[Record, ...]
+    outcomes: tuple[ModelOutcome, ...]
+    interrupted: bool = False
+    elapsed_s: float = 0.0
+    files: tuple[str, ...] = field(default=())
+
+
+async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) -> RunResult:
+    """Run every model of ``config`` over the selected items; write the run folder; return records.
+
+    ``backends`` maps a model label to an already built backend (for SDK users with their own
+    objects); the others are built from their specs through the registry.
+    """
+    started = time.monotonic()
+    files = open_dataset(resolve_data(config.data, data_dir=config.data_dir))
+    selection = parse_selection(config.select or None)
+    run_dir = run_directory(config)
+    from gmai_client import report  # report imports rich tables; keep runner import light
+
+    report.write_config(run_dir, config, [str(f.path) for f in files])
+    previous = read_records(run_dir / RECORDS_FILE)
+    built = dict(backends or {})
+    for spec in config.models:
+        if spec.label not in built:
+            built[spec.label] = registry.create(spec, seed=config.seed)
+
+    outcomes = {spec.label: ModelOutcome(spec) for spec in config.models}
+    progress = make_progress(enabled=config.progress)
+    interrupted = False
+    writer = RecordWriter(run_dir / RECORDS_FILE)
+    try:
+        with progress:
+            tasks = [
+                asyncio.create_task(
+                    _run_model(config, files, selection, built[spec.label], outcomes[spec.label], previous, writer, progress)
+                )
+                for spec in config.models
+            ]
+            try:
+                await asyncio.gather(*tasks)
+            except asyncio.CancelledError:
+                interrupted = True
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        writer.close()
+        for backend in built.values():
+            with contextlib.suppress(Exception):
+                await backend.close()
+
+    records = tuple(read_records(run_dir / RECORDS_FILE))
+    labels = {spec.label for spec in config.models}
+    records = tuple(r for r in records if r.model in labels)
+    elapsed = time.monotonic() - started
+    result = RunResult(run_dir, records, tuple(outcomes.values()), interrupted, elapsed)
+    written = report.write_run(result, config)
+    return RunResult(run_dir, records, result.outcomes, interrupted, elapsed, tuple(written))
+
+
+def run_directory(config: RunConfig) -> Path:
+    name = config.run_name or "-".join(_slug(spec.label) for spec in config.models)[:80]
+    path = config.out / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_") or "model"
+
+
+async def _run_model(
+    config: RunConfig,
+    files: list[DatasetFile],
+    selection: Selection,
+    backend: Backend,
+    outcome: ModelOutcome,
+    previous: list[Record],
+    writer: RecordWriter,
+    progress: ProgressReporter,
+) -> None:
+    label = outcome.spec.label
+    finished = {r.index for r in previous if r.model == label and not (config.retry_errors and r.status == "error")}
+    outcome.skipped = 0
+    track = progress.add_model(label)
+
+    try:
+        await backend.start()
+    except (GmaiError, OSError) as exc:
+        outcome.stopped = f"could not start: {exc}"
+        progress.note(label, outcome.stopped)
+        return
+
+    counter = asyncio.create_task(_count_total(files, selection, config.limit, track))
+    queue: asyncio.Queue[Item | BadRow | None] = asyncio.Queue(maxsize=2 * config.concurrency)
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        entries = _selected(files, selection, config.limit)
+        try:
+            while not stop.is_set():
+                batch = await asyncio.to_thread(lambda: list(islice(entries, _READ_BATCH)))
+                if not batch:
+                    break
+                for entry in batch:
+                    if _index_of(entry) in finished:
+                        outcome.skipped += 1
+                        track.advance(skipped=True)
+                        continue
+                    await queue.put(entry)
+        finally:
+            for _ in range(config.concurrency):
+                await queue.put(None)
+
+    async def send(request: Request) -> tuple[Response, int, bool]:
+        return await backend.generate(request), 1, False
+
+    async def work() -> None:
+        while (entry := await queue.get()) is not None:
+            if stop.is_set():
+                continue  # drain: the model has stopped, leave the rest for a resume
+            record = await _answer(entry, label, send, config)
+            if record is None:  # a model-stopping error: unrecorded, resumable
+                continue
+            writer.write(record)
+            outcome.done += 1
+            if record.status == "error":
+                outcome.errors += 1
+                if record.error_kind in _STOPPING_KINDS:
+                    outcome.stopped = record.error
+                    progress.note(label, f"stopped: {record.error}")
+                    stop.set()
+            track.advance(error=record.status == "error")
+
+    producer = asyncio.create_task(produce())
+    workers = [asyncio.create_task(work()) for _ in range(config.concurrency)]
+    try:
+        await asyncio.gather(producer, *workers)
+    finally:
+        counter.cancel()
+        for task in (producer, *workers):
+            task.cancel()
+        await asyncio.gather(producer, *workers, counter, return_exceptions=True)
+
+
+# Error kinds after which no request to the model can succeed: record the first, stop the model.
+_STOPPING_KINDS = {"auth", "quota", "model_not_found"}
+
+
+async def _answer(entry: Item | BadRow, label: str, send: Send, config: RunConfig) -> Record | None:
+    if isinstance(entry, BadRow):
+        return score_error(entry, label, DataError(entry.message))
+    started = time.monotonic()
+    try:
+        request = build_request(entry, template=config.template, params=config.params)
+    except DataError as exc:
+        return score_error(entry, label, exc)
+    try:
+        response, attempts, cached = await send(request)
+    except BackendError as exc:
+        return score_error(entry, label, exc, latency_s=time.monotonic() - started, attempts=getattr(exc, "attempts", 1))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug or an unmapped vendor error: fail this item, not the run
+        return score_error(entry, label, exc, latency_s=time.monotonic() - started)
+    return score_answer(
+        entry, label, response, latency_s=time.monotonic() - started, attempts=attempts, cached=cached
+    )
+
+
+def _index_of(entry: Item | BadRow) -> str:
+    return entry.index if isinstance(entry, Item) else entry.source.index or f"row{entry.source.row}"
+
+
+def _selected(files: list[DatasetFile], selection: Selection, limit: int | None) -> Iterator[Item | BadRow]:
+    """Items the selection keeps (bad rows always pass: they must be reported), up to ``limit``."""
+    kept = (entry for entry in iter_items(files) if isinstance(entry, BadRow) or selection.matches(entry))
+    return islice(kept, limit) if limit is not None else kept
+
+
+async def _count_total(files: list[DatasetFile], selection: Selection, limit: int | None, track) -> None:
+    """Count the selected items in a thread so the progress bar can show an ETA."""
+    total = await asyncio.to_thread(
+        count_items, files, lambda entry: isinstance(entry, BadRow) or selection.matches(entry)
+    )
+    track.set_total(min(total, limit) if limit is not None else total)

@@ -1,0 +1,227 @@
+"""The shared vocabulary: frozen dataclasses that flow between modules, and the Backend protocol.
+
+One item's path through the client:
+
+    Item (dataset) -> Request (prompt) -> Response (backend) -> Extraction (normalize) -> Record (scoring)
+
+Nothing here does I/O or imports an optional dependency.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Protocol, runtime_checkable
+
+#: The four views of the lexical tree an item is grouped by (and the TSV column each comes from).
+VIEWS: tuple[str, ...] = ("clinical VQA task", "department", "perceptual granularity", "modality")
+
+#: The department bucket of items that belong to no department (the tree calls it N/A).
+NO_DEPARTMENT = "N/A"
+
+#: How an item ended. ``error`` items are excluded from accuracy and counted separately.
+Status = Literal["ok", "unparsed", "refused", "error"]
+
+#: Why a backend stopped generating, normalised across vendors.
+FinishReason = Literal["stop", "length", "refused", "filtered", "other"]
+
+#: The letter the reference protocol uses for "refused / none of the options".
+REFUSED_LETTER = "Z"
+
+
+def _frozen_mapping(values: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(values or {}))
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where an item came from, so that every error about it can name the file, row and index."""
+
+    file: str
+    row: int  # 1-based data row (the header is row 0)
+    index: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}, row {self.row}"
+        return f"{where}, index {self.index}" if self.index else where
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark question as read from the TSV. Images stay base64 text until a backend needs them."""
+
+    index: str
+    question: str
+    options: tuple[tuple[str, str], ...]  # (letter, text) in letter order, empty options dropped
+    answer: tuple[str, ...] | None  # correct letters; None when the split has no key (TEST)
+    images_b64: tuple[str, ...]
+    category: str = ""  # the leaf label
+    task: str = ""
+    department: str = NO_DEPARTMENT
+    granularity: str = ""
+    modality: str = ""
+    hint: str = ""
+    source: SourceRef = SourceRef("", 0)
+    extra: Mapping[str, str] = field(default_factory=_frozen_mapping)
+
+    @property
+    def letters(self) -> tuple[str, ...]:
+        return tuple(letter for letter, _ in self.options)
+
+    @property
+    def is_multi_answer(self) -> bool:
+        return self.answer is not None and len(self.answer) > 1
+
+    def group(self, view: str) -> str:
+        """The item's category in one of ``VIEWS`` (or ``category`` for the leaf label)."""
+        return {
+            "clinical VQA task": self.task,
+            "department": self.department,
+            "perceptual granularity": self.granularity,
+            "modality": self.modality,
+            "category": self.category,
+        }[view]
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row the reader could not turn into an Item. The run records it as an error and goes on."""
+
+    source: SourceRef
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}: field {self.field!r}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Image:
+    """Encoded image bytes exactly as the dataset holds them (PNG for GMAI-MMBench)."""
+
+    data: bytes
+    mime: str = "image/png"
+
+    @property
+    def b64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def data_url(self) -> str:
+        return f"data:{self.mime};base64,{self.b64}"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Every generation parameter that changes output; all of it is part of the cache key."""
+
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = None
+    repeat: int = 0  # distinguishes repeated samples when temperature > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "repeat": self.repeat,
+        }
+
+
+@dataclass(frozen=True)
+class Request:
+    """A backend-neutral request: images first, then the text prompt, plus sampling parameters."""
+
+    item_index: str
+    text: str
+    images: tuple[Image, ...] = ()
+    params: SamplingParams = SamplingParams()
+    options: tuple[tuple[str, str], ...] = ()  # the item's options, for backends that choose among them
+    multi_answer: bool = False  # the item has several correct letters
+    system: str = ""
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a backend answered. A refusal or content filter is a Response, not an exception."""
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    usage: Usage | None = None
+    model: str = ""  # the model name the server reports, when it reports one
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The option letter(s) read from a free-text answer by ``normalize``."""
+
+    letters: tuple[str, ...]  # empty when unparsed; ("Z",) when refused
+    status: Literal["ok", "unparsed", "refused"]
+    rule: str  # which rule decided, for auditing against the reference
+
+
+@dataclass(frozen=True)
+class Record:
+    """One item answered (or failed) by one model: a line of records.jsonl, the input to metrics."""
+
+    index: str
+    model: str
+    status: Status
+    prediction: str | None  # raw model text; None when no answer came back
+    letters: tuple[str, ...] = ()
+    answer: tuple[str, ...] | None = None
+    correct: bool | None = None  # None when there is no key or the item errored
+    options: tuple[tuple[str, str], ...] = ()  # kept so a record can be re-scored without the TSV
+    task: str = ""
+    department: str = NO_DEPARTMENT
+    granularity: str = ""
+    modality: str = ""
+    category: str = ""
+    rule: str = ""
+    error: str = ""
+    error_kind: str = ""
+    latency_s: float = 0.0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    attempts: int = 0
+    cached: bool = False
+    source: str = ""
+
+    @property
+    def is_multi_answer(self) -> bool:
+        return self.answer is not None and len(self.answer) > 1
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model endpoint: translates Request <-> wire format and vendor errors -> ``errors``.
+
+    Backends set no policy: no sleeps, no retries, no rate limits (``limiter``/``retry`` own those).
+    """
+
+    name: str  # registry name, e.g. "openai"
+
+    def identity(self) -> Mapping[str, str]:
+        """What, besides the request, decides the answer: model and endpoint (never a secret)."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and check readiness; raise a FatalError with a clear message if not ready."""
+        ...
+
+    async def generate(self, request: Request) -> Response: ...
+
+    async def close(self) -> None: ...
