@@ -62,7 +62,9 @@ def _columns(path: Path, header: list[str]) -> tuple[int, int]:
     lowered = [str(name).strip().lower() for name in header]
     missing = [name for name in ("index", "prediction") if name not in lowered]
     if missing:
-        raise ConfigError(f"replay: {path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, header))}")
+        raise ConfigError(
+            f"replay: {path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, header))}"
+        )
     return lowered.index("index"), lowered.index("prediction")
 
 

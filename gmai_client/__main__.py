@@ -1,3 +1,5 @@
 import sys
+
 from gmai_client.cli import main
+
 sys.exit(main())

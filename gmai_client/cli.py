@@ -45,16 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="evaluate models (default: random baseline on the bundled sample)")
     _add_data_options(run)
-    run.add_argument("--model", "-m", dest="models", action=_ModelAction, metavar="SPEC",
-                     help="backend[:target][@endpoint], repeatable (default: random)")
-    run.add_argument("-B", dest="models", action=_ModelAction, metavar="KEY=VALUE",
-                     help="an option of the preceding --model (see `backends`)")
+    run.add_argument(
+        "--model",
+        "-m",
+        dest="models",
+        action=_ModelAction,
+        metavar="SPEC",
+        help="backend[:target][@endpoint], repeatable (default: random)",
+    )
+    run.add_argument(
+        "-B",
+        dest="models",
+        action=_ModelAction,
+        metavar="KEY=VALUE",
+        help="an option of the preceding --model (see `backends`)",
+    )
     run.add_argument("--concurrency", "-c", type=int, default=8, help="in-flight items per model (default 8)")
     run.add_argument("--limit", "-n", type=int, default=None, help="first N selected items only")
     run.add_argument("--seed", type=int, default=0, help="seed of the random baseline and of sampling backends")
     run.add_argument("--out", type=Path, default=Path("runs"), help="folder of run folders (default ./runs)")
     run.add_argument("--run-name", default="", help="run folder name (default: from the model labels)")
-    run.add_argument("--template", default=None, help="prompt template file ({hint} {question} {options} {instruction})")
+    run.add_argument(
+        "--template", default=None, help="prompt template file ({hint} {question} {options} {instruction})"
+    )
     run.add_argument("--temperature", type=float, default=0.0)
     run.add_argument("--max-tokens", type=int, default=512)
     run.add_argument("--retry-errors", action="store_true", help="on resume, send errored items again")
@@ -76,17 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", "-d", nargs="+", action="extend", default=None, metavar="PATH",
-                        help="TSV file(s), a folder, GMAI-MMBench_VAL / _TEST, or `sample` (default)")
+    parser.add_argument(
+        "--data",
+        "-d",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="PATH",
+        help="TSV file(s), a folder, GMAI-MMBench_VAL / _TEST, or `sample` (default)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="where named splits live (default: XDG data dir)")
-    parser.add_argument("--select", "-s", action="append", default=None, metavar="EXPR",
-                        help="lexical-tree selection, e.g. 'department=Ophthalmology & modality=Fundus Photography'")
+    parser.add_argument(
+        "--select",
+        "-s",
+        action="append",
+        default=None,
+        metavar="EXPR",
+        help="lexical-tree selection, e.g. 'department=Ophthalmology & modality=Fundus Photography'",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    # Off a terminal (logs, CI) rich would squeeze tables into 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         if args.command in (None, "run"):
             if args.command is None:

@@ -91,7 +91,7 @@ class RunConfig:
     out: Path = Path("runs")
     run_name: str = ""
     template: str | None = None
-    params: SamplingParams = SamplingParams()
+    params: SamplingParams = field(default_factory=SamplingParams)
     data_dir: Path | None = None
     retry_errors: bool = False
     progress: bool = True

@@ -109,10 +109,8 @@ def _iter_file(dataset_file: DatasetFile) -> Iterator[Item | BadRow]:
             yield _parse_row(name, row_number, columns, cells, dataset_file.has_answer)
 
 
-def _parse_row(
-    file: str, row: int, columns: tuple[str, ...], cells: list[str], has_answer: bool
-) -> Item | BadRow:
-    values = dict(zip(columns, cells))
+def _parse_row(file: str, row: int, columns: tuple[str, ...], cells: list[str], has_answer: bool) -> Item | BadRow:
+    values = dict(zip(columns, cells, strict=False))  # a length mismatch is reported below
     index = values.get(_INDEX, "").strip()
     source = SourceRef(file, row, index)
     if len(cells) != len(columns):

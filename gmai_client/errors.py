@@ -60,8 +60,7 @@ class MissingExtra(GmaiError, ImportError):
     def __init__(self, backend: str, extra: str, missing: str):
         self.backend, self.extra = backend, extra
         super().__init__(
-            f"backend {backend!r} needs {missing!r}, which is not installed: "
-            f"pip install 'gmai-client[{extra}]'"
+            f"backend {backend!r} needs {missing!r}, which is not installed: pip install 'gmai-client[{extra}]'"
         )
 
 

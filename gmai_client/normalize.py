@@ -28,8 +28,8 @@ ours is the same one. Each is deliberately conservative (a wrong letter is worse
 5. ``answer_is_e``      rule 3 extended to option E (the reference regex covers A-D only), with a
                         guard that the E is not the start of a word ("the answer is either ...").
 6. ``final_answer``     the LAST "final answer: X" / "answer: (x)" / "answer is (X)" /
-                        "correct option: X" marker; the letter must be wrapped in parentheses,
-                        brackets or bold, or be followed by punctuation or the end of a line.
+                        "correct option: X" marker; the letter must be closed by ")", "]" or "**",
+                        or be followed by punctuation, the end of a line, or that option's text.
 7. ``article_a``        a sentence-initial "A" followed by a lower-case noun-like word ("A lesion
                         is visible ...") is an article, not option A: drop those tokens and apply
                         rule 2 again. Words that read like a verb or connector after an option
@@ -94,16 +94,20 @@ _ANSWER_IS_E = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**(E)\**(?![A-Za-z
 _FINAL_ANSWER = re.compile(
     r"(?i)\b(?:final\s+answer|answer|correct\s+(?:option|choice)|best\s+(?:option|choice|answer))\b"
     r"(?:\s+is\b)?\s*[:：]?\s*"
-    r"(?P<open>\*\*|__|[(\[])?\s*(?:option\s+)?(?P<letter>[a-e])\s*(?P<close>\*\*|__|[)\]])?"
+    r"(?P<open>\*\*|__|[(\[])?\s*(?:option\s+)?(?P<letter>[a-e])(?:[ \t]*(?P<close>\*\*|__|[)\]]))?"
 )
 # After an unwrapped letter: the end of the text or line, or punctuation that is not "e.g.".
 _AFTER_BARE_LETTER = re.compile(r"[ \t]*(?:$|\n|[,;!?]|[.:](?![A-Za-z]))")
 
-# Improvement 7: "A" at the start of the text or of a sentence/line, then a lower-case word.
-_SENTENCE_A = re.compile(r"(?:^|(?<=[.!?]\s))[ \t]*(?P<a>A)[ \t]+(?P<word>[a-z][a-z\-]*)\b", re.MULTILINE)
+# Improvement 7: "A" at the start of the text or of a sentence/line, then a lower-case word or a
+# number ("A 45-year-old patient ...").
+_SENTENCE_A = re.compile(
+    r"(?:^|(?<=[.!?]\s))[ \t]*(?P<a>A)[ \t]+(?P<word>[a-z0-9][a-z0-9\-]*)\b", re.MULTILINE
+)
 # Words that, after "A", read as talk about option A rather than as a noun phrase. Words ending in
 # -s, -ed or -ly (verbs, participles, adverbs: "A seems", "A matched", "A correctly") are checked
 # by suffix (``_is_article``); this list holds the rest.
+# fmt: off
 _NOT_ARTICLE_WORDS = frozenset(
     {
         "is", "was", "are", "were", "be", "been", "being", "and", "or", "but", "nor", "not", "no",
@@ -113,17 +117,18 @@ _NOT_ARTICLE_WORDS = frozenset(
         "incorrect", "wrong", "right", "true", "false",
     }
 )
-)
+# fmt: on
 
 # Improvement 9: the whole answer is a single lower-case letter, optionally wrapped.
 _LONE_LOWERCASE = re.compile(r"[(\[]?([a-e])[)\].:]?")
 
 # Multi-answer filler words: what may surround a bare list of letters.
+# fmt: off
 _MULTI_FILLER = frozenset(
     {"the", "answer", "answers", "is", "are", "and", "correct", "option", "options", "choice", "choices",
      "final", "both"}
 )
-)
+# fmt: on
 _MULTI_LETTER = r"(?:\*\*)?[(\[]?[A-E][)\]]?(?:\*\*)?"
 _MULTI_SEP = r"(?:\s*[,;/&]\s*(?:and\s+)?|\s+and\s+|\s+)"
 _ANSWER_LIST = re.compile(
@@ -270,7 +275,7 @@ def _improvements(text: str, options: Options) -> tuple[str, str] | None:
     if match and "E" in letters:
         return "E", "answer_is_e"
 
-    letter = _final_answer(text, letters)
+    letter = _final_answer(text, options)
     if letter is not None:
         return letter, "final_answer"
 
@@ -290,16 +295,21 @@ def _improvements(text: str, options: Options) -> tuple[str, str] | None:
     return None
 
 
-def _final_answer(text: str, letters: Sequence[str]) -> str | None:
+def _final_answer(text: str, options: Options) -> str | None:
     """The letter of the last well-formed answer marker, if it is an option."""
+    texts = {letter: option_text.lower() for letter, option_text in options}
     last: str | None = None
     for match in _FINAL_ANSWER.finditer(text):
-        # A closing ")", "]" or "**" marks a letter; otherwise what follows must ("Answer: a lesion",
-        # "answer: (a lesion", "answer: e.g." are not letters).
-        if match.group("close") is None and not _AFTER_BARE_LETTER.match(text, match.end()):
+        letter = match.group("letter").upper()
+        if match.group("close") is not None or _AFTER_BARE_LETTER.match(text, match.end()):
+            last = letter
             continue
-        last = match.group("letter").upper()
-    return last if last in letters else None
+        # A bare letter followed by words counts only when the words are that option's text
+        # ("Answer: B healthy bone"); "Answer: A lesion ..." or "answer: C is wrong" do not.
+        rest = text[match.end() :].lstrip(" \t").lower()
+        if rest != text[match.end() :].lower() and texts.get(letter) and rest.startswith(texts[letter]):
+            last = letter
+    return last if last in texts else None
 
 
 def _is_article(word: str) -> bool:

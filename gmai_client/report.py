@@ -96,7 +96,9 @@ def write_reports(
     return [str(path) for path in written]
 
 
-def render(run_dir: Path, *, rescore_answers: bool = False, console: Console | None = None, reference: str | None = None) -> list[str]:
+def render(
+    run_dir: Path, *, rescore_answers: bool = False, console: Console | None = None, reference: str | None = None
+) -> list[str]:
     """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first."""
     path = run_dir / RECORDS_FILE
     if not path.exists():
@@ -156,8 +158,20 @@ def _write_json(path: Path, metrics: dict[str, ModelMetrics], comparison: Compar
     return path
 
 
-_CSV_COLUMNS = ("model", "view", "category", "n", "scored", "correct", "unparsed", "refused", "errored",
-                "accuracy", "ci_low", "ci_high")
+_CSV_COLUMNS = (
+    "model",
+    "view",
+    "category",
+    "n",
+    "scored",
+    "correct",
+    "unparsed",
+    "refused",
+    "errored",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+)
 
 
 def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
@@ -168,8 +182,22 @@ def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
             rows = [("overall", "overall", m.overall)]
             rows += [(view, name, s) for view, groups in m.groups.items() for name, s in groups.items()]
             for view, name, s in rows:
-                writer.writerow([label, view, name, s.n, s.scored, s.correct, s.unparsed, s.refused, s.errored,
-                                 _num(s.accuracy), _num(s.ci_low), _num(s.ci_high)])
+                writer.writerow(
+                    [
+                        label,
+                        view,
+                        name,
+                        s.n,
+                        s.scored,
+                        s.correct,
+                        s.unparsed,
+                        s.refused,
+                        s.errored,
+                        _num(s.accuracy),
+                        _num(s.ci_low),
+                        _num(s.ci_high),
+                    ]
+                )
     return path
 
 
@@ -220,20 +248,45 @@ def overall_rows(metrics: dict[str, ModelMetrics]) -> list[list[str]]:
     rows = []
     for label, m in metrics.items():
         o = m.overall
-        rows.append([label, _pct(o.accuracy), _interval(o), str(o.n), str(o.scored), str(o.correct),
-                     str(o.unparsed), str(o.refused), str(o.errored),
-                     _pct(m.mcq.acc_mcq) if m.mcq.n else "", _pct(m.mcq.recall_mcq) if m.mcq.n else ""])
+        rows.append(
+            [
+                label,
+                _pct(o.accuracy),
+                _interval(o),
+                str(o.n),
+                str(o.scored),
+                str(o.correct),
+                str(o.unparsed),
+                str(o.refused),
+                str(o.errored),
+                _pct(m.mcq.acc_mcq) if m.mcq.n else "",
+                _pct(m.mcq.recall_mcq) if m.mcq.n else "",
+            ]
+        )
     return rows
 
 
-_OVERALL_HEADER = ["model", "acc %", "95% CI", "n", "scored", "correct", "unparsed", "refused", "errored",
-                   "ACC_mcq", "Recall_mcq"]
+_OVERALL_HEADER = [
+    "model",
+    "acc %",
+    "95% CI",
+    "n",
+    "scored",
+    "correct",
+    "unparsed",
+    "refused",
+    "errored",
+    "ACC_mcq",
+    "Recall_mcq",
+]
 
 
-def view_rows(metrics: dict[str, ModelMetrics], view: str, comparison: Comparison | None) -> tuple[list[str], list[list[str]]]:
+def view_rows(
+    metrics: dict[str, ModelMetrics], view: str, comparison: Comparison | None
+) -> tuple[list[str], list[list[str]]]:
     labels = list(metrics)
     names = sorted({name for m in metrics.values() for name in m.groups[view]})
-    header = [view, "n"] + labels
+    header = [view, "n", *labels]
     if comparison is not None:
         header += [f"Δ {label}" for label in labels if label != comparison.reference]
     rows = []
@@ -242,14 +295,22 @@ def view_rows(metrics: dict[str, ModelMetrics], view: str, comparison: Compariso
         row = [name, str(first.n)]
         row += [_pct(metrics[label].groups[view].get(name, GroupStats()).accuracy) for label in labels]
         if comparison is not None:
-            row += [_delta(comparison.deltas[label][view].get(name)) for label in labels if label != comparison.reference]
+            row += [
+                _delta(comparison.deltas[label][view].get(name)) for label in labels if label != comparison.reference
+            ]
         rows.append(row)
     macro = ["macro avg", ""] + [_pct(metrics[label].macro[view]) for label in labels]
     if comparison is not None:
         ref_macro = metrics[comparison.reference].macro[view]
-        macro += [_delta(None if metrics[label].macro[view] is None or ref_macro is None
-                         else metrics[label].macro[view] - ref_macro)
-                  for label in labels if label != comparison.reference]
+        macro += [
+            _delta(
+                None
+                if metrics[label].macro[view] is None or ref_macro is None
+                else metrics[label].macro[view] - ref_macro
+            )
+            for label in labels
+            if label != comparison.reference
+        ]
     rows.append(macro)
     return header, rows
 
@@ -276,8 +337,9 @@ def print_tables(metrics: dict[str, ModelMetrics], comparison: Comparison | None
         for test in comparison.paired.values():
             console.print(
                 f"{test.model} vs {test.reference}: Δ {_delta(test.delta)} points on {test.shared} shared items, "
-                f"McNemar p = {test.p_value:.4g}" if test.p_value is not None else
-                f"{test.model} vs {test.reference}: no shared scored items"
+                f"McNemar p = {test.p_value:.4g}"
+                if test.p_value is not None
+                else f"{test.model} vs {test.reference}: no shared scored items"
             )
 
 
@@ -291,9 +353,15 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _write_markdown(path: Path, metrics: dict[str, ModelMetrics], comparison: Comparison | None) -> Path:
-    parts = ["# GMAI-MMBench evaluation", "", "Accuracy in %, micro-averaged per question; errored items are "
-             "excluded from accuracy and counted; unparsed and refused answers count as wrong.", "",
-             _markdown_table(_OVERALL_HEADER, overall_rows(metrics)), ""]
+    parts = [
+        "# GMAI-MMBench evaluation",
+        "",
+        "Accuracy in %, micro-averaged per question; errored items are "
+        "excluded from accuracy and counted; unparsed and refused answers count as wrong.",
+        "",
+        _markdown_table(_OVERALL_HEADER, overall_rows(metrics)),
+        "",
+    ]
     for label, m in metrics.items():
         if not m.has_key:
             parts += [f"*{label}: no answer key in this split: predictions only.*", ""]
@@ -304,8 +372,10 @@ def _write_markdown(path: Path, metrics: dict[str, ModelMetrics], comparison: Co
         parts += ["## Paired comparison", ""]
         for test in comparison.paired.values():
             p = "—" if test.p_value is None else f"{test.p_value:.4g}"
-            parts.append(f"- {test.model} vs {test.reference}: Δ {_delta(test.delta)} points on "
-                         f"{test.shared} shared items (exact McNemar p = {p})")
+            parts.append(
+                f"- {test.model} vs {test.reference}: Δ {_delta(test.delta)} points on "
+                f"{test.shared} shared items (exact McNemar p = {p})"
+            )
         parts.append("")
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

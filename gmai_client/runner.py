@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -92,7 +94,9 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
         with progress:
             tasks = [
                 asyncio.create_task(
-                    _run_model(config, files, selection, built[spec.label], outcomes[spec.label], previous, writer, progress)
+                    _run_model(
+                        config, files, selection, built[spec.label], outcomes[spec.label], previous, writer, progress
+                    )
                 )
                 for spec in config.models
             ]
@@ -119,10 +123,25 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
 
 
 def run_directory(config: RunConfig) -> Path:
-    name = config.run_name or "-".join(_slug(spec.label) for spec in config.models)[:80]
+    """``<out>/<run-name>``; by default named after the models plus a short hash of what decides the
+    item set and the prompts, so the same command resumes the same folder and a different
+    selection never mixes its records into another run's metrics."""
+    name = config.run_name or f"{'-'.join(_slug(spec.label) for spec in config.models)[:80]}-{_config_hash(config)}"
     path = config.out / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _config_hash(config: RunConfig) -> str:
+    decisive = {
+        "data": config.data,
+        "select": config.select,
+        "limit": config.limit,
+        "template": config.template,
+        "params": config.params.as_dict(),
+        "seed": config.seed,
+    }
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _slug(text: str) -> str:
@@ -218,14 +237,14 @@ async def _answer(entry: Item | BadRow, label: str, send: Send, config: RunConfi
     try:
         response, attempts, cached = await send(request)
     except BackendError as exc:
-        return score_error(entry, label, exc, latency_s=time.monotonic() - started, attempts=getattr(exc, "attempts", 1))
+        return score_error(
+            entry, label, exc, latency_s=time.monotonic() - started, attempts=getattr(exc, "attempts", 1)
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a bug or an unmapped vendor error: fail this item, not the run
         return score_error(entry, label, exc, latency_s=time.monotonic() - started)
-    return score_answer(
-        entry, label, response, latency_s=time.monotonic() - started, attempts=attempts, cached=cached
-    )
+    return score_answer(entry, label, response, latency_s=time.monotonic() - started, attempts=attempts, cached=cached)
 
 
 def _index_of(entry: Item | BadRow) -> str:

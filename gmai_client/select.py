@@ -46,7 +46,7 @@ VIEW_OF_FIELD = {
 _ALIASES = {alias: name for name, aliases in FIELDS.items() for alias in aliases}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: it is cached per tree object
 class LexicalTree:
     """The benchmark's tree: ``views[view][category][modality] -> labels``."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 
 from PIL import Image, ImageChops, ImageDraw
 
@@ -445,13 +446,24 @@ def _draw_image(
     return buf.getvalue()
 
 
-def default_image_variants(image_size: int) -> int:
-    """Pool variants per (granularity, modality): 64 for small images, fewer for large ones.
+# Each item draws one of _IMAGE_SLOTS image slots whatever the pool size, so that the random stream (and
+# hence every text cell, including the mark colour named in the question) is independent of image_size.
+_IMAGE_SLOTS = 64
 
-    Bounds the one-off drawing cost (about 4 x 38 x variants images at most) while keeping enough
-    distinct images that a sample does not look copy-pasted.
+
+def default_image_variants(image_size: int) -> int:
+    """Pool variants per (granularity, modality): 64 for small images, down to 4 for large ones.
+
+    Bounds the one-off drawing cost (at most ~120 (granularity, modality) pairs x variants images)
+    while keeping enough distinct images that a sample does not look copy-pasted.
     """
-    return max(2, min(64, round(64 * (128 / max(1, image_size)) ** 2)))
+    return round(64 * (128 / max(1, image_size)) ** 2)
+
+
+def _pool_variants(requested: int) -> int:
+    """A multiple of the 4 mark colours within [4, 64]: then variant % 4 == slot % 4 keeps the colour."""
+    n_colors = len(_MARK_COLORS)
+    return min(_IMAGE_SLOTS, max(n_colors, -(-requested // n_colors) * n_colors))
 
 
 class ImagePool:
@@ -512,7 +524,8 @@ def iter_synthetic_rows(
 ) -> Iterator[dict[str, str]]:
     """Yield ``n_items`` rows (column -> cell text) in the released TSV layout, in ``COLUMNS`` order.
 
-    ``with_answer=False`` drops the answer column, like the TEST files. ``image_variants`` overrides
+    ``with_answer=False`` drops the answer column, like the TEST files. ``image_variants`` (images per
+    (granularity, modality), rounded to a multiple of 4 within [4, 64]) overrides
     :func:`default_image_variants`. Text cells do not depend on ``image_size`` or ``image_variants``.
     """
     if n_items < 0:
@@ -520,7 +533,8 @@ def iter_synthetic_rows(
     if not 0.0 <= multi_answer_fraction <= 1.0:
         raise ValueError(f"multi_answer_fraction must be within [0, 1], got {multi_answer_fraction}")
     index = tree_index()
-    pool = ImagePool(seed, image_size, image_variants or default_image_variants(image_size))
+    variants = _pool_variants(image_variants or default_image_variants(image_size))
+    pool = ImagePool(seed, image_size, variants)
     order_rng = random.Random(f"gmai-synthetic/order/{seed}")
     rng = random.Random(f"gmai-synthetic/items/{seed}")
     order = _coverage_order(index, order_rng)
@@ -557,7 +571,7 @@ def iter_synthetic_rows(
         options = [opt or next(rest) for opt in options]
         filler = "none" if rng.random() < _NONE_FILL_FRACTION else ""
         options += [filler] * (len(LETTERS) - n_options)
-        variant = rng.randrange(pool.variants)
+        variant = rng.randrange(_IMAGE_SLOTS) % pool.variants
         color_name, _ = pool.color(variant)
         quoted = i % _QUOTE_EVERY == _QUOTE_OFFSET
         row = {
@@ -578,16 +592,35 @@ def iter_synthetic_rows(
 def write_tsv(path: str | Path, n_items: int, **kwargs: object) -> Path:
     """Write ``n_items`` synthetic rows to ``path`` as pandas' ``to_csv(sep="\\t", index=False)`` would.
 
-    Keyword arguments go to :func:`iter_synthetic_rows`. Returns the path.
+    That is csv.writer with a tab delimiter, minimal quoting and "\\n" line ends (what pandas uses
+    underneath; the released files are pandas-written). Keyword arguments go to
+    :func:`iter_synthetic_rows`. Returns the path.
     """
     path = Path(path)
     with_answer = bool(kwargs.get("with_answer", True))
     columns = COLUMNS if with_answer else COLUMNS_NO_ANSWER
+    image_at = columns.index("image")
     path.parent.mkdir(parents=True, exist_ok=True)
+    pieces: list[str] = []
+    # csv.writer formats every text cell, but the image cell is spliced in unformatted: base64 never
+    # needs quoting, and letting csv scan ~100 kB of it per row would cap large files at ~50 MB/s.
+    # The head (index first) and tail (category first) are never a lone empty cell, which csv would
+    # write as "" rather than nothing, so the result is byte-for-byte a plain csv.writer row.
+    cells = csv.writer(
+        SimpleNamespace(write=pieces.append), delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator=""
+    )
     with path.open("w", encoding="utf-8", newline="", buffering=1 << 20) as fh:
-        # csv.writer with these settings is what pandas uses underneath; quoting is minimal.
-        writer = csv.writer(fh, delimiter="\t", quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        writer.writerow(columns)
+        cells.writerow(columns)
+        fh.write(pieces.pop() + "\n")
         for row in iter_synthetic_rows(n_items, **kwargs):  # type: ignore[arg-type]
-            writer.writerow([row[c] for c in columns])
+            values = [row[c] for c in columns]
+            cells.writerow(values[:image_at])
+            cells.writerow(values[image_at + 1 :])
+            tail, head = pieces.pop(), pieces.pop()
+            fh.write(head)
+            fh.write("\t")
+            fh.write(values[image_at])
+            fh.write("\t")
+            fh.write(tail)
+            fh.write("\n")
     return path
