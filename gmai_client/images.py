@@ -4,8 +4,16 @@ Owns ``downscale`` (one image, synchronous, PIL) and ``prepare_images`` (a reque
 The dataset already holds PNG bytes that every API backend accepts, so the default is to pass
 them through byte-for-byte; re-encoding only happens when a ``max_side`` is asked for and an image
 is larger than it. Re-encoding a PNG costs tens of milliseconds of CPU, which would stall every
-in-flight request if done on the event loop, so it runs in a process pool (threads would still
-hold the GIL for most of PIL's encode path) shared by the whole process and created on first use.
+in-flight request if done on the event loop, so it runs in a process pool shared by the whole
+process and created on first use (a process pool keeps the CPU work away from the event loop's
+GIL entirely, whatever parts of PIL release it).
+
+Workers start with ``forkserver`` where the platform has it (``spawn`` elsewhere), never plain
+``fork``: the client process has threads and open sockets (HTTP keep-alive connections, test
+servers), and a forked worker would inherit held locks and keep those sockets open, so a closed
+connection would never reach the server. The price is the usual multiprocessing rule: a script
+that resizes images must keep its top-level code under ``if __name__ == "__main__":``, because
+workers import the main module; ``prepare_images`` says so when a worker dies at start-up.
 
 Only the image header is read on the event loop to decide whether a resize is needed: PIL reads
 the size without decoding pixels, which costs microseconds.
@@ -20,6 +28,7 @@ import os
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from PIL import Image as PILImage
 
@@ -75,9 +84,7 @@ def downscale(image: Image, max_side: int) -> Image:
 
 
 def _mp_context() -> multiprocessing.context.BaseContext | None:
-    # The client process has threads (SDK worker threads, test servers); forking a threaded
-    # process can copy a held lock into the child and deadlock it. forkserver forks from a clean
-    # single-threaded server instead. Platforms without it use their default (spawn).
+    # See the module docstring for why not fork. Platforms without forkserver use their default.
     if "forkserver" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("forkserver")
     return None
@@ -117,11 +124,18 @@ async def prepare_images(images: Iterable[Image], max_side: int | None) -> tuple
         return images
     loop = asyncio.get_running_loop()
     pool = get_pool()
-    results = await asyncio.gather(
-        *(loop.run_in_executor(pool, _downscale_bytes, images[i].data, max_side) for i in todo)
-    )
+    try:
+        results = await asyncio.gather(
+            *(loop.run_in_executor(pool, _downscale_bytes, images[i].data, max_side) for i in todo)
+        )
+    except BrokenProcessPool as exc:
+        shutdown_pool()  # a broken pool stays broken; the next call starts a fresh one
+        raise RuntimeError(
+            "an image-resizing worker process died; if this runs from a script, put the script's "
+            'top-level code under `if __name__ == "__main__":` (workers import the main module)'
+        ) from exc
     prepared = list(images)
-    for i, data in zip(todo, results):
+    for i, data in zip(todo, results, strict=True):
         if data is not None:
             prepared[i] = Image(data=data, mime="image/png")
     return tuple(prepared)

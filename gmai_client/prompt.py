@@ -127,6 +127,7 @@ def build_request(
         images=images,
         params=params,
         options=item.options,
+        multi_answer=item.is_multi_answer,
         system=system,
     )
 

@@ -6,6 +6,8 @@
         metrics.json       per model: overall, per view and category, macro, multi-answer, deltas
         metrics.csv        one row per (model, view, category)
         report.md          the same tables in Markdown
+        report.html        one self-contained page: charts, heatmap, lexical tree, gallery (html_report.py)
+        plots/             the per-view charts as PNG and SVG, when matplotlib is installed (plots.py)
         predictions/<model>.tsv   index, prediction, letter: the form the benchmark's authors
                                   take for scoring TEST predictions (no key ships with TEST)
 
@@ -29,6 +31,7 @@ from rich.table import Table
 
 from gmai_client.config import RunConfig
 from gmai_client.errors import redact
+from gmai_client.html_report import write_visual_reports
 from gmai_client.metrics import VIEW_FIELDS, Comparison, GroupStats, ModelMetrics, compare, compute_metrics
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.scoring import rescore
@@ -92,7 +95,10 @@ def write_reports(
         _write_markdown(run_dir / "report.md", metrics, comparison),
         *_write_predictions(run_dir / "predictions", records),
     ]
-    print_tables(metrics, comparison, console or Console())
+    console = console or Console()
+    print_tables(metrics, comparison, console)
+    # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
+    written += write_visual_reports(run_dir, records, metrics, comparison, extra=extra, console=console)
     return [str(path) for path in written]
 
 

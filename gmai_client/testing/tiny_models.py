@@ -18,8 +18,9 @@ torchvision: transformers falls back to its PIL image processors without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 # Nothing here may reach a hub: everything is built in code.
@@ -101,6 +102,20 @@ def build_tokenizer(extra_special: Sequence[str] = (), *, image_token: str = "<i
     return tokenizer
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide transformers' "Writing model shards" progress bar (global state, restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _seed_everything(seed: int) -> None:
     import torch
 
@@ -139,7 +154,7 @@ def build_tiny_llava(path: str | os.PathLike[str], seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -155,7 +170,8 @@ def build_tiny_llava(path: str | os.PathLike[str], seed: int = 0) -> Path:
     _seed_everything(seed)
     model = LlavaForConditionalGeneration(config).eval()
     _set_generation_defaults(model, tokenizer)
-    model.save_pretrained(out)
+    with _quiet():
+        model.save_pretrained(out)
 
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size},
@@ -225,7 +241,7 @@ def build_tiny_idefics3(path: str | os.PathLike[str], seed: int = 0) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -240,7 +256,8 @@ def build_tiny_idefics3(path: str | os.PathLike[str], seed: int = 0) -> Path:
     _seed_everything(seed)
     model = Idefics3ForConditionalGeneration(config).eval()
     _set_generation_defaults(model, tokenizer)
-    model.save_pretrained(out)
+    with _quiet():
+        model.save_pretrained(out)
 
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False,

@@ -1,0 +1,296 @@
+"""The OpenAI backend driven through the real ``openai`` SDK against the fake API on loopback.
+
+Asserts on what the server received (model, images before text, byte-identical PNGs, parameters,
+exactly one HTTP request per generate: the SDK never retries) and on the error mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("openai")
+pytest.importorskip("aiohttp")
+
+from gmai_client.backends.openai import OpenAIBackend
+from PIL import Image as PILImage
+
+from gmai_client import errors, registry
+from gmai_client.config import parse_model_spec
+from gmai_client.dataset import iter_items, open_dataset
+from gmai_client.images import downscale, shutdown_pool
+from gmai_client.prompt import build_request
+from gmai_client.splits import sample_path
+from gmai_client.testing.fake_api import FakeAPI, Faults, request_key
+from gmai_client.types import Image, Request, Response, SamplingParams
+
+KEY = "sk-test-SECRET123456789"
+MODEL = "gpt-4o-fake"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeAPI]:
+    with FakeAPI(faults=Faults(hang_seconds=10)) as api:
+        yield api
+
+
+@pytest.fixture
+def api(server: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
+    """The module's server, wiped clean for one test; the key set in the environment."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server.reset()
+    server.answers, server.fallback, server.require_key = {}, "A", None
+    return server
+
+
+@pytest.fixture(scope="module")
+def request_() -> Request:
+    item = next(i for i in itertools.islice(iter_items(open_dataset([sample_path()])), 20) if i.images_b64)
+    return build_request(item, params=SamplingParams(temperature=0.3, max_tokens=32, seed=7), system="Be brief.")
+
+
+def backend(api: FakeAPI, **kwargs: object) -> OpenAIBackend:
+    kwargs.setdefault("timeout", 2.0)
+    return OpenAIBackend(MODEL, endpoint=api.base_url_openai, **kwargs)  # type: ignore[arg-type]
+
+
+def generate(b: OpenAIBackend, request: Request) -> Response:
+    async def go() -> Response:
+        try:
+            return await b.generate(request)
+        finally:
+            await b.close()
+
+    return asyncio.run(go())
+
+
+def fails(b: OpenAIBackend, request: Request) -> errors.BackendError:
+    with pytest.raises(errors.BackendError) as caught:
+        generate(b, request)
+    return caught.value
+
+
+def png(width: int, height: int, color: int = 0) -> bytes:
+    out = io.BytesIO()
+    PILImage.new("RGB", (width, height), (color, 80, 160)).save(out, format="PNG")
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------- the request on the wire
+
+
+def test_request_on_the_wire(api: FakeAPI, request_: Request) -> None:
+    api.answers = {request_key(request_): "C"}
+    response = generate(backend(api), request_)
+
+    assert response == Response("C", "stop", response.usage, MODEL)
+    assert response.usage is not None and response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    (seen,) = api.requests
+    assert seen.api == "openai" and seen.model == MODEL
+    assert seen.roles == ("system", "user") and seen.system == "Be brief."
+    assert seen.content_types == ("image", "text")  # images first, as the reference protocol does
+    assert seen.image_sha256 == (request_.images[0].sha256,)  # the item's PNG, byte for byte
+    assert seen.image_mimes == ("image/png",)
+    assert seen.image_details == (None,)  # not sent unless asked for
+    assert seen.text == request_.text
+    assert seen.params["temperature"] == 0.3 and seen.params["max_tokens"] == 32 and seen.params["seed"] == 7
+    assert "max_completion_tokens" not in seen.params
+    assert seen.auth_schemes == ("bearer",)
+    assert seen.headers["x-stainless-retry-count"] == "0"
+
+
+def test_several_images_keep_their_order_and_detail(api: FakeAPI) -> None:
+    first, second = Image(png(8, 8, 1)), Image(png(8, 8, 2))
+    request = Request("two", "Which differs?", (first, second))
+    generate(backend(api, detail="low", max_tokens_field="max_completion_tokens"), request)
+
+    (seen,) = api.requests
+    assert seen.content_types == ("image", "image", "text")
+    assert seen.image_sha256 == (first.sha256, second.sha256)
+    assert seen.image_details == ("low", "low")
+    assert seen.roles == ("user",)  # no system message when the request has none
+    assert seen.params["max_completion_tokens"] == 512 and "max_tokens" not in seen.params
+    assert "seed" not in seen.params
+
+
+def test_max_image_side_downscales_before_sending(api: FakeAPI) -> None:
+    big, small = Image(png(300, 150)), Image(png(40, 20))
+    try:
+        generate(backend(api, max_image_side=64), Request("big", "Look.", (big, small)))
+    finally:
+        shutdown_pool()
+    (seen,) = api.requests
+    assert seen.image_sha256 == (downscale(big, 64).sha256, small.sha256)  # the small one untouched
+
+
+def test_refusal_and_content_filter_are_responses(api: FakeAPI, request_: Request) -> None:
+    api.inject("refusal")
+    refused = generate(backend(api), request_)
+    assert refused.finish_reason == "refused" and "can't help" in refused.text
+
+    api.inject("content_filter")
+    filtered = generate(backend(api), request_)
+    assert filtered.finish_reason == "filtered" and filtered.text == ""
+
+
+def test_answer_cut_by_max_tokens_is_length(api: FakeAPI) -> None:
+    api.fallback = "The answer is B, because " + "of many reasons " * 20
+    response = generate(backend(api), Request("long", "Why?", params=SamplingParams(max_tokens=4)))
+    assert response.finish_reason == "length" and len(response.text) == 16
+
+
+# ---------------------------------------------------------------------- errors
+
+
+ERROR_CASES = [
+    pytest.param("status", {"status": 400}, errors.BadRequest, id="400"),
+    pytest.param("status", {"status": 400, "message": "Invalid image: unsupported image format."},
+                 errors.UnsupportedInput, id="400-image"),
+    pytest.param("status", {"status": 401}, errors.AuthError, id="401"),
+    pytest.param("status", {"status": 403}, errors.AuthError, id="403"),
+    pytest.param("status", {"status": 404}, errors.ModelNotFound, id="404"),
+    pytest.param("status", {"status": 413}, errors.BadRequest, id="413"),
+    pytest.param("status", {"status": 422}, errors.BadRequest, id="422"),
+    pytest.param("quota", {}, errors.QuotaExhausted, id="429-insufficient_quota"),
+    pytest.param("429", {"retry_after": 2}, errors.RateLimited, id="429-retry-after"),
+    pytest.param("429-date", {"retry_after": 2}, errors.RateLimited, id="429-http-date"),
+    pytest.param("429-ms", {"retry_after": 1.5}, errors.RateLimited, id="429-retry-after-ms"),
+    pytest.param("429-reset", {"retry_after": 1.5}, errors.RateLimited, id="429-x-ratelimit-reset"),
+    pytest.param("500", {}, errors.ServerError, id="500"),
+    pytest.param("502", {}, errors.ServerError, id="502-html"),
+    pytest.param("status", {"status": 504}, errors.ServerError, id="504"),
+    pytest.param("503", {}, errors.Overloaded, id="503"),
+    pytest.param("529", {}, errors.Overloaded, id="529"),
+    pytest.param("malformed", {}, errors.ServerError, id="malformed-json"),
+    pytest.param("truncated", {}, errors.ServerError, id="truncated-json"),
+    pytest.param("empty", {}, errors.ServerError, id="empty-choices"),
+    pytest.param("reset", {}, errors.ConnectionLost, id="connection-reset"),
+    pytest.param("cut", {}, errors.ConnectionLost, id="cut-mid-body"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "options", "expected"), ERROR_CASES)
+def test_error_mapping(api: FakeAPI, request_: Request, kind: str, options: dict[str, object], expected: type) -> None:
+    api.inject(kind, **options)  # type: ignore[arg-type]
+    error = fails(backend(api), request_)
+
+    assert type(error) is expected, str(error)
+    assert api.count(request_key(request_)) == 1  # one HTTP request: the SDK did not retry
+    assert KEY not in str(error) and "SECRET" not in str(error)
+    assert error.__cause__ is None  # the SDK exception (which holds the request) is not chained
+    if kind in ("429", "429-ms", "429-reset"):
+        assert error.retry_after == pytest.approx(options["retry_after"], abs=0.05)
+    if kind == "429-date":  # an HTTP date has whole seconds: the hint is rounded up
+        assert error.retry_after is not None and 1.0 < error.retry_after <= 3.0
+    if kind in ("503", "529"):
+        assert error.retry_after == pytest.approx(1.0, abs=0.05)
+    if "status" in options:
+        assert error.status == options["status"]
+    elif kind[:3].isdigit():
+        assert error.status == int(kind[:3])
+
+
+def test_timeout_when_the_server_hangs(api: FakeAPI, request_: Request) -> None:
+    api.inject("hang")
+    error = fails(backend(api, timeout=0.5), request_)
+    assert isinstance(error, errors.RequestTimeout) and "0.5 s" in str(error)
+    assert api.count(request_key(request_)) == 1
+
+
+def test_connection_refused_is_connection_lost(request_: Request, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    b = OpenAIBackend(MODEL, endpoint=f"http://127.0.0.1:{port}/v1", timeout=1.0)
+    assert isinstance(fails(b, request_), errors.ConnectionLost)
+
+
+def test_key_never_in_error_messages(api: FakeAPI, request_: Request) -> None:
+    api.inject("status", status=400, message=f"bad key {KEY} in request")
+    error = fails(backend(api), request_)
+    assert KEY not in str(error) and "[REDACTED]" in str(error)
+
+
+def test_wrong_key_is_auth_error(api: FakeAPI, request_: Request, monkeypatch: pytest.MonkeyPatch) -> None:
+    api.require_key = "sk-test-the-right-one-000"
+    error = fails(backend(api), request_)
+    assert isinstance(error, errors.AuthError) and error.status == 401 and error.stops_model
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-the-right-one-000")
+    assert generate(backend(api), request_).text == "A"
+
+
+def test_api_key_env_option_names_the_variable(
+    api: FakeAPI, request_: Request, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MY_GATEWAY_KEY", "sk-test-gateway-777777")
+    api.require_key = "sk-test-gateway-777777"
+    assert generate(backend(api, api_key_env="MY_GATEWAY_KEY"), request_).text == "A"
+
+
+def test_self_hosted_server_needs_no_key(api: FakeAPI, request_: Request, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert generate(backend(api), request_).text == "A"
+    assert api.requests[0].auth_schemes == ("bearer",)  # the "EMPTY" placeholder
+
+
+def test_openai_endpoint_without_key_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    b = OpenAIBackend("gpt-4o")
+    with pytest.raises(errors.AuthError, match="OPENAI_API_KEY"):
+        asyncio.run(b.start())
+
+
+# ---------------------------------------------------------------------- spec, options, identity
+
+
+def test_from_spec_and_identity() -> None:
+    plain = registry.create(parse_model_spec("openai:gpt-4o"))
+    assert isinstance(plain, OpenAIBackend)
+    assert plain.identity() == {"backend": "openai", "model": "gpt-4o", "endpoint": "https://api.openai.com/v1"}
+
+    spec = parse_model_spec("openai:llava@http://gpu:8000/v1/", ["detail=high", "timeout=5", "max_image_side=512"])
+    b = OpenAIBackend.from_spec(spec)
+    assert (b.endpoint, b.detail, b.timeout, b.max_image_side) == ("http://gpu:8000/v1", "high", 5.0, 512)
+    assert b.identity() == {
+        "backend": "openai", "model": "llava", "endpoint": "http://gpu:8000/v1",
+        "detail": "high", "max_image_side": "512",
+    }  # fmt: skip
+    same = OpenAIBackend.from_spec(parse_model_spec("openai:llava", ["base_url=http://gpu:8000/v1"]))
+    assert same.endpoint == "http://gpu:8000/v1"
+
+
+@pytest.mark.parametrize(
+    ("spec", "options"),
+    [
+        ("openai", []),
+        ("openai:m", ["detail=medium"]),
+        ("openai:m", ["timeout=0"]),
+        ("openai:m", ["timeout=soon"]),
+        ("openai:m", ["max_image_side=0"]),
+        ("openai:m", ["max_tokens_field=tokens"]),
+        ("openai:m@http://a/v1", ["base_url=http://b/v1"]),
+        ("openai:m@gpu:8000", []),
+    ],
+)
+def test_bad_specs_are_config_errors(spec: str, options: list[str]) -> None:
+    with pytest.raises(errors.ConfigError):
+        OpenAIBackend.from_spec(parse_model_spec(spec, options))
+
+
+def test_missing_sdk_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['openai'] = None\n"  # as if the package were not installed
+        "from gmai_client.errors import MissingExtra\n"
+        "try:\n    import gmai_client.backends.openai\n"
+        "except MissingExtra as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "pip install 'gmai-client[openai]'" in out.stdout, out.stderr
