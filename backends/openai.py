@@ -59,7 +59,6 @@ from gmai_client.backends._api import (
     short,
     status_error,
 )
-
 from gmai_client.config import ModelSpec
 from gmai_client.types import FinishReason, Request, Response, Usage
 

@@ -17,6 +17,8 @@ from gmai_client.types import Request, Response
 class RandomBackend:
     """Uniform random choice among each item's options (seeded)."""
 
+    cacheable = False  # costs nothing to ask again; caching would only fill the cache
+
     name = "random"
     OPTIONS: Mapping[str, str] = {"seed": "overrides the run's --seed for this model"}
 

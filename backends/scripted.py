@@ -39,6 +39,8 @@ def script_from_mapping(answers: Mapping[str, object], default: str | None = Non
 class ScriptedBackend:
     """Answers from a script (a JSON file index -> text or {"error": kind}); for tests and demos."""
 
+    cacheable = False  # answers come from the test's function, which may change between runs
+
     name = "scripted"
     OPTIONS: Mapping[str, str] = {"latency": "seconds to wait per request (default 0)"}
 

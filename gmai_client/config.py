@@ -95,6 +95,16 @@ class RunConfig:
     data_dir: Path | None = None
     retry_errors: bool = False
     progress: bool = True
+    # Reliability (issue: rate limits, retries, cache, budgets). None means "no limit".
+    cache: bool = True
+    cache_path: Path | None = None  # None: the user cache dir (GMAI_CLIENT_CACHE_DIR overrides)
+    rpm: float | None = None  # requests/min per endpoint; a model's rpm= option overrides
+    tpm: float | None = None  # tokens/min per endpoint; a model's tpm= option overrides
+    max_attempts: int = 8
+    attempt_timeout: float | None = None  # None: the backend's own timeout
+    item_deadline: float = 900.0
+    max_errors: float | None = None  # >= 1: a count; < 1: a fraction of finished items
+    token_budget: int | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -103,6 +113,12 @@ class RunConfig:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.limit is not None and self.limit < 0:
             raise ConfigError(f"limit must be >= 0, got {self.limit}")
+        for name in ("rpm", "tpm", "attempt_timeout", "token_budget", "max_errors"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value:g}")
+        if self.max_attempts < 1:
+            raise ConfigError(f"max-attempts must be at least 1, got {self.max_attempts}")
         labels = [model.label for model in self.models]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
@@ -121,9 +137,44 @@ class RunConfig:
                 kwargs[key] = (kwargs[key],)
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
-        if "out" in kwargs:
-            kwargs["out"] = Path(kwargs["out"])
+        for key in ("out", "cache_path", "data_dir"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = Path(kwargs[key])
         return cls(models=specs, **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Rebuild a config from a run folder's config.json (``--resume RUN_DIR``)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known and key != "models"}
+        try:
+            models = tuple(
+                ModelSpec(
+                    m["backend"],
+                    m.get("target", ""),
+                    m.get("endpoint", ""),
+                    MappingProxyType(dict(m["options"])),
+                    m["label"],
+                )
+                for m in data["models"]
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"config.json has no usable model list ({exc})") from None
+        for model in models:
+            hidden = [key for key, value in model.options.items() if value == "[REDACTED]"]
+            if hidden:
+                raise ConfigError(
+                    f"{model.label}: option {hidden[0]} was not saved (it looks secret); rerun the original command"
+                )
+        for key in ("data", "select"):
+            if key in values:
+                values[key] = tuple(values[key])
+        for key in ("out", "cache_path", "data_dir"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        if "params" in values:
+            values["params"] = SamplingParams(**values["params"])
+        return cls(models=models, **values)
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved config as written to the run folder: no secrets."""
@@ -132,4 +183,5 @@ class RunConfig:
         data["params"] = self.params.as_dict()
         data["out"] = str(self.out)
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
+        data["cache_path"] = str(self.cache_path) if self.cache_path else None
         return data

@@ -16,6 +16,7 @@
             ├── AuthError        401 / 403          (stops the model's run)
             ├── QuotaExhausted   insufficient_quota (stops the model's run)
             ├── ModelNotFound    404 on the model   (stops the model's run)
+            ├── BudgetExhausted  the run's token budget is spent (stops every model)
             ├── BadRequest       400 / 413 / 422
             └── UnsupportedInput input the model cannot take (too many images, wrong format)
 
@@ -119,6 +120,13 @@ class QuotaExhausted(FatalError):
 
 class ModelNotFound(FatalError):
     kind = "model_not_found"
+    stops_model = True
+
+
+class BudgetExhausted(FatalError):
+    """The run's token budget is spent: nothing more is sent (raised before sending)."""
+
+    kind = "budget"
     stops_model = True
 
 

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from gmai_client.types import Record
 
 RECORDS_FILE = "records.jsonl"
-_TUPLE_FIELDS = {"letters", "answer"}
+_TUPLE_FIELDS = {"letters", "answer", "retries"}
 
 
 def record_to_json(record: Record) -> str:

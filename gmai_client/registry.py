@@ -13,8 +13,9 @@ A backend class provides ``from_spec(spec: ModelSpec, seed: int) -> Backend`` an
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import Any
 
 from gmai_client.config import ModelSpec
@@ -64,9 +65,17 @@ def load_class(name: str) -> Any:
     return getattr(module, class_name)
 
 
+#: Options every model takes, read by the runner rather than by the backend.
+POLICY_OPTIONS: dict[str, str] = {
+    "rpm": "requests per minute to this model's endpoint (overrides --rpm)",
+    "tpm": "tokens per minute to this model's endpoint (overrides --tpm)",
+}
+
+
 def create(spec: ModelSpec, *, seed: int = 0) -> Backend:
     """Build the backend a spec names (it is started later, by the runner)."""
-    return load_class(spec.backend).from_spec(spec, seed=seed)
+    own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
+    return load_class(spec.backend).from_spec(replace(spec, options=own), seed=seed)
 
 
 def describe() -> list[BackendInfo]:

@@ -9,9 +9,14 @@ Each model streams the file on its own rather than sharing one pass: a rate-limi
 and a local model run at very different speeds, and one shared pass would hold the fast one to
 the slow one's pace (or buffer the difference in memory). Reading is cheap next to inference.
 
+Each model's requests go through a ``dispatch.Dispatcher`` (cache, rate limits, adaptive
+concurrency, retries); the cache, the endpoint limiters and the token budget are shared by every
+model of the run.
+
 Every finished item is appended to records.jsonl at once (the resume journal). A failure is
 isolated to its item; an error that means the whole model cannot work (bad key, exhausted quota,
-unknown model) stops that model's run, leaving its unsent items unrecorded for a later resume.
+unknown model, spent budget) stops that model's run, leaving that item and the unsent ones
+unrecorded for a later resume; so does ``max_errors`` when too many items fail.
 Ctrl-C cancels in-flight requests, and the run returns (``interrupted=True``) with everything
 finished so far on disk and in the metrics.
 """
@@ -29,21 +34,28 @@ from itertools import islice
 from pathlib import Path
 
 from gmai_client import registry
+from gmai_client.cache import ResponseCache
 from gmai_client.config import ModelSpec, RunConfig
 from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
+from gmai_client.dispatch import Dispatcher, Sent, TokenBudget
 from gmai_client.errors import BackendError, DataError, GmaiError
+from gmai_client.limiter import AdaptiveConcurrency, LimiterPool, Limits
 from gmai_client.progress import ProgressReporter, make_progress
 from gmai_client.prompt import build_request
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
+from gmai_client.retry import RetryPolicy
 from gmai_client.scoring import score_answer, score_error
 from gmai_client.select import Selection, parse_selection
 from gmai_client.splits import resolve_data
-from gmai_client.types import Backend, BadRow, Item, Record, Request, Response
+from gmai_client.types import Backend, BadRow, Item, Record, Request
 
 _READ_BATCH = 16
+# A fractional --max-errors is judged only after this many items: 2 errors in the first 3 items
+# of a long run are noise, not a failing run.
+_MIN_ITEMS_FOR_ERROR_RATE = 20
 
-#: What sends one request for a model: the seam where cache, limits and retries plug in.
-Send = Callable[[Request], Awaitable[tuple[Response, int, bool]]]
+#: What sends one request for a model (a ``Dispatcher``'s ``send``).
+Send = Callable[[Request], Awaitable[Sent]]
 
 
 @dataclass
@@ -55,6 +67,9 @@ class ModelOutcome:
     errors: int = 0
     skipped: int = 0  # finished in an earlier run (resume)
     stopped: str = ""  # why the model's run ended early, if it did
+    sent: int = 0  # requests sent (retries included; cache hits excluded)
+    cache_hits: int = 0
+    throttled: int = 0  # 429 / overload replies met
 
 
 @dataclass(frozen=True)
@@ -89,13 +104,30 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
     outcomes = {spec.label: ModelOutcome(spec) for spec in config.models}
     progress = make_progress(enabled=config.progress)
     interrupted = False
+    cache = ResponseCache(config.cache_path) if config.cache else None
+    shared = _Shared(
+        cache=cache,
+        limiters=LimiterPool(),
+        budget=TokenBudget(config.token_budget) if config.token_budget else None,
+        retry=RetryPolicy(
+            max_attempts=config.max_attempts, attempt_timeout=config.attempt_timeout, deadline=config.item_deadline
+        ),
+    )
     writer = RecordWriter(run_dir / RECORDS_FILE)
     try:
         with progress:
             tasks = [
                 asyncio.create_task(
                     _run_model(
-                        config, files, selection, built[spec.label], outcomes[spec.label], previous, writer, progress
+                        config,
+                        files,
+                        selection,
+                        built[spec.label],
+                        outcomes[spec.label],
+                        previous,
+                        writer,
+                        progress,
+                        shared,
                     )
                 )
                 for spec in config.models
@@ -109,6 +141,8 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
                 await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         writer.close()
+        if cache is not None:
+            cache.close()
         for backend in built.values():
             with contextlib.suppress(Exception):
                 await backend.close()
@@ -148,6 +182,58 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_") or "model"
 
 
+@dataclass(frozen=True)
+class _Shared:
+    """What every model of a run shares."""
+
+    cache: ResponseCache | None
+    limiters: LimiterPool
+    budget: TokenBudget | None
+    retry: RetryPolicy
+
+
+def _dispatcher(config: RunConfig, spec: ModelSpec, backend: Backend, shared: _Shared, track) -> Dispatcher:
+    limits = Limits(rpm=_rate_option(spec, "rpm", config.rpm), tpm=_rate_option(spec, "tpm", config.tpm))
+    limiter = None
+    if limits != Limits():
+        identity = backend.identity()
+        # One account's budget: same backend, endpoint and key variable (never the key itself).
+        scope = (
+            identity.get("backend", spec.backend),
+            identity.get("endpoint", ""),
+            getattr(backend, "api_key_env", ""),
+        )
+        limiter = shared.limiters.get(scope, limits)
+    return Dispatcher(
+        backend,
+        retry=shared.retry,
+        concurrency=AdaptiveConcurrency(config.concurrency),
+        limiter=limiter,
+        cache=shared.cache,
+        budget=shared.budget,
+        on_status=track.status,
+    )
+
+
+def _rate_option(spec: ModelSpec, name: str, default: float | None) -> float | None:
+    raw = spec.option(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise GmaiError(f"{spec.label}: option {name}={raw!r} is not a number") from None
+
+
+def _too_many_errors(config: RunConfig, outcome: ModelOutcome) -> bool:
+    limit = config.max_errors
+    if limit is None:
+        return False
+    if limit >= 1:
+        return outcome.errors >= limit
+    return outcome.done >= _MIN_ITEMS_FOR_ERROR_RATE and outcome.errors / outcome.done > limit
+
+
 async def _run_model(
     config: RunConfig,
     files: list[DatasetFile],
@@ -157,6 +243,7 @@ async def _run_model(
     previous: list[Record],
     writer: RecordWriter,
     progress: ProgressReporter,
+    shared: _Shared,
 ) -> None:
     label = outcome.spec.label
     finished = {r.index for r in previous if r.model == label and not (config.retry_errors and r.status == "error")}
@@ -191,24 +278,32 @@ async def _run_model(
             for _ in range(config.concurrency):
                 await queue.put(None)
 
-    async def send(request: Request) -> tuple[Response, int, bool]:
-        return await backend.generate(request), 1, False
+    dispatcher = _dispatcher(config, outcome.spec, backend, shared, track)
+
+    def halt(reason: str) -> None:
+        if not stop.is_set():
+            outcome.stopped = reason
+            progress.note(label, f"stopped: {reason}")
+            stop.set()
 
     async def work() -> None:
         while (entry := await queue.get()) is not None:
             if stop.is_set():
                 continue  # drain: the model has stopped, leave the rest for a resume
-            record = await _answer(entry, label, send, config)
-            if record is None:  # a model-stopping error: unrecorded, resumable
+            try:
+                record = await _answer(entry, label, dispatcher.send, config)
+            except _ModelStopped as stopped:  # unrecorded: a resume sends the item again
+                halt(stopped.reason)
                 continue
             writer.write(record)
             outcome.done += 1
+            outcome.sent += record.attempts
+            outcome.cache_hits += record.cached
+            outcome.throttled = dispatcher.throttled
             if record.status == "error":
                 outcome.errors += 1
-                if record.error_kind in _STOPPING_KINDS:
-                    outcome.stopped = record.error
-                    progress.note(label, f"stopped: {record.error}")
-                    stop.set()
+                if _too_many_errors(config, outcome):
+                    halt(f"{outcome.errors} of {outcome.done} items failed (--max-errors {config.max_errors:g})")
             track.advance(error=record.status == "error")
 
     producer = asyncio.create_task(produce())
@@ -222,11 +317,15 @@ async def _run_model(
         await asyncio.gather(producer, *workers, counter, return_exceptions=True)
 
 
-# Error kinds after which no request to the model can succeed: record the first, stop the model.
-_STOPPING_KINDS = {"auth", "quota", "model_not_found"}
+class _ModelStopped(Exception):
+    """No later request of this model can succeed (bad key, no quota, unknown model, budget spent)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
-async def _answer(entry: Item | BadRow, label: str, send: Send, config: RunConfig) -> Record | None:
+async def _answer(entry: Item | BadRow, label: str, send: Send, config: RunConfig) -> Record:
     if isinstance(entry, BadRow):
         return score_error(entry, label, DataError(entry.message))
     started = time.monotonic()
@@ -235,8 +334,10 @@ async def _answer(entry: Item | BadRow, label: str, send: Send, config: RunConfi
     except DataError as exc:
         return score_error(entry, label, exc)
     try:
-        response, attempts, cached = await send(request)
+        sent = await send(request)
     except BackendError as exc:
+        if exc.stops_model:
+            raise _ModelStopped(str(exc)) from None
         return score_error(
             entry, label, exc, latency_s=time.monotonic() - started, attempts=getattr(exc, "attempts", 1)
         )
@@ -244,7 +345,15 @@ async def _answer(entry: Item | BadRow, label: str, send: Send, config: RunConfi
         raise
     except Exception as exc:  # a bug or an unmapped vendor error: fail this item, not the run
         return score_error(entry, label, exc, latency_s=time.monotonic() - started)
-    return score_answer(entry, label, response, latency_s=time.monotonic() - started, attempts=attempts, cached=cached)
+    return score_answer(
+        entry,
+        label,
+        sent.response,
+        latency_s=time.monotonic() - started,
+        attempts=sent.attempts,
+        retries=sent.retries,
+        cached=sent.cached,
+    )
 
 
 def _index_of(entry: Item | BadRow) -> str:

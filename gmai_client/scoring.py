@@ -21,6 +21,7 @@ def score_answer(
     extraction: Extraction | None = None,
     latency_s: float = 0.0,
     attempts: int = 1,
+    retries: tuple[str, ...] = (),
     cached: bool = False,
 ) -> Record:
     """A record for an answer. ``extraction`` overrides the rules (the judge's verdict, say)."""
@@ -43,6 +44,7 @@ def score_answer(
         input_tokens=usage.input_tokens if usage else None,
         output_tokens=usage.output_tokens if usage else None,
         attempts=attempts,
+        retries=retries,
         cached=cached,
         **_groups(item),
     )
@@ -52,6 +54,7 @@ def score_error(
     item: Item | BadRow, model: str, error: BaseException, *, latency_s: float = 0.0, attempts: int = 1
 ) -> Record:
     """A record for an item that got no answer: a backend failure or an unreadable row."""
+    retries = tuple(getattr(error, "reasons", ()))
     kind = getattr(error, "kind", type(error).__name__)
     if isinstance(item, BadRow):
         return Record(
@@ -73,6 +76,7 @@ def score_error(
         error_kind=str(kind),
         latency_s=round(latency_s, 4),
         attempts=attempts,
+        retries=retries,
         **_groups(item),
     )
 

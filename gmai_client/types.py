@@ -197,6 +197,7 @@ class Record:
     input_tokens: int | None = None
     output_tokens: int | None = None
     attempts: int = 0
+    retries: tuple[str, ...] = ()  # the error kind of every failed attempt, in order
     cached: bool = False
     source: str = ""
 

@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
-from gmai_client.backends.anthropic import AnthropicBackend
 from PIL import Image as PILImage
 
 from gmai_client import errors, registry
+from gmai_client.backends.anthropic import AnthropicBackend
 from gmai_client.config import parse_model_spec
 from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.prompt import build_request

@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("aiohttp")
 
-from gmai_client.backends.openai import OpenAIBackend
 from PIL import Image as PILImage
 
 from gmai_client import errors, registry
+from gmai_client.backends.openai import OpenAIBackend
 from gmai_client.config import parse_model_spec
 from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.images import downscale, shutdown_pool

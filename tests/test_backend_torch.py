@@ -15,13 +15,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from gmai_client.backends import torch as torch_backend  # noqa: E402
-from gmai_client.backends.torch import TorchBackend, fingerprint  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 from PIL import ImageDraw  # noqa: E402
 
 import gmai_client  # noqa: E402
 from gmai_client import registry  # noqa: E402
+from gmai_client.backends import torch as torch_backend  # noqa: E402
+from gmai_client.backends.torch import TorchBackend, fingerprint  # noqa: E402
 from gmai_client.config import RunConfig, parse_model_spec  # noqa: E402
 from gmai_client.errors import ConfigError, FatalError, ModelNotFound, UnsupportedInput  # noqa: E402
 from gmai_client.records import read_records  # noqa: E402

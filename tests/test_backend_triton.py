@@ -27,14 +27,13 @@ import pytest
 
 pytest.importorskip("tritonclient")
 
+from gmai_client import errors
 from gmai_client.backends.triton import (
     TritonBackend,
     TritonUnreachable,
     classify,
     parse_endpoint,
 )
-
-from gmai_client import errors
 from gmai_client.config import parse_model_spec
 from gmai_client.registry import create
 from gmai_client.types import Image, Request, SamplingParams

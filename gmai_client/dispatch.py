@@ -1,0 +1,122 @@
+"""Sends one model's requests: cache, token budget, rate limits, adaptive concurrency and retries.
+
+The runner hands every request of a model to its ``Dispatcher``; in order:
+
+1. the response cache (a hit returns at once: no limit spent, no request sent);
+2. the run's token budget (spent: ``BudgetExhausted``, which stops the run cleanly);
+3. ``call_with_retry``; each attempt takes a slot of the model's adaptive concurrency, waits for
+   the endpoint's request and token buckets, then calls the backend within the attempt's timeout.
+   A 429 halves the model's concurrency and pauses the whole endpoint for the server's hint;
+4. on success the token estimate is corrected from reported usage and the answer is cached.
+
+What the dispatcher is waiting on (a limit, a pause, a backoff) is reported through ``on_status``
+so the progress display shows it. Backends with ``cacheable = False`` (local baselines that cost
+nothing) skip the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gmai_client.cache import ResponseCache, cache_key, key_fields
+from gmai_client.errors import BudgetExhausted, Overloaded, RateLimited
+from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, estimate_tokens
+from gmai_client.retry import AttemptClock, RetryPolicy, call_with_retry
+from gmai_client.types import Backend, Request, Response
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What came back for one request, and what it took."""
+
+    response: Response
+    attempts: int  # requests actually sent (0 for a cache hit)
+    retries: tuple[str, ...] = ()  # the error kind of each failed attempt
+    cached: bool = False
+
+
+class TokenBudget:
+    """Tokens the whole run may spend (input + output, as reported; estimated when not reported)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.spent = 0
+
+    def check(self) -> None:
+        if self.spent >= self.limit:
+            raise BudgetExhausted(
+                f"the run's token budget of {self.limit:,} is spent ({self.spent:,} used): "
+                f"finished items are saved; raise --token-budget and rerun to continue"
+            )
+
+    def spend(self, tokens: int) -> None:
+        self.spent += tokens
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        retry: RetryPolicy,
+        concurrency: AdaptiveConcurrency,
+        limiter: EndpointLimiter | None = None,
+        cache: ResponseCache | None = None,
+        budget: TokenBudget | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ):
+        self.backend = backend
+        self.retry = retry
+        self.concurrency = concurrency
+        self.limiter = limiter
+        self.cache = cache if getattr(backend, "cacheable", True) else None
+        self.budget = budget
+        self._on_status = on_status or (lambda text: None)
+        self.throttled = 0  # 429 / overload replies met (for the run's figures)
+
+    async def send(self, request: Request) -> Sent:
+        key = fields = None
+        if self.cache is not None:
+            fields = key_fields(self.backend.identity(), request)
+            key = cache_key(fields)
+            hit = await self.cache.get(key)
+            if hit is not None:
+                return Sent(hit, attempts=0, cached=True)
+        if self.budget is not None:
+            self.budget.check()
+
+        response, attempts, retries = await call_with_retry(
+            lambda clock: self._attempt(request, clock), self.retry, on_wait=self._backing_off
+        )
+        if self.cache is not None and key is not None and fields is not None:
+            await self.cache.put(key, fields, request.item_index, response)
+        return Sent(response, attempts, retries)
+
+    async def _attempt(self, request: Request, clock: AttemptClock) -> Response:
+        estimate = estimate_tokens(request)
+        async with self.concurrency.slot(self._waiting):
+            if self.limiter is not None:
+                await self.limiter.acquire(estimate, self._waiting)
+            try:
+                response = await clock.timed(self.backend.generate(request))
+            except (RateLimited, Overloaded) as exc:
+                self.throttled += 1
+                self.concurrency.on_throttled()
+                if isinstance(exc, RateLimited) and exc.retry_after and self.limiter is not None:
+                    self.limiter.pause(exc.retry_after)
+                raise
+        self.concurrency.on_success()
+        used = response.usage.input_tokens + response.usage.output_tokens if response.usage else None
+        if self.limiter is not None:
+            self.limiter.settle(estimate, used)
+        if self.budget is not None:
+            self.budget.spend(used if used is not None else estimate)
+        self._on_status("")
+        return response
+
+    def _waiting(self, reason: str, seconds: float) -> None:
+        self._on_status(f"waiting {seconds:.1f} s: {reason}" if seconds > 0 else reason)
+
+    def _backing_off(self, seconds: float, error: BaseException) -> None:
+        self._on_status(f"retry in {seconds:.1f} s after {getattr(error, 'kind', type(error).__name__)}")

@@ -1,0 +1,204 @@
+"""Rate limits and adaptive concurrency: how fast requests may leave, per endpoint and per model.
+
+``EndpointLimiter`` holds the budgets of one endpoint and key (every model and item sent there
+shares them): requests per minute and tokens per minute as token buckets, refilled continuously.
+A request's tokens are estimated before it is sent (text length and image count) and corrected
+from the usage the server reports, so the bucket tracks what the provider counts. A 429 pauses
+the whole endpoint until its hint expires: every other request to that key would meet the same
+limit.
+
+``AdaptiveConcurrency`` is the per-model in-flight cap (AIMD): it halves on a rate-limit or
+overload reply (at most once per ``cooldown``, since one burst brings many 429s at once) and grows
+by one slot per window of successes, but only while the cap was actually reached; a cap that is
+never reached tells nothing about whether more would be accepted.
+
+Both report waits through ``on_wait(reason, seconds)`` so the progress display can say that the
+run is waiting on a limit rather than stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from gmai_client.errors import ConfigError
+from gmai_client.types import Request
+
+# Buckets hold a few seconds of budget: enough to start a run briskly, small enough that a
+# "per minute" limit is never spent in one burst (providers enforce it over shorter windows too).
+_BURST_SECONDS = 5.0
+# A rough, provider-neutral token estimate: ~4 characters per text token, and a flat cost per
+# image (OpenAI's high-detail 512 px tile is 255 tokens + 85 base; Claude's ~1.6k for 1 Mpx).
+_CHARS_PER_TOKEN = 4
+IMAGE_TOKENS = 800
+
+OnLimitWait = Callable[[str, float], None]
+
+
+def estimate_tokens(request: Request) -> int:
+    """Tokens the request will probably be billed for: prompt, images and the answer's ceiling."""
+    prompt = (len(request.text) + len(request.system)) // _CHARS_PER_TOKEN + 1
+    return prompt + IMAGE_TOKENS * len(request.images) + request.params.max_tokens
+
+
+@dataclass(frozen=True)
+class Limits:
+    rpm: float | None = None  # requests per minute; None: unlimited
+    tpm: float | None = None  # tokens per minute; None: unlimited
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value:g}")
+
+
+class TokenBucket:
+    """A continuously refilled bucket. ``take`` may drive the level below zero (a request bigger
+    than the bucket is let through once the bucket is full); later takers wait off the debt."""
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * _BURST_SECONDS)
+        self.level = self.capacity
+        self._clock = clock
+        self._updated = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self.level = min(self.capacity, self.level + (now - self._updated) * self.rate)
+        self._updated = now
+
+    def delay_for(self, amount: float) -> float:
+        """Seconds until ``amount`` (capped at the capacity) is available; 0 when it is now."""
+        self._refill()
+        needed = min(amount, self.capacity)
+        return 0.0 if self.level >= needed else (needed - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        self._refill()
+        self.level -= amount
+
+    def give_back(self, amount: float) -> None:
+        """Correct an estimate afterwards (negative: the request cost more than estimated)."""
+        self._refill()
+        self.level = min(self.capacity, self.level + amount)
+
+
+class EndpointLimiter:
+    """The shared budgets of one endpoint + key. Safe for any number of concurrent tasks."""
+
+    def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic):
+        self.limits = limits
+        self._clock = clock
+        self._requests = TokenBucket(limits.rpm, clock) if limits.rpm else None
+        self._tokens = TokenBucket(limits.tpm, clock) if limits.tpm else None
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()  # FIFO: waiters are served in arrival order
+        self.waited_s = 0.0  # total time requests spent waiting here (for the run's figures)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request to this endpoint for ``seconds`` (a 429's hint)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    async def acquire(self, tokens: int, on_wait: OnLimitWait | None = None) -> None:
+        async with self._lock:
+            while True:
+                delays = [("rate-limit pause", self._paused_until - self._clock())]
+                if self._requests is not None:
+                    delays.append(("requests/min limit", self._requests.delay_for(1)))
+                if self._tokens is not None:
+                    delays.append(("tokens/min limit", self._tokens.delay_for(tokens)))
+                reason, delay = max(delays, key=lambda pair: pair[1])
+                if delay <= 0:
+                    break
+                if on_wait is not None:
+                    on_wait(reason, delay)
+                self.waited_s += delay
+                await asyncio.sleep(delay)
+            if self._requests is not None:
+                self._requests.take(1)
+            if self._tokens is not None:
+                self._tokens.take(tokens)
+
+    def settle(self, estimated: int, actual: int | None) -> None:
+        """Replace a request's estimate by the usage the server reported."""
+        if self._tokens is not None and actual is not None:
+            self._tokens.give_back(estimated - actual)
+
+
+class LimiterPool:
+    """One ``EndpointLimiter`` per endpoint scope, shared by every model of a run that uses it.
+
+    The first model to name a scope sets its limits; a later model asking for different limits on
+    the same endpoint and key is a configuration error (two budgets for one account cannot both hold).
+    """
+
+    def __init__(self) -> None:
+        self._limiters: dict[tuple[str, ...], EndpointLimiter] = {}
+
+    def get(self, scope: tuple[str, ...], limits: Limits) -> EndpointLimiter:
+        limiter = self._limiters.get(scope)
+        if limiter is None:
+            limiter = self._limiters[scope] = EndpointLimiter(limits)
+        elif limits != limiter.limits and limits != Limits():
+            raise ConfigError(
+                f"two models share the endpoint {scope[1] or scope[0]} with different rate limits "
+                f"({_describe(limiter.limits)} vs {_describe(limits)}): give them the same --rpm/--tpm"
+            )
+        return limiter
+
+
+def _describe(limits: Limits) -> str:
+    return f"rpm={limits.rpm or 'none'}, tpm={limits.tpm or 'none'}"
+
+
+class AdaptiveConcurrency:
+    """An AIMD cap on one model's in-flight requests, between 1 and ``maximum``."""
+
+    def __init__(self, maximum: int, *, cooldown: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self.cooldown = cooldown
+        self._clock = clock
+        self._last_cut = -float("inf")
+        self._saturated_successes = 0
+        self._changed = asyncio.Condition()
+        self.cuts = 0  # how many times the cap was halved (for the run's figures)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, on_wait: OnLimitWait | None = None) -> AsyncIterator[None]:
+        async with self._changed:
+            if self.in_flight >= int(self.limit) and on_wait is not None:
+                on_wait(f"concurrency cut to {int(self.limit)} after 429s", 0.0)
+            await self._changed.wait_for(lambda: self.in_flight < int(self.limit))
+            self.in_flight += 1
+            saturated = self.in_flight >= int(self.limit)
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.in_flight -= 1
+                if saturated:
+                    self._saturated_successes += 1
+                self._changed.notify_all()
+
+    def on_success(self) -> None:
+        """Additive increase: +1 slot per ``limit`` successes sent while the cap was reached."""
+        if self._saturated_successes >= int(self.limit) and self.limit < self.maximum:
+            self.limit = min(self.maximum, self.limit + 1)
+            self._saturated_successes = 0
+
+    def on_throttled(self) -> None:
+        """Multiplicative decrease on a 429 / overload reply."""
+        now = self._clock()
+        if now - self._last_cut < self.cooldown:
+            return
+        self._last_cut = now
+        self.limit = max(1.0, self.limit / 2)
+        self._saturated_successes = 0
+        self.cuts += 1

@@ -1,0 +1,165 @@
+"""The one retry policy: which failures are tried again, how long to wait, when to give up.
+
+Built on tenacity. Only ``RetryableError`` is retried (rate limits, overload, 5xx, timeouts, lost
+connections); a ``FatalError`` fails at once. The wait before attempt n+1 is an exponential backoff
+with full jitter, but never shorter than the server's own hint (Retry-After and its dialects, read
+by the backend into ``retry_after``) plus a small margin for clock skew: a request sent before the
+server said it may be is wasted and, for some APIs, extends the penalty.
+
+Each attempt has its own timeout; the item as a whole has a deadline (attempts plus waits), and
+a wait that would cross the deadline is not started: the item fails now with what it met. The
+final error carries ``attempts`` and ``reasons`` (the kind of every failed attempt), which end up
+on the item's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from gmai_client.errors import BackendError, ConfigError, RequestTimeout, RetryableError
+
+T = TypeVar("T")
+
+#: Added to every server hint: the server's clock and ours tick apart by a few milliseconds.
+HINT_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.5  # first backoff ceiling; doubles per attempt
+    max_delay: float = 60.0  # ceiling of one backoff (a server hint may ask for longer)
+    attempt_timeout: float | None = None  # seconds for one attempt; None: the backend's own
+    deadline: float = 900.0  # seconds for one item, all attempts and waits together
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ConfigError("retry delays must be >= 0")
+        if self.attempt_timeout is not None and self.attempt_timeout <= 0:
+            raise ConfigError(f"attempt timeout must be positive, got {self.attempt_timeout}")
+        if self.deadline <= 0:
+            raise ConfigError(f"item deadline must be positive, got {self.deadline}")
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Full-jitter exponential backoff after failed attempt number ``attempt`` (1-based)."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return (rng or random).uniform(0, ceiling)
+
+    def wait_after(self, error: BaseException, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before the next attempt: the backoff, or the server's hint if longer."""
+        hint = getattr(error, "retry_after", None)
+        backoff = self.backoff(attempt, rng)
+        return max(backoff, hint + HINT_MARGIN_S) if hint is not None else backoff
+
+
+#: Called before each wait with (seconds, the error that caused it); the dispatcher uses it to
+#: show the wait in the progress display and to pause the endpoint's rate limiter.
+OnWait = Callable[[float, BaseException], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class AttemptClock:
+    """What one attempt may spend on its call: the attempt timeout, cut to the item's deadline.
+
+    Handed to each attempt so that time spent queueing for a rate limit before the call does not
+    count against the call's own timeout.
+    """
+
+    policy: RetryPolicy
+    item_started: float
+
+    def time_left(self) -> float:
+        remaining = self.policy.deadline - (time.monotonic() - self.item_started)
+        limit = remaining if self.policy.attempt_timeout is None else min(self.policy.attempt_timeout, remaining)
+        return max(limit, 0.001)
+
+    async def timed(self, call: Awaitable[T]) -> T:
+        """Await ``call`` within ``time_left()``; a timeout becomes a (retryable) RequestTimeout."""
+        seconds = self.time_left()
+        try:
+            return await asyncio.wait_for(call, timeout=seconds)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no answer within {seconds:.3g} s") from None
+
+
+async def call_with_retry(
+    attempt: Callable[[AttemptClock], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    on_wait: OnWait | None = None,
+    rng: random.Random | None = None,
+) -> tuple[T, int, tuple[str, ...]]:
+    """Run ``attempt`` under ``policy``; return (result, attempts made, kinds of failed attempts).
+
+    ``attempt`` gets an ``AttemptClock`` and wraps its call in ``clock.timed``.
+
+    On failure the last error is raised with ``attempts`` and ``reasons`` set on it.
+    """
+    started = time.monotonic()
+    reasons: list[str] = []
+    last_error: list[BaseException] = [RetryableError("")]
+
+    async def one_attempt() -> T:
+        try:
+            return await attempt(AttemptClock(policy, started))
+        except BackendError as exc:
+            reasons.append(exc.kind)
+            last_error[0] = exc
+            raise
+
+    def wait(state: RetryCallState) -> float:
+        assert state.outcome is not None
+        error = state.outcome.exception()
+        assert error is not None
+        seconds = policy.wait_after(error, state.attempt_number, rng)
+        if time.monotonic() - started + seconds >= policy.deadline:
+            # Not worth waiting: the attempt after the wait could not finish in time.
+            raise _DeadlineReached(error)
+        return seconds
+
+    async def sleep(seconds: float) -> None:
+        if on_wait is not None:
+            waiting = on_wait(seconds, last_error[0])
+            if waiting is not None:
+                await waiting
+        await asyncio.sleep(seconds)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(RetryableError),
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=wait,
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        result = await retrying(one_attempt)
+    except _DeadlineReached as reached:
+        error = reached.error
+        _tag(error, reasons, deadline=policy.deadline)
+        raise error from None
+    except BackendError as error:
+        _tag(error, reasons)
+        raise
+    return result, len(reasons) + 1, tuple(reasons)
+
+
+class _DeadlineReached(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _tag(error: BaseException, reasons: list[str], deadline: float | None = None) -> None:
+    error.attempts = len(reasons) or 1  # type: ignore[attr-defined]
+    error.reasons = tuple(reasons)  # type: ignore[attr-defined]
+    if deadline is not None and isinstance(error, BackendError):
+        error.args = (f"{error} (gave up: the item's {deadline:g} s deadline would pass before the next attempt)",)
