@@ -72,6 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=int, default=512)
     run.add_argument("--retry-errors", action="store_true", help="on resume, send errored items again")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.add_argument(
+        "--resume", type=Path, default=None, metavar="RUN_DIR", help="continue that run with its saved configuration"
+    )
+    limits = run.add_argument_group("rate limits, retries, cache and budgets")
+    limits.add_argument("--rpm", type=float, default=None, help="requests per minute per endpoint (-B rpm= per model)")
+    limits.add_argument("--tpm", type=float, default=None, help="tokens per minute per endpoint (-B tpm= per model)")
+    limits.add_argument("--max-attempts", type=int, default=8, help="attempts per item on retryable errors (8)")
+    limits.add_argument("--attempt-timeout", type=float, default=None, help="seconds per attempt (backend default)")
+    limits.add_argument("--item-deadline", type=float, default=900.0, help="seconds per item, all attempts (900)")
+    limits.add_argument(
+        "--max-errors", type=float, default=None, help="stop a model after N failed items (or a fraction, e.g. 0.2)"
+    )
+    limits.add_argument("--token-budget", type=int, default=None, help="stop the run after this many tokens")
+    limits.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
+    limits.add_argument("--cache-path", type=Path, default=None, help="response cache file (default: user cache dir)")
 
     tree = commands.add_parser("tree", help="browse the lexical tree with item counts from the data")
     _add_data_options(tree)
@@ -85,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", default=None, help="model label the deltas are taken against")
 
     commands.add_parser("backends", help="list backends, whether installed, and their options")
+
+    cache = commands.add_parser("cache", help="inspect or clear the response cache")
+    cache.add_argument("action", choices=("stats", "explain", "clear"))
+    cache.add_argument("--cache-path", type=Path, default=None, help="cache file (default: user cache dir)")
+    cache.add_argument("--model", "-m", dest="models", action=_ModelAction, metavar="SPEC", help="explain: the model")
+    cache.add_argument("-B", dest="models", action=_ModelAction, metavar="KEY=VALUE", help="explain: its options")
+    cache.add_argument("--index", default=None, help="explain: the item index")
+    cache.add_argument("--template", default=None, help="explain: the run's prompt template file")
+    cache.add_argument("--temperature", type=float, default=0.0)
+    cache.add_argument("--max-tokens", type=int, default=512)
+    cache.add_argument("--seed", type=int, default=0)
+    cache.add_argument("--data", "-d", nargs="+", action="extend", default=None, metavar="PATH")
+    cache.add_argument("--data-dir", type=Path, default=None)
+    cache.add_argument("--only-model", default=None, help="clear: only entries of this model name")
     return parser
 
 
@@ -125,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args, console)
         if args.command == "backends":
             return _cmd_backends(console)
+        if args.command == "cache":
+            return _cmd_cache(args, console)
     except GmaiError as exc:
         Console(stderr=True).print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
         return EXIT_USAGE
@@ -135,23 +166,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from gmai_client.runner import run
 
-    specs = [parse_model_spec(spec, options) for spec, options in (args.models or [["random", []]])]
-    template = Path(args.template).read_text(encoding="utf-8") if args.template else None
-    config = RunConfig(
-        models=tuple(specs),
-        data=tuple(args.data or DEFAULT_DATA),
-        select=tuple(args.select or ()),
-        concurrency=args.concurrency,
-        limit=args.limit,
-        seed=args.seed,
-        out=args.out,
-        run_name=args.run_name,
-        template=template,
-        params=SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed),
-        data_dir=args.data_dir,
-        retry_errors=args.retry_errors,
-        progress=not args.no_progress,
-    )
+    if args.resume is not None:
+        config = _resumed_config(args)
+    else:
+        specs = [parse_model_spec(spec, options) for spec, options in (args.models or [["random", []]])]
+        template = Path(args.template).read_text(encoding="utf-8") if args.template else None
+        config = RunConfig(
+            models=tuple(specs),
+            data=tuple(args.data or DEFAULT_DATA),
+            select=tuple(args.select or ()),
+            concurrency=args.concurrency,
+            limit=args.limit,
+            seed=args.seed,
+            out=args.out,
+            run_name=args.run_name,
+            template=template,
+            params=SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed),
+            data_dir=args.data_dir,
+            retry_errors=args.retry_errors,
+            progress=not args.no_progress,
+            **_reliability_options(args),
+        )
     result = asyncio.run(run(config))
     console.print(f"run folder: {result.run_dir}")
     for outcome in result.outcomes:
@@ -160,6 +195,104 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     if result.interrupted:
         console.print("[yellow]interrupted: finished items are saved; rerun the same command to resume")
         return EXIT_INTERRUPTED
+    return 0
+
+
+def _reliability_options(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "cache": not args.no_cache,
+        "cache_path": args.cache_path,
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "max_attempts": args.max_attempts,
+        "attempt_timeout": args.attempt_timeout,
+        "item_deadline": args.item_deadline,
+        "max_errors": args.max_errors,
+        "token_budget": args.token_budget,
+    }
+
+
+def _resumed_config(args: argparse.Namespace) -> RunConfig:
+    """The saved configuration of RUN_DIR; this command's limits, cache and error options apply."""
+    import json
+    from dataclasses import replace
+
+    from gmai_client.report import CONFIG_FILE
+
+    path = args.resume / CONFIG_FILE
+    if not path.is_file():
+        raise GmaiError(f"--resume {args.resume}: no {CONFIG_FILE} there (is it a run folder?)")
+    try:
+        saved = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8"))["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GmaiError(f"--resume: {path} is unreadable: {exc}") from None
+    if args.models:
+        raise GmaiError("--resume takes the models from the run folder; do not give --model")
+    return replace(
+        saved,
+        out=args.resume.parent,
+        run_name=args.resume.name,
+        retry_errors=args.retry_errors,
+        progress=not args.no_progress,
+        concurrency=args.concurrency,
+        **_reliability_options(args),
+    )
+
+
+def _cmd_cache(args: argparse.Namespace, console: Console) -> int:
+    from gmai_client.cache import ResponseCache
+
+    cache = ResponseCache(args.cache_path)
+    try:
+        if args.action == "stats":
+            stats = cache.stats()
+            console.print(f"cache: {stats.path}\nentries: {stats.entries:,}  size: {stats.bytes / 1e6:.1f} MB")
+            table = Table("backend", "model", "entries")
+            for backend, model, n in stats.by_model:
+                table.add_row(backend, model, f"{n:,}")
+            console.print(table)
+        elif args.action == "clear":
+            deleted = cache.clear(model=args.only_model)
+            console.print(f"deleted {deleted:,} entries from {cache.path}")
+        else:
+            return _explain(args, cache, console)
+    finally:
+        cache.close()
+    return 0
+
+
+def _explain(args: argparse.Namespace, cache, console: Console) -> int:
+    """Why an item of a model hits or misses: which key fields differ from what is stored."""
+    from datetime import datetime
+
+    from gmai_client import registry
+    from gmai_client.cache import key_fields
+    from gmai_client.dataset import iter_items, open_dataset
+    from gmai_client.prompt import build_request
+    from gmai_client.splits import resolve_data
+    from gmai_client.types import Item
+
+    if not args.models or len(args.models) != 1 or args.index is None:
+        raise GmaiError("cache explain needs one --model SPEC and --index INDEX (plus the run's --data)")
+    spec = parse_model_spec(*args.models[0])
+    backend = registry.create(spec, seed=args.seed)
+    files = open_dataset(resolve_data(args.data or DEFAULT_DATA, data_dir=args.data_dir))
+    item = next((e for e in iter_items(files) if isinstance(e, Item) and e.index == args.index), None)
+    if item is None:
+        raise GmaiError(f"no item with index {args.index!r} in {', '.join(str(f.path) for f in files)}")
+    template = Path(args.template).read_text(encoding="utf-8") if args.template else None
+    params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed)
+    fields = key_fields(backend.identity(), build_request(item, template=template, params=params))
+    hit, differences = cache.explain(fields, item.index)
+    if hit:
+        console.print(f"item {item.index} for {spec.label}: [green]hit[/]")
+        return 0
+    console.print(f"item {item.index} for {spec.label}: [yellow]miss[/]")
+    if not differences:
+        console.print("nothing is cached for this item index (never answered with this cache)")
+    for difference in differences:
+        when = datetime.fromtimestamp(difference.created).isoformat(timespec="seconds")
+        console.print(f"  entry of {when} differs in: {', '.join(difference.fields)}")
     return 0
 
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from gmai_client.errors import ConfigError
 from gmai_client.types import Request
 
-# Buckets hold a few seconds of budget: enough to start a run briskly, small enough that a
-# "per minute" limit is never spent in one burst (providers enforce it over shorter windows too).
-_BURST_SECONDS = 5.0
+# Buckets hold one second of budget: providers enforce "per minute" limits over shorter windows
+# too (OpenAI documents 60,000 RPM enforced as 1,000 per second), so a run must never spend a
+# minute's budget in one burst; a second's worth keeps a sliding one-second window within limits.
+_BURST_SECONDS = 1.0
 # A rough, provider-neutral token estimate: ~4 characters per text token, and a flat cost per
 # image (OpenAI's high-detail 512 px tile is 255 tokens + 85 base; Claude's ~1.6k for 1 Mpx).
 _CHARS_PER_TOKEN = 4

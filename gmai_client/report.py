@@ -68,7 +68,15 @@ def write_run(result: RunResult, config: RunConfig | None = None, console: Conso
         "interrupted": result.interrupted,
         "elapsed_s": round(result.elapsed_s, 3),
         "models": {
-            o.spec.label: {"done": o.done, "errors": o.errors, "skipped": o.skipped, "stopped": o.stopped}
+            o.spec.label: {
+                "done": o.done,
+                "errors": o.errors,
+                "skipped": o.skipped,
+                "stopped": o.stopped,
+                "requests_sent": o.sent,
+                "cache_hits": o.cache_hits,
+                "throttled": o.throttled,
+            }
             for o in result.outcomes
         },
     }

@@ -113,9 +113,11 @@ def test_a_failing_item_is_isolated_and_recorded(tmp_path: Path, small_tsv: Path
     def answer(request: Request) -> str | Exception:
         return ServerError("boom 500", status=500) if request.item_index in ("3", "7") else "A"
 
-    result = run(config(tmp_path, small_tsv, models=("scripted:x",)), backends={"scripted:x": ScriptedBackend(answer)})
+    cfg = config(tmp_path, small_tsv, models=("scripted:x",), max_attempts=2)
+    result = run(cfg, backends={"scripted:x": ScriptedBackend(answer)})
     errors = {r.index: r for r in result.records if r.status == "error"}
     assert set(errors) == {"3", "7"} and errors["3"].error_kind == "server_error"
+    assert errors["3"].attempts == 2 and errors["3"].retries == ("server_error", "server_error")
     assert len(result.records) == 60
     metrics = json.loads((result.run_dir / "metrics.json").read_text())["models"]["scripted:x"]["overall"]
     assert metrics["errored"] == 2 and metrics["scored"] == 58

@@ -95,6 +95,20 @@ def request_key(request: Any) -> str:
     return item_key(request.text, [image.data for image in request.images])
 
 
+def oracle(items: Iterable[Any], *, template: str | None = None, params: Any = None) -> dict[str, str]:
+    """Correct answers for ``items`` (``gmai_client.types.Item``), keyed as the server will see
+    their requests: ``FakeAPI(answers=oracle(items))`` answers every one of them right."""
+    from gmai_client.prompt import build_request
+    from gmai_client.types import SamplingParams
+
+    answers = {}
+    for item in items:
+        request = build_request(item, template=template, params=params or SamplingParams())
+        letters = ", ".join(item.answer or ("A",))
+        answers[request_key(request)] = f"The answer is ({letters})."
+    return answers
+
+
 @dataclass(frozen=True)
 class Faults:
     """Seeded fault probabilities per kind (``FAULT_KINDS``); they must sum to at most 1."""
