@@ -19,6 +19,7 @@ from rich.tree import Tree
 
 from gmai_client.config import DEFAULT_DATA, RunConfig, parse_model_spec
 from gmai_client.errors import GmaiError, redact
+from gmai_client.report import terminal_console
 from gmai_client.types import SamplingParams
 
 EXIT_USAGE = 2
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume", type=Path, default=None, metavar="RUN_DIR", help="continue that run with its saved configuration"
     )
+    run.add_argument(
+        "--judge", default=None, metavar="SPEC", help="LLM judge for answers no rule can read (e.g. openai:gpt-4o-mini)"
+    )
+    run.add_argument("-J", dest="judge_options", action="append", default=[], metavar="KEY=VALUE", help="judge option")
     limits = run.add_argument_group("rate limits, retries, cache and budgets")
     limits.add_argument("--rpm", type=float, default=None, help="requests per minute per endpoint (-B rpm= per model)")
     limits.add_argument("--tpm", type=float, default=None, help="tokens per minute per endpoint (-B tpm= per model)")
@@ -141,8 +146,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Off a terminal (logs, CI) rich would squeeze tables into 80 columns.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = terminal_console()
     try:
         if args.command in (None, "run"):
             if args.command is None:
@@ -157,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cache":
             return _cmd_cache(args, console)
     except GmaiError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {redact(str(exc))}", highlight=False)
+        terminal_console(stderr=True).print(f"[red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
@@ -185,6 +189,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             data_dir=args.data_dir,
             retry_errors=args.retry_errors,
             progress=not args.no_progress,
+            judge=parse_model_spec(args.judge, args.judge_options) if args.judge else None,
             **_reliability_options(args),
         )
     result = asyncio.run(run(config))

@@ -105,6 +105,7 @@ class RunConfig:
     item_deadline: float = 900.0
     max_errors: float | None = None  # >= 1: a count; < 1: a fraction of finished items
     token_budget: int | None = None
+    judge: ModelSpec | None = None  # maps answers the rules cannot read (``judge`` module)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -132,6 +133,8 @@ class RunConfig:
     ) -> RunConfig:
         """Convenience for scripts: model specs as strings, sequences as lists."""
         specs = tuple(m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models)
+        if isinstance(kwargs.get("judge"), str):
+            kwargs["judge"] = parse_model_spec(kwargs["judge"])
         for key in ("data", "select"):
             if key in kwargs and isinstance(kwargs[key], str):
                 kwargs[key] = (kwargs[key],)
@@ -147,25 +150,9 @@ class RunConfig:
         """Rebuild a config from a run folder's config.json (``--resume RUN_DIR``)."""
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known and key != "models"}
-        try:
-            models = tuple(
-                ModelSpec(
-                    m["backend"],
-                    m.get("target", ""),
-                    m.get("endpoint", ""),
-                    MappingProxyType(dict(m["options"])),
-                    m["label"],
-                )
-                for m in data["models"]
-            )
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"config.json has no usable model list ({exc})") from None
-        for model in models:
-            hidden = [key for key, value in model.options.items() if value == "[REDACTED]"]
-            if hidden:
-                raise ConfigError(
-                    f"{model.label}: option {hidden[0]} was not saved (it looks secret); rerun the original command"
-                )
+        models = tuple(_spec_from_dict(m) for m in data.get("models") or ())
+        if data.get("judge"):
+            values["judge"] = _spec_from_dict(data["judge"])
         for key in ("data", "select"):
             if key in values:
                 values[key] = tuple(values[key])
@@ -180,8 +167,26 @@ class RunConfig:
         """The resolved config as written to the run folder: no secrets."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["models"] = [model.as_dict() for model in self.models]
+        data["judge"] = self.judge.as_dict() if self.judge else None
         data["params"] = self.params.as_dict()
         data["out"] = str(self.out)
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
         data["cache_path"] = str(self.cache_path) if self.cache_path else None
         return data
+
+
+def _spec_from_dict(data: Mapping[str, Any]) -> ModelSpec:
+    """A spec as saved in config.json; secret-looking options were not saved, so they cannot come back."""
+    try:
+        options = dict(data["options"])
+        spec = ModelSpec(
+            data["backend"], data.get("target", ""), data.get("endpoint", ""), MappingProxyType(options), data["label"]
+        )
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"config.json has an unusable model entry ({exc})") from None
+    hidden = [key for key, value in options.items() if value == "[REDACTED]"]
+    if hidden:
+        raise ConfigError(
+            f"{spec.label}: option {hidden[0]} was not saved (it looks secret); rerun the original command"
+        )
+    return spec

@@ -174,7 +174,8 @@ class AdaptiveConcurrency:
     @contextlib.asynccontextmanager
     async def slot(self, on_wait: OnLimitWait | None = None) -> AsyncIterator[None]:
         async with self._changed:
-            if self.in_flight >= int(self.limit) and on_wait is not None:
+            # Only a cap cut below its maximum is worth reporting: a full cap is ordinary queueing.
+            if self.in_flight >= int(self.limit) and self.limit < self.maximum and on_wait is not None:
                 on_wait(f"concurrency cut to {int(self.limit)} after 429s", 0.0)
             await self._changed.wait_for(lambda: self.in_flight < int(self.limit))
             self.in_flight += 1

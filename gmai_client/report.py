@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -62,6 +63,13 @@ def write_config(run_dir: Path, config: RunConfig, data_files: Sequence[str]) ->
     return path
 
 
+def terminal_console(*, stderr: bool = False) -> Console:
+    """A console for tables: the terminal's width, or 160 columns off a terminal (logs, CI, pipes),
+    where rich would otherwise squeeze the tables into 80."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 160)
+
+
 def write_run(result: RunResult, config: RunConfig | None = None, console: Console | None = None) -> list[str]:
     """Write metrics and reports for a finished (or interrupted) run; print the tables."""
     extra = {
@@ -80,6 +88,9 @@ def write_run(result: RunResult, config: RunConfig | None = None, console: Conso
             for o in result.outcomes
         },
     }
+    if result.judge is not None and config is not None and config.judge is not None:
+        # Counted apart from the models' own calls: what the judge cost and what it changed.
+        extra["judge"] = {"model": config.judge.label, **asdict(result.judge)}
     order = [spec.label for spec in config.models] if config else None
     return write_reports(result.run_dir, list(result.records), extra=extra, order=order, console=console)
 
@@ -103,7 +114,7 @@ def write_reports(
         _write_markdown(run_dir / "report.md", metrics, comparison),
         *_write_predictions(run_dir / "predictions", records),
     ]
-    console = console or Console()
+    console = console or terminal_console()
     print_tables(metrics, comparison, console)
     # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
     written += write_visual_reports(run_dir, records, metrics, comparison, extra=extra, console=console)

@@ -29,7 +29,7 @@ import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -39,8 +39,9 @@ from gmai_client.config import ModelSpec, RunConfig
 from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
 from gmai_client.dispatch import Dispatcher, Sent, TokenBudget
 from gmai_client.errors import BackendError, DataError, GmaiError
+from gmai_client.judge import Judge, JudgeCounts
 from gmai_client.limiter import AdaptiveConcurrency, LimiterPool, Limits
-from gmai_client.progress import ProgressReporter, make_progress
+from gmai_client.progress import ModelTrack, ProgressReporter, make_progress
 from gmai_client.prompt import build_request
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.retry import RetryPolicy
@@ -80,6 +81,7 @@ class RunResult:
     interrupted: bool = False
     elapsed_s: float = 0.0
     files: tuple[str, ...] = field(default=())
+    judge: JudgeCounts | None = None
 
 
 async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) -> RunResult:
@@ -113,6 +115,16 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
             max_attempts=config.max_attempts, attempt_timeout=config.attempt_timeout, deadline=config.item_deadline
         ),
     )
+    judge_backend = None
+    if config.judge is not None:
+        judge_backend = registry.create(config.judge, seed=config.seed)
+        try:
+            await judge_backend.start()
+        except (GmaiError, OSError) as exc:
+            raise GmaiError(f"the judge {config.judge.label} cannot start: {exc}") from None
+        shared = replace(
+            shared, judge=Judge(_dispatcher(config, config.judge, judge_backend, shared), config.judge.label)
+        )
     writer = RecordWriter(run_dir / RECORDS_FILE)
     try:
         with progress:
@@ -143,7 +155,7 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
         writer.close()
         if cache is not None:
             cache.close()
-        for backend in built.values():
+        for backend in (*built.values(), *([judge_backend] if judge_backend is not None else [])):
             with contextlib.suppress(Exception):
                 await backend.close()
 
@@ -151,9 +163,16 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
     labels = {spec.label for spec in config.models}
     records = tuple(r for r in records if r.model in labels)
     elapsed = time.monotonic() - started
-    result = RunResult(run_dir, records, tuple(outcomes.values()), interrupted, elapsed)
+    result = RunResult(
+        run_dir,
+        records,
+        tuple(outcomes.values()),
+        interrupted,
+        elapsed,
+        judge=shared.judge.counts if shared.judge else None,
+    )
     written = report.write_run(result, config)
-    return RunResult(run_dir, records, result.outcomes, interrupted, elapsed, tuple(written))
+    return replace(result, files=tuple(written))
 
 
 def run_directory(config: RunConfig) -> Path:
@@ -190,9 +209,12 @@ class _Shared:
     limiters: LimiterPool
     budget: TokenBudget | None
     retry: RetryPolicy
+    judge: Judge | None = None
 
 
-def _dispatcher(config: RunConfig, spec: ModelSpec, backend: Backend, shared: _Shared, track) -> Dispatcher:
+def _dispatcher(
+    config: RunConfig, spec: ModelSpec, backend: Backend, shared: _Shared, track: ModelTrack | None = None
+) -> Dispatcher:
     limits = Limits(rpm=_rate_option(spec, "rpm", config.rpm), tpm=_rate_option(spec, "tpm", config.tpm))
     limiter = None
     if limits != Limits():
@@ -211,7 +233,7 @@ def _dispatcher(config: RunConfig, spec: ModelSpec, backend: Backend, shared: _S
         limiter=limiter,
         cache=shared.cache,
         budget=shared.budget,
-        on_status=track.status,
+        on_status=track.status if track is not None else None,
     )
 
 
@@ -295,6 +317,8 @@ async def _run_model(
             except _ModelStopped as stopped:  # unrecorded: a resume sends the item again
                 halt(stopped.reason)
                 continue
+            if shared.judge is not None and isinstance(entry, Item) and shared.judge.wants(entry, record):
+                record = await shared.judge.rescue(entry, record)
             writer.write(record)
             outcome.done += 1
             outcome.sent += record.attempts

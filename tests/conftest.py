@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +18,9 @@ from gmai_client.synthetic import write_tsv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120  # a cold 2-core machine: torch import + tiny model build + Triton + 4 model loads
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +41,73 @@ def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     """A hand-written TSV (tab-separated, no quoting needed for these cells)."""
     path.write_text("\n".join("\t".join(row) for row in [header, *rows]) + "\n", encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------- a real Triton server (PyTriton)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def has_module(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Server:
+    http_port: int
+    grpc_port: int
+    has_tiny: bool
+    startup_s: float
+
+    def endpoint(self, protocol: str) -> str:
+        port = self.http_port if protocol == "http" else self.grpc_port
+        return f"{protocol}://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    pytest.importorskip("pytriton")
+    has_tiny = has_module("torch") and has_module("transformers") and has_module("tokenizers")
+    folder = tmp_path_factory.mktemp("triton")
+    ready, log = folder / "ready", folder / "server.log"
+    http_port, grpc_port = free_ports(2)
+    binds = ["echo=echo", "inspect=inspect", "slow=slow:0.3"] + (["tiny=tiny-llava"] if has_tiny else [])
+    command = [sys.executable, "-m", "gmai_client.testing.triton_server", "--http-port", str(http_port)]
+    command += ["--grpc-port", str(grpc_port), "--ready-file", str(ready), "--max-batch-size", "8"]
+    for bind in binds:
+        command += ["--bind", bind]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = time.monotonic()
+    with log.open("wb") as out:
+        # Its own session, so that a server that ignores SIGTERM can still be killed with its child.
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        while not ready.exists():
+            if process.poll() is not None:
+                pytest.fail(f"the Triton server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() - started > START_TIMEOUT_S:
+                pytest.fail(f"the Triton server was not ready within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield Server(http_port, grpc_port, has_tiny, time.monotonic() - started)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

@@ -13,14 +13,10 @@ import asyncio
 import hashlib
 import io
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,77 +33,10 @@ from gmai_client.backends.triton import (
 from gmai_client.config import parse_model_spec
 from gmai_client.registry import create
 from gmai_client.types import Image, Request, SamplingParams
+from tests.conftest import Server, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT_S = 120  # a cold 2-core machine: torch import + tiny model build + Triton + 4 model loads
 PROMPT = "Question: which organ is shown?\nOptions:\nC. lung\nD. liver\nPlease select the correct answer. \n"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class Server:
-    http_port: int
-    grpc_port: int
-    has_tiny: bool
-    startup_s: float
-
-    def endpoint(self, protocol: str) -> str:
-        port = self.http_port if protocol == "http" else self.grpc_port
-        return f"{protocol}://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="session")
-def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    pytest.importorskip("pytriton")
-    has_tiny = _has("torch") and _has("transformers") and _has("tokenizers")
-    folder = tmp_path_factory.mktemp("triton")
-    ready, log = folder / "ready", folder / "server.log"
-    http_port, grpc_port = _free_ports(2)
-    binds = ["echo=echo", "inspect=inspect", "slow=slow:0.3"] + (["tiny=tiny-llava"] if has_tiny else [])
-    command = [sys.executable, "-m", "gmai_client.testing.triton_server", "--http-port", str(http_port)]
-    command += ["--grpc-port", str(grpc_port), "--ready-file", str(ready), "--max-batch-size", "8"]
-    for bind in binds:
-        command += ["--bind", bind]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    started = time.monotonic()
-    with log.open("wb") as out:
-        # Its own session, so that a server that ignores SIGTERM can still be killed with its child.
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        while not ready.exists():
-            if process.poll() is not None:
-                pytest.fail(f"the Triton server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            if time.monotonic() - started > START_TIMEOUT_S:
-                pytest.fail(f"the Triton server was not ready within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield Server(http_port, grpc_port, has_tiny, time.monotonic() - started)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 @pytest.fixture(params=["http", "grpc"])
@@ -200,7 +129,7 @@ def test_missing_model_is_named_with_the_available_ones(triton_server: Server, p
 
 
 def test_nothing_listening_is_a_clear_start_failure(protocol: str) -> None:
-    [port] = _free_ports(1)
+    [port] = free_ports(1)
     backend = create(parse_model_spec(f"triton:llava@{protocol}://127.0.0.1:{port}"))
     started = time.monotonic()
     with pytest.raises(TritonUnreachable) as caught:
