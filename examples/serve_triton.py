@@ -39,9 +39,7 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch the dynamic batcher forms")
-    parser.add_argument(
-        "--max-tokens", type=int, default=64, help="new tokens per answer when a request does not say"
-    )
+    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per answer when a request does not say")
     parser.add_argument(
         "--private-statistics",
         action="store_true",
