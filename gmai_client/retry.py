@@ -106,7 +106,7 @@ async def call_with_retry(
     """
     started = time.monotonic()
     reasons: list[str] = []
-    last_error: list[BaseException] = [RetryableError("")]
+    last_error: list[BaseException | None] = [None]
 
     async def one_attempt() -> T:
         try:
@@ -127,7 +127,7 @@ async def call_with_retry(
         return seconds
 
     async def sleep(seconds: float) -> None:
-        if on_wait is not None:
+        if on_wait is not None and last_error[0] is not None:
             waiting = on_wait(seconds, last_error[0])
             if waiting is not None:
                 await waiting

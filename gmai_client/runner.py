@@ -279,7 +279,10 @@ async def _run_model(
         progress.note(label, outcome.stopped)
         return
 
-    counter = asyncio.create_task(_count_total(files, selection, config.limit, track))
+    # The total only feeds the progress bar's ETA; counting is a second full parse of the files.
+    counter = asyncio.create_task(
+        _count_total(files, selection, config.limit, track) if config.progress else asyncio.sleep(0)
+    )
     queue: asyncio.Queue[Item | BadRow | None] = asyncio.Queue(maxsize=2 * config.concurrency)
     stop = asyncio.Event()
 
