@@ -90,7 +90,7 @@ class ResponseCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(timeout=30.0)
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS responses (
@@ -107,6 +107,19 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
         self.stores = 0
+
+    def _use_wal(self, timeout: float) -> None:
+        # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
+        # locked" at once, without the busy timeout, while another process opens the same file.
+        give_up = time.monotonic() + timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > give_up:
+                    raise
+                time.sleep(0.01)
 
     # -- async API used by the dispatcher
 
