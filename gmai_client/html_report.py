@@ -1189,8 +1189,12 @@ li.leaf{padding-left:1.1em}
 .opts li{overflow-wrap:anywhere}.opts li.key{font-weight:600}
 .keymark{color:#0a7d32;font-size:.8em}
 .nokey{color:var(--muted);font-size:.8rem;margin:2px 0}
-table.answers{font-size:.78rem;width:100%}
-table.answers th[scope=row]{min-width:6em;max-width:10em;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+table.answers{font-size:.78rem;width:100%;table-layout:fixed}
+table.answers td{overflow-wrap:anywhere;padding:2px 4px}
+table.answers thead th{padding:2px 4px;overflow-wrap:normal;word-break:normal;font-size:.72rem}
+table.answers thead th:nth-child(1){width:32%}table.answers thead th:nth-child(2){width:16%}
+table.answers thead th:nth-child(3){width:26%}table.answers thead th:nth-child(4){width:24%}
+table.answers th[scope=row]{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 table.answers td.raw{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap}
 .badge{border-radius:3px;padding:0 4px;font-size:.75rem;white-space:nowrap}
 .badge.correct{background:#d8f5e1;color:#0a5d26}.badge.wrong{background:#fde0e0;color:#8b0000}
