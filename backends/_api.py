@@ -30,6 +30,22 @@ from gmai_client.hints import retry_after_seconds
 from gmai_client.images import prepare_images
 from gmai_client.types import Image, Request
 
+#: What both vendors accept as image data (others are re-encoded by the caller or refused).
+API_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+DEFAULT_TIMEOUT = 120.0
+
+
+def common_options(key_env: str) -> dict[str, str]:
+    """Help text of the options every HTTP API backend takes (``backends`` lists them)."""
+    return {
+        "api_key_env": f"environment variable holding the API key (default {key_env}; "
+        "a self-hosted base_url needs none)",
+        "max_image_side": "downscale images whose longer side exceeds this many pixels (default: as is)",
+        "timeout": "seconds to wait for each phase of one attempt: connect, send, answer "
+        f"(default {DEFAULT_TIMEOUT:g})",
+    }
+
+
 #: The key placeholder for self-hosted OpenAI-compatible servers, which need no key but whose
 #: SDK client refuses to be built without one.
 NO_KEY = "EMPTY"

@@ -56,8 +56,11 @@ except ImportError as exc:
     raise MissingExtra("anthropic", "anthropic", "anthropic") from exc
 
 from gmai_client.backends._api import (
+    API_MIMES,
+    DEFAULT_TIMEOUT,
     check_mimes,
     choice_option,
+    common_options,
     endpoint_of,
     float_option,
     int_option,
@@ -70,9 +73,8 @@ from gmai_client.config import ModelSpec
 from gmai_client.types import FinishReason, Request, Response, Usage
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
-DEFAULT_TIMEOUT = 120.0
 _VENDOR_HOSTS = ("api.anthropic.com",)
-_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+_MIMES = API_MIMES
 # Account-level exhaustion: no amount of waiting within a run brings these back.
 _QUOTA_CODES = frozenset({"contract_spend_limit_reached", "enforced_spend_limit_reached"})
 _QUOTA_MESSAGE = re.compile(r"credit balance is too low|spend limit", re.IGNORECASE)
@@ -91,11 +93,7 @@ class AnthropicBackend:
     EXTRA = "anthropic"
     OPTIONS: Mapping[str, str] = {
         "base_url": "API root without /v1, same as @URL in the spec (default https://api.anthropic.com)",
-        "api_key_env": "environment variable holding the API key (default ANTHROPIC_API_KEY; "
-        "a self-hosted base_url needs none)",
-        "max_image_side": "downscale images whose longer side exceeds this many pixels (default: as is)",
-        "timeout": "seconds to wait for each phase of one attempt: connect, send, answer "
-        f"(default {DEFAULT_TIMEOUT:g})",
+        **common_options("ANTHROPIC_API_KEY"),
         "temperature": "send (default) | omit: leave temperature out, for models that refuse it",
     }
 

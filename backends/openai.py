@@ -49,8 +49,11 @@ except ImportError as exc:
     raise MissingExtra("openai", "openai", "openai") from exc
 
 from gmai_client.backends._api import (
+    API_MIMES,
+    DEFAULT_TIMEOUT,
     check_mimes,
     choice_option,
+    common_options,
     endpoint_of,
     float_option,
     int_option,
@@ -63,9 +66,8 @@ from gmai_client.config import ModelSpec
 from gmai_client.types import FinishReason, Request, Response, Usage
 
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
-DEFAULT_TIMEOUT = 120.0
 _VENDOR_HOSTS = ("api.openai.com",)
-_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+_MIMES = API_MIMES
 # Codes that mean the account, not the request rate, is exhausted: waiting will not help.
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
 _FINISH: Mapping[str, FinishReason] = {"stop": "stop", "length": "length", "content_filter": "filtered"}
@@ -78,13 +80,9 @@ class OpenAIBackend:
     EXTRA = "openai"
     OPTIONS: Mapping[str, str] = {
         "base_url": "server URL ending in /v1, same as @URL in the spec (default https://api.openai.com/v1)",
-        "api_key_env": "environment variable holding the API key (default OPENAI_API_KEY; "
-        "a self-hosted base_url needs none)",
+        **common_options("OPENAI_API_KEY"),
         "organization_env": "environment variable holding an OpenAI organization id (optional)",
         "detail": "image detail for every image: low | high | auto (default: not sent, the server decides)",
-        "max_image_side": "downscale images whose longer side exceeds this many pixels (default: as is)",
-        "timeout": "seconds to wait for each phase of one attempt: connect, send, answer "
-        f"(default {DEFAULT_TIMEOUT:g})",
         "max_tokens_field": "max_tokens (default) | max_completion_tokens (required by newer OpenAI models)",
     }
 
