@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--token-budget", type=int, default=None, help="stop the run after this many tokens")
     limits.add_argument("--no-cache", action="store_true", help="neither read nor write the response cache")
     limits.add_argument("--cache-path", type=Path, default=None, help="response cache file (default: user cache dir)")
+    run.add_argument(
+        "--executor", choices=("local", "ray"), default="local", help="ray: torch models run on Ray actors"
+    )
+    run.add_argument("--ray-address", default=None, metavar="ADDR", help="Ray cluster to join (default: start one)")
 
     tree = commands.add_parser("tree", help="browse the lexical tree with item counts from the data")
     _add_data_options(tree)
@@ -214,6 +218,8 @@ def _reliability_options(args: argparse.Namespace) -> dict[str, object]:
         "item_deadline": args.item_deadline,
         "max_errors": args.max_errors,
         "token_budget": args.token_budget,
+        "executor": args.executor,
+        "ray_address": args.ray_address,
     }
 
 

@@ -106,6 +106,8 @@ class RunConfig:
     max_errors: float | None = None  # >= 1: a count; < 1: a fraction of finished items
     token_budget: int | None = None
     judge: ModelSpec | None = None  # maps answers the rules cannot read (``judge`` module)
+    executor: str = "local"  # "ray": torch models run on Ray actors (``backends/ray.py``)
+    ray_address: str | None = None  # None: start a local Ray instance
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -118,6 +120,8 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value:g}")
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
         if self.max_attempts < 1:
             raise ConfigError(f"max-attempts must be at least 1, got {self.max_attempts}")
         labels = [model.label for model in self.models]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import itertools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -91,13 +92,13 @@ def _iter_file(dataset_file: DatasetFile) -> Iterator[Item | BadRow]:
     name = str(dataset_file.path)
     columns = dataset_file.columns
     with dataset_file.path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader, None)  # header, checked by open_dataset
+        lines = iter(handle)
+        next(_records(lines), None)  # header, checked by open_dataset
         row_number = 0
         while True:
             row_number += 1
             try:
-                cells = next(reader)
+                cells = next(_records(lines))
             except StopIteration:
                 return
             except csv.Error as exc:
@@ -107,6 +108,21 @@ def _iter_file(dataset_file: DatasetFile) -> Iterator[Item | BadRow]:
             if not cells:
                 continue
             yield _parse_row(name, row_number, columns, cells, dataset_file.has_answer)
+
+
+def _records(lines: Iterator[str]) -> Iterator[list[str]]:
+    """The next TSV record from ``lines``. Rows without a quote character (all released rows) are
+    split directly, twice as fast as the csv module on megabyte-long base64 cells; a row with a
+    quote goes through ``csv.reader``, which pulls exactly the lines a quoted multi-line cell spans
+    from the same iterator, so both paths read one record and leave the rest for the next call."""
+    line = next(lines, None)
+    if line is None:
+        return
+    if '"' not in line:
+        stripped = line.rstrip("\r\n")
+        yield stripped.split("\t") if stripped else []
+        return
+    yield next(csv.reader(itertools.chain((line,), lines), delimiter="\t"), [])
 
 
 def _parse_row(file: str, row: int, columns: tuple[str, ...], cells: list[str], has_answer: bool) -> Item | BadRow:

@@ -98,18 +98,20 @@ class Dispatcher:
         async with self.concurrency.slot(self._waiting):
             if self.limiter is not None:
                 await self.limiter.acquire(estimate, self._waiting)
+            used: int | None = None
             try:
                 response = await clock.timed(self.backend.generate(request))
+                used = response.usage.input_tokens + response.usage.output_tokens if response.usage else None
             except (RateLimited, Overloaded) as exc:
                 self.throttled += 1
                 self.concurrency.on_throttled()
                 if isinstance(exc, RateLimited) and exc.retry_after and self.limiter is not None:
                     self.limiter.pause(exc.retry_after)
                 raise
+            finally:
+                if self.limiter is not None:
+                    self.limiter.settle(estimate, used)
         self.concurrency.on_success()
-        used = response.usage.input_tokens + response.usage.output_tokens if response.usage else None
-        if self.limiter is not None:
-            self.limiter.settle(estimate, used)
         if self.budget is not None:
             self.budget.spend(used if used is not None else estimate)
         self._on_status("")

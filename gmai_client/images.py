@@ -68,7 +68,10 @@ def _downscale_bytes(data: bytes, max_side: int) -> bytes | None:
         # (lesion contours, boxes drawn on the image) visible after shrinking.
         img.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
         out = io.BytesIO()
-        img.save(out, format="PNG")
+        # Lowest zlib effort: measured on a 1024 px noisy image, 4.4x faster to encode than the
+        # default level for 27% more bytes; providers bill images by pixels, not bytes, and the
+        # encode runs on the client's few cores for every item.
+        img.save(out, format="PNG", compress_level=1)
         return out.getvalue()
 
 

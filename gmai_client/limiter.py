@@ -35,6 +35,8 @@ _BURST_SECONDS = 1.0
 # image (OpenAI's high-detail 512 px tile is 255 tokens + 85 base; Claude's ~1.6k for 1 Mpx).
 _CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 800
+# How often a waiting request re-checks its budgets (see ``EndpointLimiter.acquire``).
+_RECHECK_SECONDS = 0.02
 
 OnLimitWait = Callable[[str, float], None]
 
@@ -59,18 +61,28 @@ class Limits:
 
 class TokenBucket:
     """A continuously refilled bucket. ``take`` may drive the level below zero (a request bigger
-    than the bucket is let through once the bucket is full); later takers wait off the debt."""
+    than the bucket is let through once the bucket is full); later takers wait off the debt.
+
+    Tokens may also be *reserved* for a request in flight and settled when its real cost is known.
+    What a settlement hands back may lift the level above the capacity: the refill is capped at one
+    second's budget, but a returned over-estimate was never spent. (Capping it too would allow only
+    as many reservations in flight as fit in one second's budget: one or two when each reserves a
+    whole ``max_tokens``.) A settlement returns at most what it reserved, so the level stays below
+    the capacity plus the reservations in flight.
+    """
 
     def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic):
         self.rate = per_minute / 60.0
         self.capacity = max(1.0, self.rate * _BURST_SECONDS)
         self.level = self.capacity
+        self.reserved = 0.0  # reserved by requests in flight, not yet settled
         self._clock = clock
         self._updated = clock()
 
     def _refill(self) -> None:
         now = self._clock()
-        self.level = min(self.capacity, self.level + (now - self._updated) * self.rate)
+        if self.level < self.capacity:
+            self.level = min(self.capacity, self.level + (now - self._updated) * self.rate)
         self._updated = now
 
     def delay_for(self, amount: float) -> float:
@@ -83,10 +95,18 @@ class TokenBucket:
         self._refill()
         self.level -= amount
 
-    def give_back(self, amount: float) -> None:
-        """Correct an estimate afterwards (negative: the request cost more than estimated)."""
+    def reserve(self, amount: float) -> None:
+        """Take ``amount`` for a request about to be sent; ``settle`` it when the request ends."""
+        self.take(amount)
+        self.reserved += amount
+
+    def settle(self, reserved: float, actual: float | None) -> None:
+        """End a reservation: hand back what the request did not cost (or take what it cost beyond
+        the estimate). ``actual`` None: the cost is unknown and the reservation stands."""
         self._refill()
-        self.level = min(self.capacity, self.level + amount)
+        self.reserved = max(0.0, self.reserved - reserved)
+        if actual is not None:
+            self.level += reserved - max(0.0, actual)
 
 
 class EndpointLimiter:
@@ -107,6 +127,7 @@ class EndpointLimiter:
 
     async def acquire(self, tokens: int, on_wait: OnLimitWait | None = None) -> None:
         async with self._lock:
+            reported = ""
             while True:
                 delays = [("rate-limit pause", self._paused_until - self._clock())]
                 if self._requests is not None:
@@ -116,19 +137,24 @@ class EndpointLimiter:
                 reason, delay = max(delays, key=lambda pair: pair[1])
                 if delay <= 0:
                     break
-                if on_wait is not None:
+                if on_wait is not None and reason != reported:
                     on_wait(reason, delay)
-                self.waited_s += delay
-                await asyncio.sleep(delay)
+                    reported = reason
+                # Sleep in short slices and look again: a finished request's ``settle`` may hand
+                # back most of its reserved tokens meanwhile, and the wait should end with it.
+                nap = min(delay, _RECHECK_SECONDS)
+                self.waited_s += nap
+                await asyncio.sleep(nap)
             if self._requests is not None:
                 self._requests.take(1)
             if self._tokens is not None:
-                self._tokens.take(tokens)
+                self._tokens.reserve(tokens)
 
     def settle(self, estimated: int, actual: int | None) -> None:
-        """Replace a request's estimate by the usage the server reported."""
-        if self._tokens is not None and actual is not None:
-            self._tokens.give_back(estimated - actual)
+        """Replace a request's estimate by the usage the server reported (None: none reported, or
+        the request failed; the estimate stands). Call once for every successful ``acquire``."""
+        if self._tokens is not None:
+            self._tokens.settle(estimated, actual)
 
 
 class LimiterPool:

@@ -101,9 +101,7 @@ _AFTER_BARE_LETTER = re.compile(r"[ \t]*(?:$|\n|[,;!?]|[.:](?![A-Za-z]))")
 
 # Improvement 7: "A" at the start of the text or of a sentence/line, then a lower-case word or a
 # number ("A 45-year-old patient ...").
-_SENTENCE_A = re.compile(
-    r"(?:^|(?<=[.!?]\s))[ \t]*(?P<a>A)[ \t]+(?P<word>[a-z0-9][a-z0-9\-]*)\b", re.MULTILINE
-)
+_SENTENCE_A = re.compile(r"(?:^|(?<=[.!?]\s))[ \t]*(?P<a>A)[ \t]+(?P<word>[a-z0-9][a-z0-9\-]*)\b", re.MULTILINE)
 # Words that, after "A", read as talk about option A rather than as a noun phrase. Words ending in
 # -s, -ed or -ly (verbs, participles, adverbs: "A seems", "A matched", "A correctly") are checked
 # by suffix (``_is_article``); this list holds the rest.
@@ -371,11 +369,7 @@ def _extract_multi(text: str, options: Options) -> Extraction:
         return Extraction((REFUSED_LETTER,), "refused", "z_token")
     if len(content) == 1:
         run = content[0]
-        if (
-            1 < len(run) <= len(letters)
-            and all(letter in letters for letter in run)
-            and list(run) == sorted(set(run))
-        ):
+        if 1 < len(run) <= len(letters) and all(letter in letters for letter in run) and list(run) == sorted(set(run)):
             return Extraction(tuple(run), "ok", "letter_run")
 
     listed: list[str] | None = None

@@ -101,9 +101,7 @@ def validate_template(template: str) -> None:
         used.add(field_name)
     missing = sorted(REQUIRED_FIELDS - used)
     if missing:
-        raise ConfigError(
-            "prompt template must contain " + " and ".join("{" + name + "}" for name in missing)
-        )
+        raise ConfigError("prompt template must contain " + " and ".join("{" + name + "}" for name in missing))
 
 
 def build_request(

@@ -75,6 +75,10 @@ POLICY_OPTIONS: dict[str, str] = {
 def create(spec: ModelSpec, *, seed: int = 0) -> Backend:
     """Build the backend a spec names (it is started later, by the runner)."""
     own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
+    if "," in spec.endpoint:  # backend:model@E1,E2,...: one model on several endpoints
+        from gmai_client.balance import BalancedBackend
+
+        return BalancedBackend.from_spec(replace(spec, options=own), seed=seed)
     return load_class(spec.backend).from_spec(replace(spec, options=own), seed=seed)
 
 

@@ -101,7 +101,7 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
     built = dict(backends or {})
     for spec in config.models:
         if spec.label not in built:
-            built[spec.label] = registry.create(spec, seed=config.seed)
+            built[spec.label] = _create_backend(spec, config)
 
     outcomes = {spec.label: ModelOutcome(spec) for spec in config.models}
     progress = make_progress(enabled=config.progress)
@@ -173,6 +173,15 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
     )
     written = report.write_run(result, config)
     return replace(result, files=tuple(written))
+
+
+def _create_backend(spec: ModelSpec, config: RunConfig) -> Backend:
+    """The spec's backend; with ``executor="ray"`` a torch model is served by Ray actors instead."""
+    if config.executor == "ray" and spec.backend == "torch":
+        from gmai_client.backends.ray import RayTorchBackend
+
+        return RayTorchBackend.from_spec(spec, seed=config.seed, address=config.ray_address)
+    return registry.create(spec, seed=config.seed)
 
 
 def run_directory(config: RunConfig) -> Path:

@@ -43,9 +43,7 @@ class SplitFile:
 Catalog = Mapping[str, tuple[SplitFile, ...]]
 
 # Checksums as published by VLMEvalKit (vlmeval/dataset/image_mcq.py), so results stay comparable.
-_VAL = SplitFile(
-    "GMAI-MMBench_VAL", "VLMEval/GMAI-MMBench", "GMAI-MMBench_VAL.tsv", "254bd581627866f1c499d3d6b4422324"
-)
+_VAL = SplitFile("GMAI-MMBench_VAL", "VLMEval/GMAI-MMBench", "GMAI-MMBench_VAL.tsv", "254bd581627866f1c499d3d6b4422324")
 _TEST_MD5 = (
     "900d735231230a63f4ed45665c078ef4",
     "1b27ab621386945d7e4a765ad2d22b0e",
@@ -60,9 +58,7 @@ _TEST_MD5 = (
     "d08dc813f0eb6bbab63cae2a9d113c4b",
 )
 _TEST_PARTS = tuple(
-    SplitFile(
-        f"GMAI_mm_bench_TEST_part_{n}", "OpenGVLab/GMAI-MMBench", f"GMAI_mm_bench_TEST_part_{n}.tsv", md5
-    )
+    SplitFile(f"GMAI_mm_bench_TEST_part_{n}", "OpenGVLab/GMAI-MMBench", f"GMAI_mm_bench_TEST_part_{n}.tsv", md5)
     for n, md5 in enumerate(_TEST_MD5, start=1)
 )
 
@@ -154,9 +150,7 @@ def _resolve_one(spec: str, *, data_dir: Path, download: bool, verify: bool, cat
         raise ConfigError(f"--data {spec!r}: no such file or directory. " + _accepted_forms(catalog))
     close = difflib.get_close_matches(spec, [SAMPLE, *catalog], n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ConfigError(
-        f"--data {spec!r} is not a file, a directory or a known split.{hint} " + _accepted_forms(catalog)
-    )
+    raise ConfigError(f"--data {spec!r} is not a file, a directory or a known split.{hint} " + _accepted_forms(catalog))
 
 
 def _accepted_forms(catalog: Catalog) -> str:
@@ -176,9 +170,7 @@ def _natural_key(path: Path) -> tuple[tuple[str | int, ...], str]:
 def _tsvs_in(directory: Path) -> list[Path]:
     # Dot-files are skipped: macOS "._x.tsv" resource forks and editor temp files are not data.
     files = [
-        p
-        for p in directory.iterdir()
-        if p.suffix.lower() == ".tsv" and not p.name.startswith(".") and p.is_file()
+        p for p in directory.iterdir() if p.suffix.lower() == ".tsv" and not p.name.startswith(".") and p.is_file()
     ]
     if not files:
         raise ConfigError(f"directory {directory} contains no .tsv files")
@@ -233,9 +225,7 @@ def _ensure_local(entry: SplitFile, data_dir: Path, *, download: bool, verify: b
     if actual != entry.md5:
         # A wrong file must not stay where the next run would take it for the real one.
         path.unlink(missing_ok=True)
-        raise DataError(
-            f"downloaded file has md5 {actual}, expected {entry.md5}; it was deleted", file=str(path)
-        )
+        raise DataError(f"downloaded file has md5 {actual}, expected {entry.md5}; it was deleted", file=str(path))
     _write_stamp(path, actual)
     return path
 
@@ -279,8 +269,6 @@ def _download(entry: SplitFile, path: Path, *, force: bool) -> None:
             force_download=force,
         )
     except Exception as exc:  # network, offline, auth or missing entry: all mean "fetch it yourself"
-        raise ConfigError(
-            _manual_hint(entry, path, f"download failed ({type(exc).__name__}: {exc})")
-        ) from exc
+        raise ConfigError(_manual_hint(entry, path, f"download failed ({type(exc).__name__}: {exc})")) from exc
     if not path.is_file():
         raise ConfigError(_manual_hint(entry, path, "the download finished but the file is not there"))

@@ -344,9 +344,7 @@ def _draw_watermark(draw: ImageDraw.ImageDraw, size: int, fill: int | tuple[int,
     width = sum(len(_GLYPHS[ch][0]) + 1 for ch in "SYNTHETIC") * scale
     x0, y0 = 2 * scale, size - 7 * scale
     # A dark backing strip keeps the word readable on light (histology, skin) backgrounds.
-    draw.rectangle(
-        (x0 - scale, y0 - scale, x0 + width, y0 + 5 * scale), fill=0 if isinstance(fill, int) else (0, 0, 0)
-    )
+    draw.rectangle((x0 - scale, y0 - scale, x0 + width, y0 + 5 * scale), fill=0 if isinstance(fill, int) else (0, 0, 0))
     x = x0
     for ch in "SYNTHETIC":
         rows = _GLYPHS[ch]
@@ -358,9 +356,7 @@ def _draw_watermark(draw: ImageDraw.ImageDraw, size: int, fill: int | tuple[int,
         x += (len(rows[0]) + 1) * scale
 
 
-def _blob(
-    rng: random.Random, cx: float, cy: float, rx: float, ry: float, n: int = 14
-) -> list[tuple[int, int]]:
+def _blob(rng: random.Random, cx: float, cy: float, rx: float, ry: float, n: int = 14) -> list[tuple[int, int]]:
     """An irregular closed polygon around (cx, cy): an ellipse with jittered radius, integer vertices."""
     pts = []
     for k in range(n):
@@ -370,9 +366,7 @@ def _blob(
     return pts
 
 
-def _draw_image(
-    seed_key: str, size: int, granularity: str, modality: str, color: tuple[int, int, int]
-) -> bytes:
+def _draw_image(seed_key: str, size: int, granularity: str, modality: str, color: tuple[int, int, int]) -> bytes:
     """Draw and PNG-encode one synthetic image; the pixels depend only on the arguments."""
     rng = random.Random(seed_key)
     style = _style(modality)
@@ -411,9 +405,7 @@ def _draw_image(
             d.rectangle((0, 0, s, s), fill=tissue)
         for _ in range(rng.randint(3, 7)):
             r = s * rng.uniform(0.03, 0.09)
-            d.polygon(
-                _blob(rng, rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s, r, r, 10), fill=feature
-            )
+            d.polygon(_blob(rng, rng.uniform(0.15, 0.85) * s, rng.uniform(0.15, 0.85) * s, r, r, 10), fill=feature)
         fill_text = (255, 255, 0)
     # Speckle noise at half resolution: looks like texture, yet PNG still compresses it well.
     half = max(1, s // 2)
@@ -490,9 +482,7 @@ class ImagePool:
 # --------------------------------------------------------------------------- rows
 
 
-def _pick_distractors(
-    index: TreeIndex, combo: LeafCombo, exclude: set[str], k: int, rng: random.Random
-) -> list[str]:
+def _pick_distractors(index: TreeIndex, combo: LeafCombo, exclude: set[str], k: int, rng: random.Random) -> list[str]:
     """k wrong labels, preferring the same modality and task, then modality, task, and the whole tree."""
     chosen: list[str] = []
     seen = set(exclude)

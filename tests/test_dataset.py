@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import io
 from pathlib import Path
 
@@ -120,6 +121,29 @@ def test_several_files_stream_in_order(tmp_path: Path) -> None:
     second = write_rows(tmp_path / "part_2.tsv", HEADER, [row("3")])
     entries = list(iter_items(open_dataset([first, second])))
     assert [e.index for e in entries] == ["1", "2", "3"]
+
+
+def test_quoted_cells_with_tabs_and_newlines_between_plain_rows(tmp_path: Path) -> None:
+    # Plain rows take the fast split; a row with quotes is handed to the csv module, which must
+    # consume exactly the lines its multi-line cell spans and leave the next row intact.
+    quoted = row("2", options=('say "cat"', "dog\twith tab", "two\nlines", "", ""))
+    path = tmp_path / "v.tsv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, delimiter="\t", lineterminator="\n").writerows([HEADER, row("1"), quoted, row("3")])
+    assert '"' not in path.read_text().splitlines()[1]  # row 1 really goes the fast way
+    entries = read(path)
+    assert [(type(e).__name__, e.index) for e in entries] == [("Item", "1"), ("Item", "2"), ("Item", "3")]
+    assert entries[1].options == (("A", 'say "cat"'), ("B", "dog\twith tab"), ("C", "two\nlines"))
+    assert [e.source.row for e in entries] == [1, 2, 3]
+
+
+def test_windows_line_endings_and_blank_lines(tmp_path: Path) -> None:
+    lines = ["\t".join(HEADER), "\t".join(row("1")), "", "\t".join(row("2"))]
+    path = tmp_path / "v.tsv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    entries = read(path)
+    assert [e.index for e in entries] == ["1", "2"]
+    assert all(isinstance(e, Item) and e.extra == {"original task": "orig"} for e in entries)
 
 
 @pytest.mark.parametrize(

@@ -121,21 +121,44 @@ def test_a_request_bigger_than_the_bucket_passes_once_full_and_leaves_a_debt() -
     assert bucket.delay_for(1) == 0.0
 
 
-def test_give_back_corrects_an_estimate_either_way() -> None:
+def test_settling_a_reservation_corrects_the_estimate_either_way() -> None:
     clock = FakeClock()
     bucket = TokenBucket(300, clock)  # 5 per second, capacity 5
-    bucket.take(5)
+    bucket.reserve(5)
 
-    bucket.give_back(3)  # cost less than estimated
+    bucket.settle(5, actual=2)  # cost 3 less than estimated
     assert bucket.delay_for(3) == 0.0
     assert bucket.delay_for(4) == pytest.approx(0.2)
+    assert bucket.reserved == 0
 
-    bucket.give_back(100)  # never above the capacity
-    assert bucket.delay_for(5) == 0.0
-    bucket.take(5)
+    bucket.reserve(3)
+    bucket.settle(3, actual=None)  # cost unknown: the estimate stands
+    assert bucket.delay_for(1) == pytest.approx(0.2)
 
-    bucket.give_back(-2)  # cost more than estimated: a debt
+    clock.advance(1.0)  # full again
+    bucket.reserve(5)
+    bucket.settle(5, actual=7)  # cost more than estimated: a debt
     assert bucket.delay_for(1) == pytest.approx(0.6)
+
+
+def test_returned_over_estimates_may_lift_the_level_above_one_seconds_budget() -> None:
+    # Four requests in flight, each reserving far more than it will cost: their returns are unspent
+    # budget, so they stay usable even when the refill has already filled the bucket meanwhile.
+    clock = FakeClock()
+    bucket = TokenBucket(6000, clock)  # 100 per second, capacity 100
+    for _ in range(4):
+        clock.advance(1.0)
+        bucket.reserve(90)
+    clock.advance(1.0)  # refilled to the capacity while all four are in flight
+    for _ in range(4):
+        bucket.settle(90, actual=10)
+    assert bucket.level == pytest.approx(100 + 4 * 80)
+    assert bucket.reserved == 0
+    clock.advance(5.0)  # the refill does not add on top of an over-full bucket
+    assert bucket.level == pytest.approx(420)
+    bucket.reserve(90)
+    bucket.settle(90, actual=-1000)  # a nonsensical report returns no more than was reserved
+    assert bucket.level == pytest.approx(420)
 
 
 # -- EndpointLimiter

@@ -35,9 +35,7 @@ DEFAULT_OUT = ROOT / "gmai_client" / "data" / "sample.tsv"
 def coverage(path: Path) -> dict[str, Counter[str]]:
     """Item counts per task, department (empty cell -> N/A), granularity and modality of a TSV."""
     csv.field_size_limit(sys.maxsize)  # base64 image cells are far beyond csv's 128 kB default
-    counts: dict[str, Counter[str]] = {
-        v: Counter() for v in (TASK_VIEW, DEPARTMENT_VIEW, GRANULARITY_VIEW, "modality")
-    }
+    counts: dict[str, Counter[str]] = {v: Counter() for v in (TASK_VIEW, DEPARTMENT_VIEW, GRANULARITY_VIEW, "modality")}
     with path.open(encoding="utf-8", newline="") as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
             for view, counter in counts.items():
@@ -56,14 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    path = write_tsv(
-        args.out, args.items, seed=args.seed, image_size=args.image_size, with_answer=not args.no_answer
-    )
+    path = write_tsv(args.out, args.items, seed=args.seed, image_size=args.image_size, with_answer=not args.no_answer)
     elapsed = time.perf_counter() - start
     size = path.stat().st_size
-    print(
-        f"wrote {path}: {args.items} items, {size} bytes in {elapsed:.2f} s ({size / 1e6 / elapsed:.1f} MB/s)"
-    )
+    print(f"wrote {path}: {args.items} items, {size} bytes in {elapsed:.2f} s ({size / 1e6 / elapsed:.1f} MB/s)")
 
     index = tree_index()
     universes = {

@@ -1,0 +1,653 @@
+"""The Ray executor for local transformers models: one ``torch:`` model served by N Ray actors.
+
+``python -m gmai_client run --executor ray --model torch:/models/X -B actors=4`` (or
+``RunConfig(executor="ray")``) replaces each ``torch:`` model's ``TorchBackend`` by a
+``RayTorchBackend``. Nothing else changes: the driver stays the single asyncio runner and the only
+writer of records, cache and metrics; this class is just a ``Backend`` whose ``generate`` is
+answered by one of N actors, each holding one loaded model.
+
+How a request flows:
+
+1. ``generate(request)`` picks the ready actor with the fewest requests in flight (ties: round
+   robin) and sends it the ``Request`` itself: the text plus the images as the encoded bytes
+   the TSV holds (PNG), never decoded arrays.
+2. The actor (an async actor, ``max_concurrency`` requests at once) hands it to its own
+   ``TorchBackend``, whose dispatcher micro-batches the requests that arrive together on that
+   actor, exactly as the local backend does in one process.
+3. The actor returns the ``Response`` (or the ``BackendError`` its backend raised, unchanged, so
+   retry decisions are the same as with the local executor).
+
+Back-pressure is the runner's: its concurrency bounds the items in flight over all actors.
+
+Placement: ``num_gpus=1`` per actor when the cluster has GPUs (``device=auto`` then picks the GPU
+Ray assigned to the actor), else ``num_cpus=1`` with torch held to one thread per actor. The
+number of actors defaults to the cluster's GPU count, or 2 on CPU.
+
+Faults: actors are created with ``max_restarts`` (default 3) and no Ray-side task retries
+(retries happen in one place, ``gmai_client.retry``). An actor that dies mid-request
+(``RayActorError``: ``ActorDiedError`` / ``ActorUnavailableError``, or a crashed worker) fails
+the requests it held with ``ConnectionLost`` (retryable: the runner sends them again, to another
+actor), after marking the actor as recovering. A recovery task then waits for Ray to restart it
+and for its model to load again; an actor that cannot be restarted (restarts used up, killed for
+good) is replaced by a new one. An actor that cannot come back is dropped; when none is left the
+model's run stops (``ExecutorLost``).
+
+Identity: the same as the local ``TorchBackend`` of the same spec (as reported by the actors
+once loaded), so the response cache is shared between executors.
+
+Ray start-up: with no ``ray_address`` a local instance is started with this machine's CPUs, no
+dashboard, no worker logs on the driver, and every address on loopback; with an address (``auto``,
+``HOST:PORT``, ``ray://...``) the driver joins that cluster, where ``gmai_client`` must be
+installed and the model path readable on every node. Ray is shut down at ``close()`` only if
+this process started it (and no other ``RayTorchBackend`` still uses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from gmai_client.config import ModelSpec
+from gmai_client.errors import (
+    BackendError,
+    ConfigError,
+    ConnectionLost,
+    FatalError,
+    MissingExtra,
+    ServerError,
+)
+from gmai_client.types import Request, Response
+
+try:
+    import ray
+    import ray.exceptions
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise MissingExtra("ray", "ray", "ray") from exc
+
+from gmai_client.backends.torch import TorchBackend
+
+#: Options read here; the others are the torch backend's and travel to the actors unchanged.
+OPTIONS: Mapping[str, str] = {
+    "actors": "number of Ray actors, one loaded model each (default: the cluster's GPUs, or 2 on CPU)",
+    "gpus_per_actor": "GPUs reserved per actor (default 1 when the cluster has GPUs, else 0)",
+    "cpus_per_actor": "CPUs reserved per actor (default 1)",
+    "torch_threads": "torch intra-op threads per actor (default: cpus_per_actor on CPU)",
+    "max_restarts": "times Ray restarts a dead actor before it is replaced (default 3)",
+    "max_concurrency": "requests one actor takes at once (default 64)",
+    "load_timeout_s": "seconds an actor may take to be placed and load its model (default 600)",
+    "test_crash_after": "tests only: actor 0 exits (os._exit) when its Nth request arrives, once",
+}
+RAY_OPTIONS = frozenset(OPTIONS)
+
+#: New actors a slot may get after its actor died for good, before the slot is given up.
+MAX_REPLACEMENTS = 3
+#: Seconds between readiness probes of an actor Ray is restarting.
+PROBE_INTERVAL_S = 0.2
+#: The Ray setting that keeps a local instance's addresses on 127.0.0.1 (read by Ray when it
+#: picks the node's address; on Linux it otherwise uses the machine's network address).
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class ExecutorLost(FatalError):
+    """Every actor of the model is gone and none could be restarted or replaced."""
+
+    kind = "executor_lost"
+    stops_model = True
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    actors: int | None = None  # None: the cluster's GPUs, or 2 on CPU
+    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_actor: float = 1.0
+    torch_threads: int | None = None  # None: cpus_per_actor on CPU, torch's default on GPU
+    max_restarts: int = 3
+    max_concurrency: int = 64
+    load_timeout_s: float = 600.0
+    test_crash_after: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> RayOptions:
+        def number(key: str, kind: type, *, minimum: float, default: Any) -> Any:
+            raw = spec.option(key)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ConfigError(f"ray: option {key} must be a number, got {raw!r}") from None
+            if value < minimum:
+                raise ConfigError(f"ray: option {key} must be >= {minimum:g}, got {raw}")
+            return value
+
+        return cls(
+            actors=number("actors", int, minimum=1, default=None),
+            gpus_per_actor=number("gpus_per_actor", float, minimum=0, default=None),
+            cpus_per_actor=number("cpus_per_actor", float, minimum=0, default=1.0),
+            torch_threads=number("torch_threads", int, minimum=1, default=None),
+            max_restarts=number("max_restarts", int, minimum=0, default=3),
+            max_concurrency=number("max_concurrency", int, minimum=1, default=64),
+            load_timeout_s=number("load_timeout_s", float, minimum=0.001, default=600.0),
+            test_crash_after=number("test_crash_after", int, minimum=1, default=None),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Ray itself: started once per process, shut down by the last user if this process started it
+
+_RAY_LOCK = threading.Lock()
+_RAY_USERS = 0
+_RAY_OURS = False
+
+
+@contextlib.contextmanager
+def _loopback() -> Iterator[None]:
+    """Start a local instance on 127.0.0.1 only (Ray's processes inherit the setting)."""
+    from ray._private import ray_constants  # read when Ray picks the node's address
+
+    saved_env, saved_flag = os.environ.get(_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = saved_env
+
+
+def _use_saved_token() -> None:
+    """Send the token ``ray start`` saved (~/.ray/auth_token) when joining a cluster by address.
+
+    Ray turns token auth on for clusters it starts, but a driver joining one by address sends
+    no token unless RAY_AUTH_MODE=token: with that unset and a token saved, turn it on (what
+    Ray itself does for a local instance). Older Rays have no token auth: nothing to do.
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _machine_cpus() -> int:
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def acquire_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Make sure this process is connected to Ray; returns True if this call started it.
+
+    ``num_cpus`` sizes a local instance (default: the CPUs this process may use).
+
+    Runs on the caller's thread on purpose: a Ray started from a worker thread can keep the
+    process from exiting for a minute when it is not shut down explicitly.
+    """
+    global _RAY_USERS, _RAY_OURS
+    with _RAY_LOCK:
+        started = False
+        if not ray.is_initialized():
+            try:
+                if address:
+                    _use_saved_token()
+                    # A cluster on loopback (ray start --head --node-ip-address 127.0.0.1): this
+                    # driver must say 127.0.0.1 too, or Ray announces the machine's address.
+                    with _loopback() if _is_loopback(address) else contextlib.nullcontext():
+                        ray.init(address=address, log_to_driver=False)
+                else:
+                    with _loopback():
+                        ray.init(
+                            address="local",
+                            num_cpus=num_cpus or _machine_cpus(),
+                            include_dashboard=False,
+                            log_to_driver=False,
+                        )
+            except ConnectionError as exc:
+                raise FatalError(f"ray: cannot connect to the cluster at {address}: {_first_line(exc)}") from None
+            except (RuntimeError, ValueError) as exc:
+                where = f"the cluster at {address}" if address else "a local instance"
+                raise FatalError(f"ray: cannot start or join {where}: {_first_line(exc)}") from None
+            _RAY_OURS = started = True
+        _RAY_USERS += 1
+        return started
+
+
+def release_ray() -> None:
+    global _RAY_USERS, _RAY_OURS
+    with _RAY_LOCK:
+        _RAY_USERS = max(0, _RAY_USERS - 1)
+        if _RAY_USERS == 0 and _RAY_OURS:
+            _RAY_OURS = False
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# --------------------------------------------------------------------------------------------
+# The actor: one process, one loaded model, its own event loop and micro-batcher
+
+
+class ModelActor:
+    """Runs inside a Ray worker (created through ``ray.remote``): a ``TorchBackend`` and counters.
+
+    Every method is ``async``: the actor's requests share one event loop, which is where the
+    backend's dispatcher batches them. Errors of a request come back as values, not exceptions,
+    so that Ray does not wrap them and the driver re-raises them unchanged.
+    """
+
+    def __init__(self, spec: ModelSpec, seed: int, torch_threads: int | None, crash_after: int | None):
+        import torch
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        context = ray.get_runtime_context()
+        self._restarted = bool(context.was_current_actor_reconstructed)
+        self._crash_after = None if self._restarted else crash_after
+        self._backend = TorchBackend.from_spec(spec, seed=seed)
+        self._served = 0
+        self._began = time.time()
+
+    async def load(self) -> tuple[str, Any]:
+        """Load the model (once); ("ok", info) or ("error", the BackendError that stopped it)."""
+        try:
+            await self._backend.start()
+        except BackendError as exc:
+            return "error", exc
+        except Exception as exc:
+            return "error", FatalError(f"torch: loading {self._backend.path} failed: {_first_line(exc)}")
+        return "ok", await self.info()
+
+    async def generate(self, request: Request) -> tuple[str, Any]:
+        self._served += 1
+        if self._crash_after is not None and self._served >= self._crash_after:
+            os._exit(1)  # tests only: die mid-request, as a crashed or preempted node would
+        try:
+            return "ok", await self._backend.generate(request)
+        except BackendError as exc:
+            return "error", exc
+        except Exception as exc:  # a bug: fail this request alone, with a readable message
+            return "error", FatalError(f"ray actor: item {request.item_index}: {type(exc).__name__}: {exc}")
+
+    async def info(self) -> dict[str, Any]:
+        import torch
+
+        stats = self._backend.stats
+        return {
+            "pid": os.getpid(),
+            "node": ray.util.get_node_ip_address(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "torch_threads": torch.get_num_threads(),
+            "restarted": self._restarted,
+            "identity": dict(self._backend.identity()),
+            "served": self._served,
+            "generate_calls": stats.generate_calls,
+            "batch_sizes": list(stats.batch_sizes),
+            "uptime_s": time.time() - self._began,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# The driver side
+
+
+@dataclass
+class ActorSlot:
+    """One place for an actor; the actor in it may be restarted (same handle) or replaced."""
+
+    index: int
+    handle: Any = None
+    state: str = "starting"  # starting | ready | recovering | dead
+    in_flight: int = 0
+    sent: int = 0  # requests sent to this slot's actors
+    lost: int = 0  # requests that failed because the actor died
+    restarts: int = 0  # times Ray restarted the actor and it loaded again
+    replacements: int = 0  # new actors put in this slot
+    problem: str = ""  # why the slot is dead
+    info: dict[str, Any] = field(default_factory=dict)
+    recovery: asyncio.Task[None] | None = None
+
+
+class RayTorchBackend:
+    """A ``torch:`` model served by N Ray actors, one loaded model each (``--executor ray``)."""
+
+    name = "torch"
+    EXTRA = "ray"
+    OPTIONS = OPTIONS
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        seed: int = 0,
+        address: str | None = None,
+        options: RayOptions | None = None,
+    ):
+        if spec.backend != "torch":
+            raise ConfigError(f"the ray executor serves torch models only, not {spec.backend!r}")
+        self.options = options or RayOptions.from_spec(spec)
+        # What the actors build: the spec without the options read here.
+        torch_options = {k: v for k, v in spec.options.items() if k not in RAY_OPTIONS}
+        self.spec = replace(spec, options=MappingProxyType(torch_options))
+        self.seed = seed
+        self.address = address
+        # Built here, never started: validates the torch options at once, and answers identity()
+        # until the actors report theirs.
+        self._local = TorchBackend.from_spec(self.spec, seed=seed)
+        self.path = self._local.path
+        self.slots: list[ActorSlot] = []
+        self._identity: Mapping[str, str] | None = None
+        self._actor_class: Any = None
+        self._per_gpu = 0.0
+        self._holds_ray = False
+        self._started = False
+        self._closed = False
+        self._start_lock: asyncio.Lock | None = None
+        self._changed: asyncio.Event | None = None
+        self._turn = 0
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, seed: int = 0, address: str | None = None) -> RayTorchBackend:
+        from gmai_client.registry import POLICY_OPTIONS  # read by the runner, not by backends
+
+        own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
+        return cls(replace(spec, options=own), seed=seed, address=address)
+
+    def identity(self) -> Mapping[str, str]:
+        return dict(self._identity or self._local.identity())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._closed:
+                raise FatalError("ray: backend closed")
+            self._changed = asyncio.Event()
+            if not self._holds_ray:
+                acquire_ray(self.address)
+                self._holds_ray = True
+            try:
+                count, resources = self._placement()
+                self._actor_class = ray.remote(ModelActor).options(
+                    max_restarts=self.options.max_restarts,
+                    max_task_retries=0,  # retries happen in one place: gmai_client.retry
+                    max_concurrency=self.options.max_concurrency,
+                    **resources,
+                )
+                self.slots = [ActorSlot(i) for i in range(count)]
+                for slot in self.slots:
+                    slot.handle = self._new_actor(slot.index, first=True)
+                loads = [self._load(slot, slot.handle) for slot in self.slots]
+                outcomes = await asyncio.gather(*loads, return_exceptions=True)
+                failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+                if failed:
+                    raise failed[0]
+                infos: list[dict[str, Any]] = list(outcomes)  # type: ignore[arg-type]
+                identities = {tuple(sorted(info["identity"].items())) for info in infos}
+                if len(identities) > 1:
+                    raise ConfigError(
+                        f"ray: the actors of {self.spec.label} disagree on what they loaded "
+                        f"({'; '.join(str(dict(i)) for i in identities)}): mixed devices or model folders"
+                    )
+                for slot, info in zip(self.slots, infos, strict=True):
+                    slot.info, slot.state = info, "ready"
+                self._identity = dict(infos[0]["identity"])
+                self._started = True
+            except BaseException:
+                await self._teardown()
+                raise
+
+    def _placement(self) -> tuple[int, dict[str, float]]:
+        """How many actors, and what each reserves; a clear error when the cluster cannot hold them."""
+        total = ray.cluster_resources()
+        gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 0))
+        per_gpu = self.options.gpus_per_actor if self.options.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+        per_cpu = self.options.cpus_per_actor
+        count = self.options.actors
+        if count is None:  # one per GPU; on CPU 2 (or 1 if only one fits)
+            count = int(gpus // per_gpu) if per_gpu else min(2, int(cpus // per_cpu) if per_cpu else 2)
+            count = max(1, count)
+        if per_gpu and count * per_gpu > gpus:
+            raise ConfigError(
+                f"ray: {count} actors x {per_gpu:g} GPU need {count * per_gpu:g} GPUs; the cluster has {gpus:g}"
+            )
+        if per_cpu and count * per_cpu > cpus:
+            raise ConfigError(
+                f"ray: {count} actors x {per_cpu:g} CPU need {count * per_cpu:g} CPUs; the cluster has {cpus:g} "
+                "(-B actors=N or -B cpus_per_actor=X)"
+            )
+        self._per_gpu = per_gpu
+        return count, {"num_cpus": per_cpu, "num_gpus": per_gpu}
+
+    def _new_actor(self, index: int, *, first: bool = False) -> Any:
+        threads = self.options.torch_threads
+        if threads is None and not self._per_gpu:  # on CPU: as many threads as reserved CPUs
+            threads = max(1, int(self.options.cpus_per_actor))
+        crash = self.options.test_crash_after if first and index == 0 else None
+        return self._actor_class.remote(self.spec, self.seed, threads, crash)
+
+    async def _load(self, slot: ActorSlot, handle: Any) -> dict[str, Any]:
+        """Wait for one actor to be placed and to load its model; its info, or a clear error."""
+        where = f"ray actor {slot.index} of {self.spec.label}"
+        try:
+            kind, value = await asyncio.wait_for(_awaitable(handle.load.remote()), self.options.load_timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise FatalError(
+                f"{where} did not load {self.path} within {self.options.load_timeout_s:g} s "
+                f"(is the cluster short of the resources an actor reserves? -B load_timeout_s=S)"
+            ) from None
+        except ray.exceptions.RayActorError as exc:
+            raise FatalError(f"{where} died while loading {self.path}: {_actor_reason(exc)}") from None
+        except ray.exceptions.RayError as exc:
+            raise FatalError(f"{where} failed while loading {self.path}: {_first_line(exc)}") from None
+        if kind == "error":
+            raise _prefixed(value, f"{where}: ")
+        return value
+
+    async def close(self) -> None:
+        self._closed = True
+        self._started = False
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        for slot in self.slots:
+            if slot.recovery is not None:
+                slot.recovery.cancel()
+                with contextlib.suppress(BaseException):
+                    await slot.recovery
+                slot.recovery = None
+            if slot.handle is not None:
+                with contextlib.suppress(Exception):
+                    ray.kill(slot.handle, no_restart=True)
+            slot.state = "dead" if self._closed else slot.state
+        if self._changed is not None:
+            self._changed.set()  # wake requests waiting for an actor: they see the backend closed
+        if self._holds_ray:
+            self._holds_ray = False
+            release_ray()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def generate(self, request: Request) -> Response:
+        if not self._started:
+            await self.start()
+        slot = await self._pick()
+        handle = slot.handle
+        slot.in_flight += 1
+        slot.sent += 1
+        ref = handle.generate.remote(request)
+        try:
+            kind, value = await _awaitable(ref)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)  # an attempt timeout or Ctrl-C: free the actor's slot too
+            raise
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+            slot.lost += 1
+            self._actor_failed(slot, handle)
+            raise ConnectionLost(
+                f"ray actor {slot.index} was lost while answering item {request.item_index}: {_actor_reason(exc)}"
+            ) from None
+        except ray.exceptions.RayTaskError as exc:  # a bug inside the actor method itself
+            raise FatalError(f"ray actor {slot.index}: item {request.item_index}: {_first_line(exc)}") from None
+        except ray.exceptions.RayError as exc:  # object store or scheduling trouble: try again
+            raise ServerError(f"ray: item {request.item_index}: {type(exc).__name__}: {_first_line(exc)}") from None
+        finally:
+            slot.in_flight -= 1
+        if kind == "error":
+            raise value
+        return value
+
+    async def _pick(self) -> ActorSlot:
+        """The ready actor with the fewest requests in flight (ties: round robin)."""
+        assert self._changed is not None
+        while True:
+            if self._closed:
+                raise FatalError("ray: backend closed")
+            ready = [slot for slot in self.slots if slot.state == "ready"]
+            if ready:
+                n = len(self.slots)
+                slot = min(ready, key=lambda s: (s.in_flight, (s.index - self._turn) % n))
+                self._turn = slot.index + 1
+                return slot
+            if all(slot.state == "dead" for slot in self.slots):
+                problems = "; ".join(f"actor {s.index}: {s.problem}" for s in self.slots)
+                raise ExecutorLost(f"ray: no actor of {self.spec.label} is left ({problems})")
+            self._changed.clear()
+            await self._changed.wait()  # some actor is recovering; the attempt timeout bounds this
+
+    def _actor_failed(self, slot: ActorSlot, handle: Any) -> None:
+        if slot.handle is not handle or slot.state != "ready" or self._closed:
+            return  # already noticed (another request of the same actor got here first)
+        slot.state = "recovering"
+        slot.recovery = asyncio.get_running_loop().create_task(
+            self._recover(slot), name=f"ray-recover-{self.spec.label}-{slot.index}"
+        )
+
+    async def _recover(self, slot: ActorSlot) -> None:
+        """Wait for Ray to restart the actor and its model to load; replace it if it cannot come back."""
+        assert self._changed is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.load_timeout_s
+        restarted = True
+        try:
+            while not self._closed:
+                handle = slot.handle
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    slot.problem = f"did not come back within {self.options.load_timeout_s:g} s"
+                    break
+                try:
+                    kind, value = await asyncio.wait_for(_awaitable(handle.load.remote()), remaining)
+                except ray.exceptions.ActorUnavailableError:  # Ray is restarting it
+                    await asyncio.sleep(PROBE_INTERVAL_S)
+                    continue
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                    # Dead for good (restarts used up, or killed): a fresh actor in its place.
+                    if slot.replacements >= MAX_REPLACEMENTS:
+                        slot.problem = f"died {slot.replacements + 1} times, last: {_actor_reason(exc)}"
+                        break
+                    with contextlib.suppress(Exception):
+                        ray.kill(handle, no_restart=True)
+                    slot.replacements += 1
+                    slot.handle = self._new_actor(slot.index)
+                    deadline = loop.time() + self.options.load_timeout_s
+                    restarted = False
+                    continue
+                except (asyncio.TimeoutError, TimeoutError):
+                    slot.problem = f"did not come back within {self.options.load_timeout_s:g} s"
+                    break
+                except ray.exceptions.RayError as exc:
+                    slot.problem = f"cannot be reached: {_first_line(exc)}"
+                    break
+                if kind == "error":
+                    slot.problem = f"cannot load the model again: {value}"
+                    break
+                # A restart is a new process; a probe that finds the same one means it never died.
+                slot.restarts += restarted and value["pid"] != slot.info.get("pid")
+                slot.info = value
+                slot.state = "ready"
+                return
+            slot.state = "dead"
+            with contextlib.suppress(Exception):
+                ray.kill(slot.handle, no_restart=True)
+        finally:
+            slot.recovery = None
+            self._changed.set()
+
+    # -- what happened ------------------------------------------------------------------------
+
+    async def actor_info(self) -> list[dict[str, Any]]:
+        """Each live actor's report (pid, node, requests served, batch sizes); {} for dead ones."""
+
+        async def one(slot: ActorSlot) -> dict[str, Any]:
+            if slot.state != "ready":
+                return {}
+            try:
+                return await asyncio.wait_for(_awaitable(slot.handle.info.remote()), 30)
+            except (ray.exceptions.RayError, asyncio.TimeoutError, TimeoutError):
+                return {}
+
+        return list(await asyncio.gather(*(one(slot) for slot in self.slots)))
+
+    def summary(self) -> list[dict[str, Any]]:
+        """The driver's view of each slot: requests sent and lost, restarts, replacements, state."""
+        return [
+            {
+                "actor": slot.index,
+                "state": slot.state,
+                "sent": slot.sent,
+                "lost": slot.lost,
+                "restarts": slot.restarts,
+                "replacements": slot.replacements,
+                "problem": slot.problem,
+            }
+            for slot in self.slots
+        ]
+
+
+def _awaitable(ref: Any) -> asyncio.Future[Any]:
+    """A Ray ObjectRef as an asyncio future of the running loop."""
+    return asyncio.wrap_future(ref.future())
+
+
+def _actor_reason(exc: BaseException) -> str:
+    # Ray's messages run to many lines (ids, namespace, advice); the first says what happened.
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _prefixed(error: BaseException, prefix: str) -> BaseException:
+    """The same error class with ``prefix`` before its message (attributes kept)."""
+    if not isinstance(error, BackendError):
+        return FatalError(f"{prefix}{error}")
+    try:
+        copy = type(error)(f"{prefix}{error}")
+    except TypeError:
+        return error
+    copy.__dict__.update({k: v for k, v in error.__dict__.items() if k not in ("args",)})
+    return copy
