@@ -500,7 +500,8 @@ class RayTorchBackend:
         handle = slot.handle
         slot.in_flight += 1
         slot.sent += 1
-        ref = handle.generate.remote(request)
+        # Only the encoded bytes travel to the actor, not also the base64 text they came from.
+        ref = handle.generate.remote(replace(request, images=tuple(image.without_text() for image in request.images)))
         try:
             kind, value = await _awaitable(ref)
         except asyncio.CancelledError:
@@ -615,7 +616,7 @@ class RayTorchBackend:
 
         return list(await asyncio.gather(*(one(slot) for slot in self.slots)))
 
-    def summary(self) -> list[dict[str, Any]]:
+    def placement(self) -> list[dict[str, Any]]:
         """The driver's view of each slot: requests sent and lost, restarts, replacements, state."""
         return [
             {

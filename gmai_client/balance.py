@@ -278,6 +278,10 @@ class BalancedBackend:
             for endpoint in self._endpoints
         )
 
+    def placement(self) -> list[dict[str, Any]]:
+        """``stats()`` as plain dicts: what the runner writes to metrics.json (``run.models``)."""
+        return [stats.as_dict() for stats in self.stats()]
+
     # ---------------------------------------------------------------------------------- choice
 
     def _choose(self, exclude: Sequence[_Endpoint] = ()) -> _Endpoint | None:

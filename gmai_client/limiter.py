@@ -35,8 +35,6 @@ _BURST_SECONDS = 1.0
 # image (OpenAI's high-detail 512 px tile is 255 tokens + 85 base; Claude's ~1.6k for 1 Mpx).
 _CHARS_PER_TOKEN = 4
 IMAGE_TOKENS = 800
-# How often a waiting request re-checks its budgets (see ``EndpointLimiter.acquire``).
-_RECHECK_SECONDS = 0.02
 
 OnLimitWait = Callable[[str, float], None]
 
@@ -119,6 +117,7 @@ class EndpointLimiter:
         self._tokens = TokenBucket(limits.tpm, clock) if limits.tpm else None
         self._paused_until = 0.0
         self._lock = asyncio.Lock()  # FIFO: waiters are served in arrival order
+        self._settled = asyncio.Event()  # wakes the waiting request when tokens come back
         self.waited_s = 0.0  # total time requests spent waiting here (for the run's figures)
 
     def pause(self, seconds: float) -> None:
@@ -140,11 +139,13 @@ class EndpointLimiter:
                 if on_wait is not None and reason != reported:
                     on_wait(reason, delay)
                     reported = reason
-                # Sleep in short slices and look again: a finished request's ``settle`` may hand
-                # back most of its reserved tokens meanwhile, and the wait should end with it.
-                nap = min(delay, _RECHECK_SECONDS)
-                self.waited_s += nap
-                await asyncio.sleep(nap)
+                # Sleep until the budget should be there, or until a finished request hands back
+                # the unused part of its reservation (``settle``), whichever comes first.
+                napped_from = self._clock()
+                self._settled.clear()
+                with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError itself from 3.11 on
+                    await asyncio.wait_for(self._settled.wait(), delay)
+                self.waited_s += max(0.0, self._clock() - napped_from)
             if self._requests is not None:
                 self._requests.take(1)
             if self._tokens is not None:
@@ -155,6 +156,7 @@ class EndpointLimiter:
         the request failed; the estimate stands). Call once for every successful ``acquire``."""
         if self._tokens is not None:
             self._tokens.settle(estimated, actual)
+            self._settled.set()
 
 
 class LimiterPool:

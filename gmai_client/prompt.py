@@ -164,4 +164,4 @@ def _decode_image(item: Item, b64: str, number: int, count: int) -> Image:
     mime = sniff_mime(data)
     if mime is None:
         raise fail(f"is not a PNG, JPEG, GIF, WebP or BMP image (starts with {data[:8]!r})")
-    return Image(data=data, mime=mime)
+    return Image(data=data, mime=mime, encoded=cleaned)

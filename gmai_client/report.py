@@ -84,6 +84,7 @@ def write_run(result: RunResult, config: RunConfig | None = None, console: Conso
                 "requests_sent": o.sent,
                 "cache_hits": o.cache_hits,
                 "throttled": o.throttled,
+                **({"placement": list(o.placement)} if o.placement else {}),
             }
             for o in result.outcomes
         },

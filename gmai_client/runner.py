@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from gmai_client import registry
 from gmai_client.cache import ResponseCache
@@ -71,6 +72,7 @@ class ModelOutcome:
     sent: int = 0  # requests sent (retries included; cache hits excluded)
     cache_hits: int = 0
     throttled: int = 0  # 429 / overload replies met
+    placement: tuple[dict[str, Any], ...] = ()  # where requests went: per endpoint or per Ray actor
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,9 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
         writer.close()
         if cache is not None:
             cache.close()
+        for label, backend in built.items():
+            if label in outcomes:
+                outcomes[label].placement = _placement(backend)
         for backend in (*built.values(), *([judge_backend] if judge_backend is not None else [])):
             with contextlib.suppress(Exception):
                 await backend.close()
@@ -182,6 +187,16 @@ def _create_backend(spec: ModelSpec, config: RunConfig) -> Backend:
 
         return RayTorchBackend.from_spec(spec, seed=config.seed, address=config.ray_address)
     return registry.create(spec, seed=config.seed)
+
+
+def _placement(backend: Backend) -> tuple[dict[str, Any], ...]:
+    """Per-endpoint (balancer) or per-actor (Ray) figures of a backend that spreads its requests."""
+    placement = getattr(backend, "placement", None)
+    if not callable(placement):
+        return ()
+    with contextlib.suppress(Exception):  # figures for the report must never fail a finished run
+        return tuple(placement())
+    return ()
 
 
 def run_directory(config: RunConfig) -> Path:

@@ -104,10 +104,19 @@ class Image:
 
     data: bytes
     mime: str = "image/png"
+    # The base64 text ``data`` was decoded from, when known: API backends send it as is instead of
+    # encoding the bytes again (0.15 ms per 512 px image, 2 ms at the real files' sizes).
+    encoded: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def b64(self) -> str:
+        if self.encoded is not None:
+            return self.encoded
         return base64.b64encode(self.data).decode("ascii")
+
+    def without_text(self) -> Image:
+        """The same image without its base64 text: for sending the bytes to another process."""
+        return Image(self.data, self.mime) if self.encoded is not None else self
 
     @property
     def sha256(self) -> str:

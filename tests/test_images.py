@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 
 import pytest
@@ -21,6 +22,14 @@ def encoded(width: int, height: int, mode: str = "RGB", fmt: str = "PNG") -> Ima
 
 def decoded(image: Image) -> PILImage.Image:
     return PILImage.open(io.BytesIO(image.data))
+
+
+def test_a_downscaled_image_sends_its_own_bytes_not_the_dataset_text() -> None:
+    big = encoded(800, 400)
+    with_text = Image(big.data, big.mime, encoded=base64.b64encode(big.data).decode())
+    small = downscale(with_text, 256)
+    assert small.encoded is None
+    assert base64.b64decode(small.b64) == small.data != big.data
 
 
 def test_an_image_that_fits_passes_through_untouched() -> None:

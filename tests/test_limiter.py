@@ -212,6 +212,28 @@ def test_tokens_per_minute_are_settled_from_the_reported_usage() -> None:
     assert probe(limiter, 40) is None
 
 
+def test_a_waiting_request_goes_as_soon_as_a_settlement_returns_its_tokens() -> None:
+    # 60 tokens/s: after the first 60-token reservation the bucket alone would hold the second
+    # request for a whole second; the first one's return (it cost 6) lets it go at once.
+    limiter = EndpointLimiter(Limits(tpm=3600))
+    went: list[float] = []
+
+    async def main() -> float:
+        await limiter.acquire(60)
+        start = time.monotonic()
+        second = asyncio.create_task(limiter.acquire(60))
+        await asyncio.sleep(0.1)
+        assert not second.done()  # really waiting on the budget
+        limiter.settle(estimated=60, actual=6)
+        await second
+        went.append(time.monotonic() - start)
+        return limiter.waited_s
+
+    waited = asyncio.run(main())
+    assert went[0] < 0.6, went  # well before the 1 s the refill alone needs
+    assert 0.05 < waited < 0.6
+
+
 def test_a_request_that_cost_more_than_estimated_leaves_a_debt() -> None:
     clock = FakeClock()
     limiter = EndpointLimiter(Limits(tpm=3000), clock=clock)  # 50 tokens/s, capacity 50

@@ -205,6 +205,16 @@ def test_surrounding_whitespace_and_line_wrapping_are_tolerated() -> None:
     assert "\n" in encoded.strip()
     (image,) = build_request(make_item(images=("  \n" + encoded + "\r\n",))).images
     assert image.data == PNG
+    assert image.b64 == b64(PNG)  # what is sent is the cleaned text, not the wrapped cell
+
+
+def test_the_dataset_text_is_sent_as_is_and_only_bytes_travel_to_other_processes() -> None:
+    encoded = b64(PNG)
+    (image,) = build_request(make_item(images=(encoded,))).images
+    assert image.encoded is encoded  # no second base64 encode for the API backends
+    bare = image.without_text()
+    assert bare.encoded is None and bare.data == PNG and bare == image
+    assert bare.b64 == encoded  # encoded again from the bytes when needed
 
 
 @pytest.mark.parametrize(

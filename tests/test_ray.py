@@ -71,7 +71,7 @@ def reporting_close(reports: list[dict[str, Any]]):
     original = RayTorchBackend.close
 
     async def close(self: RayTorchBackend) -> None:
-        reports.append({"summary": self.summary(), "actors": await self.actor_info(), "identity": self.identity()})
+        reports.append({"summary": self.placement(), "actors": await self.actor_info(), "identity": self.identity()})
         await original(self)
 
     return close
@@ -174,7 +174,7 @@ async def until_ready(backend: RayTorchBackend, slot: int) -> None:
         if backend.slots[slot].state == "ready":
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"actor {slot} did not come back: {backend.summary()}")
+    raise AssertionError(f"actor {slot} did not come back: {backend.placement()}")
 
 
 def test_a_dead_actor_is_restarted_by_ray_then_replaced_when_it_cannot_be(
@@ -207,7 +207,7 @@ def test_a_dead_actor_is_restarted_by_ray_then_replaced_when_it_cannot_be(
         return reports
 
     restarted, replaced = asyncio.run(scenario())
-    summary = backend.summary()
+    summary = backend.placement()
     assert (summary[0]["restarts"], summary[0]["replacements"]) == (1, 1), summary
     assert summary[1]["lost"] == 0 and summary[1]["restarts"] == summary[1]["replacements"] == 0
     assert restarted[0]["restarted"] and restarted[0]["served"] > 0, restarted
