@@ -237,6 +237,37 @@ def load_items(path: Path, limit: int | None = None) -> list[Any]:
     return items
 
 
+def sample_requests(n: int, max_tokens: int) -> list[Any]:
+    """The first ``n`` items of the bundled sample as ``Request``s (for the local-model benchmarks)."""
+    from gmai_client.prompt import build_request
+    from gmai_client.splits import resolve_data
+    from gmai_client.types import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens)
+    items = load_items(resolve_data(["sample"])[0], n)
+    if len(items) < n:
+        raise SystemExit(f"the sample has fewer than {n} items")
+    return [build_request(item, params=params) for item in items]
+
+
+def run_config(model: str, tsv: Path, n: int, concurrency: int, out: Path, name: str, **options: Any) -> Any:
+    """The ``RunConfig`` every runner benchmark uses: ``n`` items of ``tsv``, no progress display,
+    the cache off unless ``options`` turn it on."""
+    from gmai_client import RunConfig
+
+    settings: dict[str, Any] = {"cache": False, **options}
+    return RunConfig.build(
+        [model],
+        data=[str(tsv)],
+        limit=n,
+        concurrency=concurrency,
+        progress=False,
+        out=out,
+        run_name=name,
+        **settings,
+    )
+
+
 def write_answers(path: Path, items: Sequence[Any]) -> Path:
     """The fake API's --answers file: every item answered correctly (keys as the server sees them)."""
     from gmai_client.testing.fake_api import oracle

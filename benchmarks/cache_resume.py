@@ -87,19 +87,9 @@ async def one_run(
     name: str, tsv: Path, n: int, url: str, out: Path, cache_path: Path, concurrency: int, server
 ) -> Phase:
     import gmai_client.runner as runner_module
-    from gmai_client import RunConfig, run
+    from gmai_client import run
 
-    config = RunConfig.build(
-        [f"openai:fake@{url}"],
-        data=[str(tsv)],
-        limit=n,
-        concurrency=concurrency,
-        cache=True,
-        cache_path=cache_path,
-        progress=False,
-        out=out,
-        run_name=name,
-    )
+    config = _common.run_config(f"openai:fake@{url}", tsv, n, concurrency, out, name, cache=True, cache_path=cache_path)
     backend = _common.recording_backend("fake", url)
     runner_module.RecordWriter = stamped_writer_class()
     _Stamps.first, _Stamps.last, _Stamps.count = None, 0.0, 0

@@ -23,7 +23,8 @@ at 100% of the budget takes ``--duration`` seconds. Every request the backend se
   measures the client's own tpm pacing: ``--tpm`` set, no server limit, and the tokens the server
   reports in ``usage`` per minute compared with the tpm budget, at each ``--tpm-latencies``
   (the runner reserves an estimate per request, settled from the reported usage on return, so
-  the latency can matter).
+  the latency can matter). Judged on the use after the first 10 s: a client that reserves a
+  whole estimate per request ramps up to the number of requests in flight that the latency needs.
 
 Throughput is counted from the requests the server accepted, by their send times: over the whole
 run (first request to last accepted one) and over the steady part (after the first window, which
@@ -57,20 +58,9 @@ async def run_client(
     tsv: Path, n: int, url: str, out: Path, name: str, *, concurrency: int, rpm=None, tpm=None, cap_s: float
 ) -> tuple[Any, Any, float, bool]:
     """(backend with its log, run result, wall seconds, cut at cap_s)."""
-    from gmai_client import RunConfig, run
+    from gmai_client import run
 
-    config = RunConfig.build(
-        [f"openai:fake@{url}"],
-        data=[str(tsv)],
-        limit=n,
-        concurrency=concurrency,
-        cache=False,
-        progress=False,
-        out=out,
-        run_name=name,
-        rpm=rpm,
-        tpm=tpm,
-    )
+    config = _common.run_config(f"openai:fake@{url}", tsv, n, concurrency, out, name, rpm=rpm, tpm=tpm)
     backend = _common.recording_backend("fake", url)
     started = time.perf_counter()
     with _common.quiet():
@@ -234,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 figures = tpm_analyse(backend.log, args.tpm)
                 figures.update(latency_s=latency, wall_s=wall, cut_at_cap=cut, estimate_per_request=estimate)
-                figures["target_met"] = figures["pct_of_tpm"] >= TARGET_TPM
+                # Sustained use, as for the rpm part: judged after the ramp when the run is long enough.
+                sustained = figures["pct_of_tpm_after_ramp"] or figures["pct_of_tpm"]
+                figures["target_met"] = sustained >= TARGET_TPM
                 results["tpm"].append(figures)
                 print(f"  {figures['pct_of_tpm']:.1f}% of the tpm budget", flush=True)
 
@@ -317,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{f['tokens_per_min']:,.0f}",
                         f"{f['pct_of_tpm']:.1f}%",
                         "-" if f["pct_of_tpm_after_ramp"] is None else f"{f['pct_of_tpm_after_ramp']:.1f}%",
-                        f"{'PASS' if f['target_met'] else 'FAIL'} (>= {TARGET_TPM:g}%)",
+                        f"{'PASS' if f['target_met'] else 'FAIL'} (>= {TARGET_TPM:g}% sustained)",
                     ]
                     for f in results["tpm"]
                 ],

@@ -37,6 +37,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,22 +62,6 @@ class Row:
     same_answers: bool = True
     others_cpu_share: float = 0.0  # median share of the machine's cores used by other processes
     passes_others_cpu_share: tuple[float, ...] = ()
-
-
-def load_requests(n: int, max_tokens: int):
-    from gmai_client.dataset import iter_items, open_dataset
-    from gmai_client.prompt import build_request
-    from gmai_client.splits import resolve_data
-    from gmai_client.types import Item, SamplingParams
-
-    params = SamplingParams(max_tokens=max_tokens)
-    requests = []
-    for entry in iter_items(open_dataset(resolve_data(["sample"]))):
-        if isinstance(entry, Item):
-            requests.append(build_request(entry, params=params))
-        if len(requests) == n:
-            return requests
-    raise SystemExit(f"the sample has fewer than {n} items")
 
 
 async def timed_pass(backend, requests, concurrency: int) -> tuple[float, list[float], list[str]]:
@@ -172,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from gmai_client.testing.tiny_models import build_tiny_llava
 
     torch.set_num_threads(1)  # the local reference row: one torch thread, like each actor
-    requests = load_requests(args.items, args.max_tokens)
+    requests = _common.sample_requests(args.items, args.max_tokens)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     args.cores = cores
     # Every setting's actors are up at once so that passes can interleave: Ray's CPUs are

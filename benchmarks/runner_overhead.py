@@ -110,18 +110,9 @@ async def run_bare(requests, concurrency: int, url: str) -> tuple[float, float, 
 
 async def run_runner(tsv: Path, n: int, concurrency: int, url: str, out: Path, name: str):
     """(wall, first, last, records ok, CPU s between first and last) of gmai_client.run over the TSV."""
-    from gmai_client import RunConfig, run
+    from gmai_client import run
 
-    config = RunConfig.build(
-        [f"openai:fake@{url}"],
-        data=[str(tsv)],
-        limit=n,
-        concurrency=concurrency,
-        cache=False,
-        progress=False,
-        out=out,
-        run_name=name,
-    )
+    config = _common.run_config(f"openai:fake@{url}", tsv, n, concurrency, out, name)
     backend = timed_backend_class()("fake", endpoint=url)
     started = time.perf_counter()
     with _common.quiet():
@@ -154,18 +145,9 @@ class InstantBackend:
 
 async def run_runner_instant(tsv: Path, n: int, concurrency: int, out: Path, name: str) -> tuple[float, float]:
     """(request-phase items/s, wall items/s) of the whole runner with an instant backend."""
-    from gmai_client import RunConfig, run
+    from gmai_client import run
 
-    config = RunConfig.build(
-        ["instant"],
-        data=[str(tsv)],
-        limit=n,
-        concurrency=concurrency,
-        cache=False,
-        progress=False,
-        out=out,
-        run_name=name,
-    )
+    config = _common.run_config("instant", tsv, n, concurrency, out, name)
     backend = InstantBackend()
     marks: list[float] = []
     generate = backend.generate

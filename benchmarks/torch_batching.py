@@ -30,6 +30,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,22 +50,6 @@ class Row:
     mean_batch: float
     speedup: float = 1.0
     same_answers_as_batch_1: bool = True
-
-
-def load_requests(n: int, max_tokens: int):
-    from gmai_client.dataset import iter_items, open_dataset
-    from gmai_client.prompt import build_request
-    from gmai_client.splits import resolve_data
-    from gmai_client.types import Item, SamplingParams
-
-    params = SamplingParams(max_tokens=max_tokens)
-    requests = []
-    for entry in iter_items(open_dataset(resolve_data(["sample"]))):
-        if isinstance(entry, Item):
-            requests.append(build_request(entry, params=params))
-        if len(requests) == n:
-            return requests
-    raise SystemExit(f"the sample has fewer than {n} items")
 
 
 async def run_once(model_dir: Path, requests, batch_size: int, concurrency: int):
@@ -113,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from gmai_client.testing.tiny_models import build_tiny_llava
 
     torch.set_num_threads(args.threads)
-    requests = load_requests(args.items, args.max_tokens)
+    requests = _common.sample_requests(args.items, args.max_tokens)
     rows: list[Row] = []
     reference: list[str] | None = None
     with tempfile.TemporaryDirectory() as tmp:
