@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -165,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cache":
             return _cmd_cache(args, console)
     except GmaiError as exc:
-        terminal_console(stderr=True).print(f"[red]error:[/] {redact(str(exc))}", highlight=False, soft_wrap=True)
+        message = escape(redact(str(exc)))  # "[Errno 2]" in a message is text, not markup
+        terminal_console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
@@ -197,10 +199,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             **_reliability_options(args),
         )
     result = asyncio.run(run(config))
-    console.print(f"run folder: {result.run_dir}")
+    console.print(f"run folder: {escape(str(result.run_dir))}")
     for outcome in result.outcomes:
         if outcome.stopped:
-            console.print(f"[red]{outcome.spec.label} stopped early:[/] {outcome.stopped}")
+            console.print(f"[red]{escape(outcome.spec.label)} stopped early:[/] {escape(outcome.stopped)}")
     if result.interrupted:
         console.print("[yellow]interrupted: finished items are saved; rerun the same command to resume")
         return EXIT_INTERRUPTED
@@ -257,14 +259,15 @@ def _cmd_cache(args: argparse.Namespace, console: Console) -> int:
     try:
         if args.action == "stats":
             stats = cache.stats()
-            console.print(f"cache: {stats.path}\nentries: {stats.entries:,}  size: {stats.bytes / 1e6:.1f} MB")
+            console.print(f"cache: {escape(str(stats.path))}")
+            console.print(f"entries: {stats.entries:,}  size: {stats.bytes / 1e6:.1f} MB")
             table = Table("backend", "model", "entries")
             for backend, model, n in stats.by_model:
                 table.add_row(backend, model, f"{n:,}")
             console.print(table)
         elif args.action == "clear":
             deleted = cache.clear(model=args.only_model)
-            console.print(f"deleted {deleted:,} entries from {cache.path}")
+            console.print(f"deleted {deleted:,} entries from {escape(str(cache.path))}")
         else:
             return _explain(args, cache, console)
     finally:
@@ -296,9 +299,9 @@ def _explain(args: argparse.Namespace, cache, console: Console) -> int:
     fields = key_fields(backend.identity(), build_request(item, template=template, params=params))
     hit, differences = cache.explain(fields, item.index)
     if hit:
-        console.print(f"item {item.index} for {spec.label}: [green]hit[/]")
+        console.print(f"item {escape(item.index)} for {escape(spec.label)}: [green]hit[/]")
         return 0
-    console.print(f"item {item.index} for {spec.label}: [yellow]miss[/]")
+    console.print(f"item {escape(item.index)} for {escape(spec.label)}: [yellow]miss[/]")
     if not differences:
         console.print("nothing is cached for this item index (never answered with this cache)")
     for difference in differences:
@@ -311,7 +314,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from gmai_client.report import render
 
     written = render(args.run_dir, rescore_answers=args.rescore, console=console, reference=args.reference)
-    console.print("wrote: " + ", ".join(written))
+    console.print("wrote: " + escape(", ".join(written)))
     return 0
 
 
@@ -370,7 +373,6 @@ def _cmd_tree(args: argparse.Namespace, console: Console) -> int:
 
 
 def _node_label(name: str, n: int) -> str:
-    from rich.markup import escape
 
     return f"{escape(name)} [cyan]({n})[/]" if n else f"[dim]{escape(name)} (0)[/]"
 

@@ -192,8 +192,10 @@ def write_visual_reports(
     except Exception as exc:
         notes.append(f"report.html was not written: {type(exc).__name__}: {exc}")
     if console is not None:
+        from rich.markup import escape as markup_escape  # "[report]" in a note is text, not a style
+
         for note in notes:
-            console.print(f"[yellow]{note}", markup=True, highlight=False)
+            console.print(f"[yellow]{markup_escape(note)}", highlight=False)
     return written
 
 

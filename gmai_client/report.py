@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gmai_client.config import RunConfig
@@ -350,7 +351,8 @@ def print_tables(metrics: dict[str, ModelMetrics], comparison: Comparison | None
     console.print(table)
     for label, m in metrics.items():
         if not m.has_key:
-            console.print(f"[yellow]{label}: no answer key in this split (TEST?): predictions written, no accuracy")
+            note = "no answer key in this split (TEST?): predictions written, no accuracy"
+            console.print(f"[yellow]{escape(label)}: {note}")
     for _, view in VIEW_FIELDS:
         header, rows = view_rows(metrics, view, comparison)
         table = Table(title=f"by {view}")

@@ -80,3 +80,9 @@ def test_report_rerenders_and_rescores_without_models(tmp_path: Path) -> None:
 def test_missing_data_file_is_a_clear_error(tmp_path: Path) -> None:
     done = cli("run", "--data", str(tmp_path / "nope.tsv"), cwd=tmp_path)
     assert done.returncode == 2 and "nope.tsv" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_brackets_in_messages_are_printed_as_text_not_markup(tmp_path: Path) -> None:
+    # rich would swallow "[v2]" as a style tag; file names and error texts must come out whole.
+    done = cli("run", "--data", str(tmp_path / "val[v2].tsv"), cwd=tmp_path)
+    assert done.returncode == 2 and "val[v2].tsv" in done.stderr, done.stderr
