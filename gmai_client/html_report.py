@@ -1196,7 +1196,7 @@ table.answers td{overflow-wrap:anywhere;padding:2px 4px}
 table.answers thead th{padding:2px 4px;overflow-wrap:normal;word-break:normal;font-size:.72rem}
 table.answers thead th:nth-child(1){width:32%}table.answers thead th:nth-child(2){width:16%}
 table.answers thead th:nth-child(3){width:26%}table.answers thead th:nth-child(4){width:24%}
-table.answers th[scope=row]{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+table.answers th[scope=row]{overflow-wrap:anywhere;padding:2px 4px}  /* full model names, wrapped */
 table.answers td.raw{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap}
 .badge{border-radius:3px;padding:0 4px;font-size:.75rem;white-space:nowrap}
 .badge.correct{background:#d8f5e1;color:#0a5d26}.badge.wrong{background:#fde0e0;color:#8b0000}

@@ -141,7 +141,25 @@ def render(
         with RecordWriter(tmp) as writer:
             writer.write_all(records)
         tmp.replace(path)
-    return write_reports(run_dir, records, console=console, reference=reference)
+    # Keep what only the run knew (its timings, requests, placement, judge counts) and its model order.
+    extra, order = _previous_run_figures(run_dir), _model_order(run_dir)
+    return write_reports(run_dir, records, extra=extra, order=order, console=console, reference=reference)
+
+
+def _previous_run_figures(run_dir: Path) -> dict[str, Any]:
+    try:
+        previous = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return previous if isinstance(previous, dict) else {}
+
+
+def _model_order(run_dir: Path) -> list[str] | None:
+    try:
+        models = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["config"]["models"]
+        return [str(model["label"]) for model in models]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a replayed or hand-made folder: the records' order
 
 
 # --- files -----------------------------------------------------------------------------------

@@ -77,6 +77,20 @@ def test_report_rerenders_and_rescores_without_models(tmp_path: Path) -> None:
     assert after == before
 
 
+def test_report_keeps_the_run_figures_and_the_model_order(tmp_path: Path) -> None:
+    # Labels chosen so that the record order or an alphabetical order would put "b" first.
+    models = ["--model", "random", "-B", "label=z-first", "--model", "random", "-B", "label=a-second"]
+    assert cli("run", "--run-name", "r", *models, cwd=tmp_path).returncode == 0
+    metrics_file = tmp_path / "runs/r/metrics.json"
+    before = json.loads(metrics_file.read_text())
+    assert before["run"]["models"]["z-first"]["done"] == 300
+
+    assert cli("report", str(tmp_path / "runs/r"), cwd=tmp_path).returncode == 0
+    after = json.loads(metrics_file.read_text())
+    assert after["run"] == before["run"]  # timings, requests, cache hits: only the run knew them
+    assert list(after["models"]) == ["z-first", "a-second"]
+
+
 def test_missing_data_file_is_a_clear_error(tmp_path: Path) -> None:
     done = cli("run", "--data", str(tmp_path / "nope.tsv"), cwd=tmp_path)
     assert done.returncode == 2 and "nope.tsv" in done.stderr and "Traceback" not in done.stderr
