@@ -392,7 +392,7 @@ class RayTorchBackend:
                 acquire_ray(self.address)
                 self._holds_ray = True
             try:
-                count, resources = self._placement()
+                count, resources = self._actor_resources()
                 self._actor_class = ray.remote(ModelActor).options(
                     max_restarts=self.options.max_restarts,
                     max_task_retries=0,  # retries happen in one place: gmai_client.retry
@@ -422,7 +422,7 @@ class RayTorchBackend:
                 await self._teardown()
                 raise
 
-    def _placement(self) -> tuple[int, dict[str, float]]:
+    def _actor_resources(self) -> tuple[int, dict[str, float]]:
         """How many actors, and what each reserves; a clear error when the cluster cannot hold them."""
         total = ray.cluster_resources()
         gpus, cpus = float(total.get("GPU", 0)), float(total.get("CPU", 0))

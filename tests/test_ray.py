@@ -128,6 +128,9 @@ def test_both_actors_received_work(both_runs) -> None:
     assert all(a["torch_threads"] == 1 and a["node"] == "127.0.0.1" for a in actors)
     assert [s["sent"] for s in report["summary"]] == [a["served"] for a in actors]
     assert any(max(a["batch_sizes"]) > 1 for a in actors), "requests to one actor are micro-batched"
+    ray_dir = both_runs[1]
+    [figures] = json.loads((ray_dir / "metrics.json").read_text())["run"]["models"].values()
+    assert [p["sent"] for p in figures["placement"]] == [a["served"] for a in actors]  # in metrics.json too
 
 
 def test_an_actor_dying_mid_run_loses_no_item(
