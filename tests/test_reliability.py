@@ -103,7 +103,11 @@ def test_thirty_percent_faults_every_item_answered_and_correct(tmp_path: Path, k
     assert sum(r.attempts for r in records) == stats["requests"]  # every request is accounted for
     for label in ("gpt", "claude"):
         assert metrics_of(only_run_dir(tmp_path))[label]["overall"]["accuracy"] == 1.0
-    print(f"\nfault mix: {2 * len(items)} items, {stats['requests']} requests, {faults_met} faults, {wall:.1f} s")
+    kinds = ", ".join(f"{outcome} {n}" for outcome, n in sorted(stats["outcomes"].items()) if outcome != "ok")
+    print(
+        f"\nfault mix: {2 * len(items)} items, {stats['requests']} requests, {faults_met} faults ({kinds}), "
+        f"{sum(len(r.retries) for r in records)} retries, 0 sent before Retry-After, {wall:.1f} s"
+    )
 
 
 def test_server_rate_limit_is_respected_with_rpm_and_survived_without(tmp_path: Path, keys: None) -> None:
