@@ -26,6 +26,7 @@ import base64
 import binascii
 import re
 import string
+import sys
 from functools import lru_cache
 
 from gmai_client.errors import ConfigError, DataError
@@ -143,6 +144,15 @@ def sniff_mime(data: bytes) -> str | None:
     return None
 
 
+def _strict_b64decode(text: str) -> bytes:
+    """Base64 that must be nothing but base64: binascii's own strict mode where Python has it
+    (3.11+), which checks in C what ``b64decode(validate=True)`` checks with a regex first (a
+    quarter of the decode's time on a 512 px image)."""
+    if sys.version_info >= (3, 11):
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)
+
+
 def _decode_image(item: Item, b64: str, number: int, count: int) -> Image:
     which = f"image {number} of {count}" if count > 1 else "image"
 
@@ -158,7 +168,7 @@ def _decode_image(item: Item, b64: str, number: int, count: int) -> Image:
     if not cleaned:
         raise fail("is empty")
     try:
-        data = base64.b64decode(cleaned, validate=True)
+        data = _strict_b64decode(cleaned)
     except (binascii.Error, ValueError) as exc:
         raise fail(f"is not valid base64 ({exc})") from None
     mime = sniff_mime(data)

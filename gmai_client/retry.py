@@ -133,6 +133,23 @@ async def call_with_retry(
                 await waiting
         await asyncio.sleep(seconds)
 
+    # The first attempt runs on its own: most items succeed at once, and setting up tenacity's loop
+    # costs more CPU than the rest of the dispatch (~0.3 ms per item, measured). After a retryable
+    # failure the loop takes over, starting by replaying that failure so that its attempt
+    # numbers, waits and stop rule are exactly those of a loop that had made the first call.
+    try:
+        return await one_attempt(), 1, ()
+    except RetryableError as error:
+        replay: list[BaseException] = [error]
+    except BackendError as error:
+        _tag(error, reasons)
+        raise
+
+    async def next_attempt() -> T:
+        if replay:
+            raise replay.pop()
+        return await one_attempt()
+
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(RetryableError),
         stop=stop_after_attempt(policy.max_attempts),
@@ -141,7 +158,7 @@ async def call_with_retry(
         reraise=True,
     )
     try:
-        result = await retrying(one_attempt)
+        result = await retrying(next_attempt)
     except _DeadlineReached as reached:
         error = reached.error
         _tag(error, reasons, deadline=policy.deadline)
