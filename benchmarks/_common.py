@@ -11,6 +11,7 @@ client, was the busy side (a server near 100% of a core would be the bottleneck 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -110,6 +111,27 @@ def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
             import shutil
 
             shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- timing a backend
+
+
+async def timed_pass(backend: Any, requests: Sequence[Any], concurrency: int) -> tuple[float, list[float], list[str]]:
+    """Every request once through ``backend.generate``, ``concurrency`` in flight:
+    (seconds for all, each request's latency, the answers in request order)."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(request: Any) -> Any:
+        async with gate:
+            started = time.perf_counter()
+            response = await backend.generate(request)
+            latencies.append(time.perf_counter() - started)
+            return response
+
+    started = time.perf_counter()
+    responses = await asyncio.gather(*(one(r) for r in requests))
+    return time.perf_counter() - started, latencies, [r.text for r in responses]
 
 
 # --------------------------------------------------------------------------- CPU accounting

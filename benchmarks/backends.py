@@ -94,15 +94,7 @@ async def measure(spec: str, requests: list[Any], concurrency: int) -> dict[str,
             await backend.generate(request)
             latencies.append(time.perf_counter() - started)
 
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(request: Any) -> str:
-            async with gate:
-                return (await backend.generate(request)).text
-
-        started = time.perf_counter()
-        answers = await asyncio.gather(*(one(request) for request in requests))
-        elapsed = time.perf_counter() - started
+        elapsed, _, answers = await _common.timed_pass(backend, requests, concurrency)
     finally:
         await backend.close()
     quantiles = statistics.quantiles(latencies, n=20)

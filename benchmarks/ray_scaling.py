@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -64,23 +65,6 @@ class Row:
     passes_others_cpu_share: tuple[float, ...] = ()
 
 
-async def timed_pass(backend, requests, concurrency: int) -> tuple[float, list[float], list[str]]:
-    """Every request once, ``concurrency`` in flight; (seconds, latencies, answers)."""
-    gate = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-
-    async def one(request):
-        async with gate:
-            started = time.perf_counter()
-            response = await backend.generate(request)
-            latencies.append(time.perf_counter() - started)
-            return response
-
-    started = time.perf_counter()
-    responses = await asyncio.gather(*(one(r) for r in requests))
-    return time.perf_counter() - started, latencies, [r.text for r in responses]
-
-
 def machine_busy_s() -> float:
     """CPU seconds the whole machine has been busy (all cores), from /proc/stat; 0 off Linux."""
     try:
@@ -91,15 +75,12 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_s(pids: list[int]) -> float:
-    """CPU seconds (user + system, all threads) the given processes have used."""
+def processes_cpu_s(pids: list[int]) -> float:
+    """CPU seconds the given processes have used; one that has exited counts nothing."""
     total = 0.0
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += _common.proc_cpu_s(pid)
     return total
 
 
@@ -115,7 +96,7 @@ async def interleaved(backends: dict[str, Any], requests, args) -> dict[str, dic
     await asyncio.gather(*(backend.start() for backend in backends.values()))
     try:
         for backend in backends.values():
-            await timed_pass(backend, requests[: 4 * args.concurrency], args.concurrency)  # warm-up
+            await _common.timed_pass(backend, requests[: 4 * args.concurrency], args.concurrency)  # warm-up
         before = {key: await counters(backend) for key, backend in backends.items()}
         passes: dict[str, list[tuple[float, list[float], list[str]]]] = {key: [] for key in backends}
         others: dict[str, list[float]] = {key: [] for key in backends}
@@ -124,9 +105,9 @@ async def interleaved(backends: dict[str, Any], requests, args) -> dict[str, dic
         ]
         for _ in range(args.repeats):
             for key, backend in backends.items():
-                machine, mine = machine_busy_s(), process_cpu_s(ours)
-                passes[key].append(await timed_pass(backend, requests, args.concurrency))
-                busy = (machine_busy_s() - machine) - (process_cpu_s(ours) - mine)
+                machine, mine = machine_busy_s(), processes_cpu_s(ours)
+                passes[key].append(await _common.timed_pass(backend, requests, args.concurrency))
+                busy = (machine_busy_s() - machine) - (processes_cpu_s(ours) - mine)
                 others[key].append(max(0.0, busy) / (args.cores * passes[key][-1][0]))
         after = {key: await counters(backend) for key, backend in backends.items()}
     finally:

@@ -26,7 +26,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,21 +59,9 @@ async def run_once(model_dir: Path, requests, batch_size: int, concurrency: int)
     try:
         await asyncio.gather(*(backend.generate(r) for r in requests[:batch_size]))  # warm-up
         backend.stats.generate_calls, backend.stats.batch_sizes = 0, []
-        gate = asyncio.Semaphore(concurrency)
-        latencies: list[float] = []
-
-        async def one(request):
-            async with gate:
-                started = time.perf_counter()
-                response = await backend.generate(request)
-                latencies.append(time.perf_counter() - started)
-                return response
-
-        started = time.perf_counter()
-        responses = await asyncio.gather(*(one(r) for r in requests))
-        elapsed = time.perf_counter() - started
+        elapsed, latencies, answers = await _common.timed_pass(backend, requests, concurrency)
         stats = backend.stats
-        return elapsed, latencies, stats.generate_calls, list(stats.batch_sizes), [r.text for r in responses]
+        return elapsed, latencies, stats.generate_calls, list(stats.batch_sizes), answers
     finally:
         await backend.close()
 

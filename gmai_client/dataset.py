@@ -93,36 +93,35 @@ def _iter_file(dataset_file: DatasetFile) -> Iterator[Item | BadRow]:
     columns = dataset_file.columns
     with dataset_file.path.open(newline="", encoding="utf-8", errors="replace") as handle:
         lines = iter(handle)
-        next(_records(lines), None)  # header, checked by open_dataset
+        _next_record(lines)  # header, checked by open_dataset
         row_number = 0
         while True:
             row_number += 1
             try:
-                cells = next(_records(lines))
-            except StopIteration:
-                return
+                cells = _next_record(lines)
             except csv.Error as exc:
                 # A broken quote swallows the rest of the file in one field; report and stop this file.
                 yield BadRow(SourceRef(name, row_number), "", f"unreadable row: {exc}")
+                return
+            if cells is None:
                 return
             if not cells:
                 continue
             yield _parse_row(name, row_number, columns, cells, dataset_file.has_answer)
 
 
-def _records(lines: Iterator[str]) -> Iterator[list[str]]:
-    """The next TSV record from ``lines``. Rows without a quote character (all released rows) are
-    split directly, twice as fast as the csv module on megabyte-long base64 cells; a row with a
-    quote goes through ``csv.reader``, which pulls exactly the lines a quoted multi-line cell spans
-    from the same iterator, so both paths read one record and leave the rest for the next call."""
+def _next_record(lines: Iterator[str]) -> list[str] | None:
+    """The next TSV record from ``lines`` (None at the end). Rows without a quote character (all
+    released rows) are split directly, twice as fast as the csv module on megabyte-long base64
+    cells; a row with a quote goes through ``csv.reader``, which pulls exactly the lines a quoted
+    multi-line cell spans from the same iterator, so both paths read one record and leave the rest."""
     line = next(lines, None)
     if line is None:
-        return
+        return None
     if '"' not in line:
         stripped = line.rstrip("\r\n")
-        yield stripped.split("\t") if stripped else []
-        return
-    yield next(csv.reader(itertools.chain((line,), lines), delimiter="\t"), [])
+        return stripped.split("\t") if stripped else []
+    return next(csv.reader(itertools.chain((line,), lines), delimiter="\t"), [])
 
 
 def _parse_row(file: str, row: int, columns: tuple[str, ...], cells: list[str], has_answer: bool) -> Item | BadRow:

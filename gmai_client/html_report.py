@@ -147,7 +147,7 @@ def write_visual_reports(
     notes: list[str] = []
     written: list[Path] = []
     records = [r for r in records if r.model in metrics]
-    config = _read_config(run_dir)
+    config = read_run_json(run_dir, "config.json")
     _, chance = chance_levels(records)
     try:
         from gmai_client.plots import write_plots
@@ -199,11 +199,13 @@ def write_visual_reports(
     return written
 
 
-def _read_config(run_dir: Path) -> dict[str, Any] | None:
+def read_run_json(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """A run folder's JSON file (config.json, metrics.json), or None when missing or unreadable."""
     try:
-        return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        value = json.loads((run_dir / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def _data_files(config: dict[str, Any] | None, records: Sequence[Record]) -> list[Path]:

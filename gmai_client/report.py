@@ -33,7 +33,7 @@ from rich.table import Table
 
 from gmai_client.config import RunConfig
 from gmai_client.errors import redact
-from gmai_client.html_report import write_visual_reports
+from gmai_client.html_report import read_run_json, write_visual_reports
 from gmai_client.metrics import VIEW_FIELDS, Comparison, GroupStats, ModelMetrics, compare, compute_metrics
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.scoring import rescore
@@ -147,18 +147,14 @@ def render(
 
 
 def _previous_run_figures(run_dir: Path) -> dict[str, Any]:
-    try:
-        previous = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("run")
-    except (OSError, ValueError, AttributeError):
-        return {}
+    previous = (read_run_json(run_dir, "metrics.json") or {}).get("run")
     return previous if isinstance(previous, dict) else {}
 
 
 def _model_order(run_dir: Path) -> list[str] | None:
     try:
-        models = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["config"]["models"]
-        return [str(model["label"]) for model in models]
-    except (OSError, ValueError, KeyError, TypeError):
+        return [str(model["label"]) for model in (read_run_json(run_dir, "config.json") or {})["config"]["models"]]
+    except (KeyError, TypeError):
         return None  # a replayed or hand-made folder: the records' order
 
 
