@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from gmai_client.types import Record
 
 RECORDS_FILE = "records.jsonl"
-_TUPLE_FIELDS = {"letters", "answer", "retries"}
+_TUPLE_FIELDS = {"letters", "answer", "retries", "lenient_letters"}
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
 
 
@@ -36,8 +36,9 @@ def record_from_dict(data: dict[str, Any]) -> Record:
     for key in _TUPLE_FIELDS:
         if values.get(key) is not None:
             values[key] = tuple(values[key])
-    if "options" in values:
-        values["options"] = tuple(tuple(pair) for pair in values["options"])
+    for key in ("options", "row"):
+        if key in values:
+            values[key] = tuple(tuple(pair) for pair in values[key])
     return Record(**values)
 
 

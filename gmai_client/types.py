@@ -22,7 +22,7 @@ VIEWS: tuple[str, ...] = ("clinical VQA task", "department", "perceptual granula
 #: The department bucket of items that belong to no department (the tree calls it N/A).
 NO_DEPARTMENT = "N/A"
 
-#: How an item ended. ``error`` items are excluded from accuracy and counted separately.
+#: How an item ended. ``error``: no answer came back (wrong in the headline, as in VLMEvalKit; counted).
 Status = Literal["ok", "unparsed", "refused", "error"]
 
 #: Why a backend stopped generating, normalised across vendors.
@@ -54,8 +54,8 @@ class Item:
     """One benchmark question as read from the TSV. Images stay base64 text until a backend needs them."""
 
     index: str
-    question: str
-    options: tuple[tuple[str, str], ...]  # (letter, text) in letter order, empty options dropped
+    question: str  # as pandas reads it: surrounding whitespace kept (it is in the reference prompt)
+    options: tuple[tuple[str, str], ...]  # (letter, text) in letter order, missing options dropped
     answer: tuple[str, ...] | None  # correct letters; None when the split has no key (TEST)
     images_b64: tuple[str, ...]
     category: str = ""  # the leaf label
@@ -66,6 +66,11 @@ class Item:
     hint: str = ""
     source: SourceRef = SourceRef("", 0)
     extra: Mapping[str, str] = field(default_factory=_frozen_mapping)
+    # The answer cell exactly as written (None when missing): the reference scores a hit only when
+    # its letter equals this text, so " A" or "A,C" are never hit there.
+    answer_cell: str | None = None
+    # Every cell but the image, (header as written, cell as written): the prediction file's columns.
+    row: tuple[tuple[str, str], ...] = ()
 
     @property
     def letters(self) -> tuple[str, ...]:
@@ -96,6 +101,13 @@ class BadRow:
 
     def __str__(self) -> str:
         return f"{self.source}: field {self.field!r}: {self.message}"
+
+    @property
+    def record_index(self) -> str:
+        """The index its error record is filed under: the row's own, else one made from file and row."""
+        if self.source.index:
+            return self.source.index
+        return f"{self.source.file.rsplit('/', 1)[-1]}:row{self.source.row}"
 
 
 @dataclass(frozen=True)
@@ -184,7 +196,11 @@ class Extraction:
 
 @dataclass(frozen=True)
 class Record:
-    """One item answered (or failed) by one model: a line of records.jsonl, the input to metrics."""
+    """One item answered (or failed) by one model: a line of records.jsonl, the input to metrics.
+
+    ``letters``/``status``/``rule``/``correct`` are the reference (VLMEvalKit's reading, the headline);
+    the ``lenient_*`` fields are the second, lenient extraction, reported beside it, never in it.
+    """
 
     index: str
     model: str
@@ -193,6 +209,11 @@ class Record:
     letters: tuple[str, ...] = ()
     answer: tuple[str, ...] | None = None
     correct: bool | None = None  # None when there is no key or the item errored
+    answer_cell: str | None = None  # the key cell as written (the reference's hit compares with it)
+    lenient_letters: tuple[str, ...] = ()
+    lenient_status: str = ""
+    lenient_rule: str = ""
+    lenient_correct: bool | None = None
     options: tuple[tuple[str, str], ...] = ()  # kept so a record can be re-scored without the TSV
     task: str = ""
     department: str = NO_DEPARTMENT
@@ -209,6 +230,7 @@ class Record:
     retries: tuple[str, ...] = ()  # the error kind of every failed attempt, in order
     cached: bool = False
     source: str = ""
+    row: tuple[tuple[str, str], ...] = ()  # the item's cells but the image (for the prediction file)
 
     @property
     def is_multi_answer(self) -> bool:
