@@ -14,13 +14,23 @@ The fields themselves are stored next to the answer, so ``explain`` can say whic
 between an item's request and what the cache holds for it. Only successful answers are stored;
 an error is never cached. The default file lives in the user's cache dir (``GMAI_CLIENT_CACHE_DIR``
 overrides it).
+
+The cache is an optimisation, so a broken cache never costs an answer. A file SQLite calls corrupt
+(whole-file garbage, damaged pages) is moved aside as ``<name>.corrupt-<time>`` with one warning
+naming both files, and the run goes on with a fresh cache; a file that cannot be used for another
+reason (an unwritable folder) means running without a cache, also said once. A lookup that fails
+is a miss (the request is sent); a store that fails is skipped. The commands that inspect the file
+(``stats``, ``explain``) say that it is corrupt instead (``CacheError``), and ``clear`` deletes an
+unreadable file outright, so it always works.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -30,10 +40,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gmai_client.errors import CacheError, redact
 from gmai_client.types import Request, Response, Usage
 
 CACHE_FILE = "responses.sqlite"
 _SCHEMA_VERSION = 1
+# SQLite's primary result codes for a damaged file (extended codes share the low byte).
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_path() -> Path:
@@ -83,43 +98,48 @@ class Difference:
 
 
 class ResponseCache:
-    """Thread-safe; ``get``/``put`` run SQLite off the event loop."""
+    """Thread-safe; ``get``/``put`` run SQLite off the event loop. Never raises for a broken file
+    on the run's path (``get``/``put``/``lookup``/``store``); see the module docstring."""
 
-    def __init__(self, path: Path | str | None = None):
+    def __init__(self, path: Path | str | None = None, *, busy_timeout: float = 30.0):
         self.path = Path(path) if path is not None else default_cache_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout = busy_timeout  # seconds a write waits for another process's write
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._use_wal(timeout=30.0)
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
-        self._db.execute(
-            """CREATE TABLE IF NOT EXISTS responses (
-                key TEXT PRIMARY KEY,
-                backend TEXT NOT NULL,
-                model TEXT NOT NULL,
-                item_index TEXT NOT NULL,
-                fields TEXT NOT NULL,
-                response TEXT NOT NULL,
-                created REAL NOT NULL
-            )"""
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS responses_item ON responses (item_index)")
+        self._db: sqlite3.Connection | None = None
+        self._failure: Exception | None = None  # why the file could not be opened, if it could not
+        self.disabled = False  # True: running without a cache from now on (said once)
+        self.moved_to: Path | None = None  # where a corrupt file was moved, if one was
+        self._warned: set[str] = set()
+        try:
+            self._db = self._open()
+        except (sqlite3.Error, OSError) as exc:
+            self._failure = exc
         self.hits = 0
         self.misses = 0
         self.stores = 0
 
-    def _use_wal(self, timeout: float) -> None:
-        # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
-        # locked" at once, without the busy timeout, while another process opens the same file.
-        give_up = time.monotonic() + timeout
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > give_up:
-                    raise
-                time.sleep(0.01)
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
+        try:
+            _use_wal(db, timeout=self.busy_timeout)
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS responses (
+                    key TEXT PRIMARY KEY,
+                    backend TEXT NOT NULL,
+                    model TEXT NOT NULL,
+                    item_index TEXT NOT NULL,
+                    fields TEXT NOT NULL,
+                    response TEXT NOT NULL,
+                    created REAL NOT NULL
+                )"""
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS responses_item ON responses (item_index)")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     # -- async API used by the dispatcher
 
@@ -132,66 +152,249 @@ class ResponseCache:
         return response
 
     async def put(self, key: str, fields: Mapping[str, Any], item_index: str, response: Response) -> None:
-        await asyncio.to_thread(self.store, key, fields, item_index, response)
-        self.stores += 1
+        if await asyncio.to_thread(self.store, key, fields, item_index, response):
+            self.stores += 1
 
-    # -- sync API
+    # -- sync API of the run's path: a failure is a miss, or a store skipped
 
     def lookup(self, key: str) -> Response | None:
         with self._lock:
-            row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
-        return _response_from_json(row[0]) if row else None
+            db = self._usable()
+            if db is None:
+                return None
+            try:
+                row = db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc, "a lookup")
+                return None
+        if row is None:
+            return None
+        try:
+            return _response_from_json(row[0])
+        except (ValueError, KeyError, TypeError) as exc:  # a damaged entry SQLite did not notice
+            self._warn_once("entry", "cache %s: an unreadable entry was ignored (%s); sending the request", exc)
+            return None
 
-    def store(self, key: str, fields: Mapping[str, Any], item_index: str, response: Response) -> None:
+    def store(self, key: str, fields: Mapping[str, Any], item_index: str, response: Response) -> bool:
+        """Store one answer; False when the cache could not take it (the answer itself is not lost)."""
         identity = fields.get("identity", {})
+        row = (
+            key,
+            identity.get("backend", ""),
+            identity.get("model", ""),
+            item_index,
+            json.dumps(fields, sort_keys=True, ensure_ascii=False),
+            json.dumps(asdict(response), ensure_ascii=False),
+            time.time(),
+        )
         with self._lock:
-            # INSERT OR REPLACE: two processes answering the same request store the same thing.
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    identity.get("backend", ""),
-                    identity.get("model", ""),
-                    item_index,
-                    json.dumps(fields, sort_keys=True, ensure_ascii=False),
-                    json.dumps(asdict(response), ensure_ascii=False),
-                    time.time(),
-                ),
-            )
+            db = self._usable()
+            if db is None:
+                return False
+            try:
+                # INSERT OR REPLACE: two processes answering the same request store the same thing.
+                db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            except sqlite3.Error as exc:
+                self._failed(exc, "a store")
+                return False
+        return True
+
+    # -- sync API of the ``cache`` command: a broken file is said, not repaired
 
     def explain(self, fields: Mapping[str, Any], item_index: str) -> tuple[bool, list[Difference]]:
         """(hit, differences of every stored entry for the same item index) for one request."""
         key = cache_key(fields)
         with self._lock:
-            hit = self._db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None
-            rows = self._db.execute(
-                "SELECT fields, created FROM responses WHERE item_index = ? AND key != ? ORDER BY created DESC",
-                (item_index, key),
-            ).fetchall()
+            db = self._inspectable()
+            try:
+                hit = db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None
+                rows = db.execute(
+                    "SELECT fields, created FROM responses WHERE item_index = ? AND key != ? ORDER BY created DESC",
+                    (item_index, key),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._broken(exc) from None
         return hit, [Difference(created, _differing(fields, json.loads(stored))) for stored, created in rows]
 
     def stats(self) -> CacheStats:
+        """Entries per model; a ``CacheError`` saying so when the file is corrupt or unreadable."""
         with self._lock:
-            entries = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-            by_model = self._db.execute(
-                "SELECT backend, model, COUNT(*) FROM responses GROUP BY backend, model ORDER BY 3 DESC"
-            ).fetchall()
-        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+            db = self._inspectable()
+            try:
+                # quick_check reads every page: COUNT(*) alone can miss a damaged page it never visits.
+                problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+                if problems != ["ok"]:
+                    raise _Damaged(problems[0])
+                entries = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                by_model = db.execute(
+                    "SELECT backend, model, COUNT(*) FROM responses GROUP BY backend, model ORDER BY 3 DESC"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._broken(exc) from None
+        size = sum(p.stat().st_size for p in self._files() if p.is_file())
         return CacheStats(str(self.path), entries, size, tuple((b, m, n) for b, m, n in by_model))
 
     def clear(self, *, model: str | None = None) -> int:
-        """Delete every entry (or one model's); returns how many were deleted."""
+        """Delete every entry (or one model's); returns how many were deleted. A file that cannot be
+        read (corrupt, not a database) is deleted whole, with a warning, and 0 is returned."""
         with self._lock:
-            if model is None:
-                deleted = self._db.execute("DELETE FROM responses").rowcount
-            else:
-                deleted = self._db.execute("DELETE FROM responses WHERE model = ?", (model,)).rowcount
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return deleted
+            failure = self._failure
+            if self._db is not None:
+                try:
+                    # A damaged file may take a DELETE without complaint and stay damaged.
+                    problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
+                    if problems != ["ok"]:
+                        raise _Damaged(problems[0])
+                    if model is None:
+                        deleted = self._db.execute("DELETE FROM responses").rowcount
+                    else:
+                        deleted = self._db.execute("DELETE FROM responses WHERE model = ?", (model,)).rowcount
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    return deleted
+                except sqlite3.Error as exc:
+                    if not _is_corrupt(exc):
+                        raise CacheError(f"cannot clear the cache file {self.path}: {exc}") from None
+                    failure = exc
+            if model is not None:
+                raise CacheError(
+                    f"{self._corrupt_message(_describe(failure))}; its entries of one model cannot be told "
+                    "apart: clear it whole (without --only-model)"
+                )
+            self._close_db()
+            try:
+                for path in self._files():
+                    path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise CacheError(f"cannot delete the cache file {self.path}: {exc}") from None
+            log.warning("cache file %s was unreadable (%s): deleted it", self.path, _describe(failure))
+            self._failure = None
+            try:
+                self._db = self._open()
+            except (sqlite3.Error, OSError) as exc:
+                self._failure = exc
+            return 0
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._close_db()
+
+    # -- failure handling (called with the lock held)
+
+    def _usable(self) -> sqlite3.Connection | None:
+        """The connection for the run's path; after a failure to open, one recovery attempt."""
+        if self._db is None and not self.disabled and self._failure is not None:
+            self._recover(self._failure)
+        return self._db
+
+    def _inspectable(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise self._broken(self._failure or sqlite3.Error("closed"))
+        return self._db
+
+    def _failed(self, exc: sqlite3.Error, doing: str) -> None:
+        if _is_corrupt(exc):
+            self._recover(exc)
+        else:  # locked past the busy timeout, an I/O error, a full disk: this call only
+            self._warn_once(doing, "cache %s: %s failed (%s); the answer is not lost: the request is sent", doing, exc)
+
+    def _recover(self, exc: Exception) -> None:
+        """Move a corrupt file aside and start a fresh one (once); otherwise go on without a cache."""
+        self._close_db()
+        self._failure = None
+        reason = _describe(exc)
+        if _is_corrupt(exc) and self.moved_to is None:
+            try:
+                self.moved_to = self._move_aside()
+                self._db = self._open()
+            except (sqlite3.Error, OSError) as again:
+                self.disabled = True
+                log.warning(
+                    "cache file %s is corrupt (%s) and could not be replaced (%s): continuing without a cache",
+                    self.path, reason, _describe(again),
+                )  # fmt: skip
+                return
+            log.warning(
+                "cache file %s is corrupt (%s): moved it to %s; continuing with a fresh cache",
+                self.path, reason, self.moved_to,
+            )  # fmt: skip
+            return
+        self.disabled = True
+        log.warning("cache file %s cannot be used (%s): continuing without a cache", self.path, reason)
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        number = 1
+        while target.exists():
+            number += 1
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{number}")
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists():  # the log belongs to the damaged file: left beside a fresh one it would be replayed
+            wal.rename(target.with_name(target.name + "-wal"))
+        self.path.with_name(self.path.name + "-shm").unlink(missing_ok=True)  # an index of the log only
+        if self.path.exists():
+            self.path.rename(target)
+        return target
+
+    def _files(self) -> list[Path]:
+        return [self.path.with_name(self.path.name + suffix) for suffix in ("", "-wal", "-shm")]
+
+    def _close_db(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):  # closing a damaged file may fail; nothing is lost
+                db.close()
+
+    def _broken(self, exc: Exception) -> CacheError:
+        if _is_corrupt(exc):
+            return CacheError(self._corrupt_message(_describe(exc)))
+        return CacheError(f"cannot read the cache file {self.path}: {_describe(exc)}")
+
+    def _corrupt_message(self, reason: str) -> str:
+        return (
+            f"the cache file {self.path} is corrupt ({reason}); `python -m gmai_client cache clear` deletes it "
+            "(runs move it aside by themselves)"
+        )
+
+    def _warn_once(self, topic: str, message: str, *args: object) -> None:
+        if topic not in self._warned:
+            self._warned.add(topic)
+            log.warning(message, self.path, *args)
+
+
+def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
+    # locked" at once, without the busy timeout, while another process opens the same file.
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > give_up:
+                raise
+            time.sleep(0.01)
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """What ``PRAGMA quick_check`` found wrong with a file that still opens."""
+
+
+def _is_corrupt(exc: BaseException | None) -> bool:
+    """True when SQLite says the file itself is damaged (not locked, not an I/O or permission error)."""
+    if isinstance(exc, _Damaged):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _describe(exc: BaseException | None) -> str:
+    return redact(str(exc) or type(exc).__name__) if exc is not None else "unknown error"
 
 
 def _differing(wanted: Mapping[str, Any], stored: Mapping[str, Any], prefix: str = "") -> tuple[str, ...]:

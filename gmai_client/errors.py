@@ -5,6 +5,7 @@
     ├── SelectionError       an unknown lexical-tree name (lists the closest valid names)
     ├── ConfigError          a bad option, spec or file argument
     ├── MissingExtra         an optional dependency is not installed (says which pip extra)
+    ├── CacheError           the response cache file is corrupt or unreadable (``cache stats``/``explain``)
     └── BackendError
         ├── RetryableError   worth another attempt later; may carry the server's retry hint
         │   ├── RateLimited      429 / RESOURCE_EXHAUSTED with a rate (not quota) reason
@@ -63,6 +64,10 @@ class MissingExtra(GmaiError, ImportError):
         super().__init__(
             f"backend {backend!r} needs {missing!r}, which is not installed: pip install 'gmai-client[{extra}]'"
         )
+
+
+class CacheError(GmaiError):
+    """The cache file cannot be inspected. A run never sees this: it moves a corrupt file aside."""
 
 
 class BackendError(GmaiError):

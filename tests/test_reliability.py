@@ -369,3 +369,37 @@ def test_cache_commands_stats_explain_clear(tmp_path: Path, keys: None, capsys) 
 
     assert main(["cache", "clear", "--cache-path", cache]) == 0
     assert "deleted 5 entries" in capsys.readouterr().out
+
+
+def test_a_corrupt_cache_file_costs_no_answer_and_the_cache_command_copes(
+    tmp_path: Path, keys: None, capsys, caplog
+) -> None:
+    items = sample_items(12)
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"not a database at all\n" * 100)
+    unreadable = {key_of(item) for item in items[::2]}  # half the answers no rule can read: the judge runs
+
+    def answer(received) -> str:
+        if received.model == "judge":
+            return "B"
+        return "Hmm, hard to say." if received.key in unreadable else "A"
+
+    with FakeAPI(answers=answer) as api:
+        run_cli(
+            "--limit", "12", "--cache-path", str(cache), "--out", str(tmp_path / "runs"),
+            "-m", f"openai:gpt-4o@{api.base_url_openai}", "--judge", f"openai:judge@{api.base_url_openai}",
+        )  # fmt: skip
+    records = read_records(only_run_dir(tmp_path / "runs") / "records.jsonl")
+    assert len(records) == 12 and not [r for r in records if r.status == "error"]
+    assert sum(r.rule.startswith("judge") for r in records) == 6
+    moved = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage()]
+    assert len(moved) == 1 and str(cache) in moved[0]
+    capsys.readouterr()
+
+    cache.write_bytes(b"garbage again\n" * 100)
+    assert main(["cache", "stats", "--cache-path", str(cache)]) != 0
+    said = capsys.readouterr().err
+    assert "corrupt" in said and "cache.sqlite" in said and "Traceback" not in said
+    assert main(["cache", "clear", "--cache-path", str(cache)]) == 0
+    assert main(["cache", "stats", "--cache-path", str(cache)]) == 0
+    assert "entries: 0" in capsys.readouterr().out

@@ -1,0 +1,96 @@
+"""Examples of ``dispatch.Dispatcher``: what one request goes through before and after the backend.
+
+The backend is the scripted one (answers or errors per request, counted), made cacheable where the
+cache is what is shown. Limiters, concurrency caps, budgets and caches are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from gmai_client.backends.scripted import ScriptedBackend
+from gmai_client.cache import ResponseCache, cache_key, key_fields
+from gmai_client.dispatch import Dispatcher, Sent
+from gmai_client.limiter import AdaptiveConcurrency
+from gmai_client.retry import RetryPolicy
+from gmai_client.types import Request, Response, SamplingParams
+
+FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, deadline=30.0)
+
+
+class CachedScript(ScriptedBackend):
+    """The scripted backend as an API backend looks to the dispatcher: its answers are cached."""
+
+    cacheable = True
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": "scripted", "model": self.model, "endpoint": "http://models.test/v1"}
+
+
+def requests(count: int) -> list[Request]:
+    return [
+        Request(str(n), text=f"Question {n}: which organ? " + "x" * 300, params=SamplingParams(max_tokens=16))
+        for n in range(count)
+    ]
+
+
+def answer_of(request: Request) -> str:
+    return f"answer to {request.item_index} " + "y" * 1500
+
+
+def dispatcher(backend: ScriptedBackend, **kwargs) -> Dispatcher:
+    kwargs.setdefault("retry", FAST)
+    kwargs.setdefault("concurrency", AdaptiveConcurrency(8))
+    return Dispatcher(backend, **kwargs)
+
+
+def send_all(dispatch: Dispatcher, batch: list[Request]) -> list[Sent | BaseException]:
+    async def main() -> list[Sent | BaseException]:
+        return await asyncio.gather(*(dispatch.send(r) for r in batch), return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+# -- a broken cache costs no answer
+
+
+def damage(path: Path, how: str) -> None:
+    if how == "garbage":
+        path.write_bytes(b"\x00garbage, not SQLite\n" * 500)
+        return
+    data = bytearray(path.read_bytes())
+    start, end = len(data) // 3, 2 * len(data) // 3
+    noise = random.Random(1)
+    data[start:end] = bytes(noise.getrandbits(8) for _ in range(end - start))
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["garbage", "damaged pages"])
+def test_every_request_is_answered_through_a_corrupt_cache(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    batch = requests(60)
+    backend = CachedScript(answer_of)
+    path = tmp_path / "responses.sqlite"
+    cache = ResponseCache(path)
+    for request in batch:  # every answer cached by an earlier run
+        fields = key_fields(backend.identity(), request)
+        cache.store(cache_key(fields), fields, request.item_index, Response(answer_of(request)))
+    cache.close()
+    damage(path, how)
+
+    cache = ResponseCache(path)
+    results = send_all(dispatcher(backend, cache=cache), batch)
+    sent = {r.item_index for r in backend.requests}
+    again = send_all(dispatcher(backend, cache=cache), [r for r in batch if r.item_index in sent])
+    cache.close()
+
+    assert [r.response.text for r in results] == [answer_of(r) for r in batch]  # type: ignore[union-attr]
+    assert len(sent) == sum(not r.cached for r in results) > 0  # what the cache could not give was sent
+    assert all(isinstance(r, Sent) and r.cached for r in again)  # and stored in the fresh cache
+    corrupt = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage()]
+    assert len(corrupt) == 1 and str(path) in corrupt[0]
