@@ -25,6 +25,7 @@ from gmai_client.errors import (
     RequestTimeout,
     ServerError,
     UnsupportedInput,
+    register_secret,
 )
 from gmai_client.hints import retry_after_seconds
 from gmai_client.images import prepare_images
@@ -109,10 +110,12 @@ def endpoint_of(spec: ModelSpec, default: str) -> tuple[str, bool]:
 
 
 def resolve_key(env_var: str, endpoint: str, vendor_hosts: Iterable[str], backend: str) -> str:
-    """The API key from ``env_var``. A self-hosted endpoint needs none (``NO_KEY`` is sent); the
-    vendor's own endpoint without a key is an AuthError now rather than a 401 per item later."""
+    """The API key from ``env_var``, registered with ``errors.register_secret``. A self-hosted
+    endpoint needs none (``NO_KEY`` is sent); the vendor's own endpoint without a key is an
+    AuthError now rather than a 401 per item later."""
     key = os.environ.get(env_var, "").strip()
     if key:
+        register_secret(key)  # whatever the variable's name, its value never reaches an output
         return key
     host = (urlsplit(endpoint).hostname or "").lower()
     if host in {h.lower() for h in vendor_hosts}:

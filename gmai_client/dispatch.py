@@ -7,7 +7,8 @@ The runner hands every request of a model to its ``Dispatcher``; in order:
 3. ``call_with_retry``; each attempt takes a slot of the model's adaptive concurrency, waits for
    the endpoint's request and token buckets, then calls the backend within the attempt's timeout.
    A 429 halves the model's concurrency and pauses the whole endpoint for the server's hint;
-4. on success the token estimate is corrected from reported usage and the answer is cached.
+4. on success the token estimate is corrected from reported usage, any API key the server echoed
+   is removed from the answer (``errors.redact``), and the answer is cached.
 
 What the dispatcher is waiting on (a limit, a pause, a backoff) is reported through ``on_status``
 so the progress display shows it. Backends with ``cacheable = False`` (local baselines that cost
@@ -17,10 +18,10 @@ nothing) skip the cache.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gmai_client.cache import ResponseCache, cache_key, key_fields
-from gmai_client.errors import BudgetExhausted, Overloaded, RateLimited
+from gmai_client.errors import BudgetExhausted, Overloaded, RateLimited, redact
 from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, estimate_tokens
 from gmai_client.retry import AttemptClock, RetryPolicy, call_with_retry
 from gmai_client.types import Backend, Request, Response
@@ -82,13 +83,14 @@ class Dispatcher:
             key = cache_key(fields)
             hit = await self.cache.get(key)
             if hit is not None:
-                return Sent(hit, attempts=0, cached=True)
+                return Sent(_without_secrets(hit), attempts=0, cached=True)
         if self.budget is not None:
             self.budget.check()
 
         response, attempts, retries = await call_with_retry(
             lambda clock: self._attempt(request, clock), self.retry, on_wait=self._backing_off
         )
+        response = _without_secrets(response)  # a server may echo the key: never cache or record it
         if self.cache is not None and key is not None and fields is not None:
             await self.cache.put(key, fields, request.item_index, response)
         return Sent(response, attempts, retries)
@@ -122,3 +124,8 @@ class Dispatcher:
 
     def _backing_off(self, seconds: float, error: BaseException) -> None:
         self._on_status(f"retry in {seconds:.1f} s after {getattr(error, 'kind', type(error).__name__)}")
+
+
+def _without_secrets(response: Response) -> Response:
+    text, model = redact(response.text), redact(response.model)
+    return response if (text, model) == (response.text, response.model) else replace(response, text=text, model=model)

@@ -143,20 +143,79 @@ class UnsupportedInput(FatalError):
     kind = "unsupported_input"
 
 
-# Environment variables whose values are secrets wherever they appear.
+# Environment variables whose values are secrets wherever they appear: the standard ones
+# (OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY, HF_TOKEN, ...) and any other whose name
+# says so. A key in a variable named otherwise (``api_key_env=MY_CRED``) is known by its value,
+# registered by the backend that read it.
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 # Shapes of common API keys, for text that reached us from elsewhere (vendor error bodies).
 _KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,})")
+#: Shorter values are not treated as secrets: redacting "abc" would maim every text that holds it.
+MIN_SECRET_LENGTH = 6
+_ENV_MIN_LENGTH = 8  # a secret-looking variable may hold a flag or a path: only values this long
+REDACTED = "[REDACTED]"
+
+
+class _Secrets:
+    """Every value ``redact`` removes: the keys the run read, and secret-looking variables' values.
+
+    The environment is scanned again only when it changed (a cheap comparison of its mapping), and
+    the values are matched by one compiled pattern, rebuilt only when they change: ``redact`` runs
+    on every answer and every record.
+    """
+
+    def __init__(self) -> None:
+        self.registered: set[str] = set()
+        self._environ: dict | None = None
+        self._from_env: frozenset[str] = frozenset()
+        self._values: frozenset[str] | None = None
+        self._pattern: re.Pattern[str] | None = None
+
+    def from_env(self) -> frozenset[str]:
+        data = getattr(os.environ, "_data", None)  # CPython's raw mapping; scan every time without it
+        if data is None or data != self._environ:
+            self._environ = dict(data) if data is not None else None
+            self._from_env = frozenset(
+                v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= _ENV_MIN_LENGTH
+            )
+        return self._from_env
+
+    def pattern(self) -> re.Pattern[str] | None:
+        values = frozenset(self.registered) | self.from_env()
+        if values != self._values:
+            self._values = values
+            # Longest first: a key that contains another is replaced whole.
+            ordered = sorted(values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        return self._pattern
+
+
+_SECRETS = _Secrets()
+
+
+def register_secret(value: str | None) -> None:
+    """Make ``redact`` remove this exact value from every text from now on, whatever variable it
+    came from. Every backend calls it with each API key it reads (a judge's backend included)."""
+    if value is None:
+        return
+    value = value.strip()
+    if len(value) >= MIN_SECRET_LENGTH:
+        _SECRETS.registered.add(value)
 
 
 def secret_values() -> list[str]:
-    """Values of secret-looking environment variables (long enough not to be false positives)."""
-    return [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8]
+    """Every value ``redact`` removes: registered keys and secret-looking environment variables."""
+    return sorted(set(_SECRETS.registered) | _SECRETS.from_env())
 
 
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     """Remove API keys from text: known secret values first, then anything shaped like a key."""
-    for secret in (*extra_secrets, *secret_values()):
-        if secret and secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return _KEY_SHAPES.sub("[REDACTED]", text)
+    if not text:
+        return text
+    for secret in extra_secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    pattern = _SECRETS.pattern()
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
+    return _KEY_SHAPES.sub(REDACTED, text)

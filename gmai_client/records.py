@@ -4,6 +4,10 @@ Records are appended and flushed as items finish, so a crash loses only what was
 SIGKILL can tear the last line: ``read_records`` detects and drops it (and ``RecordWriter``
 truncates it away before appending, so the journal stays readable). When an index appears twice
 for a model (``--retry-errors`` re-sent it), the last record wins.
+
+``RecordWriter`` is the last gate before disk for what a server said: the text fields of every
+record (the raw answer, the error, the rule) go through ``errors.redact``, so an API key a server
+echoed never lands in the journal, nor in what is derived from it (predictions files, reports).
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from gmai_client.errors import redact
 from gmai_client.types import Record
 
 RECORDS_FILE = "records.jsonl"
 _TUPLE_FIELDS = {"letters", "answer", "retries", "lenient_letters"}
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
+#: Record fields that may hold text a server sent (or an error message built from it).
+_SERVER_TEXT_FIELDS = ("prediction", "error", "rule")
 
 
 def record_to_json(record: Record) -> str:
@@ -40,6 +47,18 @@ def record_from_dict(data: dict[str, Any]) -> Record:
         if key in values:
             values[key] = tuple(tuple(pair) for pair in values[key])
     return Record(**values)
+
+
+def without_secrets(record: Record) -> Record:
+    """The record with every known API key removed from its server-given text."""
+    changed = {}
+    for name in _SERVER_TEXT_FIELDS:
+        value = getattr(record, name)
+        if value:
+            clean = redact(value)
+            if clean != value:
+                changed[name] = clean
+    return replace(record, **changed) if changed else record
 
 
 def _complete_lines(path: Path) -> tuple[list[str], int]:
@@ -89,7 +108,7 @@ class RecordWriter:
         self._last_sync = time.monotonic()
 
     def write(self, record: Record) -> None:
-        self._handle.write(record_to_json(record) + "\n")
+        self._handle.write(record_to_json(without_secrets(record)) + "\n")
         self._handle.flush()
         now = time.monotonic()
         if now - self._last_sync >= self._fsync_every:

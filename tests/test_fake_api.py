@@ -34,6 +34,7 @@ def api(server: FakeAPI) -> Iterator[FakeAPI]:
     yield server
     server.answers, server.fallback, server.faults, server.latency = {}, "A", Faults(), 0.0
     server.require_key, server.rate_limit, server.rate_window, server.models = None, None, 60.0, None
+    server.echo_key = False
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +123,20 @@ def test_required_key_and_vendor_error_bodies(api: FakeAPI, http: Any) -> None:
     assert missing.json()["type"] == "error" and missing.json()["error"]["type"] == "authentication_error"
     assert post_anthropic(http, api, anthropic_body("q"), **{"x-api-key": "sk-test-right-0000"}).status_code == 200
     assert post_openai(http, api, openai_body("q"), Authorization="Bearer sk-test-right-0000").status_code == 200
+
+
+def test_echo_key_puts_the_key_sent_in_errors_and_answers(api: FakeAPI, http: Any) -> None:
+    api.echo_key = True
+    answer = post_openai(http, api, openai_body("q"), Authorization="Bearer sk-test-ECHOED-0001").json()
+    assert answer["choices"][0]["message"]["content"] == "[your key is sk-test-ECHOED-0001] A"
+    api.inject("status", status=400)
+    error = post_anthropic(http, api, anthropic_body("q"), **{"x-api-key": "sk-ant-ECHOED-0002"}).json()
+    assert error["error"]["message"].endswith("(key sent: sk-ant-ECHOED-0002)")
+    api.inject("502")
+    gateway = post_openai(http, api, openai_body("q"), Authorization="Bearer sk-test-ECHOED-0003")
+    assert gateway.status_code == 502 and "sk-test-ECHOED-0003" in gateway.text
+    assert post_openai(http, api, openai_body("q")).json()["choices"][0]["message"]["content"] == "A"  # no key, no echo
+    assert not any("ECHOED" in v for r in api.requests for v in r.headers.values())  # still never recorded
 
 
 def test_forced_outcomes(api: FakeAPI, http: Any) -> None:

@@ -21,7 +21,9 @@ What it can do:
 * check that clients honour retry hints: a request for item K arriving before the hint the server
   gave the same model for K expired is recorded in ``violations``;
 * limit requests per time window server-side (429 with Retry-After beyond it);
-* require a specific API key (401 otherwise), read from ``Authorization: Bearer`` or ``x-api-key``.
+* require a specific API key (401 otherwise), read from ``Authorization: Bearer`` or ``x-api-key``;
+* echo the key it was sent (``echo_key``) in every error message and every answer, as a hostile or
+  careless server might: what redaction tests need.
 
 It runs its own event loop in a background thread, so synchronous tests and clients on any other
 event loop can use it alike. For out-of-process load (so the server does not share the client's
@@ -36,6 +38,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -212,6 +215,7 @@ class FakeAPI:
         latency: float = 0.0,
         faults: Faults | None = None,
         require_key: str | None = None,
+        echo_key: bool = False,
         models: Iterable[str] | None = None,
         rate_limit: int | None = None,
         rate_window: float = 60.0,
@@ -224,6 +228,7 @@ class FakeAPI:
         self.latency = latency
         self.faults = faults or Faults()
         self.require_key = require_key
+        self.echo_key = echo_key  # put the presented key in error messages and answers
         self.models = frozenset(models) if models is not None else None  # None: every model exists
         self.rate_limit = rate_limit  # accepted requests per rate_window; None: unlimited
         self.rate_window = rate_window
@@ -425,7 +430,7 @@ class FakeAPI:
                 raise _BadInput("the request body must be a JSON object")
             parsed = _parse_openai(body) if api == "openai" else _parse_anthropic(body)
         except (_BadInput, json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
-            return _error_response(api, 400, message=str(exc) or "could not parse the request body")
+            return _vendor_error(api, 400, message=str(exc) or "could not parse the request body")
 
         schemes, presented = _credentials(http.headers)
         headers = {k.lower(): v for k, v in http.headers.items() if not _is_secret_header(k)}
@@ -449,7 +454,8 @@ class FakeAPI:
 
         if self.latency > 0:
             await self._sleep(self.latency)
-        return await self._respond(http, received, forced, extra_headers)
+        echo = presented[0] if self.echo_key and presented else ""
+        return await self._respond(http, received, forced, extra_headers, echo)
 
     def _check_retry_hint(self, client: tuple[str, str, str], now: float, now_wall: float) -> None:
         pending = self._not_before.get(client)
@@ -534,9 +540,11 @@ class FakeAPI:
         return self.answers.get(received.key, self.fallback)
 
     async def _respond(
-        self, http: web.Request, received: ReceivedRequest, forced: Forced | None, hint: dict[str, str]
+        self, http: web.Request, received: ReceivedRequest, forced: Forced | None, hint: dict[str, str], echo: str = ""
     ) -> web.StreamResponse:
         api, outcome = received.api, received.outcome
+        # Every error answer below names the key it was sent, when asked to (``echo_key``).
+        error_response = functools.partial(_vendor_error, echo=echo)
         headers = {**hint, **(forced.headers if forced else {})}
         kind = forced.kind if forced else outcome
 
@@ -548,30 +556,30 @@ class FakeAPI:
             return web.Response(status=500)  # never sent: the transport is gone
         if kind == "status":
             assert forced is not None and forced.status is not None
-            return _error_response(
+            return error_response(
                 api, forced.status, error_type=forced.error_type, code=forced.code,
                 message=forced.message, model=received.model, headers=headers,
             )  # fmt: skip
         if kind == "quota":
             if api == "openai":
-                return _error_response(api, 429, error_type="insufficient_quota", code="insufficient_quota",
+                return error_response(api, 429, error_type="insufficient_quota", code="insufficient_quota",
                                        message=forced.message if forced else None, headers=headers)  # fmt: skip
             message = (
                 "Your credit balance is too low to access the Anthropic API. "
                 "Please go to Plans & Billing to upgrade or purchase credits."
             )
-            return _error_response(api, 400, message=message, headers=headers)
+            return error_response(api, 400, message=message, headers=headers)
         if kind == "auth":
-            return _error_response(api, 401, headers=headers)
+            return error_response(api, 401, headers=headers)
         if kind == "model_not_found":
-            return _error_response(api, 404, model=received.model, headers=headers)
+            return error_response(api, 404, model=received.model, headers=headers)
         if kind in ("rate_limit", "429", "429-date", "429-ms", "429-reset"):
-            return _error_response(api, 429, model=received.model, headers=headers,
+            return error_response(api, 429, model=received.model, headers=headers,
                                    message=forced.message if forced else None)  # fmt: skip
         if kind in ("500", "502", "503", "529"):
-            return _error_response(api, int(kind), headers=headers, message=forced.message if forced else None)
+            return error_response(api, int(kind), headers=headers, message=forced.message if forced else None)
 
-        body = self._success_body(received, kind)
+        body = self._success_body(received, kind, echo)
         if kind == "malformed":
             raw = b'{"id": "broken", "choices": [{"index": 0, "message": }]] <html>not json'
         else:
@@ -582,11 +590,13 @@ class FakeAPI:
             return await _cut_response(http, raw)
         return web.Response(body=raw, content_type="application/json", headers=headers)
 
-    def _success_body(self, received: ReceivedRequest, kind: str) -> dict[str, Any]:
+    def _success_body(self, received: ReceivedRequest, kind: str, echo: str = "") -> dict[str, Any]:
         with self._lock:
             self._sequence += 1
             sequence = self._sequence
         answer = _REFUSAL_TEXT if kind == "refusal" else self._answer(received)
+        if echo:
+            answer = f"[your key is {echo}] {answer}"
         prompt_tokens = _tokens(received.text) + _tokens(received.system) + 85 * len(received.image_sha256)
         stop = "stop"
         limit = received.max_tokens
@@ -837,7 +847,7 @@ _GATEWAY_HTML = (
 )
 
 
-def _error_response(
+def _vendor_error(
     api: str,
     status: int,
     *,
@@ -846,12 +856,14 @@ def _error_response(
     message: str | None = None,
     model: str = "",
     headers: Mapping[str, str] | None = None,
+    echo: str = "",
 ) -> web.Response:
-    """The vendor's own error JSON for ``status`` (a gateway's HTML page for 502)."""
+    """The vendor's own error JSON for ``status`` (a gateway's HTML page for 502); ``echo``, when
+    given, is added to the message as the key the request presented."""
     headers = dict(headers or {})
     if status == 502 and error_type is None and message is None:
-        return web.Response(status=502, text=_GATEWAY_HTML.format(status=502), content_type="text/html",
-                            headers=headers)  # fmt: skip
+        text = _GATEWAY_HTML.format(status=502) + (f"<!-- key {echo} -->" if echo else "")
+        return web.Response(status=502, text=text, content_type="text/html", headers=headers)
     if api == "openai":
         default_type, default_code, default_message = _OPENAI_ERRORS.get(
             status, ("server_error" if status >= 500 else "invalid_request_error", None, f"Error {status}.")
@@ -859,7 +871,7 @@ def _error_response(
         if error_type == "insufficient_quota" or code == "insufficient_quota":
             default_message = _OPENAI_QUOTA_MESSAGE
         error = {
-            "message": message or default_message.format(model=model),
+            "message": (message or default_message.format(model=model)) + (f" (key sent: {echo})" if echo else ""),
             "type": error_type or default_type,
             "param": None,
             "code": code if code is not None else default_code,
@@ -872,7 +884,7 @@ def _error_response(
     request_id = f"req_fake{random.getrandbits(48):012x}"
     anthropic_error: dict[str, Any] = {
         "type": error_type or default_type,
-        "message": message or default_message.format(model=model),
+        "message": (message or default_message.format(model=model)) + (f" (key sent: {echo})" if echo else ""),
     }
     if code is not None:
         anthropic_error["details"] = {"error_code": code}

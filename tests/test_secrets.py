@@ -1,0 +1,125 @@
+"""No API key reaches any output, whatever variable it came from and whatever the server does with it.
+
+A canary value sits in every variable a run reads a key from: ``OPENAI_API_KEY``,
+``ANTHROPIC_API_KEY``, a custom ``api_key_env`` variable whose name does not look secret, and the
+judge's own variable. The fake server echoes the key it was sent in every error message and in
+every answer, so each key comes back in error bodies, in successful answers (some of which only
+the judge can read), and in the reason a model was stopped. Then every file under the run folder
+(inside the xlsx archives too), the cache file, the log and the captured stdout/stderr are searched
+for each canary.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openai")
+pytest.importorskip("anthropic")
+pytest.importorskip("aiohttp")
+
+from gmai_client.cli import main
+from gmai_client.dataset import iter_items, open_dataset
+from gmai_client.errors import redact, register_secret
+from gmai_client.prompt import build_request
+from gmai_client.records import read_records
+from gmai_client.splits import sample_path
+from gmai_client.testing.fake_api import FakeAPI, request_key
+from gmai_client.types import Item, SamplingParams
+
+#: Values shaped like no known key (no sk-/hf_ prefix): only knowing the exact value redacts them.
+CANARIES = {
+    "OPENAI_API_KEY": "canary-openai-5f1c0e9a7b",
+    "ANTHROPIC_API_KEY": "canary-anthropic-3d8e2b6a",
+    "MY_CRED": "canary-custom-c4a9e7f2d1",  # a name no "secret-looking name" rule would catch
+    "JUDGE_CRED": "canary-judge-b2f8a1e6c3",
+}
+
+
+def file_texts(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` as text; an xlsx (a zip archive) as the text of its members."""
+    texts = {}
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix == ".xlsx":
+            with zipfile.ZipFile(path) as archive:
+                for member in archive.namelist():
+                    texts[f"{path}:{member}"] = archive.read(member).decode("utf-8", "replace")
+        else:
+            texts[str(path)] = path.read_bytes().decode("utf-8", "replace")
+    return texts
+
+
+def test_a_canary_in_every_key_variable_reaches_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in CANARIES.items():
+        monkeypatch.setenv(name, value)
+    items = [e for e in iter_items(open_dataset([sample_path()])) if isinstance(e, Item)][:12]
+    keys = [request_key(build_request(item, params=SamplingParams())) for item in items]
+    unreadable = set(keys[1::3])  # answers only the judge can read
+
+    def answer(received) -> str:
+        if received.model == "judge":
+            return "B"
+        return "Hard to tell from this image." if received.key in unreadable else "A"
+
+    with FakeAPI(answers=answer, echo_key=True, models={"gpt-4o", "claude", "custom", "judge"}) as api:
+        api.inject("500", key=keys[0], times=8)  # item 0 fails every attempt of every model
+        base = api.base_url_openai
+        main([
+            "run", "--no-progress", "--limit", "12", "--max-attempts", "2", "--concurrency", "2",
+            "--out", str(tmp_path / "runs"), "--cache-path", str(tmp_path / "cache" / "responses.sqlite"),
+            "-m", f"openai:gpt-4o@{base}",
+            "-m", f"anthropic:claude@{api.base_url_anthropic}",
+            "-m", f"openai:custom@{base}", "-B", "api_key_env=MY_CRED",
+            "-m", f"openai:missing@{base}", "-B", "api_key_env=MY_CRED",  # 404, echoed: the model stops
+            "--judge", f"openai:judge@{base}", "-J", "api_key_env=JUDGE_CRED",
+        ])  # fmt: skip
+        outcomes = api.stats()["outcomes"]
+    printed = capsys.readouterr()
+
+    # The server did echo every key, in errors and in answers, and the judge was asked.
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    records = read_records(run_dir / "records.jsonl")
+    assert outcomes.get("500", 0) >= 6 and outcomes.get("model_not_found", 0) >= 1
+    assert {r.model.split("@")[0] for r in records if r.status == "error" and "key sent: [REDACTED]" in r.error} >= {
+        "openai:gpt-4o", "anthropic:claude", "openai:custom",
+    }  # fmt: skip
+    assert all(r.prediction.startswith("[your key is [REDACTED]]") for r in records if r.prediction)
+    assert any(r.rule.startswith("judge") for r in records)
+    metrics = (run_dir / "metrics.json").read_text()
+    assert "key sent: [REDACTED]" in metrics  # the stopped model's reason, redacted
+
+    outputs = {"stdout": printed.out, "stderr": printed.err, "log": caplog.text, **file_texts(tmp_path)}
+    assert any(name.endswith("report.html") for name in outputs) and any(".sqlite" in name for name in outputs)
+    for name, value in CANARIES.items():
+        leaks = [where for where, text in outputs.items() if value in text]
+        assert leaks == [], f"the value of {name} leaked into {leaks}"
+
+
+def test_a_registered_value_is_redacted_whatever_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "plain-looking-value-0042"
+    monkeypatch.setenv("UPSTREAM_CRED", secret)  # a name that does not look secret
+    assert redact(f"bad credentials {secret}!") == f"bad credentials {secret}!"
+
+    register_secret(secret)
+
+    assert redact(f"bad credentials {secret}!") == "bad credentials [REDACTED]!"
+    assert redact(f"{secret}{secret}") == "[REDACTED][REDACTED]"
+
+
+def test_too_short_a_value_is_not_registered() -> None:
+    register_secret("abc")  # redacting it would maim every text holding those letters
+    register_secret(None)
+    assert redact("abc is fine") == "abc is fine"
+
+
+def test_secret_looking_variables_are_redacted_as_soon_as_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-first-value-1")
+    assert redact("key azure-first-value-1") == "key [REDACTED]"
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-second-value-2")
+    assert redact("key azure-second-value-2") == "key [REDACTED]"
