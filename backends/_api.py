@@ -94,19 +94,25 @@ def choice_option(spec: ModelSpec, name: str, choices: Iterable[str], default: s
     return raw
 
 
-def endpoint_of(spec: ModelSpec, default: str) -> tuple[str, bool]:
-    """(endpoint URL without a trailing slash, whether the user chose it) from ``@URL`` or base_url=."""
+def endpoint_of(spec: ModelSpec, default: str, env_var: str = "") -> tuple[str, str]:
+    """(endpoint URL without a trailing slash, where it came from), in this order: the spec's
+    ``@URL`` or ``base_url=`` option, then the SDK's own variable ``env_var`` (``OPENAI_BASE_URL``,
+    ``ANTHROPIC_BASE_URL``: what proxies, gateways and local servers are set up with), then the
+    vendor's ``default``. The source is "spec", the variable's name, or "default"."""
     option = (spec.option("base_url") or "").strip()
     given = spec.endpoint.strip()
     if option and given and option.rstrip("/") != given.rstrip("/"):
         raise ConfigError(f"{spec.backend}: the spec says @{given} but base_url={option}; give one of them")
-    url = (given or option).rstrip("/")
+    url, source = (given or option).rstrip("/"), "spec"
+    if not url and env_var:
+        url, source = os.environ.get(env_var, "").strip().rstrip("/"), env_var
     if not url:
-        return default, False
+        return default, "default"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{spec.backend}: base URL {url!r} must look like http(s)://host[:port][/path]")
-    return url, True
+        where = f"{env_var}={url!r}" if source == env_var else f"base URL {url!r}"
+        raise ConfigError(f"{spec.backend}: {where} must look like http(s)://host[:port][/path]")
+    return url, source
 
 
 def resolve_key(env_var: str, endpoint: str, vendor_hosts: Iterable[str], backend: str) -> str:

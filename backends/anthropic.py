@@ -2,8 +2,10 @@
 
 Spec ``anthropic:MODEL[@BASE_URL]``, e.g. ``anthropic:claude-sonnet-4-5``; the base URL is the API
 root without ``/v1`` (the SDK appends ``/v1/messages``). The key comes only from an environment
-variable (``ANTHROPIC_API_KEY`` or ``api_key_env=NAME``); the endpoint only from the spec (never
-from ``ANTHROPIC_BASE_URL`` or a credentials profile), so ``identity()`` names what was called.
+variable (``ANTHROPIC_API_KEY`` or ``api_key_env=NAME``), never from a credentials profile. The
+endpoint is the spec's ``@BASE_URL`` (or ``base_url=``), else ``ANTHROPIC_BASE_URL`` as the SDK
+itself reads it, else the public API; it is resolved here and handed to the SDK explicitly, so
+``identity()`` (hence the cache key and the run's configuration) names what is called.
 
 One user turn: the image blocks first (base64 source), then the text block; the request's system
 prompt as the ``system`` parameter. The Messages API has no seed: ``SamplingParams.seed`` is not
@@ -73,6 +75,7 @@ from gmai_client.config import ModelSpec
 from gmai_client.types import FinishReason, Request, Response, Usage
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
+ENDPOINT_ENV = "ANTHROPIC_BASE_URL"  # the SDK's own variable, honoured after the spec
 _VENDOR_HOSTS = ("api.anthropic.com",)
 _MIMES = API_MIMES
 # Account-level exhaustion: no amount of waiting within a run brings these back.
@@ -92,7 +95,8 @@ class AnthropicBackend:
     name = "anthropic"
     EXTRA = "anthropic"
     OPTIONS: Mapping[str, str] = {
-        "base_url": "API root without /v1, same as @URL in the spec (default https://api.anthropic.com)",
+        "base_url": "API root without /v1, same as @URL in the spec "
+        f"(default: ${ENDPOINT_ENV}, else {DEFAULT_ENDPOINT})",
         **common_options("ANTHROPIC_API_KEY"),
         "temperature": "send (default) | omit: leave temperature out, for models that refuse it",
     }
@@ -119,9 +123,10 @@ class AnthropicBackend:
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> AnthropicBackend:
         if not spec.target:
             raise ConfigError("anthropic needs a model name: anthropic:MODEL[@BASE_URL]")
-        endpoint, _ = endpoint_of(spec, DEFAULT_ENDPOINT)
+        endpoint, source = endpoint_of(spec, DEFAULT_ENDPOINT, ENDPOINT_ENV)
         if endpoint.endswith("/v1"):
-            raise ConfigError(f"anthropic: base URL {endpoint} must not end in /v1 (the SDK adds /v1/messages)")
+            where = f"{ENDPOINT_ENV}={endpoint}" if source == ENDPOINT_ENV else f"base URL {endpoint}"
+            raise ConfigError(f"anthropic: {where} must not end in /v1 (the SDK adds /v1/messages)")
         return cls(
             spec.target,
             endpoint=endpoint,

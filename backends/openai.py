@@ -2,8 +2,10 @@
 
 Spec ``openai:MODEL[@BASE_URL]``: ``openai:gpt-4o``, ``openai:llava-hf/llava-1.5-7b-hf@http://gpu:8000/v1``.
 The key comes only from an environment variable (``OPENAI_API_KEY`` or ``api_key_env=NAME``); a
-self-hosted server given by URL needs none. The endpoint comes only from the spec (never from
-``OPENAI_BASE_URL``), so that ``identity()`` and the cache key name exactly what was called.
+self-hosted server given by URL needs none. The endpoint is the spec's ``@BASE_URL`` (or
+``base_url=``), else ``OPENAI_BASE_URL`` as the SDK itself reads it, else the public API; it is
+resolved here and handed to the SDK explicitly, so ``identity()`` (hence the cache key and the run's
+configuration) names exactly what is called, and a medical image never goes elsewhere.
 
 One user message: the images first (base64 PNG data URLs), then the text; the request's system
 prompt, if any, as a system message before it. The SDK's own retries are off (``max_retries=0``):
@@ -66,6 +68,7 @@ from gmai_client.config import ModelSpec
 from gmai_client.types import FinishReason, Request, Response, Usage
 
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+ENDPOINT_ENV = "OPENAI_BASE_URL"  # the SDK's own variable, honoured after the spec
 _VENDOR_HOSTS = ("api.openai.com",)
 _MIMES = API_MIMES
 # Codes that mean the account, not the request rate, is exhausted: waiting will not help.
@@ -79,7 +82,8 @@ class OpenAIBackend:
     name = "openai"
     EXTRA = "openai"
     OPTIONS: Mapping[str, str] = {
-        "base_url": "server URL ending in /v1, same as @URL in the spec (default https://api.openai.com/v1)",
+        "base_url": "server URL ending in /v1, same as @URL in the spec "
+        f"(default: ${ENDPOINT_ENV}, else {DEFAULT_ENDPOINT})",
         **common_options("OPENAI_API_KEY"),
         "organization_env": "environment variable holding an OpenAI organization id (optional)",
         "detail": "image detail for every image: low | high | auto (default: not sent, the server decides)",
@@ -112,7 +116,7 @@ class OpenAIBackend:
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> OpenAIBackend:
         if not spec.target:
             raise ConfigError("openai needs a model name: openai:MODEL[@BASE_URL], e.g. openai:gpt-4o")
-        endpoint, _ = endpoint_of(spec, DEFAULT_ENDPOINT)
+        endpoint, _ = endpoint_of(spec, DEFAULT_ENDPOINT, ENDPOINT_ENV)
         return cls(
             spec.target,
             endpoint=endpoint,

@@ -232,13 +232,39 @@ def test_anthropic_endpoint_without_key_fails_at_start(monkeypatch: pytest.Monke
 # ---------------------------------------------------------------------- spec, options, identity
 
 
-def test_from_spec_and_identity() -> None:
+def test_from_spec_and_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     plain = registry.create(parse_model_spec("anthropic:claude-x"))
     assert isinstance(plain, AnthropicBackend)
     assert plain.identity() == {"backend": "anthropic", "model": "claude-x", "endpoint": "https://api.anthropic.com"}
 
     b = AnthropicBackend.from_spec(parse_model_spec("anthropic:c@http://proxy:9000/", ["temperature=omit"]))
     assert (b.endpoint, b.send_temperature) == ("http://proxy:9000", False)
+
+
+def test_anthropic_base_url_points_the_real_sdk_at_the_server(
+    api: FakeAPI, request_: Request, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", api.base_url_anthropic)
+    b = registry.create(parse_model_spec("anthropic:claude-x"))
+
+    assert b.identity()["endpoint"] == api.base_url_anthropic
+    assert generate(b, request_).text == "A"
+    assert [r.model for r in api.requests] == ["claude-x"]
+
+
+def test_the_spec_url_comes_before_anthropic_base_url(
+    api: FakeAPI, request_: Request, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")  # nobody listens there
+    b = AnthropicBackend.from_spec(parse_model_spec(f"anthropic:claude-x@{api.base_url_anthropic}"))
+    assert generate(b, request_).text == "A" and len(api.requests) == 1
+
+
+def test_anthropic_base_url_ending_in_v1_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://proxy:9000/v1")
+    with pytest.raises(errors.ConfigError, match="ANTHROPIC_BASE_URL=http://proxy:9000/v1 must not end in /v1"):
+        AnthropicBackend.from_spec(parse_model_spec("anthropic:claude-x"))
 
 
 @pytest.mark.parametrize(

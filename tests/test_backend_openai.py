@@ -251,7 +251,8 @@ def test_openai_endpoint_without_key_fails_at_start(monkeypatch: pytest.MonkeyPa
 # ---------------------------------------------------------------------- spec, options, identity
 
 
-def test_from_spec_and_identity() -> None:
+def test_from_spec_and_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     plain = registry.create(parse_model_spec("openai:gpt-4o"))
     assert isinstance(plain, OpenAIBackend)
     assert plain.identity() == {"backend": "openai", "model": "gpt-4o", "endpoint": "https://api.openai.com/v1"}
@@ -265,6 +266,37 @@ def test_from_spec_and_identity() -> None:
     }  # fmt: skip
     same = OpenAIBackend.from_spec(parse_model_spec("openai:llava", ["base_url=http://gpu:8000/v1"]))
     assert same.endpoint == "http://gpu:8000/v1"
+
+
+def test_openai_base_url_points_the_real_sdk_at_the_server(
+    api: FakeAPI, request_: Request, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", api.base_url_openai + "/")
+    b = registry.create(parse_model_spec("openai:gpt-4o"))
+
+    assert b.identity()["endpoint"] == api.base_url_openai  # what the cache key and the run name
+    assert generate(b, request_).text == "A"
+    assert [(r.model, r.auth_schemes) for r in api.requests] == [("gpt-4o", ("bearer",))]
+
+
+def test_the_spec_url_comes_before_openai_base_url(
+    api: FakeAPI, request_: Request, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on: the variable must not be used
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{probe.getsockname()[1]}/v1")
+    for options in ([], [f"base_url={api.base_url_openai}"]):
+        spec = f"openai:gpt-4o@{api.base_url_openai}" if not options else "openai:gpt-4o"
+        b = OpenAIBackend.from_spec(parse_model_spec(spec, options))
+        assert b.identity()["endpoint"] == api.base_url_openai
+        assert generate(b, request_).text == "A"
+    assert len(api.requests) == 2
+
+
+def test_a_malformed_openai_base_url_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "gpu-box:8000/v1")
+    with pytest.raises(errors.ConfigError, match="OPENAI_BASE_URL='gpu-box:8000/v1'"):
+        OpenAIBackend.from_spec(parse_model_spec("openai:gpt-4o"))
 
 
 @pytest.mark.parametrize(

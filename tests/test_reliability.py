@@ -403,3 +403,31 @@ def test_a_corrupt_cache_file_costs_no_answer_and_the_cache_command_copes(
     assert main(["cache", "clear", "--cache-path", str(cache)]) == 0
     assert main(["cache", "stats", "--cache-path", str(cache)]) == 0
     assert "entries: 0" in capsys.readouterr().out
+
+
+def test_vendor_base_url_variables_send_every_request_to_the_server_they_name(
+    tmp_path: Path, keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    items = sample_items(5)
+    cache = tmp_path / "cache.sqlite"
+    with FakeAPI(answers=oracle(items)) as api:
+        monkeypatch.setenv("OPENAI_BASE_URL", api.base_url_openai)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.base_url_anthropic)
+        run_cli(
+            "--limit", "5", "--cache-path", str(cache), "--out", str(tmp_path / "runs"),
+            "-m", "openai:gpt-4o", "-m", "anthropic:claude-x",
+        )  # fmt: skip
+        received = sorted({(r.api, r.model) for r in api.requests})
+        count = len(api.requests)
+    assert received == [("anthropic", "claude-x"), ("openai", "gpt-4o")] and count == 10
+    records = read_records(only_run_dir(tmp_path / "runs") / "records.jsonl")
+    assert len(records) == 10 and all(r.correct for r in records)
+    db = sqlite3.connect(cache)
+    try:  # the endpoint the variable named is part of every cache key
+        stored = [json.loads(fields) for (fields,) in db.execute("SELECT fields FROM responses")]
+    finally:
+        db.close()
+    endpoints = {fields["identity"]["endpoint"] for fields in stored}
+    assert endpoints == {api.base_url_openai, api.base_url_anthropic}
