@@ -31,12 +31,19 @@ def load_predictions(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise ConfigError(f"replay: predictions file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return _load_jsonl(path)
-    if suffix in (".tsv", ".csv", ".txt"):
-        return _load_delimited(path, "\t" if suffix != ".csv" else ",")
-    if suffix == ".xlsx":
-        return _load_xlsx(path)
+    try:
+        if suffix in (".jsonl", ".json"):
+            return _load_jsonl(path)
+        if suffix in (".tsv", ".csv", ".txt"):
+            return _load_delimited(path, "\t" if suffix != ".csv" else ",")
+        if suffix == ".xlsx":
+            return _load_xlsx(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"replay: {path}: not UTF-8 text ({exc.reason} at byte {exc.start}): a binary file?"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"replay: {path}: cannot read ({exc.strerror or exc})") from None
     raise ConfigError(f"replay: {path}: unsupported file type {suffix!r} (use .jsonl, .tsv, .csv or .xlsx)")
 
 
@@ -50,7 +57,7 @@ def _load_jsonl(path: Path) -> dict[str, str]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"replay: {path}, line {number}: not JSON ({exc.msg})") from exc
-            if "index" not in row or "prediction" not in row:
+            if not isinstance(row, dict) or "index" not in row or "prediction" not in row:
                 raise ConfigError(f"replay: {path}, line {number}: needs 'index' and 'prediction' fields")
             if row["prediction"] is None:  # an errored record of this client: nothing to replay
                 continue
@@ -88,8 +95,12 @@ def _load_xlsx(path: Path) -> dict[str, str]:
         import openpyxl
     except ImportError as exc:
         raise MissingExtra("replay", "xlsx", "openpyxl") from exc
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    rows = workbook.active.iter_rows(values_only=True)
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        rows = list(workbook.active.iter_rows(values_only=True))
+    except Exception as exc:  # zipfile/openpyxl/XML errors of a damaged workbook
+        raise ConfigError(f"replay: {path}: not a readable xlsx workbook ({type(exc).__name__}: {exc})") from None
+    rows = iter(rows)
     header = next(rows, None)
     if not header:
         raise ConfigError(f"replay: {path}: empty sheet")
@@ -97,7 +108,7 @@ def _load_xlsx(path: Path) -> dict[str, str]:
     return {
         _index_text(row[index_col]): "" if row[prediction_col] is None else str(row[prediction_col])
         for row in rows
-        if row[index_col] is not None
+        if len(row) > max(index_col, prediction_col) and row[index_col] is not None
     }
 
 

@@ -4,26 +4,40 @@ The real VAL file is 9.34 GB of base64 PNGs, so nothing here holds more than one
 base64 text (never decoded here) and a bad row becomes a ``BadRow`` naming file, row, index and
 field, so that one broken item fails alone and the run goes on.
 
-File-level problems (no header, a missing required column, an empty file) are raised as
-``DataError`` by ``open_dataset`` before any work starts: no point sending a single request
-against a file that cannot be read.
+Cells are read as pandas reads them with its defaults, because that is how VLMEvalKit (whose
+prompts and scores are the reference) reads the same file: a cell is missing exactly when its whole
+text is one of pandas' missing-value strings (``reference.PANDAS_NA_STRINGS``: ``"N/A"`` is
+missing, ``"none"`` is an option); every other cell is kept as is, surrounding whitespace included;
+a cell that starts with ``"`` is quoted (``""`` inside is one quote, tabs and line breaks inside
+are part of it); a UTF-8 byte-order mark before the header is dropped; blank lines are skipped.
+
+Where pandas would quietly do the wrong thing, the reader says so instead and goes on:
+- a quote that opens a cell and is not closed within the row (pandas would swallow the following
+  rows, or the rest of the file, into that cell) fails that row; the next line is read as the
+  next row;
+- a row whose bytes are not UTF-8 fails that row (pandas refuses the whole file);
+- an ``index`` already seen (in this file or an earlier one of the same run) fails the later row,
+  naming both; resume and metrics key records by index, so two rows cannot share one.
+
+File-level problems (no header, a missing required column, an empty file, a file that is not a
+TSV at all) are raised as ``DataError`` by ``open_dataset`` before any work starts.
 """
 
 from __future__ import annotations
 
 import ast
-import csv
-import itertools
-import sys
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from gmai_client.errors import DataError
-from gmai_client.normalize import parse_key
+from gmai_client.reference import is_missing
 from gmai_client.types import NO_DEPARTMENT, BadRow, Item, SourceRef
 
-OPTION_LETTERS = ("A", "B", "C", "D", "E")
+#: Option columns: single-letter headers, as VLMEvalKit reads options (GMAI-MMBench uses A-E).
+OPTION_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 # Header names (lower-cased) of the columns with a meaning; everything else is kept as metadata.
 _INDEX, _QUESTION, _ANSWER, _IMAGE, _HINT = "index", "question", "answer", "image", "hint"
@@ -35,11 +49,15 @@ _GROUP_COLUMNS = {
     "modality": "modality",
 }
 _REQUIRED = (_INDEX, _QUESTION, "a", "b", _IMAGE)
-# Cells pandas and the released files use for "no value".
-_EMPTY_CELLS = {"", "nan", "none", "null"}
+_KNOWN = {_INDEX, _QUESTION, _ANSWER, _IMAGE, _HINT, *_GROUP_COLUMNS, *(x.lower() for x in OPTION_LETTERS)}
 
-# Rows hold whole base64 images: lift the csv module's 128 KiB field limit.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+# A quoted cell may span lines; one that has not closed after this many lines or bytes is a stray
+# quote, not a cell (the released files have no multi-line cells at all).
+MAX_QUOTED_LINES = 200
+MAX_QUOTED_BYTES = 32 << 20
+
+_KEY_SEPARATORS = re.compile(r"[\s,;]+")
+_KEY_LETTERS = frozenset("ABCDE")
 
 
 @dataclass(frozen=True)
@@ -49,105 +67,274 @@ class DatasetFile:
     path: Path
     columns: tuple[str, ...]  # lower-cased header names, in file order
     has_answer: bool
+    header: tuple[str, ...] = ()  # the header names as written (for exports in the file's own form)
 
 
-def _is_empty(cell: str) -> bool:
-    return cell.strip().lower() in _EMPTY_CELLS
+def parse_key(text: str) -> tuple[str, ...]:
+    """Parse an answer-key cell into sorted distinct letters: "A", "A,C", "A, C", "A;C", "A C", "AC".
+
+    Only upper-case A-E are accepted; a glued run ("AC") is read letter by letter. Anything else
+    (empty, lower case, other letters or words, a repeated letter) raises ``ValueError``: a key
+    that cannot be read is a data error, never a guess.
+    """
+    parts = [part for part in _KEY_SEPARATORS.split(text.strip()) if part]
+    if not parts:
+        raise ValueError("empty answer key")
+    letters = [letter for part in parts for letter in part]
+    bad = [letter for letter in letters if letter not in _KEY_LETTERS]
+    if bad:
+        raise ValueError(f"answer key {text!r} is not a list of letters A-E (found {bad[0]!r})")
+    if len(set(letters)) != len(letters):
+        raise ValueError(f"answer key {text!r} repeats a letter")
+    return tuple(sorted(letters))
 
 
 def open_dataset(paths: Sequence[Path]) -> list[DatasetFile]:
-    """Check that every file exists and has the columns the benchmark needs."""
+    """Check that every file exists, is a TSV, and has the columns the benchmark needs."""
     if not paths:
         raise DataError("no data files given")
-    files = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError("no such file", file=str(path))
-        with path.open(newline="", encoding="utf-8") as handle:
-            try:
-                header = next(csv.reader(handle, delimiter="\t"), None)
-            except (csv.Error, UnicodeDecodeError) as exc:
-                raise DataError(f"unreadable header: {exc}", file=str(path)) from exc
-        if not header:
-            raise DataError("empty file: no header row", file=str(path))
-        columns = tuple(name.strip().lower() for name in header)
-        missing = [name for name in _REQUIRED if name not in columns]
-        if missing:
-            raise DataError(
-                f"missing required column(s) {', '.join(missing)}; found {', '.join(header)}",
-                file=str(path),
-            )
-        files.append(DatasetFile(path, columns, _ANSWER in columns))
-    return files
+    return [_open_one(Path(path)) for path in paths]
+
+
+def _open_one(path: Path) -> DatasetFile:
+    if not path.is_file():
+        raise DataError("no such file" if not path.exists() else "not a file", file=str(path))
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 20)
+    except OSError as exc:
+        raise DataError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    _check_is_tsv(path, first)
+    try:
+        text = first.decode("utf-8").removeprefix("\ufeff").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"the header is not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(path)) from None
+    if not text.strip():
+        raise DataError("empty file: no header row", file=str(path))
+    header = tuple(text.split("\t"))
+    columns = tuple(name.strip().lower() for name in header)
+    missing = [name for name in _REQUIRED if name not in columns]
+    if missing:
+        raise DataError(f"missing required column(s) {', '.join(missing)}; found {', '.join(header)}", file=str(path))
+    return DatasetFile(path, columns, _ANSWER in columns, header)
+
+
+def _check_is_tsv(path: Path, first: bytes) -> None:
+    """Refuse spreadsheets, archives and comma-separated files with a message that says what they are."""
+    if first.startswith(b"PK\x03\x04"):
+        raise DataError(
+            "not a TSV: this is a zip archive (an .xlsx workbook?); export it as tab-separated text", file=str(path)
+        )
+    if first.startswith(b"\xd0\xcf\x11\xe0"):
+        raise DataError(
+            "not a TSV: this is an old Excel (.xls) workbook; export it as tab-separated text", file=str(path)
+        )
+    if b"\x00" in first:
+        raise DataError("not a TSV: the file holds binary data (NUL bytes)", file=str(path))
+    if b"\t" not in first and first.count(b",") >= 3:
+        raise DataError(
+            "not a TSV: the header has commas and no tabs (a CSV file?); GMAI-MMBench files are tab-separated",
+            file=str(path),
+        )
 
 
 def iter_items(files: Sequence[DatasetFile]) -> Iterator[Item | BadRow]:
-    """Yield each row of each file, in order, as an Item or a BadRow."""
+    """Yield each row of each file, in order, as an Item or a BadRow.
+
+    An index seen before (in any of ``files``) makes the later row a BadRow naming the first.
+    """
+    seen: dict[str, SourceRef] = {}
     for dataset_file in files:
-        yield from _iter_file(dataset_file)
+        for entry in _iter_file(dataset_file):
+            if isinstance(entry, Item):
+                first = seen.setdefault(entry.index, entry.source)
+                if first is not entry.source:
+                    where = f"row {first.row}" if first.file == entry.source.file else f"{first.file}, row {first.row}"
+                    entry = BadRow(
+                        SourceRef(entry.source.file, entry.source.row),
+                        _INDEX,
+                        f"index {entry.index} is used twice: already at {where}",
+                    )
+            yield entry
 
 
 def _iter_file(dataset_file: DatasetFile) -> Iterator[Item | BadRow]:
     name = str(dataset_file.path)
-    columns = dataset_file.columns
-    with dataset_file.path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        lines = iter(handle)
-        _next_record(lines)  # header, checked by open_dataset
+    with dataset_file.path.open("rb") as handle:
+        reader = _RecordReader(handle, len(dataset_file.columns))
+        reader.next_line()  # the header, checked by open_dataset
         row_number = 0
-        while True:
+        while (record := reader.next_record()) is not None:
             row_number += 1
-            try:
-                cells = _next_record(lines)
-            except csv.Error as exc:
-                # A broken quote swallows the rest of the file in one field; report and stop this file.
-                yield BadRow(SourceRef(name, row_number), "", f"unreadable row: {exc}")
-                return
-            if cells is None:
-                return
-            if not cells:
+            if isinstance(record, _Broken):
+                field = dataset_file.header[record.cell] if record.cell < len(dataset_file.header) else ""
+                yield BadRow(SourceRef(name, row_number, record.index), field.strip(), record.message)
                 continue
-            yield _parse_row(name, row_number, columns, cells, dataset_file.has_answer)
+            yield _parse_row(name, row_number, dataset_file, record)
 
 
-def _next_record(lines: Iterator[str]) -> list[str] | None:
-    """The next TSV record from ``lines`` (None at the end). Rows without a quote character (all
-    released rows) are split directly, twice as fast as the csv module on megabyte-long base64
-    cells; a row with a quote goes through ``csv.reader``, which pulls exactly the lines a quoted
-    multi-line cell spans from the same iterator, so both paths read one record and leave the rest."""
-    line = next(lines, None)
-    if line is None:
-        return None
-    if '"' not in line:
-        stripped = line.rstrip("\r\n")
-        return stripped.split("\t") if stripped else []
-    return next(csv.reader(itertools.chain((line,), lines), delimiter="\t"), [])
+@dataclass(frozen=True)
+class _Broken:
+    """A record the reader could not split into cells."""
+
+    message: str
+    cell: int = -1  # the cell where it went wrong, when known
+    index: str = ""
 
 
-def _parse_row(file: str, row: int, columns: tuple[str, ...], cells: list[str], has_answer: bool) -> Item | BadRow:
+class _RecordReader:
+    """Splits a TSV byte stream into records of cells with pandas' quoting rules.
+
+    Lines without a quote (all released rows) are split on tabs directly: twice as fast as a
+    general parser on megabyte-long base64 cells. A line with a quote is scanned cell by cell;
+    a quoted cell may pull in the following lines, up to ``MAX_QUOTED_LINES``/``MAX_QUOTED_BYTES``.
+    When that fails (a stray quote), the lines it pulled in are given back and read as rows. A
+    pulled line that holds a whole row's worth of tabs is taken for the next row, not the rest of
+    a cell: pandas would swallow it, silently.
+    """
+
+    def __init__(self, handle: BinaryIO, width: int):
+        self._handle = handle
+        self._width = width
+        self._pending: list[bytes] = []  # lines given back after a stray quote
+
+    def next_line(self) -> bytes | None:
+        if self._pending:
+            return self._pending.pop()
+        line = self._handle.readline()
+        return line or None
+
+    def next_record(self) -> list[str] | _Broken | None:
+        while True:
+            raw = self.next_line()
+            if raw is None:
+                return None
+            if raw.strip(b"\r\n"):
+                break  # pandas skips blank lines
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return self._not_utf8(raw, exc)
+        if '"' not in line:
+            return line.rstrip("\r\n").split("\t")
+        return self._quoted(raw, line)
+
+    def _not_utf8(self, raw: bytes, exc: UnicodeDecodeError) -> _Broken:
+        cell = raw[: exc.start].count(b"\t")
+        index = raw.split(b"\t", 1)[0].decode("utf-8", errors="replace")
+        return _Broken(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the row)", cell, index)
+
+    def _quoted(self, first_raw: bytes, text: str) -> list[str] | _Broken:
+        pulled: list[bytes] = []  # continuation lines, given back if the quote turns out stray
+        cells: list[str] = []
+        position = 0
+        while True:
+            if text.startswith('"', position):
+                parts: list[str] = []
+                start = position + 1
+                while True:
+                    close = text.find('"', start)
+                    if close == -1:
+                        more = self._continue(pulled, first_raw)
+                        if more is None:
+                            self._give_back(pulled)
+                            return _Broken(
+                                "a cell starts with a double quote that is never closed on this row "
+                                "(pandas would read the following rows into it)",
+                                len(cells),
+                                _first_cell(text),
+                            )
+                        text += more
+                        continue
+                    if text.startswith('"', close + 1):  # "" inside a quoted cell is one quote
+                        parts.append(text[start : close + 1])
+                        start = close + 2
+                        continue
+                    parts.append(text[start:close])
+                    position = close + 1
+                    break
+                end, last = _cell_end(text, position)
+                cells.append("".join(parts) + text[position:end])
+            else:
+                end, last = _cell_end(text, position)
+                cells.append(text[position:end])
+            if last:
+                break
+            position = end + 1
+        if pulled and len(cells) != self._width:
+            # The quote closed, but only by pairing with another stray quote rows later.
+            self._give_back(pulled)
+            return _Broken(
+                "a quoted cell runs over several lines and leaves the row with "
+                f"{len(cells)} cells instead of {self._width} (a stray double quote?)",
+                index=_first_cell(text),
+            )
+        return cells
+
+    def _continue(self, pulled: list[bytes], first_raw: bytes) -> str | None:
+        """The next line of a quoted cell, or None when the quote has run on too far."""
+        size = len(first_raw) + sum(len(line) for line in pulled)
+        if len(pulled) >= MAX_QUOTED_LINES or size > MAX_QUOTED_BYTES:
+            return None
+        raw = self._handle.readline() if not self._pending else self._pending.pop()
+        if not raw:
+            return None
+        pulled.append(raw)
+        if raw.count(b"\t") >= self._width - 1:
+            return None  # a whole row's worth of cells: the next row, not the rest of a cell
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _give_back(self, pulled: list[bytes]) -> None:
+        self._pending.extend(reversed(pulled))
+
+
+def _cell_end(text: str, position: int) -> tuple[int, bool]:
+    """Where the cell starting at ``position`` ends, and whether it is the row's last cell."""
+    tab = text.find("\t", position)
+    if tab != -1:
+        return tab, False
+    end = len(text)
+    if text.endswith("\r\n"):
+        end -= 2
+    elif text.endswith("\n"):
+        end -= 1
+    return end, True
+
+
+def _first_cell(text: str) -> str:
+    cell = text.split("\t", 1)[0]
+    return "" if '"' in cell or "\n" in cell else cell.strip()
+
+
+def _parse_row(file: str, row: int, dataset_file: DatasetFile, cells: list[str]) -> Item | BadRow:
+    columns = dataset_file.columns
     values = dict(zip(columns, cells, strict=False))  # a length mismatch is reported below
     index = values.get(_INDEX, "").strip()
     source = SourceRef(file, row, index)
     if len(cells) != len(columns):
         return BadRow(source, "", f"expected {len(columns)} cells, found {len(cells)} (truncated row?)")
-    if not index:
+    if is_missing(index):
         return BadRow(source, _INDEX, "empty index")
-    question = values[_QUESTION].strip()
-    if _is_empty(question):
+    question = values[_QUESTION]
+    if is_missing(question) or not question.strip():
         return BadRow(source, _QUESTION, "empty question")
 
     options = tuple(
-        (letter, values[letter.lower()].strip())
+        (letter, values[letter.lower()])
         for letter in OPTION_LETTERS
-        if letter.lower() in values and not _is_empty(values[letter.lower()])
+        if letter.lower() in values and not is_missing(values[letter.lower()])
     )
     if len(options) < 2:
         return BadRow(source, "A", f"needs at least 2 options, found {len(options)}")
 
+    answer_cell = values.get(_ANSWER)
     answer: tuple[str, ...] | None = None
-    if has_answer:
+    if dataset_file.has_answer:
         try:
-            answer = parse_key(values[_ANSWER])
+            answer = parse_key(answer_cell or "")
         except ValueError as exc:
             return BadRow(source, _ANSWER, str(exc))
         outside = [letter for letter in answer if letter not in dict(options)]
@@ -160,33 +347,37 @@ def _parse_row(file: str, row: int, columns: tuple[str, ...], cells: list[str], 
     if not images:
         return BadRow(source, _IMAGE, "empty image cell")
 
-    groups = {attr: values.get(column, "").strip() for column, attr in _GROUP_COLUMNS.items()}
-    for attr, value in groups.items():
-        if _is_empty(value):
-            groups[attr] = ""
+    groups = {attr: _cell(values.get(column, "")) for column, attr in _GROUP_COLUMNS.items()}
     # The tree files items of no department under N/A; the reference leaves them ungrouped by mistake.
     groups["department"] = groups["department"] or NO_DEPARTMENT
-
-    hint = values.get(_HINT, "")
-    known = {_INDEX, _QUESTION, _ANSWER, _IMAGE, _HINT, *_GROUP_COLUMNS, *(x.lower() for x in OPTION_LETTERS)}
-    extra = {key: value for key, value in values.items() if key not in known}
     return Item(
         index=index,
         question=question,
         options=options,
         answer=answer,
+        answer_cell=answer_cell if answer_cell is not None and not is_missing(answer_cell) else None,
         images_b64=images,
-        hint="" if _is_empty(hint) else hint.strip(),
+        hint=_cell(values.get(_HINT, "")),
         source=source,
-        extra=extra,
+        extra={key: value for key, value in values.items() if key not in _KNOWN},
+        row=tuple(
+            (name, cell)
+            for name, column, cell in zip(dataset_file.header, columns, cells, strict=True)
+            if column != _IMAGE
+        ),
         **groups,
     )
+
+
+def _cell(value: str) -> str:
+    """A text cell as pandas reads it: missing -> ""; anything else kept as is."""
+    return "" if is_missing(value) else value
 
 
 def _split_images(cell: str) -> tuple[str, ...]:
     """One base64 image, or a Python-literal list of them (VLMEvalKit's multi-image form)."""
     cell = cell.strip()
-    if _is_empty(cell):
+    if is_missing(cell):
         return ()
     if cell.startswith("["):
         try:

@@ -470,11 +470,13 @@ class _Page:
             "accuracy %",
             "95% interval",
             "items",
-            "scored",
             "correct",
             "unparsed",
             "refused",
             "errored",
+            "answered-only %",
+            "lenient % (not comparable)",
+            "lenient differs",
             "ACC_mcq %",
             "Recall_mcq %",
             "tokens in / out",
@@ -491,11 +493,13 @@ class _Page:
                 f'<td class="acc num">{pct(o.accuracy)}</td>',
                 f'<td class="num">{_interval(o)}</td>',
                 f'<td class="num">{o.n}</td>',
-                f'<td class="num">{o.scored}</td>',
                 f'<td class="num">{o.correct}</td>',
                 f'<td class="num">{o.unparsed}</td>',
                 f'<td class="num">{o.refused}</td>',
                 f'<td class="num">{o.errored}</td>',
+                f'<td class="num">{pct(o.answered_accuracy) if o.errored else "—"}</td>',
+                f'<td class="num lenient">{pct(o.lenient_accuracy)}</td>',
+                f'<td class="num">{o.differs}</td>',
                 f'<td class="num">{pct(m.mcq.acc_mcq) if m.mcq.n else "—"}</td>',
                 f'<td class="num">{pct(m.mcq.recall_mcq) if m.mcq.n else "—"}</td>',
                 f'<td class="num">{f"{m.input_tokens:,} / {m.output_tokens:,}" if reported else "—"}</td>',
@@ -504,12 +508,23 @@ class _Page:
             ]
             rows.append(f'<tr data-model="{esc(label)}">{"".join(cells)}</tr>')
         parts = [
-            "<p>Accuracy is micro-averaged per question: correct / scored, where errored items (no answer came "
-            "back) are excluded and counted, and unparsed or refused answers count as wrong. Intervals are 95% "
-            "Wilson intervals. Latency is per answered, uncached item; requests overlap, so the total exceeds "
-            "the run's wall time.</p>",
+            "<p>Accuracy is micro-averaged per question and is VLMEvalKit's exact-matching evaluation, the "
+            "figure comparable with the paper's tables: unparsed and refused answers, and items that got no "
+            "answer, count as wrong. <em>Lenient</em> is a second extraction that reads more answer styles; it "
+            "is shown for diagnosis and is not comparable with published figures. Intervals are 95% Wilson "
+            "intervals. Latency is per answered, uncached item; requests overlap, so the total exceeds the "
+            "run's wall time.</p>",
             _table(header, rows, caption="Overall results per model", cls="headline"),
         ]
+        for label, m in self.metrics.items():
+            if m.incomplete:
+                o = m.overall
+                parts.append(
+                    f'<p class="warn"><strong>Incomplete:</strong> {esc(label)}: {o.errored} of {o.n} items got no '
+                    f"answer. Its accuracy counts them wrong (VLMEvalKit's figure); over the {o.scored} answered "
+                    f"items it is {pct(o.answered_accuracy)}%. Finish the run with "
+                    f"<code>python -m gmai_client run --resume {esc(str(self.run_dir))} --retry-errors</code>.</p>"
+                )
         if self.chance_overall is not None:
             parts.append(
                 f"<p>Uniform guessing over each item's options would score {pct(self.chance_overall)}% on these "

@@ -1,14 +1,18 @@
-"""The LLM judge: a second model maps an answer the rules could not read to an option, or to none.
+"""The LLM judge: a second model maps an answer the reference rules could not read to an option.
 
-Follows the reference protocol (``normalize.judge_prompt``, VLMEvalKit's matching prompt): the judge
-sees the question, the options and the model's answer and replies with one letter, or Z when no
-option matches. Only single-answer items the rules left ``unparsed`` are judged; the judge's reply
-goes through the same extraction rules as any answer.
+It is asked exactly where VLMEvalKit asks its judge: for every answer whose reference reading found
+nothing (``status == "unparsed"``), with VLMEvalKit's prompt (``reference.judge_prompt``, the
+answer as read back), and its reply is read with the same reference rules. Like VLMEvalKit it
+gets up to ``TRIES`` tries per item (each a distinct request, so the cache does not replay the
+first). A reply of Z means no option matches: the item stays wrong, with rule "no option matches".
+
+The one deliberate difference: where all tries fail VLMEvalKit draws a random letter; here the
+item stays unparsed (wrong) and ``JudgeCounts.fallback`` says how many such items there were.
 
 The judge is any configured backend (``--judge openai:gpt-4o-mini``), sent through its own
 ``Dispatcher``, so its calls are rate-limited, retried and cached like the models' own, and they
-are counted apart from them. A judge that fails or answers Z leaves the item ``unparsed`` (wrong,
-visibly): never a guessed letter.
+are counted apart from them. An error that means no later call can succeed (a bad key, an unknown
+model) stops the judge for the rest of the run, once, with its reason in ``JudgeCounts.stopped``.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from gmai_client.dispatch import Dispatcher
-from gmai_client.errors import BackendError
-from gmai_client.normalize import extract, judge_prompt
-from gmai_client.types import Item, Record, Request, SamplingParams
+from gmai_client.errors import BackendError, redact
+from gmai_client.reference import NO_LETTER, answer_as_read_back, infer, judge_prompt
+from gmai_client.scoring import with_reference
+from gmai_client.types import Extraction, Item, Record, Request, SamplingParams
 
-#: The judge replies with one letter; a few tokens leave room for "Z" or "B." without rambling.
-JUDGE_PARAMS = SamplingParams(temperature=0.0, max_tokens=16)
+#: VLMEvalKit asks its judge up to three times before giving up on an item.
+TRIES = 3
+#: Room for a letter, or a short sentence around it, without rambling.
+JUDGE_PARAMS = SamplingParams(temperature=0.0, max_tokens=32)
 
 
 @dataclass
@@ -30,8 +37,10 @@ class JudgeCounts:
     requests: int = 0  # requests sent (retries included, cache hits excluded)
     cache_hits: int = 0
     rescued: int = 0  # items the judge mapped to an option
-    no_match: int = 0  # the judge answered Z
-    failed: int = 0  # the judge's call failed or its reply was unreadable
+    no_match: int = 0  # the judge answered Z: no option matches
+    fallback: int = 0  # no usable verdict after all tries: VLMEvalKit would draw a random letter here
+    failed_calls: int = 0  # calls that ended in an error
+    stopped: str = ""  # why the judge was stopped for the rest of the run
 
 
 class Judge:
@@ -41,30 +50,43 @@ class Judge:
         self.counts = JudgeCounts()
 
     def wants(self, item: Item, record: Record) -> bool:
-        return record.status == "unparsed" and not item.is_multi_answer and bool(record.prediction)
+        """VLMEvalKit asks its judge whenever its rules find no letter."""
+        return record.status == "unparsed"
 
     async def rescue(self, item: Item, record: Record) -> Record:
         """The record with the judge's verdict applied (``rule`` says what the judge did)."""
         self.counts.asked += 1
+        prompt = judge_prompt(item.question, item.options, answer_as_read_back(record.prediction or ""))
+        for attempt in range(TRIES):
+            if self.counts.stopped:
+                break
+            reply = await self._ask(item, prompt, attempt)
+            letter = infer(reply, item.options) if reply is not None else None
+            if letter == NO_LETTER:
+                self.counts.no_match += 1
+                verdict = Extraction((NO_LETTER,), "refused", f"judge {self.label}: no option matches")
+                return with_reference(record, verdict)
+            if letter is not None:
+                self.counts.rescued += 1
+                return with_reference(record, Extraction((letter,), "ok", f"judge {self.label}"))
+        self.counts.fallback += 1
+        why = f"stopped ({self.counts.stopped})" if self.counts.stopped else f"no usable verdict in {TRIES} tries"
+        return replace(record, rule=f"judge {self.label}: {why}")
+
+    async def _ask(self, item: Item, prompt: str, attempt: int) -> str | None:
         request = Request(
             item_index=f"judge:{item.index}",
-            text=judge_prompt(item.question, item.options, record.prediction or ""),
-            params=JUDGE_PARAMS,
+            text=prompt,
+            params=replace(JUDGE_PARAMS, repeat=attempt),
         )
         try:
             sent = await self.dispatcher.send(request)
         except BackendError as exc:
-            self.counts.failed += 1
-            return replace(record, rule=f"judge {self.label} failed: {exc.kind}")
-        self.counts.requests += sent.attempts
+            self.counts.failed_calls += 1
+            self.counts.requests += max(1, int(getattr(exc, "attempts", 1) or 1))
+            if exc.stops_model and not self.counts.stopped:
+                self.counts.stopped = redact(str(exc))
+            return None
+        self.counts.requests += sent.attempts  # 0 for a cache hit
         self.counts.cache_hits += sent.cached
-        verdict = extract(sent.response.text, item.options)
-        if verdict.status == "ok" and len(verdict.letters) == 1:
-            self.counts.rescued += 1
-            correct = None if item.answer is None else set(verdict.letters) == set(item.answer)
-            return replace(record, status="ok", letters=verdict.letters, correct=correct, rule=f"judge {self.label}")
-        if sent.response.text.strip().upper().rstrip(".") == "Z":
-            self.counts.no_match += 1
-            return replace(record, rule=f"judge {self.label}: no option matches")
-        self.counts.failed += 1
-        return replace(record, rule=f"judge {self.label}: unreadable verdict")
+        return sent.response.text

@@ -1,17 +1,25 @@
 """Accuracy as a pure function of records: overall and per lexical-tree group, per model.
 
 Definitions (stated here because the numbers are compared with a published leaderboard):
-- ``n`` counts every record of a group; ``errored`` ones (no answer came back) are excluded from
-  accuracy: ``accuracy = correct / scored`` with ``scored = n - errored``. Unparsed and refused
-  answers are scored, and wrong.
+- The headline ``accuracy`` is VLMEvalKit's: reference hits / items with a key, where an item
+  that got no answer (``errored``) counts as wrong, as VLMEvalKit scores its failure text. It is
+  the number comparable with the paper's tables. ``answered_accuracy`` is the same over the items
+  that got an answer (``scored``); the two differ only when something errored, and then the run is
+  incomplete (``ModelMetrics.incomplete``).
 - Micro accuracy per question, overall and per category of each view (clinical VQA task,
-  department incl. N/A, perceptual granularity, modality), with a 95% Wilson interval.
-- Macro accuracy of a view: the unweighted mean over its categories that have scored items.
-- Multi-answer items count as correct only on an exact set match; their ACC_mcq (matches /
-  predicted letters) and Recall_mcq (matches / true letters) are reported separately, averaged
-  over multi-answer items, as in the paper.
+  department incl. N/A, perceptual granularity, modality) and per leaf label (``category``), with
+  a 95% Wilson interval.
+- Macro accuracy of a view: the unweighted mean over its categories that have keyed items.
+- ``lenient_accuracy``: the lenient extraction's hits over the same items (multi-answer items by
+  exact set match), and ``differs``, the answers it reads differently from the reference. It is
+  shown beside the headline, never in it.
+- Multi-answer items (several letters in the key) are never a reference hit (VLMEvalKit compares
+  one letter with the whole key); their ACC_mcq (matches / predicted letters) and Recall_mcq
+  (matches / true letters), from the lenient extraction, are reported separately, as in the paper.
+- Unreadable rows (no trustworthy group) count in the overall figures of a keyed run, as errors,
+  and in no group.
 - With several models: per-group deltas against a reference model, and an exact McNemar test on
-  the items both models scored.
+  the items both models answered.
 Records without a key (TEST split) get counts but no accuracy: ``has_key`` says so.
 """
 
@@ -24,27 +32,34 @@ from dataclasses import dataclass, field
 
 from gmai_client.types import Record
 
-#: (record attribute, view name) for every grouping reported.
+#: (record attribute, view name) for the four views of the lexical tree.
 VIEW_FIELDS: tuple[tuple[str, str], ...] = (
     ("task", "clinical VQA task"),
     ("department", "department"),
     ("granularity", "perceptual granularity"),
     ("modality", "modality"),
 )
+#: Every grouping reported: the views, then the leaf label (VLMEvalKit's ``category`` table).
+GROUP_FIELDS: tuple[tuple[str, str], ...] = (*VIEW_FIELDS, ("category", "category"))
 Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
 class GroupStats:
-    n: int = 0
-    scored: int = 0
-    correct: int = 0
+    n: int = 0  # records in the group
+    scored: int = 0  # keyed records that got an answer
+    correct: int = 0  # reference hits
     unparsed: int = 0
     refused: int = 0
     errored: int = 0
-    accuracy: float | None = None
+    accuracy: float | None = None  # correct / keyed records, errors wrong: VLMEvalKit's figure
     ci_low: float | None = None
     ci_high: float | None = None
+    keyed: int = 0  # records with an answer key (the headline's denominator)
+    answered_accuracy: float | None = None  # correct / scored
+    lenient_correct: int = 0
+    lenient_accuracy: float | None = None  # lenient hits / keyed records
+    differs: int = 0  # answers the lenient extraction reads differently from the reference
 
 
 @dataclass(frozen=True)
@@ -59,13 +74,18 @@ class ModelMetrics:
     model: str
     has_key: bool
     overall: GroupStats
-    groups: dict[str, dict[str, GroupStats]]  # view -> category -> stats
+    groups: dict[str, dict[str, GroupStats]]  # view (or "category") -> category -> stats
     macro: dict[str, float | None]
     mcq: McqStats
     input_tokens: int = 0
     output_tokens: int = 0
     mean_latency_s: float | None = None
     cached: int = 0
+
+    @property
+    def incomplete(self) -> bool:
+        """Some item got no answer: the headline counts it wrong until a rerun answers it."""
+        return self.overall.errored > 0
 
 
 @dataclass(frozen=True)
@@ -97,24 +117,44 @@ def wilson_interval(correct: int, total: int, z: float = Z95) -> tuple[float | N
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def group_stats(records: Iterable[Record]) -> GroupStats:
-    n = scored = correct = unparsed = refused = errored = 0
-    keyed = False
+def group_stats(records: Iterable[Record], *, keyed_run: bool = False) -> GroupStats:
+    """Counts and accuracies of ``records``. ``keyed_run``: the split has a key, so an error record
+    without one (an unreadable row) still counts in the denominator, as wrong."""
+    n = scored = keyed = correct = unparsed = refused = errored = lenient = differs = 0
     for record in records:
         n += 1
+        has_key = record.answer is not None
         if record.status == "error":
             errored += 1
+            keyed += has_key or keyed_run
             continue
         unparsed += record.status == "unparsed"
         refused += record.status == "refused"
-        if record.answer is not None:
-            keyed = True
+        differs += record.lenient_letters != record.letters
+        if has_key:
+            keyed += 1
             scored += 1
             correct += bool(record.correct)
-    if not keyed or scored == 0:
-        return GroupStats(n, scored, correct, unparsed, refused, errored)
-    low, high = wilson_interval(correct, scored)
-    return GroupStats(n, scored, correct, unparsed, refused, errored, correct / scored, low, high)
+            lenient += bool(record.lenient_correct)
+    if keyed == 0:
+        return GroupStats(n, scored, correct, unparsed, refused, errored, differs=differs)
+    low, high = wilson_interval(correct, keyed)
+    return GroupStats(
+        n=n,
+        scored=scored,
+        correct=correct,
+        unparsed=unparsed,
+        refused=refused,
+        errored=errored,
+        accuracy=correct / keyed,
+        ci_low=low,
+        ci_high=high,
+        keyed=keyed,
+        answered_accuracy=correct / scored if scored else None,
+        lenient_correct=lenient,
+        lenient_accuracy=lenient / keyed,
+        differs=differs,
+    )
 
 
 def mcq_stats(records: Iterable[Record]) -> McqStats:
@@ -122,7 +162,7 @@ def mcq_stats(records: Iterable[Record]) -> McqStats:
     for record in records:
         if record.status == "error" or not record.is_multi_answer or record.answer is None:
             continue
-        truth, predicted = set(record.answer), set(record.letters) - {"Z"}
+        truth, predicted = set(record.answer), set(record.lenient_letters) - {"Z"}
         matches = len(truth & predicted)
         precisions.append(matches / len(predicted) if predicted else 0.0)
         recalls.append(matches / len(truth))
@@ -134,11 +174,11 @@ def mcq_stats(records: Iterable[Record]) -> McqStats:
 def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
     groups: dict[str, dict[str, GroupStats]] = {}
     macro: dict[str, float | None] = {}
-    for attribute, view in VIEW_FIELDS:
+    grouped = [r for r in records if not (r.status == "error" and r.error_kind == "bad_row")]
+    has_key = any(r.answer is not None for r in records)
+    for attribute, view in GROUP_FIELDS:
         buckets: dict[str, list[Record]] = defaultdict(list)
-        for record in records:
-            if record.status == "error" and record.error_kind == "bad_row":
-                continue  # an unreadable row has no trustworthy group
+        for record in grouped:  # an unreadable row has no trustworthy group
             buckets[getattr(record, attribute) or "(none)"].append(record)
         groups[view] = {name: group_stats(bucket) for name, bucket in sorted(buckets.items())}
         accuracies = [s.accuracy for s in groups[view].values() if s.accuracy is not None]
@@ -146,8 +186,8 @@ def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
     latencies = [r.latency_s for r in records if r.status != "error" and not r.cached]
     return ModelMetrics(
         model=model,
-        has_key=any(r.answer is not None for r in records),
-        overall=group_stats(records),
+        has_key=has_key,
+        overall=group_stats(records, keyed_run=has_key),
         groups=groups,
         macro=macro,
         mcq=mcq_stats(records),

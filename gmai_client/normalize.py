@@ -1,64 +1,44 @@
 """Answer normalization: a model's free text -> option letter(s). Pure functions, no I/O.
 
-This module owns the reference extraction protocol (VLMEvalKit's ``can_infer_option`` /
-``can_infer_text`` as stated in DESIGN.md), our documented improvements on top of it, the
-multi-answer extraction, the answer-key parser, and the LLM-judge prompt.
+Two extractions, kept apart:
 
-Single-answer rules, in order. Rules 1-4 are the reference, reproduced exactly so that the same
-raw answer gets the same letter as in published runs:
+``extract`` is the **reference** (the headline): VLMEvalKit's ``can_infer`` exactly, as restated in
+``reference``. The same answers give the same letters as VLMEvalKit's exact-matching evaluation.
+Rules: ``refusal`` (a refusal phrase -> Z), ``option_token`` (one option letter among the last four
+tokens), ``z_token`` (a bare Z), ``option_text`` (exactly one option's text occurs), else ``none``.
 
-1. ``refusal``      a reference refusal phrase anywhere in the answer -> Z (refused).
-2. ``option_token`` replace each of ``.()[],:;!*#{}`` by a space and split on whitespace. If exactly
-                    one option letter occurs as a token and its first occurrence is among the last
-                    four tokens, that letter. ``z_token``: no option letter but a ``Z`` token -> Z.
-3. ``answer_is``    the first match of ``(?i)(?:correct\\s+)?answer\\s+is\\s+\\**([ABCD])\\**``, if its
-                    (upper-cased) letter is an option. Faithfully including the reference's quirk
-                    that ``(?i)`` also matches a lower-case word start: "the answer is based on ..."
-                    reads as B, exactly as the reference reads it.
-4. ``option_text``  if the lower-cased answer is at most twice as long as all option texts
-                    together, and exactly one option's lower-cased text occurs in it, that option.
+``extract_lenient`` is a second, named extraction (the ``lenient`` columns of every report): the
+reference first, and only where it finds nothing, rules that read answers VLMEvalKit leaves
+unread. It is never mixed into the headline. Its extra rules, each conservative (a wrong letter
+is worse than "unparsed"), on the stripped answer:
 
-The answer is stripped first, as the reference does before matching. The reference's
-``"Failed to obtain answer via API"`` check is not reproduced: here an API failure is an error
-record and never reaches ``extract``. Neither is the reference's random-letter fallback.
+- ``answer_is``        the first "(correct) answer is X" (A-D), as some VLMEvalKit versions read it.
+- ``answer_is_e``      the same for option E, unless the E starts a word ("the answer is either").
+- ``final_answer``     the LAST "final answer: X" / "answer: (x)" / "correct option: X" marker; the
+                       letter must be closed by ")", "]" or "**", or be followed by punctuation, the
+                       end of a line, or that option's text.
+- ``article_a``        a sentence-initial "A" followed by a lower-case noun-like word ("A lesion is
+                       visible ...") is an article, not option A: drop those and apply the letter rule.
+- ``option_text``      the text rule on the stripped answer (the reference does not strip).
+- ``option_text_span`` several option texts occur but all but one lie inside a longer option's text
+                       ("abnormal" contains "normal").
+- ``lone_lowercase``   the whole answer is one lower-case option letter: "b", "(b)", "b)", "b.".
 
-Our improvements run only when rules 1-4 find nothing, so wherever the reference finds a letter
-ours is the same one. Each is deliberately conservative (a wrong letter is worse than "unparsed"):
-
-5. ``answer_is_e``      rule 3 extended to option E (the reference regex covers A-D only), with a
-                        guard that the E is not the start of a word ("the answer is either ...").
-6. ``final_answer``     the LAST "final answer: X" / "answer: (x)" / "answer is (X)" /
-                        "correct option: X" marker; the letter must be closed by ")", "]" or "**",
-                        or be followed by punctuation, the end of a line, or that option's text.
-7. ``article_a``        a sentence-initial "A" followed by a lower-case noun-like word ("A lesion
-                        is visible ...") is an article, not option A: drop those tokens and apply
-                        rule 2 again. Words that read like a verb or connector after an option
-                        letter ("A is", "A seems", "A and", "A correctly ...") keep the "A".
-8. ``option_text_span`` rule 4 where several option texts occur but all occurrences but one
-                        option's lie inside a longer option's text ("abnormal" contains "normal").
-9. ``lone_lowercase``   the whole answer is one lower-case option letter: "b", "(b)", "b)", "b.".
-
-Otherwise ``unparsed`` with rule ``none`` (``empty`` for a blank answer). Never a random letter.
-
-Multi-answer extraction (``multi=True``, items with several correct letters) has no reference to
-agree with (VLMEvalKit scores single answers only), so it is our own, conservative design:
+Multi-answer items (a key with several letters) have no reference to agree with (VLMEvalKit scores
+them as single answers, always wrong), so their lenient extraction is our own design:
 
 1. ``refusal``      as above.
-2. ``letter_list``  the answer, split as in rule 2 (also on ``/``, ``&`` and quotes), consists only of
-                    option letters and filler words (the, answer(s), is, are, and, correct,
-                    option(s), choice(s), final, both): "A,C", "A, C", "**A**, **C**", "The answers
-                    are B and D." -> the sorted distinct letters. Lower-case letters are accepted here
-                    only because nothing but letters and filler remains ("a, c").
-                    ``z_token``: the same, but the only letter is Z -> Z (refused).
-   ``letter_run``   the same, with one glued run of distinct upper-case letters in increasing order
-                    ("AC", "The answers are ACD") -> those letters.
+2. ``letter_list``  the answer, split as in the letter rule (also on ``/``, ``&`` and quotes), holds
+                    only option letters and filler words (the, answer(s), is, are, and, correct,
+                    option(s), choice(s), final, both): "A,C", "**A**, **C**", "The answers are B
+                    and D." -> the sorted distinct letters. ``z_token``: the only letter is Z.
+   ``letter_run``   one glued run of distinct upper-case letters in increasing order ("AC").
 3. ``answer_list``  the LAST "answer(s) is/are: <list>" marker followed by a list of upper-case
-                    letters separated by commas, semicolons, slashes, "&", "and" or spaces, which
-                    ends the line or a sentence: "... Therefore the correct answers are A, C and D."
+                    letters that ends the line or a sentence.
 4. ``option_text``  only when no option letter occurs as a token: every option whose text occurs
-                    (with rule 4's length guard, and rule 8's longer-text shadowing).
+                    (with the length guard and longer-text shadowing).
 
-Otherwise ``unparsed``. A multi-answer prediction is a set: scoring computes ACC_mcq and Recall_mcq.
+A multi-answer prediction is a set: metrics compute ACC_mcq and Recall_mcq from it.
 """
 
 from __future__ import annotations
@@ -66,28 +46,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
+from gmai_client import reference
 from gmai_client.types import REFUSED_LETTER, Extraction
 
 Options = Sequence[tuple[str, str]]
 
-#: Phrases the reference treats as a refusal wherever they occur (case-sensitive, as there).
-REFUSAL_PHRASES: tuple[str, ...] = (
-    "Sorry, I can't help with images of people yet.",
-    "I can't process this file.",
-    "I'm sorry, but without the image provided",
-    "Cannot determine the answer",
-)
-
-#: The characters the reference turns into spaces before splitting an answer into tokens.
-REFERENCE_PUNCTUATION = ".()[],:;!*#{}"
-
-_REFERENCE_TABLE = str.maketrans(dict.fromkeys(REFERENCE_PUNCTUATION, " "))
 # Multi-answer lists also come as "A/C", "A & C" or "'A', 'C'": split on those too.
-_MULTI_TABLE = str.maketrans(dict.fromkeys(REFERENCE_PUNCTUATION + "/&\"'`", " "))
+_MULTI_TABLE = str.maketrans(dict.fromkeys(reference.PUNCTUATION + "/&\"'`", " "))
 
-# Rule 3, verbatim from the reference (A-D only, first match, case-insensitive).
+# "answer is X" as some VLMEvalKit versions read it (A-D only, first match, case-insensitive).
 _ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
-# Improvement 5: the same for E, but "the answer is either/evident/..." must not read as E.
+# The same for E, but "the answer is either/evident/..." must not read as E.
 _ANSWER_IS_E = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**(E)\**(?![A-Za-z0-9]|\.[A-Za-z])")
 
 # Improvement 6: an explicit answer marker, then one letter, optionally wrapped.
@@ -136,28 +105,45 @@ _ANSWER_LIST = re.compile(
 )
 _UPPER_LETTER = re.compile(r"[A-E]")
 
-_KEY_SEPARATORS = re.compile(r"[\s,;]+")
-_KEY_LETTERS = frozenset("ABCDE")
+
+def extract(answer: str, options: Options) -> Extraction:
+    """The reference letter: what VLMEvalKit's exact matching reads from ``answer`` (the headline).
+
+    ``options`` are the item's (letter, text) pairs in letter order, texts as pandas reads them.
+    """
+    text = reference.answer_as_read_back(answer)
+    letter = reference.infer_option(text, [letter for letter, _ in options])
+    if letter == REFUSED_LETTER:
+        refused = any(phrase in text for phrase in reference.REFUSAL_PHRASES)
+        return Extraction((REFUSED_LETTER,), "refused", "refusal" if refused else "z_token")
+    if letter is not None:
+        return Extraction((letter,), "ok", "option_token")
+    letter = reference.infer_text(text, options)
+    if letter is not None:
+        return Extraction((letter,), "ok", "option_text")
+    return Extraction((), "unparsed", "empty" if not answer.strip() else "none")
 
 
-def extract(answer: str, options: Options, *, multi: bool = False) -> Extraction:
-    """Map a model's free-text answer to option letter(s) (see the module docstring for the rules).
+def extract_lenient(answer: str, options: Options, *, multi: bool = False) -> Extraction:
+    """The lenient letter(s): the reference, then the extra rules where it finds nothing.
 
-    ``options`` are the item's (letter, text) pairs in letter order. ``multi`` selects the
-    multi-answer rules, for items whose key holds several letters.
+    ``multi`` selects the multi-answer rules, for items whose key holds several letters.
     """
     text = answer.strip()
-    if not text:
-        return Extraction((), "unparsed", "empty")
-    if any(phrase in text for phrase in REFUSAL_PHRASES):
-        return Extraction((REFUSED_LETTER,), "refused", "refusal")
     options = tuple((letter, str(option_text)) for letter, option_text in options)
     if multi:
+        if not text:
+            return Extraction((), "unparsed", "empty")
+        if any(phrase in text for phrase in reference.REFUSAL_PHRASES):
+            return Extraction((REFUSED_LETTER,), "refused", "refusal")
         return _extract_multi(text, options)
-    found = _reference(text, options) or _improvements(text, options)
-    if found is None:
+    found = extract(answer, options)
+    if found.status != "unparsed" or not text:
+        return found
+    better = _improvements(text, options)
+    if better is None:
         return Extraction((), "unparsed", "none")
-    letter, rule = found
+    letter, rule = better
     if letter == REFUSED_LETTER:
         return Extraction((REFUSED_LETTER,), "refused", rule)
     return Extraction((letter,), "ok", rule)
@@ -168,106 +154,32 @@ def format_letters(letters: Iterable[str]) -> str:
     return ",".join(letters)
 
 
-def parse_key(text: str) -> tuple[str, ...]:
-    """Parse an answer-key cell into sorted distinct letters: "A", "A,C", "A, C", "A;C", "A C", "AC".
-
-    Only upper-case A-E are accepted; a glued run ("AC") is read letter by letter. Anything else
-    (empty, lower case, other letters or words, a repeated letter) raises ``ValueError``: a key
-    that cannot be read is a data error, never a guess.
-    """
-    cell = text.strip()
-    parts = [part for part in _KEY_SEPARATORS.split(cell) if part]
-    if not parts:
-        raise ValueError("empty answer key")
-    letters = [letter for part in parts for letter in part]
-    bad = [letter for letter in letters if letter not in _KEY_LETTERS]
-    if bad:
-        raise ValueError(f"answer key {text!r} is not a list of letters A-E (found {bad[0]!r})")
-    if len(set(letters)) != len(letters):
-        raise ValueError(f"answer key {text!r} repeats a letter")
-    return tuple(sorted(letters))
-
-
-def judge_prompt(question: str, options: Options, answer: str) -> str:
-    """The reference LLM-judge prompt (VLMEvalKit ``build_prompt``) for one answer.
-
-    The instruction and the two worked examples are kept word for word, quirks included ("Your
-    should", the "?" appended to the question), because the judge's letters depend on them. One
-    difference: for an item with an option E the list of valid letters reads "A, B, C, D, E" (the
-    reference always says "A, B, C, D"). The judge's reply goes through ``extract`` again.
-    """
-    letters = [letter for letter, _ in options]
-    valid = "A, B, C, D" if set(letters) <= set("ABCD") else ", ".join(sorted(set(letters) | set("ABCD")))
-    option_block = "There are several options: \n" + "".join(
-        f"{letter}. {option_text}\n" for letter, option_text in options
-    )
-    example_options = "A. teddy bear B. rabbit C. cat D. dog"
-    return (
-        "You are an AI assistant who will help me to match an answer with several options of a "
-        "single-choice question. You are provided with a question, several options, and an answer, "
-        "and you need to find which option is most similar to the answer. If the meaning of all "
-        "options are significantly different from the answer, output Z. Your should output a single "
-        f"uppercase character in {valid} (if they are valid options), and Z. \n"
-        "Example 1: \n"
-        f"Question: What is the main object in image?\nOptions: {example_options}\n"
-        "Answer: a cute teddy bear\nYour output: A\n"
-        "Example 2: \n"
-        f"Question: What is the main object in image?\nOptions: {example_options}\n"
-        "Answer: Spider\nYour output: Z\n"
-        "Example 3: \n"
-        f"Question: {question}?\nOptions: {option_block}\nAnswer: {answer.strip()}\nYour output: "
-    )
-
-
-# --------------------------------------------------------------------------- single answer
-
-
-def _reference_tokens(text: str) -> list[str]:
-    return text.translate(_REFERENCE_TABLE).split()
+# --------------------------------------------------------------------------- lenient single answer
 
 
 def _unique_token_letter(tokens: Sequence[str], letters: Sequence[str]) -> str | None:
-    """Rule 2's core: the one option letter among ``tokens``, if it is among the last four."""
+    """The letter rule's core: the one option letter among ``tokens``, if it is among the last four."""
     present = [letter for letter in letters if letter in tokens]
     if len(present) == 1 and tokens.index(present[0]) > len(tokens) - 5:
         return present[0]
     return None
 
 
-def _reference(text: str, options: Options) -> tuple[str, str] | None:
-    """Rules 2-4 (rule 1 is shared with multi-answer extraction and applied by the caller)."""
-    letters = [letter for letter, _ in options]
-    tokens = _reference_tokens(text)
-    letter = _unique_token_letter(tokens, letters)
-    if letter is not None:
-        return letter, "option_token"
-    if not any(letter in tokens for letter in letters) and REFUSED_LETTER in tokens:
-        return REFUSED_LETTER, "z_token"
-    # Only the first match counts: if its letter is not an option the reference gives up here.
-    match = _ANSWER_IS.search(text)
-    if match and match.group(1).upper() in letters:
-        return match.group(1).upper(), "answer_is"
-    candidates = _text_candidates(text, options)
-    if candidates is not None and len(candidates) == 1:
-        return candidates[0], "option_text"
-    return None
-
-
 def _text_candidates(text: str, options: Options) -> list[str] | None:
-    """Options whose lower-cased text occurs in the lower-cased answer; None if the answer is too long.
-
-    The reference compares the length of the lower-cased answer with the summed lengths of the
-    option texts as given; both are kept. Empty option texts are skipped (the reference never has
-    them: its reader drops empty options, as ours does).
-    """
-    lowered = text.lower()
-    if len(lowered) > 2 * sum(len(option_text) for _, option_text in options):
+    """Options whose (non-empty) lower-cased text occurs in the lower-cased answer; None if too long."""
+    candidates = reference.text_candidates(text, options)
+    if candidates is None:
         return None
-    return [letter for letter, option_text in options if option_text and option_text.lower() in lowered]
+    return [letter for letter in candidates if dict(options)[letter]]
 
 
 def _improvements(text: str, options: Options) -> tuple[str, str] | None:
     letters = [letter for letter, _ in options]
+
+    # Only the first match counts: if its letter is not an option that reading gives up.
+    match = _ANSWER_IS.search(text)
+    if match and match.group(1).upper() in letters:
+        return match.group(1).upper(), "answer_is"
 
     match = _ANSWER_IS_E.search(text)
     if match and "E" in letters:
@@ -282,6 +194,8 @@ def _improvements(text: str, options: Options) -> tuple[str, str] | None:
         return letter, "article_a"
 
     candidates = _text_candidates(text, options)
+    if candidates is not None and len(candidates) == 1:
+        return candidates[0], "option_text"
     if candidates is not None and len(candidates) > 1:
         unshadowed = _unshadowed(text.lower(), options, candidates)
         if len(unshadowed) == 1:
@@ -328,7 +242,7 @@ def _without_article_a(text: str, letters: Sequence[str]) -> str | None:
     chars = list(text)
     for position in articles:
         chars[position] = " "
-    return _unique_token_letter(_reference_tokens("".join(chars)), letters)
+    return _unique_token_letter(reference.tokens("".join(chars)), letters)
 
 
 def _unshadowed(lowered: str, options: Options, candidates: Sequence[str]) -> list[str]:

@@ -4,7 +4,8 @@ This module owns the prompt text (the reference VLMEvalKit multiple-choice promp
 template) and the cheap image pass-through: base64 is decoded and the format sniffed from magic
 bytes, but pixels are never decoded here (no PIL): backends receive the dataset's bytes unchanged.
 
-The reference prompt, images first and then this text::
+The reference prompt (VLMEvalKit's ``ImageMCQDataset.build_prompt``), images first and then this
+text, character for character: cells as pandas reads them, surrounding whitespace kept::
 
     Hint: {hint}                      (only when the item has a hint)
     Question: {question}
@@ -14,10 +15,10 @@ The reference prompt, images first and then this text::
     ...
     Please select the correct answer from the options above. ⏎   (note the space before the newline)
 
-Multi-answer items (a key with several letters) get the paper's instruction ``MULTI_ANSWER_SUFFIX``
-followed by a newline *in place of* the single-answer sentence: asking for "the correct answer" and
-then for "all correct answers" would contradict itself. An item is multi-answer only when its key
-says so, so TEST items (no key) always get the single-answer prompt.
+VLMEvalKit sends that prompt for every item, multi-answer keys included, and so does this module
+by default. ``multi_answer_instruction=True`` switches items whose key has several letters to the
+paper's multi-answer instruction (``MULTI_ANSWER_SUFFIX`` and a newline, *in place of* the
+single-answer sentence); TEST items (no key) always get the single-answer prompt.
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ _WHITESPACE = re.compile(r"\s+")
 _DEFAULT_PARAMS = SamplingParams()  # frozen: one shared default is safe
 
 
-def render_prompt(item: Item, template: str | None = None) -> str:
+def render_prompt(item: Item, template: str | None = None, *, multi_answer_instruction: bool = False) -> str:
     """The prompt text for ``item``: the reference prompt, or ``template`` filled in."""
+    multi = multi_answer_instruction and item.is_multi_answer
     fields = {
         "hint": f"Hint: {item.hint}\n" if item.hint else "",
         "question": item.question,
         "options": "".join(f"{letter}. {text}\n" for letter, text in item.options),
-        "instruction": MULTI_ANSWER_SUFFIX + "\n" if item.is_multi_answer else SINGLE_ANSWER_INSTRUCTION,
+        "instruction": MULTI_ANSWER_SUFFIX + "\n" if multi else SINGLE_ANSWER_INSTRUCTION,
     }
     if template is None:
         return DEFAULT_TEMPLATE.format(**fields)
@@ -111,13 +113,14 @@ def build_request(
     template: str | None = None,
     params: SamplingParams = _DEFAULT_PARAMS,
     system: str = "",
+    multi_answer_instruction: bool = False,
 ) -> Request:
     """Turn ``item`` into a ``Request``: prompt text, decoded image bytes with their MIME types.
 
     A bad image (not base64, or not PNG/JPEG/GIF/WebP/BMP bytes) raises ``DataError`` naming the
     item's file, row, index and the field ``image``.
     """
-    text = render_prompt(item, template)
+    text = render_prompt(item, template, multi_answer_instruction=multi_answer_instruction)
     count = len(item.images_b64)
     images = tuple(_decode_image(item, b64, number, count) for number, b64 in enumerate(item.images_b64, 1))
     return Request(

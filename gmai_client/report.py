@@ -8,8 +8,9 @@
         report.md          the same tables in Markdown
         report.html        one self-contained page: charts, heatmap, lexical tree, gallery (html_report.py)
         plots/             the per-view charts as PNG and SVG, when matplotlib is installed (plots.py)
-        predictions/<model>.tsv   index, prediction, letter: the form the benchmark's authors
-                                  take for scoring TEST predictions (no key ships with TEST)
+        predictions/<model>.xlsx  VLMEvalKit's prediction file (every dataset column but the image,
+                                  plus ``prediction``): what its evaluation reads, and what the
+                                  benchmark's authors take for TEST; ``<model>.tsv`` is its twin
 
 ``render(run_dir)`` re-renders all of it from records.jsonl without calling any model
 (``python -m gmai_client report RUN_DIR``), optionally re-scoring the raw answers.
@@ -34,7 +35,16 @@ from rich.table import Table
 from gmai_client.config import RunConfig
 from gmai_client.errors import redact
 from gmai_client.html_report import read_run_json, write_visual_reports
-from gmai_client.metrics import VIEW_FIELDS, Comparison, GroupStats, ModelMetrics, compare, compute_metrics
+from gmai_client.metrics import (
+    GROUP_FIELDS,
+    VIEW_FIELDS,
+    Comparison,
+    GroupStats,
+    ModelMetrics,
+    compare,
+    compute_metrics,
+)
+from gmai_client.predictions import PREDICTIONS_DIR, write_prediction_files
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.scoring import rescore
 from gmai_client.types import Record
@@ -114,10 +124,12 @@ def write_reports(
         _write_json(run_dir / "metrics.json", metrics, comparison, extra or {}),
         _write_csv(run_dir / "metrics.csv", metrics),
         _write_markdown(run_dir / "report.md", metrics, comparison),
-        *_write_predictions(run_dir / "predictions", records),
+        *write_prediction_files(run_dir / PREDICTIONS_DIR, records),
     ]
     console = console or terminal_console()
     print_tables(metrics, comparison, console)
+    for line in incomplete_lines(metrics, run_dir):
+        console.print(f"[bold yellow]{escape(line)}")
     # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
     written += write_visual_reports(run_dir, records, metrics, comparison, extra=extra, console=console)
     return [str(path) for path in written]
@@ -178,10 +190,16 @@ def metrics_to_dict(metrics: dict[str, ModelMetrics], comparison: Comparison | N
             "output_tokens": m.output_tokens,
             "mean_latency_s": m.mean_latency_s,
             "cached": m.cached,
+            "incomplete": m.incomplete,
         }
+        if m.incomplete:
+            models[label]["note"] = (
+                f"incomplete: {m.overall.errored} item(s) got no answer; 'accuracy' counts them wrong "
+                "(VLMEvalKit's figure), 'answered_accuracy' leaves them out"
+            )
         if not m.has_key:
             models[label]["note"] = "no answer key in this split: predictions only, no accuracy"
-    payload: dict[str, Any] = {"models": models}
+    payload: dict[str, Any] = {"protocol": PROTOCOL, "models": models}
     if comparison is not None:
         payload["comparison"] = {
             "reference": comparison.reference,
@@ -212,6 +230,11 @@ _CSV_COLUMNS = (
     "accuracy",
     "ci_low",
     "ci_high",
+    "keyed",
+    "answered_accuracy",
+    "lenient_correct",
+    "lenient_accuracy",
+    "differs",
 )
 
 
@@ -237,6 +260,11 @@ def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
                         _num(s.accuracy),
                         _num(s.ci_low),
                         _num(s.ci_high),
+                        s.keyed,
+                        _num(s.answered_accuracy),
+                        s.lenient_correct,
+                        _num(s.lenient_accuracy),
+                        s.differs,
                     ]
                 )
     return path
@@ -244,28 +272,6 @@ def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
-
-
-def _write_predictions(folder: Path, records: list[Record]) -> list[Path]:
-    folder.mkdir(exist_ok=True)
-    by_model: dict[str, list[Record]] = {}
-    for record in records:
-        by_model.setdefault(record.model, []).append(record)
-    paths = []
-    for label, rows in by_model.items():
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
-        path = folder / f"{safe}.tsv"
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(["index", "prediction", "letter", "status"])
-            for r in sorted(rows, key=lambda r: _index_key(r.index)):
-                writer.writerow([r.index, r.prediction or "", ",".join(r.letters), r.status])
-        paths.append(path)
-    return paths
-
-
-def _index_key(index: str) -> tuple[int, str]:
-    return (int(index), "") if index.isdigit() else (1 << 62, index)
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -285,6 +291,16 @@ def _delta(value: float | None) -> str:
     return "" if value is None else f"{100 * value:+.2f}"
 
 
+#: What the figures mean, in every output that carries them.
+PROTOCOL = {
+    "headline": "acc: VLMEvalKit's exact-matching evaluation (can_infer, hit = letter equals the answer cell); "
+    "items that got no answer count as wrong, as there. Comparable with the paper's tables.",
+    "answered": "acc over answered items only (differs from acc only when items errored: the run is incomplete)",
+    "lenient": "a second extraction (the reference plus rules for answers VLMEvalKit cannot read; multi-answer "
+    "items by set match). Not comparable with published figures.",
+}
+
+
 def overall_rows(metrics: dict[str, ModelMetrics]) -> list[list[str]]:
     rows = []
     for label, m in metrics.items():
@@ -295,11 +311,13 @@ def overall_rows(metrics: dict[str, ModelMetrics]) -> list[list[str]]:
                 _pct(o.accuracy),
                 _interval(o),
                 str(o.n),
-                str(o.scored),
                 str(o.correct),
                 str(o.unparsed),
                 str(o.refused),
                 str(o.errored),
+                _pct(o.answered_accuracy) if o.errored else "",
+                _pct(o.lenient_accuracy),
+                str(o.differs),
                 _pct(m.mcq.acc_mcq) if m.mcq.n else "",
                 _pct(m.mcq.recall_mcq) if m.mcq.n else "",
             ]
@@ -312,14 +330,32 @@ _OVERALL_HEADER = [
     "acc %",
     "95% CI",
     "n",
-    "scored",
     "correct",
     "unparsed",
     "refused",
     "errored",
+    "answered-only acc %",
+    "lenient acc % (not comparable)",
+    "lenient differs",
     "ACC_mcq",
     "Recall_mcq",
 ]
+
+
+def incomplete_lines(metrics: dict[str, ModelMetrics], run_dir: Path) -> list[str]:
+    """What every output says when items got no answer: both figures and how to finish the run."""
+    lines = []
+    for label, m in metrics.items():
+        if not m.incomplete:
+            continue
+        o = m.overall
+        lines.append(
+            f"INCOMPLETE: {label}: {o.errored} of {o.n} items got no answer. acc {_pct(o.accuracy)}% counts them "
+            f"wrong (VLMEvalKit's figure); over the {o.scored} answered items: {_pct(o.answered_accuracy)}%."
+        )
+    if lines:
+        lines.append(f"Finish the run with: python -m gmai_client run --resume {run_dir} --retry-errors")
+    return lines
 
 
 def view_rows(
@@ -357,7 +393,7 @@ def view_rows(
 
 
 def print_tables(metrics: dict[str, ModelMetrics], comparison: Comparison | None, console: Console) -> None:
-    table = Table(title="GMAI-MMBench accuracy (micro, per question)")
+    table = Table(title="GMAI-MMBench accuracy (micro, per question; acc = VLMEvalKit's exact matching)")
     for column in _OVERALL_HEADER:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in overall_rows(metrics):
@@ -398,16 +434,20 @@ def _write_markdown(path: Path, metrics: dict[str, ModelMetrics], comparison: Co
     parts = [
         "# GMAI-MMBench evaluation",
         "",
-        "Accuracy in %, micro-averaged per question; errored items are "
-        "excluded from accuracy and counted; unparsed and refused answers count as wrong.",
+        "Accuracy in %, micro-averaged per question. **acc** is VLMEvalKit's exact-matching evaluation, the "
+        "figure comparable with the paper's tables: unparsed and refused answers and items that got no answer "
+        "count as wrong. *lenient* is a second extraction that reads more answer styles; it is not comparable "
+        "with published figures.",
         "",
         _markdown_table(_OVERALL_HEADER, overall_rows(metrics)),
         "",
     ]
+    for line in incomplete_lines(metrics, path.parent):
+        parts += [f"**{line}**", ""]
     for label, m in metrics.items():
         if not m.has_key:
             parts += [f"*{label}: no answer key in this split: predictions only.*", ""]
-    for _, view in VIEW_FIELDS:
+    for _, view in GROUP_FIELDS:
         header, rows = view_rows(metrics, view, comparison)
         parts += [f"## By {view}", "", _markdown_table(header, rows), ""]
     if comparison is not None:

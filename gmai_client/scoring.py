@@ -1,7 +1,14 @@
 """Turns one item's outcome (an answer or an error) into a ``Record``: the unit metrics work on.
 
-An API failure is an *error* record (excluded from accuracy, counted); an answer no rule can read
-is *unparsed* and counts as wrong, visibly. Neither ever becomes a guessed letter.
+Every answer is read twice: by the reference extraction (VLMEvalKit's reading: the headline
+``letters``/``status``/``correct``) and by the lenient one (the ``lenient_*`` fields, reported
+beside the headline, never in it). The reference's hit is VLMEvalKit's: the letter equals the
+answer cell exactly. The lenient hit is a set match against the parsed key (multi-answer items
+included).
+
+An API failure is an *error* record: the headline counts it wrong, as VLMEvalKit does (its
+prediction there is the failure text), and the reports also show accuracy over answered items.
+Neither an error nor an unreadable answer ever becomes a guessed letter.
 """
 
 from __future__ import annotations
@@ -9,7 +16,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gmai_client.errors import redact
-from gmai_client.normalize import extract
+from gmai_client.normalize import extract, extract_lenient
+from gmai_client.reference import is_hit
 from gmai_client.types import BadRow, Extraction, Item, Record, Response
 
 
@@ -18,28 +26,20 @@ def score_answer(
     model: str,
     response: Response,
     *,
-    extraction: Extraction | None = None,
     latency_s: float = 0.0,
     attempts: int = 1,
     retries: tuple[str, ...] = (),
     cached: bool = False,
 ) -> Record:
-    """A record for an answer. ``extraction`` overrides the rules (the judge's verdict, say)."""
-    if extraction is None:
-        extraction = extract(response.text, item.options, multi=item.is_multi_answer)
-    correct = None
-    if item.answer is not None:
-        correct = extraction.status == "ok" and set(extraction.letters) == set(item.answer)
+    """A record for an answer, read by both extractions."""
     usage = response.usage
-    return Record(
+    record = Record(
         index=item.index,
         model=model,
-        status=extraction.status,
+        status="ok",
         prediction=response.text,
-        letters=extraction.letters,
         answer=item.answer,
-        correct=correct,
-        rule=extraction.rule,
+        answer_cell=item.answer_cell,
         latency_s=round(latency_s, 4),
         input_tokens=usage.input_tokens if usage else None,
         output_tokens=usage.output_tokens if usage else None,
@@ -48,6 +48,14 @@ def score_answer(
         cached=cached,
         **_groups(item),
     )
+    return rescore(record)
+
+
+def with_reference(record: Record, extraction: Extraction) -> Record:
+    """``record`` with ``extraction`` as its reference reading (the judge's verdict, say)."""
+    letter = extraction.letters[0] if extraction.letters else None
+    correct = None if record.answer is None else is_hit(letter, record.answer_cell)
+    return replace(record, status=extraction.status, letters=extraction.letters, rule=extraction.rule, correct=correct)
 
 
 def score_error(
@@ -58,7 +66,7 @@ def score_error(
     kind = getattr(error, "kind", type(error).__name__)
     if isinstance(item, BadRow):
         return Record(
-            index=item.source.index or f"row{item.source.row}",
+            index=item.record_index,
             model=model,
             status="error",
             prediction=None,
@@ -72,6 +80,9 @@ def score_error(
         status="error",
         prediction=None,
         answer=item.answer,
+        answer_cell=item.answer_cell,
+        correct=None if item.answer is None else False,
+        lenient_correct=None if item.answer is None else False,
         error=redact(str(error) or type(error).__name__),
         error_kind=str(kind),
         latency_s=round(latency_s, 4),
@@ -81,7 +92,7 @@ def score_error(
     )
 
 
-def _groups(item: Item) -> dict[str, str]:
+def _groups(item: Item) -> dict:
     return {
         "task": item.task,
         "department": item.department,
@@ -90,15 +101,26 @@ def _groups(item: Item) -> dict[str, str]:
         "category": item.category,
         "source": str(item.source),
         "options": item.options,
+        "row": item.row,
     }
 
 
 def rescore(record: Record) -> Record:
-    """Re-apply the extraction rules to a stored record (``report --rescore``); errors stay errors."""
+    """Apply both extractions to a record's answer (also ``report --rescore``); errors stay errors."""
     if record.status == "error" or record.prediction is None:
         return record
-    extraction = extract(record.prediction, record.options, multi=record.is_multi_answer)
-    correct = None
+    lenient = extract_lenient(record.prediction, record.options, multi=record.is_multi_answer)
+    lenient_correct = None
     if record.answer is not None:
-        correct = extraction.status == "ok" and set(extraction.letters) == set(record.answer)
-    return replace(record, status=extraction.status, letters=extraction.letters, rule=extraction.rule, correct=correct)
+        lenient_correct = lenient.status == "ok" and set(lenient.letters) == set(record.answer)
+    record = replace(
+        record,
+        lenient_letters=lenient.letters,
+        lenient_status=lenient.status,
+        lenient_rule=lenient.rule,
+        lenient_correct=lenient_correct,
+    )
+    found = extract(record.prediction, record.options)
+    if found.status == "unparsed" and record.rule.startswith("judge"):
+        return record  # the rules still cannot read it: the judge's verdict stands
+    return with_reference(record, found)

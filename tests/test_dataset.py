@@ -66,7 +66,8 @@ def test_reads_items_with_metadata_and_case_insensitive_header(tmp_path: Path) -
     (item,) = read(path)
     assert isinstance(item, Item)
     assert item.index == "7"
-    assert item.options == (("A", "cat"), ("B", "dog"), ("C", "cow"))  # empty and "none" cells dropped
+    # The empty cell is missing; lowercase "none" is an option, as pandas reads it.
+    assert item.options == (("A", "cat"), ("B", "dog"), ("C", "cow"), ("E", "none"))
     assert item.answer == ("A",)
     assert (item.task, item.department, item.granularity, item.modality, item.category) == (
         "Disease Diagnosis",
@@ -116,6 +117,100 @@ def test_bad_rows_are_reported_and_the_rest_goes_on(tmp_path: Path) -> None:
     assert str(bad["3"]).startswith(f"{tmp_path / 'v.tsv'}, row 3, index 3")
 
 
+@pytest.mark.parametrize("cell", ["", "N/A", "NA", "n/a", "null", "NULL", "None", "nan", "NaN", "<NA>", "#N/A"])
+def test_cells_pandas_reads_as_missing_are_no_option(tmp_path: Path, cell: str) -> None:
+    (item,) = read(write_rows(tmp_path / "v.tsv", HEADER, [row("1", options=("cat", "dog", cell, "", ""))]))
+    assert item.letters == ("A", "B")
+
+
+@pytest.mark.parametrize("cell", ["none", " NA", "Na", "-", "0"])
+def test_cells_pandas_keeps_are_options_and_can_be_the_answer(tmp_path: Path, cell: str) -> None:
+    (item,) = read(write_rows(tmp_path / "v.tsv", HEADER, [row("1", options=("cat", "dog", cell, "", ""), answer="C")]))
+    assert item.options[2] == ("C", cell) and item.answer == ("C",)
+
+
+def test_whitespace_inside_cells_is_kept_as_pandas_keeps_it(tmp_path: Path) -> None:
+    cells = row("1", options=("  cat ", "dog", "", "", ""), answer=" A")
+    cells[1] = "  Is it a cat?  "
+    (item,) = read(write_rows(tmp_path / "v.tsv", HEADER, [cells]))
+    assert item.question == "  Is it a cat?  "
+    assert item.options[0] == ("A", "  cat ")
+    assert item.answer == ("A",) and item.answer_cell == " A"  # the reference never hits " A"
+
+
+def test_the_row_keeps_every_cell_but_the_image_for_the_prediction_file(tmp_path: Path) -> None:
+    (item,) = read(write_rows(tmp_path / "v.tsv", HEADER, [row("1", options=("cat", "dog", "N/A", "", ""))]))
+    assert [name for name, _ in item.row] == [name for name in HEADER if name != "image"]
+    assert dict(item.row)["C"] == "N/A" and dict(item.row)["original task"] == "orig"
+
+
+def test_a_stray_quote_fails_its_row_and_every_later_row_is_read(tmp_path: Path) -> None:
+    rows = [row(str(i)) for i in range(1, 601)]
+    rows[9][1] = '"What is shown?'  # an unclosed quote at the start of the question of row 10
+    entries = read(write_rows(tmp_path / "v.tsv", HEADER, rows))
+    assert len(entries) == 600
+    (bad,) = [e for e in entries if isinstance(e, BadRow)]
+    assert (bad.source.row, bad.field) == (10, "question") and "never closed" in bad.message
+    assert [e.index for e in entries if isinstance(e, Item)] == [str(i) for i in range(1, 601) if i != 10]
+
+
+def test_two_stray_quotes_rows_apart_fail_only_their_row(tmp_path: Path) -> None:
+    rows = [row(str(i)) for i in range(1, 8)]
+    rows[1][1] = '"Question two'
+    rows[3][1] = 'Question four"'  # a quote at the end closes nothing in pandas' reading ...
+    rows[4][1] = '"Question five'  # ... but two opening quotes could pair up across rows
+    entries = read(write_rows(tmp_path / "v.tsv", HEADER, rows))
+    assert [e.source.row for e in entries if isinstance(e, BadRow)] == [2, 5]
+    assert [e.index for e in entries if isinstance(e, Item)] == ["1", "3", "4", "6", "7"]
+
+
+def test_duplicate_index_fails_the_later_row_naming_the_first(tmp_path: Path) -> None:
+    entries = read(write_rows(tmp_path / "v.tsv", HEADER, [row("1"), row("2"), row("1")]))
+    assert [type(e).__name__ for e in entries] == ["Item", "Item", "BadRow"]
+    assert "index 1 is used twice: already at row 1" in entries[2].message
+    assert entries[2].record_index == "v.tsv:row3"  # its error record does not replace item 1's
+
+
+def test_duplicate_index_across_files(tmp_path: Path) -> None:
+    first = write_rows(tmp_path / "part_1.tsv", HEADER, [row("1"), row("2")])
+    second = write_rows(tmp_path / "part_2.tsv", HEADER, [row("2"), row("3")])
+    entries = list(iter_items(open_dataset([first, second])))
+    bad = [e for e in entries if isinstance(e, BadRow)]
+    assert [e.index for e in entries if isinstance(e, Item)] == ["1", "2", "3"]
+    assert len(bad) == 1 and f"already at {first}, row 2" in bad[0].message
+
+
+def test_a_utf8_byte_order_mark_before_the_header_is_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "v.tsv"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join("\t".join(r) for r in [HEADER, row("1")]).encode() + b"\n")
+    (item,) = read(path)
+    assert item.index == "1"
+
+
+def test_a_row_that_is_not_utf8_fails_naming_row_and_field(tmp_path: Path) -> None:
+    path = write_rows(tmp_path / "v.tsv", HEADER, [row("1"), row("2"), row("3")])
+    data = path.read_bytes().replace(b"Question 2?", b"Question \xff2?")
+    path.write_bytes(data)
+    entries = read(path)
+    assert [type(e).__name__ for e in entries] == ["Item", "BadRow", "Item"]
+    assert entries[1].field == "question" and "not UTF-8" in entries[1].message and entries[1].source.row == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"PK\x03\x04rest-of-a-zip", "not a TSV: this is a zip archive"),
+        (b"index,question,A,B,answer,image\n1,q,a,b,A,xx\n", "commas and no tabs"),
+        (b"\x00\x01\x02binary", "binary data"),
+    ],
+)
+def test_files_that_are_not_tsv_say_so(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "data.tsv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        open_dataset([path])
+
+
 def test_several_files_stream_in_order(tmp_path: Path) -> None:
     first = write_rows(tmp_path / "part_1.tsv", HEADER, [row("1"), row("2")])
     second = write_rows(tmp_path / "part_2.tsv", HEADER, [row("3")])
@@ -124,7 +219,7 @@ def test_several_files_stream_in_order(tmp_path: Path) -> None:
 
 
 def test_quoted_cells_with_tabs_and_newlines_between_plain_rows(tmp_path: Path) -> None:
-    # Plain rows take the fast split; a row with quotes is handed to the csv module, which must
+    # Plain rows take the fast split; a row with quotes is scanned cell by cell, which must
     # consume exactly the lines its multi-line cell spans and leave the next row intact.
     quoted = row("2", options=('say "cat"', "dog\twith tab", "two\nlines", "", ""))
     path = tmp_path / "v.tsv"

@@ -1,14 +1,14 @@
-"""Tests for gmai_client.normalize: reference rules, our improvements, multi-answer, keys, judge prompt."""
+"""Tests for gmai_client.normalize: the reference letter, the lenient extraction, multi-answer, keys."""
 
 from __future__ import annotations
 
 import itertools
 import random
-import re
 
 import pytest
 
-from gmai_client.normalize import extract, format_letters, judge_prompt, parse_key
+from gmai_client.dataset import parse_key
+from gmai_client.normalize import extract, extract_lenient, format_letters
 from gmai_client.types import Extraction
 
 FOUR = (("A", "pneumonia"), ("B", "healthy bone"), ("C", "tumor"), ("D", "fracture"))
@@ -37,8 +37,10 @@ def unparsed(rule: str = "none") -> Extraction:
 
 # ------------------------------------------------------------------------------- single answer
 
+# Cases for the lenient extraction: wherever the reference reads a letter, that letter (its rules:
+# option_token, z_token, refusal, option_text); elsewhere the lenient rules.
 SINGLE_CASES = [
-    # --- the reference rules (1-4)
+    # --- the reference rules
     ("B", FOUR, ok("B", rule="option_token")),
     ("  D  \n", FOUR, ok("D", rule="option_token")),
     ("The answer is (B).", FOUR, ok("B", rule="option_token")),
@@ -47,16 +49,16 @@ SINGLE_CASES = [
     ("Option [D]: fracture", FOUR, ok("D", rule="option_token")),
     ("healthy bone", FOUR, ok("B", rule="option_text")),
     ("It is a Tumor.", FOUR, ok("C", rule="option_text")),
-    (COT_D, FOUR, ok("D", rule="answer_is")),
-    ("A and B are wrong, the correct answer is **C**, a tumor", FOUR, ok("C", rule="answer_is")),
-    # rule 2: a single letter must be among the last four tokens, else rule 3/4 decide
+    (COT_D, FOUR, ok("D", rule="answer_is")),  # lenient: four letters are tokens, too long for the text rule
+    ("A and B are wrong, the correct answer is **C**, a tumor", FOUR, ok("C", rule="option_text")),
+    # the letter rule: a single letter must be among the last four tokens, else the text rule decides
     ("C is what the image shows since the mass is large", FOUR, unparsed()),
     ("Answer: A lesion", FOUR, ok("A", rule="option_token")),  # the reference reads "A" here
-    # rule 3 is case-insensitive like the reference, quirk included: "based" reads as B
+    # lenient "answer is": case-insensitive as older VLMEvalKit versions read it, quirk included
     ("The answer is based on the image, not on A or C", FOUR, ok("B", rule="answer_is")),
-    # rule 3 needs the letter to be an option; the first match decides
+    # ... and it needs the letter to be an option; the first match decides
     ("The answer is C", TWO, unparsed()),
-    # rule 4's length guard: too long an answer is not matched on option text
+    # the text rule's length guard: too long an answer is not matched on option text
     ("healthy bone " * 10, FOUR, unparsed()),
     ("A or B", FOUR, unparsed()),
     ("Both A and B", FOUR, unparsed()),
@@ -114,43 +116,70 @@ SINGLE_CASES = [
 
 
 @pytest.mark.parametrize(("answer", "options", "expected"), SINGLE_CASES)
-def test_extract_single(answer: str, options: tuple[tuple[str, str], ...], expected: Extraction) -> None:
-    assert extract(answer, options) == expected
+def test_extract_lenient_single(answer: str, options: tuple[tuple[str, str], ...], expected: Extraction) -> None:
+    assert extract_lenient(answer, options) == expected
 
 
 def test_options_may_be_a_list() -> None:
-    assert extract("healthy bone", list(FOUR)) == ok("B", rule="option_text")
+    assert extract_lenient("healthy bone", list(FOUR)) == ok("B", rule="option_text")
+
+
+REFERENCE_CASES = [
+    ("B", FOUR, ok("B", rule="option_token")),
+    ("healthy bone", FOUR, ok("B", rule="option_text")),
+    (COT_D, FOUR, unparsed()),  # VLMEvalKit reads nothing here: four letters, too long for the text rule
+    ("b", FOUR, unparsed()),
+    ("Final answer: B", FOUR, ok("B", rule="option_token")),
+    ("Option A is wrong. Final answer: B", FOUR, unparsed()),  # two letters among the tokens
+    ("Z", FOUR, refused("z_token")),
+    ("Cannot determine the answer", FOUR, refused("refusal")),
+    # the API failure text skips the letter rule; the text rule still reads the option
+    ("Failed to obtain answer via API. B", FOUR, unparsed()),
+    ("Failed to obtain answer via API: tumor", FOUR, ok("C", rule="option_text")),
+    # an empty answer is evaluated as pandas reads it back: the text "nan", which holds option "an"
+    ("", (("A", "an"), ("B", "lesion")), ok("A", rule="option_text")),
+    ("None", (("A", "lesion"), ("B", "nan")), ok("B", rule="option_text")),
+    ("", FOUR, unparsed("empty")),
+    # not stripped: the length limit counts the whitespace ("tumor" + 64 spaces > 2 x 34 characters)
+    ("tumor" + " " * 64, FOUR, unparsed()),
+    ("tumor" + " " * 60, FOUR, ok("C", rule="option_text")),
+]
+
+
+@pytest.mark.parametrize(("answer", "options", "expected"), REFERENCE_CASES)
+def test_extract_reference(answer: str, options: tuple[tuple[str, str], ...], expected: Extraction) -> None:
+    assert extract(answer, options) == expected
 
 
 # --------------------------------------------------------------- agreement with the reference rules
 
 
 def reference_can_infer(answer: str, options: tuple[tuple[str, str], ...]) -> str | None:
-    """An independent, literal port of the reference rules 1-4 (DESIGN.md), for differential tests."""
-    answer = answer.strip()
+    """An independent, literal restatement of VLMEvalKit's can_infer (see gmai_client.reference),
+    for differential tests; VLMEvalKit's own code is checked in test_conformance.py."""
+    if answer in {"", "None", "NA", "N/A", "nan", "NaN", "null", "NULL", "n/a"}:
+        answer = "nan"
     choices = dict(options)
-    for phrase in (
-        "Sorry, I can't help with images of people yet.",
-        "I can't process this file.",
-        "I'm sorry, but without the image provided",
-        "Cannot determine the answer",
-    ):
-        if phrase in answer:
+    if "Failed to obtain answer via API" not in answer:
+        for phrase in (
+            "Sorry, I can't help with images of people yet.",
+            "I can't process this file.",
+            "I'm sorry, but without the image provided",
+            "Cannot determine the answer",
+        ):
+            if phrase in answer:
+                return "Z"
+        mod = answer
+        for c in ".()[],:;!*#{}":
+            mod = mod.replace(c, " ")
+        splits = [x.strip() for x in mod.split()]
+        count = sum(1 for c in choices if c in splits)
+        if count == 1:
+            for ch in choices:
+                if ch in splits and splits.index(ch) > len(splits) - 5:
+                    return ch
+        elif count == 0 and "Z" in splits:
             return "Z"
-    mod = answer
-    for c in ".()[],:;!*#{}":
-        mod = mod.replace(c, " ")
-    splits = [x.strip() for x in mod.split()]
-    count = sum(1 for c in choices if c in splits)
-    if count == 1:
-        for ch in choices:
-            if ch in splits and splits.index(ch) > len(splits) - 5:
-                return ch
-    elif count == 0 and "Z" in splits:
-        return "Z"
-    m = re.search(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**", answer)
-    if m and m.group(1).upper() in choices:
-        return m.group(1).upper()
     low = answer.lower()
     if len(low) > 2 * sum(len(str(v)) for v in choices.values()):
         return None
@@ -159,28 +188,25 @@ def reference_can_infer(answer: str, options: tuple[tuple[str, str], ...]) -> st
 
 
 def _agrees(answer: str, options: tuple[tuple[str, str], ...]) -> None:
-    reference = reference_can_infer(answer, options)
+    expected = reference_can_infer(answer, options)
     ours = extract(answer, options)
-    if reference is not None:
-        assert ours.letters == (reference,), (answer, ours)
-        assert ours.status == ("refused" if reference == "Z" else "ok")
-        assert ours.rule in {"refusal", "option_token", "z_token", "answer_is", "option_text"}
-    else:
-        assert ours.rule not in {"refusal", "option_token", "z_token", "answer_is", "option_text"}
+    assert ours.letters == (() if expected is None else (expected,)), (answer, ours)
+    lenient = extract_lenient(answer, options)
+    if expected is not None:  # the lenient extraction never overrules the reference
+        assert lenient == ours, (answer, lenient)
 
 
-@pytest.mark.parametrize(("answer", "options"), [(case[0], case[1]) for case in SINGLE_CASES])
+@pytest.mark.parametrize(("answer", "options"), [(case[0], case[1]) for case in SINGLE_CASES + REFERENCE_CASES])
 def test_agrees_with_reference_on_table(answer: str, options: tuple[tuple[str, str], ...]) -> None:
     _agrees(answer, options)
 
 
 def test_agrees_with_reference_on_generated_answers() -> None:
-    # Short answers built from the pieces models emit: wherever the reference finds a letter, ours
-    # is the same; where it finds none, a non-reference rule (or none) decides.
+    # Short answers built from the pieces models emit: the reference letter equals the restatement's.
     pieces = [
         "A", "B", "C", "D", "E", "Z", "a", "b", "(B)", "**C**", "D.", "answer", "Answer:", "is",
         "the", "correct", "Final", "either", "lesion", "so", "healthy bone", "tumor", "not", "or",
-        "\n", "based", "cyst", "abnormal", "normal",
+        "\n", "based", "cyst", "abnormal", "normal", "None", "", "  ",
     ]  # fmt: skip
     rng = random.Random(1234)
     for options in (FOUR, FIVE, TWO, NORMAL):
@@ -189,6 +215,8 @@ def test_agrees_with_reference_on_generated_answers() -> None:
                 _agrees(" ".join(rng.choice(pieces) for _ in range(length)), options)
     for a, b in itertools.product(pieces, repeat=2):
         _agrees(f"{a} {b}", FOUR)
+    for piece in pieces:
+        _agrees(piece, TWO)
 
 
 # -------------------------------------------------------------------------------- multi answer
@@ -226,7 +254,7 @@ MULTI_CASES = [
 
 @pytest.mark.parametrize(("answer", "options", "expected"), MULTI_CASES)
 def test_extract_multi(answer: str, options: tuple[tuple[str, str], ...], expected: Extraction) -> None:
-    assert extract(answer, options, multi=True) == expected
+    assert extract_lenient(answer, options, multi=True) == expected
 
 
 # ---------------------------------------------------------------------------------- keys, format
@@ -259,34 +287,3 @@ def test_format_letters_round_trips_with_parse_key() -> None:
     assert format_letters(("B",)) == "B"
     assert format_letters(()) == ""
     assert parse_key(format_letters(("A", "C", "D"))) == ("A", "C", "D")
-
-
-# ---------------------------------------------------------------------------------- judge prompt
-
-
-def test_judge_prompt_is_the_reference_text() -> None:
-    expected = (
-        "You are an AI assistant who will help me to match an answer with several options of a "
-        "single-choice question. You are provided with a question, several options, and an answer, "
-        "and you need to find which option is most similar to the answer. If the meaning of all "
-        "options are significantly different from the answer, output Z. Your should output a single "
-        "uppercase character in A, B, C, D (if they are valid options), and Z. \n"
-        "Example 1: \n"
-        "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
-        "Answer: a cute teddy bear\nYour output: A\n"
-        "Example 2: \n"
-        "Question: What is the main object in image?\nOptions: A. teddy bear B. rabbit C. cat D. dog\n"
-        "Answer: Spider\nYour output: Z\n"
-        "Example 3: \n"
-        "Question: What does the X-ray show?\n"
-        "Options: There are several options: \nA. pneumonia\nB. healthy bone\nC. tumor\nD. fracture\n\n"
-        "Answer: It looks like a broken bone\nYour output: "
-    )
-    assert judge_prompt("What does the X-ray show", FOUR, "  It looks like a broken bone\n") == expected
-
-
-def test_judge_prompt_lists_e_when_it_is_an_option() -> None:
-    prompt = judge_prompt("Which finding", FIVE, "cyst")
-    assert "uppercase character in A, B, C, D, E (if they are valid options), and Z. \n" in prompt
-    assert prompt.endswith("D. fracture\nE. cyst\n\nAnswer: cyst\nYour output: ")
-    assert "A, B, C, D (if" in judge_prompt("Which finding", TWO, "benign")

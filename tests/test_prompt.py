@@ -94,8 +94,14 @@ def test_hint_line_comes_first() -> None:
     )
 
 
-def test_multi_answer_item_gets_the_paper_instruction_instead() -> None:
-    text = render_prompt(make_item(answer=("A", "C")))
+def test_multi_answer_item_gets_the_reference_prompt_by_default() -> None:
+    # VLMEvalKit sends the single-answer prompt for every item.
+    assert render_prompt(make_item(answer=("A", "C"))) == render_prompt(make_item(answer=("A",)))
+
+
+def test_multi_answer_item_gets_the_paper_instruction_when_asked() -> None:
+    text = render_prompt(make_item(answer=("A", "C")), multi_answer_instruction=True)
+    assert render_prompt(make_item(answer=("A",)), multi_answer_instruction=True).endswith("above. \n")
     assert text == (
         "Question: What abnormality does this X-ray show?\n"
         "Options:\nA. pneumonia\nB. healthy bone\nC. tumor\nD. fracture\n"

@@ -17,7 +17,7 @@ pytest.importorskip("aiohttp")
 
 from gmai_client.cli import main
 from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.normalize import judge_prompt
+from gmai_client.reference import judge_prompt
 from gmai_client.records import read_records
 from gmai_client.splits import sample_path
 from gmai_client.testing.fake_api import FakeAPI, item_key, oracle
@@ -100,22 +100,28 @@ def test_judge_maps_unreadable_answers_and_never_guesses(tmp_path: Path, monkeyp
         record = records[item.index]
         if number < 8:
             assert record.status == "ok" and record.correct and record.rule.startswith("judge")
-        else:
-            assert record.status == "unparsed" and record.letters == () and "no option matches" in record.rule
+        else:  # Z: no option matches, wrong (VLMEvalKit records Z too)
+            assert record.status == "refused" and record.letters == ("Z",) and "no option matches" in record.rule
+            assert record.correct is False
     judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
     assert judge["asked"] == 12 and judge["rescued"] == 8 and judge["no_match"] == 4 and judge["requests"] == 12
     again = json.loads((tmp_path / "runs/again/metrics.json").read_text())["run"]["judge"]
     assert again["cache_hits"] == 12 and again["requests"] == 0
 
 
-def test_a_failing_judge_leaves_the_item_unparsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_judge_leaves_the_item_unparsed_after_three_tries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     items = [item for item in sample_items(20) if not item.is_multi_answer][:3]
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-judge-0123456789")
     _write_subset(items, tmp_path / "d.tsv")
     with FakeAPI(answers={key: "no idea at all" for key in oracle(items)}) as api:
-        for item in items:  # every judge call is refused (a fatal 400: no retry)
+        for item in items:  # every judge call is refused (a 400: no retry within a try)
             api.inject(
-                "status", key=item_key(judge_prompt(item.question, item.options, "no idea at all"), []), status=400
+                "status",
+                key=item_key(judge_prompt(item.question, item.options, "no idea at all"), []),
+                status=400,
+                times=3,
             )
         code = main(
             [
@@ -125,12 +131,39 @@ def test_a_failing_judge_leaves_the_item_unparsed(tmp_path: Path, monkeypatch: p
             ]
         )  # fmt: skip
         judge_calls = [r for r in api.requests if r.model == "judge"]
-    assert code == 0 and len(judge_calls) == 3
+    assert code == 0 and len(judge_calls) == 3 * 3  # VLMEvalKit's three tries per item
     (run_dir,) = (tmp_path / "runs").iterdir()
     records = read_records(run_dir / "records.jsonl")
     assert len(records) == 3
+    # Where VLMEvalKit would draw a random letter, the item stays unparsed, and the count is shown.
     assert all(r.status == "unparsed" and r.letters == () and r.correct is False for r in records)
-    assert all("failed: bad_request" in r.rule for r in records)
+    assert all("no usable verdict in 3 tries" in r.rule for r in records)
+    judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
+    assert judge["fallback"] == 3 and judge["requests"] == 9 and judge["failed_calls"] == 9
+
+
+def test_a_judge_with_a_bad_key_is_stopped_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [item for item in sample_items(20) if not item.is_multi_answer][:4]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-judge-0123456789")
+    _write_subset(items, tmp_path / "d.tsv")
+    with FakeAPI(answers={key: "no idea at all" for key in oracle(items)}) as api:
+        for item in items:
+            api.inject(
+                "status", key=item_key(judge_prompt(item.question, item.options, "no idea at all"), []), status=401
+            )
+        code = main(
+            [
+                "run", "--no-progress", "--no-cache", "--out", str(tmp_path / "runs"), "-c", "1",
+                "--data", str(tmp_path / "d.tsv"),
+                "--model", f"openai:gpt-4o@{api.base_url_openai}", "--judge", f"openai:judge@{api.base_url_openai}",
+            ]
+        )  # fmt: skip
+        judge_calls = [r for r in api.requests if r.model == "judge"]
+    assert code == 0 and len(judge_calls) == 1  # a 401 stops the judge: no further calls
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
+    assert judge["requests"] == 1 and judge["fallback"] == 4 and judge["stopped"]
+    assert all("stopped" in r.rule for r in read_records(run_dir / "records.jsonl"))
 
 
 def _write_subset(items: list[Item], path: Path) -> None:

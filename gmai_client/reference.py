@@ -1,0 +1,179 @@
+"""The reference protocol: what VLMEvalKit, the toolkit behind GMAI-MMBench's published figures, does
+to a benchmark row and to a model's answer, restated so that the same answers give the same letters.
+
+Pure functions, no I/O. VLMEvalKit's code (``ms-vlmeval`` on PyPI: ``vlmeval/utils/matching_util.py``,
+``vlmeval/dataset/utils/multiple_choice.py``, ``vlmeval/dataset/image_mcq.py``) is the authority:
+``tests/test_conformance.py`` scores a generated corpus with both and requires identical letters.
+
+Cells. VLMEvalKit reads the TSV (and its own prediction file) with pandas' defaults, so a cell is
+*missing* exactly when its whole text is one of pandas' default missing-value strings
+(``PANDAS_NA_STRINGS``, no stripping: ``" NA"`` is a value, ``"none"`` is a value). Anything else is
+kept as is, surrounding whitespace included.
+
+Answers. VLMEvalKit evaluates the prediction as read back from its prediction file, so an answer
+whose whole text is a missing-value string (an empty answer, ``"None"``) is evaluated as the text
+``"nan"`` (``answer_as_read_back``). Then ``can_infer``:
+
+1. an answer containing ``"Failed to obtain answer via API"`` skips step 2;
+2. a refusal phrase anywhere gives Z; else each of ``.()[],:;!*#{}`` becomes a space and the answer
+   is split on whitespace: if exactly one option letter is a token, and its first occurrence is
+   among the last four tokens, that letter; if no option letter is a token but ``Z`` is, Z;
+3. else, if the lower-cased answer (not stripped) is at most twice as long as all option texts
+   together, and exactly one option's lower-cased text occurs in it, that option.
+
+Otherwise nothing: VLMEvalKit's exact matching then records Z, a wrong answer. An item is a hit
+when the letter equals the answer cell exactly (``is_hit``): a multi-answer key such as ``"A,C"``
+can never be hit, as in VLMEvalKit.
+
+Not reproduced: the ``VERBOSE`` environment switch that makes VLMEvalKit reject a lone "A" in a
+long answer (off by default there), and pandas' column-wide number parsing (a prediction column
+holding only numbers is read as numbers: "01" would be evaluated as "1").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+#: pandas' default missing-value strings (``pandas.read_csv`` / ``read_excel`` ``na_values``).
+PANDAS_NA_STRINGS: frozenset[str] = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
+
+#: Phrases VLMEvalKit treats as a refusal wherever they occur (case-sensitive).
+REFUSAL_PHRASES: tuple[str, ...] = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
+
+#: The text VLMEvalKit's API wrappers return on failure; an answer holding it skips the letter rule.
+API_FAILURE_TEXT = "Failed to obtain answer via API"
+
+#: The characters VLMEvalKit turns into spaces before splitting an answer into tokens.
+PUNCTUATION = ".()[],:;!*#{}"
+
+#: What VLMEvalKit's exact matching records when no letter can be inferred (scored wrong).
+NO_LETTER = "Z"
+
+_PUNCTUATION_TABLE = str.maketrans(dict.fromkeys(PUNCTUATION, " "))
+_CJK = re.compile("[\u4e00-\u9fff]")
+
+Options = Sequence[tuple[str, str]]
+
+
+def is_missing(cell: str) -> bool:
+    """Whether pandas reads ``cell`` as a missing value (NaN)."""
+    return cell in PANDAS_NA_STRINGS
+
+
+def answer_as_read_back(prediction: str) -> str:
+    """The answer text VLMEvalKit evaluates: ``str()`` of the cell pandas reads back."""
+    return "nan" if prediction in PANDAS_NA_STRINGS else prediction
+
+
+def tokens(answer: str) -> list[str]:
+    """The answer split as VLMEvalKit splits it for the letter rule."""
+    return answer.translate(_PUNCTUATION_TABLE).split()
+
+
+def infer_option(answer: str, letters: Sequence[str]) -> str | None:
+    """Steps 1-2 (``can_infer_option``): a letter, ``"Z"``, or None."""
+    if API_FAILURE_TEXT in answer:
+        return None
+    if any(phrase in answer for phrase in REFUSAL_PHRASES):
+        return NO_LETTER
+    split = tokens(answer)
+    present = [letter for letter in letters if letter in split]
+    if len(present) == 1:
+        # Its first occurrence must be among the last four tokens; otherwise nothing.
+        return present[0] if split.index(present[0]) > len(split) - 5 else None
+    if not present and NO_LETTER in split:
+        return NO_LETTER
+    return None
+
+
+def text_candidates(answer: str, options: Options) -> list[str] | None:
+    """Options whose lower-cased text occurs in the lower-cased answer; None when the answer is too
+    long (more than twice the length of all option texts together)."""
+    lowered = answer.lower()
+    if len(lowered) > 2 * sum(len(text) for _, text in options):
+        return None
+    return [letter for letter, text in options if text.lower() in lowered]
+
+
+def infer_text(answer: str, options: Options) -> str | None:
+    """Step 3 (``can_infer_text``): the one option whose text the answer contains."""
+    candidates = text_candidates(answer, options)
+    return candidates[0] if candidates is not None and len(candidates) == 1 else None
+
+
+def infer(answer: str, options: Options) -> str | None:
+    """``can_infer``: the letter VLMEvalKit reads from ``answer`` (already read back), ``"Z"``, or None."""
+    letter = infer_option(answer, [letter for letter, _ in options])
+    return letter if letter is not None else infer_text(answer, options)
+
+
+def is_hit(letter: str | None, answer_cell: str | None) -> bool:
+    """VLMEvalKit's hit: the letter (None counts as Z) equals the answer cell exactly."""
+    return answer_cell is not None and (letter or NO_LETTER) == answer_cell
+
+
+def judge_prompt(question: str, options: Options, prediction: str) -> str:
+    """The prompt VLMEvalKit sends its judge for an answer ``infer`` could not read.
+
+    ``prediction`` is the answer as read back; the Chinese prompt is used when the question holds a
+    CJK character, as there. The wording, quirks included ("Your should", the "?" after the
+    question, "A, B, C, D" even with an option E), is the reference's: the judge's letters depend on it.
+    """
+    option_block = "There are several options: \n" + "".join(f"{letter}. {text}\n" for letter, text in options)
+    if _CJK.search(question):
+        return (
+            "你是一个帮助我匹配答案与单选题中多个选项的 AI 助手。"
+            "你会被提供：一个问题，多个选项，一个答案。你的任务是找到与答案意义最相近的选项。"
+            "如果所有选项的意义都与答案显著不同，则输出 Z。"
+            "你应该输出一个单个的大写字母，例如 A, B, C, D（如果它们是有效选项），或 Z。"
+            "例 1:"
+            "问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 一只可爱的泰迪熊\n输出: A\n"
+            "例 2: \n"
+            "问题: 图中最主要的物体是什么?\n选项: A. 泰迪熊 B. 兔子 C. 猫 D. 狗\n答案: 蜘蛛\n输出: Z\n"
+            "例 3: \n"
+            f"问题: {question}?\n选项: {option_block}\n答案: {prediction}\n输出: "
+        )
+    example_options = "A. teddy bear B. rabbit C. cat D. dog"
+    return (
+        "You are an AI assistant who will help me to match an answer with several options of a "
+        "single-choice question. You are provided with a question, several options, and an answer, "
+        "and you need to find which option is most similar to the answer. If the meaning of all "
+        "options are significantly different from the answer, output Z. Your should output a single "
+        "uppercase character in A, B, C, D (if they are valid options), and Z. \n"
+        "Example 1: \n"
+        f"Question: What is the main object in image?\nOptions: {example_options}\n"
+        "Answer: a cute teddy bear\nYour output: A\n"
+        "Example 2: \n"
+        f"Question: What is the main object in image?\nOptions: {example_options}\n"
+        "Answer: Spider\nYour output: Z\n"
+        "Example 3: \n"
+        f"Question: {question}?\nOptions: {option_block}\nAnswer: {prediction}\nYour output: "
+    )
