@@ -123,11 +123,13 @@ def write_reports(
     written = [
         _write_json(run_dir / "metrics.json", metrics, comparison, extra or {}),
         _write_csv(run_dir / "metrics.csv", metrics),
-        _write_markdown(run_dir / "report.md", metrics, comparison),
+        _write_markdown(run_dir / "report.md", metrics, comparison, judge_lines(extra or {})),
         *write_prediction_files(run_dir / PREDICTIONS_DIR, records),
     ]
     console = console or terminal_console()
     print_tables(metrics, comparison, console)
+    for line in judge_lines(extra or {}):
+        console.print(escape(line))
     for line in incomplete_lines(metrics, run_dir):
         console.print(f"[bold yellow]{escape(line)}")
     # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
@@ -342,6 +344,26 @@ _OVERALL_HEADER = [
 ]
 
 
+def judge_lines(extra: dict[str, Any]) -> list[str]:
+    """What the judge did, and the one deliberate difference from VLMEvalKit, when it made one."""
+    judge = extra.get("judge")
+    if not isinstance(judge, dict):
+        return []
+    lines = [
+        f"judge {judge.get('model', '')}: asked for {judge.get('asked', 0)} answers, mapped {judge.get('rescued', 0)}, "
+        f"no option matches {judge.get('no_match', 0)}; {judge.get('requests', 0)} requests, "
+        f"{judge.get('cache_hits', 0)} from the cache"
+    ]
+    if judge.get("fallback"):
+        lines.append(
+            f"judge: {judge['fallback']} answers got no usable verdict and stay unparsed (wrong); VLMEvalKit would "
+            "draw a random letter for them"
+        )
+    if judge.get("stopped"):
+        lines.append(f"judge stopped: {judge['stopped']}")
+    return lines
+
+
 def incomplete_lines(metrics: dict[str, ModelMetrics], run_dir: Path) -> list[str]:
     """What every output says when items got no answer: both figures and how to finish the run."""
     lines = []
@@ -430,7 +452,9 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _write_markdown(path: Path, metrics: dict[str, ModelMetrics], comparison: Comparison | None) -> Path:
+def _write_markdown(
+    path: Path, metrics: dict[str, ModelMetrics], comparison: Comparison | None, notes: Sequence[str] = ()
+) -> Path:
     parts = [
         "# GMAI-MMBench evaluation",
         "",
@@ -442,6 +466,7 @@ def _write_markdown(path: Path, metrics: dict[str, ModelMetrics], comparison: Co
         _markdown_table(_OVERALL_HEADER, overall_rows(metrics)),
         "",
     ]
+    parts += [*(f"- {line}" for line in notes), ""] if notes else []
     for line in incomplete_lines(metrics, path.parent):
         parts += [f"**{line}**", ""]
     for label, m in metrics.items():

@@ -408,7 +408,7 @@ async def _answer(entry: Item | BadRow, label: str, send: Send, config: RunConfi
 
 
 def _index_of(entry: Item | BadRow) -> str:
-    return entry.index if isinstance(entry, Item) else entry.source.index or f"row{entry.source.row}"
+    return entry.index if isinstance(entry, Item) else entry.record_index
 
 
 def _selected(files: list[DatasetFile], selection: Selection, limit: int | None) -> Iterator[Item | BadRow]:

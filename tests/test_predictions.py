@@ -1,0 +1,57 @@
+"""Tests for gmai_client.predictions: VLMEvalKit's prediction file (xlsx and its TSV twin)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from openpyxl import load_workbook
+
+from gmai_client.predictions import FAILURE_PREDICTION, file_stems, prediction_table, write_prediction_files
+from gmai_client.types import Record
+
+ROW = (
+    ("index", "12"),
+    ("question", " What is shown? "),
+    ("A", "cyst"),
+    ("B", "none"),
+    ("C", "N/A"),
+    ("answer", "A"),
+    ("category", "cyst"),
+)
+
+
+def record(index: str, *, model: str = "m", status: str = "ok", prediction: str | None = "A", **kw) -> Record:
+    row = tuple((name, index if name == "index" else value) for name, value in ROW)
+    return Record(index=index, model=model, status=status, prediction=prediction, row=row, **kw)
+
+
+def test_table_has_the_dataset_columns_then_prediction_sorted_by_index() -> None:
+    header, rows = prediction_table([record("12"), record("3", prediction="  B  ")])
+    assert header == ["index", "question", "A", "B", "C", "answer", "category", "prediction"]
+    assert rows[0] == [3, " What is shown? ", "cyst", "none", "", "A", "cyst", "  B  "]
+    assert rows[1][0] == 12  # integer indexes as numbers, as pandas reads them
+
+
+def test_an_item_without_answer_carries_vlmevalkits_failure_text() -> None:
+    _, rows = prediction_table([record("1", status="error", prediction=None, error="timeout")])
+    assert rows[0][-1] == FAILURE_PREDICTION == "Failed to obtain answer via API."
+
+
+def test_labels_that_make_the_same_file_name_get_different_files(tmp_path: Path) -> None:
+    stems = file_stems(["m/1", "m:1", "gpt-4o"])
+    assert stems["gpt-4o"] == "gpt-4o"
+    assert len(set(stems.values())) == 3
+    paths = write_prediction_files(tmp_path, [record("1", model="m/1"), record("1", model="m:1", prediction="B")])
+    assert len(paths) == 4 and len({p.name for p in paths}) == 4
+
+
+def test_bad_rows_are_left_out_and_both_files_hold_the_same_table(tmp_path: Path) -> None:
+    bad = Record(index="f.tsv:row9", model="m", status="error", prediction=None, error_kind="bad_row")
+    xlsx, tsv = write_prediction_files(tmp_path, [record("1", prediction="two\nlines\tand a tab"), bad])
+    sheet = list(load_workbook(xlsx, read_only=True).active.iter_rows(values_only=True))
+    with tsv.open(newline="", encoding="utf-8") as handle:
+        table = list(csv.reader(handle, delimiter="\t"))
+    assert len(sheet) == len(table) == 2
+    assert sheet[1][-1] == table[1][-1] == "two\nlines\tand a tab"
+    assert sheet[1][0] == 1 and table[1][0] == "1"

@@ -1,0 +1,51 @@
+"""Tests for gmai_client.report: the incomplete-run warning, the judge's line, the Markdown report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gmai_client.metrics import compute_metrics
+from gmai_client.report import incomplete_lines, judge_lines, write_reports
+from gmai_client.types import Record
+
+
+def rec(index: str, status: str = "ok", correct: bool = True) -> Record:
+    return Record(
+        index=index,
+        model="m",
+        status=status,  # type: ignore[arg-type]
+        prediction=None if status == "error" else "A",
+        letters=() if status == "error" else ("A",),
+        answer=("A",),
+        answer_cell="A",
+        correct=correct and status != "error",
+        lenient_letters=() if status == "error" else ("A",),
+        lenient_correct=correct and status != "error",
+        task="Bone",
+    )
+
+
+def test_a_run_with_errors_says_it_is_incomplete_with_both_figures_and_the_command(tmp_path: Path) -> None:
+    metrics = compute_metrics([rec("1"), rec("2"), rec("3", correct=False), rec("4", status="error")])
+    first, command = incomplete_lines(metrics, tmp_path)
+    assert "INCOMPLETE: m: 1 of 4 items got no answer" in first
+    assert "acc 50.00%" in first and "over the 3 answered items: 66.67%" in first
+    assert command == f"Finish the run with: python -m gmai_client run --resume {tmp_path} --retry-errors"
+    assert incomplete_lines(compute_metrics([rec("1")]), tmp_path) == []
+
+
+def test_every_output_carries_the_incomplete_warning(tmp_path: Path) -> None:
+    records = [rec("1"), rec("2", status="error")]
+    write_reports(tmp_path, records)
+    assert "INCOMPLETE: m: 1 of 2 items" in (tmp_path / "report.md").read_text()
+    assert "Incomplete:" in (tmp_path / "report.html").read_text()
+    metrics = (tmp_path / "metrics.json").read_text()
+    assert '"incomplete": true' in metrics and '"answered_accuracy": 1.0' in metrics
+
+
+def test_judge_lines_show_the_fallback_count() -> None:
+    extra = {"judge": {"model": "j", "asked": 5, "rescued": 2, "no_match": 1, "fallback": 2, "requests": 9}}
+    lines = judge_lines(extra)
+    assert lines[0].startswith("judge j: asked for 5 answers, mapped 2, no option matches 1; 9 requests")
+    assert "2 answers got no usable verdict" in lines[1] and "random letter" in lines[1]
+    assert judge_lines({}) == []
