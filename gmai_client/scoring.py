@@ -54,7 +54,10 @@ def score_answer(
 def with_reference(record: Record, extraction: Extraction) -> Record:
     """``record`` with ``extraction`` as its reference reading (the judge's verdict, say)."""
     letter = extraction.letters[0] if extraction.letters else None
-    correct = None if record.answer is None else is_hit(letter, record.answer_cell)
+    cell = record.answer_cell
+    if cell is None and record.answer is not None:
+        cell = ",".join(record.answer)  # a record written before the cell was kept: its key as written
+    correct = None if record.answer is None else is_hit(letter, cell)
     return replace(record, status=extraction.status, letters=extraction.letters, rule=extraction.rule, correct=correct)
 
 
