@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -158,15 +158,20 @@ def iter_items(files: Sequence[DatasetFile]) -> Iterator[Item | BadRow]:
             yield entry
 
 
-def _iter_file(dataset_file: DatasetFile) -> Iterator[Item | BadRow]:
+def _iter_file(dataset_file: DatasetFile, only: set[str] | None = None) -> Iterator[Item | BadRow]:
+    """Every row of one file; with ``only`` (the index is the first column), just those items."""
     name = str(dataset_file.path)
     with dataset_file.path.open("rb") as handle:
-        reader = _RecordReader(handle, len(dataset_file.columns))
+        reader = _RecordReader(handle, len(dataset_file.columns), only)
         reader.next_line()  # the header, checked by open_dataset
         row_number = 0
         while (record := reader.next_record()) is not None:
             row_number += 1
+            if record is _SKIPPED:
+                continue
             if isinstance(record, _Broken):
+                if only is not None:
+                    continue
                 field = dataset_file.header[record.cell] if record.cell < len(dataset_file.header) else ""
                 yield BadRow(SourceRef(name, row_number, record.index), field.strip(), record.message)
                 continue
@@ -182,6 +187,9 @@ class _Broken:
     index: str = ""
 
 
+_SKIPPED: list[str] = []  # a row ``find_items`` did not want (never parsed)
+
+
 class _RecordReader:
     """Splits a TSV byte stream into records of cells with pandas' quoting rules.
 
@@ -193,10 +201,12 @@ class _RecordReader:
     a cell: pandas would swallow it, silently.
     """
 
-    def __init__(self, handle: BinaryIO, width: int):
+    def __init__(self, handle: BinaryIO, width: int, only: set[str] | None = None):
         self._handle = handle
         self._width = width
         self._pending: list[bytes] = []  # lines given back after a stray quote
+        # Indexes wanted (the index being the first cell): other rows come back as _SKIPPED unsplit.
+        self._only = {index.encode() for index in only} if only is not None else None
 
     def next_line(self) -> bytes | None:
         if self._pending:
@@ -204,13 +214,15 @@ class _RecordReader:
         line = self._handle.readline()
         return line or None
 
-    def next_record(self) -> list[str] | _Broken | None:
+    def next_record(self) -> list[str] | _Broken | None:  # or _SKIPPED
         while True:
             raw = self.next_line()
             if raw is None:
                 return None
             if raw.strip(b"\r\n"):
                 break  # pandas skips blank lines
+        if self._only is not None and b'"' not in raw and raw.split(b"\t", 1)[0].strip() not in self._only:
+            return _SKIPPED
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -386,6 +398,25 @@ def _split_images(cell: str) -> tuple[str, ...]:
             return (cell,)  # let the image decoder report it as undecodable
         return tuple(str(image) for image in parsed)
     return (cell,)
+
+
+def find_items(files: Sequence[DatasetFile], wanted: Iterable[str]) -> Iterator[Item]:
+    """The items whose index is in ``wanted``, read by the same rules as ``iter_items`` but parsing
+    only those rows: a row's index cell is compared before the rest of its (megabyte-long) cells are
+    split, and the scan stops once every wanted item was found (the real VAL file is 9 GB)."""
+    remaining = set(wanted)
+    for dataset_file in files:
+        if not remaining:
+            return
+        if _INDEX not in dataset_file.columns or dataset_file.columns.index(_INDEX) != 0:
+            found = (e for e in _iter_file(dataset_file) if isinstance(e, Item) and e.index in remaining)
+        else:
+            found = _iter_file(dataset_file, only=remaining)
+        for item in found:
+            remaining.discard(item.index)
+            yield item
+            if not remaining:
+                return
 
 
 def count_items(files: Sequence[DatasetFile], keep: Callable[[Item | BadRow], bool]) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from gmai_client.dataset import iter_items, open_dataset
+from gmai_client.dataset import find_items, iter_items, open_dataset
 from gmai_client.errors import DataError
 from gmai_client.types import BadRow, Item
 from tests.conftest import write_rows
@@ -262,3 +262,12 @@ def test_synthetic_file_reads_back(small_tsv: Path) -> None:
     entries = read(small_tsv)
     assert len(entries) == 60 and all(isinstance(e, Item) for e in entries)
     assert any(e.department == "N/A" for e in entries)
+
+
+def test_find_items_parses_only_the_wanted_rows(tmp_path: Path) -> None:
+    rows = [row(str(i)) for i in range(1, 50)]
+    rows[5][1] = '"stray'  # a broken row elsewhere does not matter
+    path = write_rows(tmp_path / "v.tsv", HEADER, rows)
+    found = list(find_items(open_dataset([path]), ["7", "3", "48", "999"]))
+    assert sorted(item.index for item in found) == ["3", "48", "7"]
+    assert all(item.question == f"Question {item.index}?" for item in found)
