@@ -28,7 +28,7 @@ Errors (vendor -> ``gmai_client.errors``):
     408                               RequestTimeout
     500, 502, 504, other 5xx          ServerError(retry_after)
     APITimeoutError                   RequestTimeout
-    APIConnectionError                ConnectionLost
+    APIConnectionError                ConnectionLost; refused / unknown host: ConnectFailed
     non-JSON / truncated body,        ServerError
     no content blocks at all
 
@@ -45,10 +45,12 @@ from typing import Any
 from gmai_client.errors import (
     BackendError,
     ConfigError,
+    ConnectFailed,
     ConnectionLost,
     MissingExtra,
     RequestTimeout,
     ServerError,
+    is_connect_failure,
 )
 
 try:
@@ -221,6 +223,8 @@ class AnthropicBackend:
             reason = type(cause).__name__ if cause is not None else "connection error"
             if cause is not None and str(cause):
                 reason += f": {short(cause, 160)}"
+            if is_connect_failure(exc):  # nothing reached the server: refused, unknown host, no route
+                return ConnectFailed(f"anthropic: cannot connect to {self.endpoint} ({reason})")
             return ConnectionLost(f"anthropic: connection to {self.endpoint} failed ({reason})")
         if isinstance(exc, anthropic.APIResponseValidationError):
             return ServerError(f"anthropic: {self.endpoint} answered with a body that does not fit the schema")

@@ -23,7 +23,8 @@ Errors (vendor -> ``gmai_client.errors``):
     503, 529                                      Overloaded(retry_after)
     500, 502, 504, other 5xx                      ServerError(retry_after)
     APITimeoutError (no answer within timeout)    RequestTimeout
-    APIConnectionError (refused, reset, cut)      ConnectionLost
+    APIConnectionError (reset, cut)               ConnectionLost
+    APIConnectionError (refused, unknown host)    ConnectFailed (dispatch stops a never-reached endpoint)
     non-JSON / truncated body, no choices,        ServerError
     an answer that does not parse
 """
@@ -38,10 +39,12 @@ from typing import Any
 from gmai_client.errors import (
     BackendError,
     ConfigError,
+    ConnectFailed,
     ConnectionLost,
     MissingExtra,
     RequestTimeout,
     ServerError,
+    is_connect_failure,
 )
 
 try:
@@ -236,6 +239,8 @@ class OpenAIBackend:
             reason = type(cause).__name__ if cause is not None else "connection error"
             if cause is not None and str(cause):
                 reason += f": {short(cause, 160)}"
+            if is_connect_failure(exc):  # nothing reached the server: refused, unknown host, no route
+                return ConnectFailed(f"openai: cannot connect to {self.endpoint} ({reason})")
             return ConnectionLost(f"openai: connection to {self.endpoint} failed ({reason})")
         if isinstance(exc, openai.APIResponseValidationError):
             return ServerError(f"openai: {self.endpoint} answered with a body that does not fit the schema")

@@ -53,6 +53,7 @@ from gmai_client.errors import (
     BadRequest,
     ConfigError,
     ConnectionLost,
+    EndpointUnreachable,
     FatalError,
     MissingExtra,
     ModelNotFound,
@@ -113,11 +114,10 @@ _CONNECTION = (
 )
 
 
-class TritonUnreachable(FatalError):
-    """The server did not answer at start: wrong host/port/protocol, or it is not running."""
-
-    kind = "unreachable"
-    stops_model = True
+class TritonUnreachable(EndpointUnreachable):
+    """The server did not answer at start: wrong host/port/protocol, or it is not running. Stops
+    the model before any item is sent. (Once started, a dropped connection is ``ConnectionLost``
+    and retried: the server answered before.)"""
 
 
 @dataclass(frozen=True)

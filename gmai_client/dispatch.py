@@ -13,15 +13,32 @@ The runner hands every request of a model to its ``Dispatcher``; in order:
 What the dispatcher is waiting on (a limit, a pause, a backoff) is reported through ``on_status``
 so the progress display shows it. Backends with ``cacheable = False`` (local baselines that cost
 nothing) skip the cache.
+
+An endpoint that never answered is not ground through attempt by attempt: when every attempt so
+far failed to connect (``ConnectFailed``: refused, unknown host) for at least
+``UNREACHABLE_ATTEMPTS`` attempts over at least ``UNREACHABLE_WINDOW_S`` seconds, the model is
+stopped with one ``EndpointUnreachable`` naming the endpoint, as for a bad key. One answer of any
+kind from the server (a success or an HTTP error) turns this off for the dispatcher's lifetime: an
+endpoint that worked and then drops is retried as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from gmai_client.cache import ResponseCache, cache_key, key_fields
-from gmai_client.errors import BudgetExhausted, Overloaded, RateLimited, redact
+from gmai_client.errors import (
+    BackendError,
+    BudgetExhausted,
+    ConnectFailed,
+    EndpointUnreachable,
+    Overloaded,
+    RateLimited,
+    redact,
+)
 from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, estimate_tokens
 from gmai_client.retry import AttemptClock, RetryPolicy, call_with_retry
 from gmai_client.types import Backend, Request, Response
@@ -55,6 +72,58 @@ class TokenBudget:
         self.spent += tokens
 
 
+#: An endpoint that never answered is stopped after this many failed connects...
+UNREACHABLE_ATTEMPTS = 3
+#: ...spread over at least this many seconds (a server that is just coming up gets this long).
+UNREACHABLE_WINDOW_S = 2.0
+
+
+class Reachability:
+    """Whether an endpoint ever answered; the verdict that it cannot be reached if it never did."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        attempts: int = UNREACHABLE_ATTEMPTS,
+        window_s: float = UNREACHABLE_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.endpoint = endpoint
+        self.attempts, self.window_s = attempts, window_s
+        self._clock = clock
+        self.answered = False  # the server answered something once: never judged unreachable
+        self.failed = 0  # connects that failed while nothing had answered
+        self._first: float | None = None
+        self.verdict: EndpointUnreachable | None = None
+        self.decided = asyncio.Event()  # set with the verdict: wakes requests backing off to hear it
+
+    def check(self) -> None:
+        """Raise the verdict, once reached, before anything more is sent."""
+        if self.verdict is not None:
+            raise self.verdict
+
+    def saw_answer(self) -> None:
+        self.answered = True
+
+    def saw_connect_failure(self, error: ConnectFailed) -> EndpointUnreachable | None:
+        if self.answered:
+            return None
+        now = self._clock()
+        if self._first is None:
+            self._first = now
+        self.failed += 1
+        spent = now - self._first
+        if self.verdict is None and self.failed >= self.attempts and spent >= self.window_s:
+            self.verdict = EndpointUnreachable(
+                f"{self.endpoint} is unreachable: all {self.failed} attempts over {spent:.1f} s failed to "
+                f"connect and none was ever answered (last: {error}). Check the URL, host and port, and "
+                "that the server is running; finished items are saved, rerun to resume"
+            )
+            self.decided.set()
+        return self.verdict
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -66,6 +135,7 @@ class Dispatcher:
         cache: ResponseCache | None = None,
         budget: TokenBudget | None = None,
         on_status: Callable[[str], None] | None = None,
+        reachability: Reachability | None = None,
     ):
         self.backend = backend
         self.retry = retry
@@ -75,6 +145,8 @@ class Dispatcher:
         self.budget = budget
         self._on_status = on_status or (lambda text: None)
         self.throttled = 0  # 429 / overload replies met (for the run's figures)
+        endpoint = backend.identity().get("endpoint") or getattr(backend, "name", "the backend")
+        self.reachability = reachability or Reachability(str(endpoint))
 
     async def send(self, request: Request) -> Sent:
         key = fields = None
@@ -88,7 +160,10 @@ class Dispatcher:
             self.budget.check()
 
         response, attempts, retries = await call_with_retry(
-            lambda clock: self._attempt(request, clock), self.retry, on_wait=self._backing_off
+            lambda clock: self._attempt(request, clock),
+            self.retry,
+            on_wait=self._backing_off,
+            wake=self.reachability.decided,
         )
         response = _without_secrets(response)  # a server may echo the key: never cache or record it
         if self.cache is not None and key is not None and fields is not None:
@@ -97,22 +172,35 @@ class Dispatcher:
 
     async def _attempt(self, request: Request, clock: AttemptClock) -> Response:
         estimate = estimate_tokens(request)
+        self.reachability.check()
         async with self.concurrency.slot(self._waiting):
             if self.limiter is not None:
                 await self.limiter.acquire(estimate, self._waiting)
+            self.reachability.check()  # decided while this attempt queued: send nothing more
             used: int | None = None
             try:
                 response = await clock.timed(self.backend.generate(request))
                 used = response.usage.input_tokens + response.usage.output_tokens if response.usage else None
+            except ConnectFailed as exc:
+                unreachable = self.reachability.saw_connect_failure(exc)
+                if unreachable is not None:
+                    raise unreachable from None
+                raise
             except (RateLimited, Overloaded) as exc:
+                self.reachability.saw_answer()
                 self.throttled += 1
                 self.concurrency.on_throttled()
                 if isinstance(exc, RateLimited) and exc.retry_after and self.limiter is not None:
                     self.limiter.pause(exc.retry_after)
                 raise
+            except BackendError as exc:
+                if exc.status is not None:  # an HTTP status: the server is there
+                    self.reachability.saw_answer()
+                raise
             finally:
                 if self.limiter is not None:
                     self.limiter.settle(estimate, used)
+        self.reachability.saw_answer()
         self.concurrency.on_success()
         if self.budget is not None:
             self.budget.spend(used if used is not None else estimate)

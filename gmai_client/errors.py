@@ -12,11 +12,14 @@
         │   ├── Overloaded       503 / 529 / queue full / UNAVAILABLE: back-pressure
         │   ├── ServerError      other 5xx, malformed or empty bodies
         │   ├── RequestTimeout   no answer within the attempt's timeout
-        │   └── ConnectionLost   reset, refused, closed mid-response
+        │   ├── ConnectionLost   reset, refused, closed mid-response
+        │   │   └── ConnectFailed    no connection could be opened at all (refused, unknown host)
+        │   └── DeadlineExceeded a wait (a rate-limit pause) would outlast the item's deadline
         └── FatalError       the same request will fail again
             ├── AuthError        401 / 403          (stops the model's run)
             ├── QuotaExhausted   insufficient_quota (stops the model's run)
             ├── ModelNotFound    404 on the model   (stops the model's run)
+            ├── EndpointUnreachable  no attempt ever connected (stops the model's run)
             ├── BudgetExhausted  the run's token budget is spent (stops every model)
             ├── BadRequest       400 / 413 / 422
             └── UnsupportedInput input the model cannot take (too many images, wrong format)
@@ -26,8 +29,10 @@ Messages never contain API keys: ``redact`` is applied to every message built fr
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import socket
 
 
 class GmaiError(Exception):
@@ -109,6 +114,20 @@ class ConnectionLost(RetryableError):
     kind = "connection"
 
 
+class ConnectFailed(ConnectionLost):
+    """No connection could be opened (refused, unknown host, no route): nothing reached the server.
+
+    Retryable like any lost connection; ``dispatch`` stops the model when an endpoint that never
+    answered keeps failing this way (``EndpointUnreachable``)."""
+
+
+class DeadlineExceeded(RetryableError):
+    """The item's deadline would pass while waiting to send (a long rate-limit pause): the item
+    fails now instead of stalling the run; a later ``--retry-errors`` sends it again."""
+
+    kind = "deadline"
+
+
 class FatalError(BackendError):
     kind = "fatal"
 
@@ -128,6 +147,16 @@ class ModelNotFound(FatalError):
     stops_model = True
 
 
+class EndpointUnreachable(FatalError):
+    """Every attempt to an endpoint failed to connect over a short window, and none ever got an
+    answer: a wrong URL, host or port, or a server that is not running. Stops the model at once,
+    where retries would grind through every item (an endpoint that answered before and then
+    drops is retried instead)."""
+
+    kind = "unreachable"
+    stops_model = True
+
+
 class BudgetExhausted(FatalError):
     """The run's token budget is spent: nothing more is sent (raised before sending)."""
 
@@ -141,6 +170,28 @@ class BadRequest(FatalError):
 
 class UnsupportedInput(FatalError):
     kind = "unsupported_input"
+
+
+_CONNECT_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EHOSTDOWN}
+)
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) says no connection could be opened at all: refused,
+    unknown host, no route. Backends use it to raise ``ConnectFailed`` rather than ``ConnectionLost``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError | socket.gaierror):
+            return True
+        if isinstance(current, OSError) and current.errno in _CONNECT_ERRNOS:
+            return True
+        if type(current).__name__ == "ConnectError":  # httpx's and httpcore's, whatever their version
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 # Environment variables whose values are secrets wherever they appear: the standard ones

@@ -15,6 +15,7 @@ on the item's record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -97,10 +98,13 @@ async def call_with_retry(
     *,
     on_wait: OnWait | None = None,
     rng: random.Random | None = None,
+    wake: asyncio.Event | None = None,
 ) -> tuple[T, int, tuple[str, ...]]:
     """Run ``attempt`` under ``policy``; return (result, attempts made, kinds of failed attempts).
 
-    ``attempt`` gets an ``AttemptClock`` and wraps its call in ``clock.timed``.
+    ``attempt`` gets an ``AttemptClock`` and wraps its call in ``clock.timed``. When ``wake`` is set
+    during a backoff, the next attempt starts at once (the caller knows it will fail fast, e.g. a
+    model just stopped, and would rather not sleep out the wait).
 
     On failure the last error is raised with ``attempts`` and ``reasons`` set on it.
     """
@@ -131,7 +135,11 @@ async def call_with_retry(
             waiting = on_wait(seconds, last_error[0])
             if waiting is not None:
                 await waiting
-        await asyncio.sleep(seconds)
+        if wake is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):  # TimeoutError itself from 3.11 on
+            await asyncio.wait_for(wake.wait(), seconds)
 
     # The first attempt runs on its own: most items succeed at once, and setting up tenacity's loop
     # costs more CPU than the rest of the dispatch (~0.3 ms per item, measured). After a retryable

@@ -194,13 +194,15 @@ def test_timeout_when_the_server_hangs(api: FakeAPI, request_: Request) -> None:
     assert api.count(request_key(request_)) == 1
 
 
-def test_connection_refused_is_connection_lost(request_: Request, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("where", ["closed port", "unknown host"])
+def test_no_connection_at_all_is_connect_failed(request_: Request, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    b = AnthropicBackend(MODEL, endpoint=f"http://127.0.0.1:{port}", timeout=1.0)
-    assert isinstance(fails(b, request_), errors.ConnectionLost)
+    url = f"http://127.0.0.1:{port}" if where == "closed port" else "http://no-such-host.invalid"
+    error = fails(AnthropicBackend(MODEL, endpoint=url, timeout=1.0), request_)
+    assert isinstance(error, errors.ConnectFailed) and f"cannot connect to {url}" in str(error)
 
 
 def test_key_never_in_error_messages(api: FakeAPI, request_: Request) -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from gmai_client.backends.scripted import ScriptedBackend
 from gmai_client.cache import ResponseCache, cache_key, key_fields
-from gmai_client.dispatch import Dispatcher, Sent
+from gmai_client.dispatch import Dispatcher, Reachability, Sent
+from gmai_client.errors import ConnectFailed, EndpointUnreachable, ServerError
 from gmai_client.limiter import AdaptiveConcurrency
 from gmai_client.retry import RetryPolicy
 from gmai_client.types import Request, Response, SamplingParams
@@ -94,3 +95,74 @@ def test_every_request_is_answered_through_a_corrupt_cache(
     assert all(isinstance(r, Sent) and r.cached for r in again)  # and stored in the fresh cache
     corrupt = [r.getMessage() for r in caplog.records if "corrupt" in r.getMessage()]
     assert len(corrupt) == 1 and str(path) in corrupt[0]
+
+
+# -- an endpoint that never answered stops the model; one that answered before is retried
+
+
+class StepClock:
+    """A clock that moves one second each time it is read: every failure is a second after the last."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def refused(request: Request) -> Exception:
+    return ConnectFailed("scripted: cannot connect to http://models.test/v1 (ConnectError: refused)")
+
+
+def test_an_endpoint_that_never_answered_stops_the_model_after_a_few_failed_connects() -> None:
+    backend = CachedScript(refused)
+    reach = Reachability("http://models.test/v1", attempts=3, window_s=2.0, clock=StepClock())
+    one_at_a_time = AdaptiveConcurrency(1)  # so the count of connects made is exact
+    retry = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.001)
+    dispatch = dispatcher(backend, retry=retry, concurrency=one_at_a_time, reachability=reach)
+
+    results = send_all(dispatch, requests(10))
+
+    assert len(backend.requests) == 3  # the verdict came at the third failed connect, two seconds apart
+    assert all(isinstance(r, EndpointUnreachable) and r.stops_model for r in results)
+    message = str(results[0])
+    assert "http://models.test/v1 is unreachable" in message and "3 attempts over 2.0 s" in message
+
+
+def test_connect_failures_after_an_answer_are_retried_not_stopped() -> None:
+    answered: list[str] = []
+
+    def first_answers_then_refuses(request: Request) -> str | Exception:
+        if not answered:
+            answered.append(request.item_index)
+            return "A"
+        return refused(request)
+
+    backend = CachedScript(first_answers_then_refuses)
+    reach = Reachability("http://models.test/v1", attempts=3, window_s=2.0, clock=StepClock())
+    retry = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.001)
+    dispatch = dispatcher(backend, retry=retry, reachability=reach)
+
+    first = send_all(dispatch, requests(1))
+    later = send_all(dispatch, requests(4)[1:])
+
+    assert isinstance(first[0], Sent) and first[0].response.text == "A"
+    assert all(type(r) is ConnectFailed and r.attempts == 3 for r in later)  # type: ignore[union-attr]
+    assert len(backend.requests) == 1 + 3 * 3
+
+
+def test_an_http_error_counts_as_an_answer() -> None:
+    replies = iter([ServerError("HTTP 502 from the gateway", status=502)])
+
+    def gateway_then_refused(request: Request) -> Exception:
+        return next(replies, None) or refused(request)
+
+    backend = CachedScript(gateway_then_refused)
+    reach = Reachability("http://models.test/v1", attempts=3, window_s=2.0, clock=StepClock())
+    retry = RetryPolicy(max_attempts=6, base_delay=0.001, max_delay=0.001)
+    dispatch = dispatcher(backend, retry=retry, reachability=reach)
+
+    (result,) = send_all(dispatch, requests(1))
+
+    assert type(result) is ConnectFailed and len(backend.requests) == 6  # retried to the end, not stopped

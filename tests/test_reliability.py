@@ -431,3 +431,43 @@ def test_vendor_base_url_variables_send_every_request_to_the_server_they_name(
         db.close()
     endpoints = {fields["identity"]["endpoint"] for fields in stored}
     assert endpoints == {api.base_url_openai, api.base_url_anthropic}
+
+
+def run_figures(run_dir: Path) -> dict:
+    """metrics.json's per-model run figures (done, errors, stopped, ...), there even without records."""
+    return json.loads((run_dir / "metrics.json").read_text())["run"]["models"]
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # bound, then closed: nobody listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_endpoint_stops_its_model_with_one_message(tmp_path: Path, keys: None, capsys) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    started = time.monotonic()
+    run_cli("--limit", "10", "--no-cache", "--out", str(tmp_path), "-m", f"openai:gpt-4o@{url}", "-B", "label=gpt")
+    took = time.monotonic() - started
+    printed = capsys.readouterr().out
+
+    stopped = run_figures(only_run_dir(tmp_path))["gpt"]["stopped"]
+    assert f"{url} is unreachable" in stopped and "failed to connect" in stopped
+    assert "gpt stopped early" in printed and printed.count(f"{url} is unreachable") == 1
+    # Nothing is recorded as failed: the items were never sent anywhere, a rerun sends them.
+    assert read_records(only_run_dir(tmp_path) / "records.jsonl") == []
+    print(f"\nunreachable endpoint: model stopped after {took:.1f} s (10 items, 8 attempts allowed each)")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_an_unreachable_triton_server_stops_its_model_naming_the_url(tmp_path: Path, protocol: str, capsys) -> None:
+    pytest.importorskip("tritonclient")
+    url = f"{protocol}://127.0.0.1:{closed_port()}"
+    run_cli("--limit", "5", "--no-cache", "--out", str(tmp_path), "-m", f"triton:llava@{url}", "-B", "label=llava")
+
+    stopped = run_figures(only_run_dir(tmp_path))["llava"]["stopped"]
+    assert f"cannot reach Triton at {url}" in stopped
+    assert read_records(only_run_dir(tmp_path) / "records.jsonl") == []
+    assert "llava stopped early" in capsys.readouterr().out

@@ -297,3 +297,17 @@ def test_time_spent_in_attempts_counts_against_the_deadline() -> None:
 def test_policy_rejects_impossible_settings(options: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         RetryPolicy(**options)  # type: ignore[arg-type]
+
+
+def test_a_wake_event_cuts_a_backoff_short() -> None:
+    # The server asked for an hour; the caller learns meanwhile that the next attempt will end it.
+    scripted = Scripted(RateLimited("429", retry_after=3600.0), answer="woken")
+    policy = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, deadline=7200.0)
+
+    async def main() -> tuple[str, int, tuple]:
+        wake = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, wake.set)
+        # A guard, not a measurement: without the wake this would sleep for an hour.
+        return await asyncio.wait_for(call_with_retry(scripted, policy, wake=wake), timeout=30)
+
+    assert asyncio.run(main()) == ("woken", 2, ("rate_limited",))
