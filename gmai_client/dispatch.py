@@ -5,7 +5,8 @@ The runner hands every request of a model to its ``Dispatcher``; in order:
 1. the response cache (a hit returns at once: no limit spent, no request sent);
 2. the run's token budget (spent: ``BudgetExhausted``, which stops the run cleanly);
 3. ``call_with_retry``; each attempt takes a slot of the model's adaptive concurrency, waits for
-   the endpoint's request and token buckets, then calls the backend within the attempt's timeout.
+   the endpoint's request and token buckets (never past the item's deadline: a longer wait fails
+   the item as "deadline" at once), then calls the backend within the attempt's timeout.
    A 429 halves the model's concurrency and pauses the whole endpoint for the server's hint;
 4. on success the token estimate is corrected from reported usage, any API key the server echoed
    is removed from the answer (``errors.redact``), and the answer is cached.
@@ -175,7 +176,8 @@ class Dispatcher:
         self.reachability.check()
         async with self.concurrency.slot(self._waiting):
             if self.limiter is not None:
-                await self.limiter.acquire(estimate, self._waiting)
+                # Never longer than the item may wait: a long pause fails the item ("deadline").
+                await self.limiter.acquire(estimate, self._waiting, within=clock.item_time_left())
             self.reachability.check()  # decided while this attempt queued: send nothing more
             used: int | None = None
             try:

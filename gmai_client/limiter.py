@@ -14,6 +14,12 @@ never reached tells nothing about whether more would be accepted.
 
 Both report waits through ``on_wait(reason, seconds)`` so the progress display can say that the
 run is waiting on a limit rather than stuck.
+
+A wait is never longer than the caller can afford: ``acquire(..., within=seconds)`` (the item's
+time left before its deadline) raises ``DeadlineExceeded`` at once when the wait it would need is
+longer (a server's ``Retry-After: 3600`` pausing the endpoint, say), and gives up when the time
+runs out while queueing behind other requests. The item then fails as "deadline" instead of
+stalling the run, and a later ``--retry-errors`` sends it again.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from gmai_client.errors import ConfigError
+from gmai_client.errors import ConfigError, DeadlineExceeded
 from gmai_client.types import Request
 
 # Buckets hold one second of budget: providers enforce "per minute" limits over shorter windows
@@ -124,7 +130,26 @@ class EndpointLimiter:
         """Hold every request to this endpoint for ``seconds`` (a 429's hint)."""
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
-    async def acquire(self, tokens: int, on_wait: OnLimitWait | None = None) -> None:
+    def pause_left(self) -> float:
+        """Seconds left of the current pause (0 when none)."""
+        return max(0.0, self._paused_until - self._clock())
+
+    async def acquire(self, tokens: int, on_wait: OnLimitWait | None = None, *, within: float | None = None) -> None:
+        """Wait until a request of ``tokens`` may leave, then take its budget. ``within``: the most
+        the caller may wait (its item's time left); a longer wait raises ``DeadlineExceeded``."""
+        if within is None or not self._lock.locked():
+            # Nobody queues ahead: the loop below sees every wait and refuses a long one at once.
+            await self._acquire(tokens, on_wait, within)
+            return
+        try:
+            await asyncio.wait_for(self._acquire(tokens, on_wait, within), max(within, 0.0))
+        except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
+            raise DeadlineExceeded(
+                f"the item's deadline passed while queueing for the endpoint's rate limits ({within:.1f} s left)"
+            ) from None
+
+    async def _acquire(self, tokens: int, on_wait: OnLimitWait | None, within: float | None) -> None:
+        give_up = None if within is None else self._clock() + within
         async with self._lock:
             reported = ""
             while True:
@@ -136,6 +161,15 @@ class EndpointLimiter:
                 reason, delay = max(delays, key=lambda pair: pair[1])
                 if delay <= 0:
                     break
+                if give_up is not None and self._clock() + delay > give_up:
+                    left = max(0.0, give_up - self._clock())
+                    if on_wait is not None:
+                        on_wait(f"{reason} of {delay:.0f} s outlasts the item deadline: items fail as 'deadline'", 0.0)
+                    raise DeadlineExceeded(
+                        f"waiting {delay:.1f} s for the endpoint's {reason} would pass the item's deadline "
+                        f"({left:.1f} s left): failed now instead of stalling the run (--retry-errors resends it)",
+                        retry_after=delay,
+                    )
                 if on_wait is not None and reason != reported:
                     on_wait(reason, delay)
                     reported = reason

@@ -7,7 +7,9 @@ by the backend into ``retry_after``) plus a small margin for clock skew: a reque
 server said it may be is wasted and, for some APIs, extends the penalty.
 
 Each attempt has its own timeout; the item as a whole has a deadline (attempts plus waits), and
-a wait that would cross the deadline is not started: the item fails now with what it met. The
+a wait that would cross the deadline is not started: the item fails now with what it met. That
+holds for the rate limiter's waits too (``AttemptClock.item_time_left`` bounds them): an item that
+cannot be sent before its deadline fails as ``DeadlineExceeded`` (kind "deadline", zero attempts). The
 final error carries ``attempts`` and ``reasons`` (the kind of every failed attempt), which end up
 on the item's record.
 """
@@ -24,7 +26,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from gmai_client.errors import BackendError, ConfigError, RequestTimeout, RetryableError
+from gmai_client.errors import BackendError, ConfigError, DeadlineExceeded, RequestTimeout, RetryableError
 
 T = TypeVar("T")
 
@@ -78,8 +80,12 @@ class AttemptClock:
     policy: RetryPolicy
     item_started: float
 
+    def item_time_left(self) -> float:
+        """Seconds left before the item's deadline (what a wait before the call may take at most)."""
+        return self.policy.deadline - (time.monotonic() - self.item_started)
+
     def time_left(self) -> float:
-        remaining = self.policy.deadline - (time.monotonic() - self.item_started)
+        remaining = self.item_time_left()
         limit = remaining if self.policy.attempt_timeout is None else min(self.policy.attempt_timeout, remaining)
         return max(limit, 0.001)
 
@@ -116,7 +122,8 @@ async def call_with_retry(
         try:
             return await attempt(AttemptClock(policy, started))
         except BackendError as exc:
-            reasons.append(exc.kind)
+            if not isinstance(exc, DeadlineExceeded):  # nothing was sent: not an attempt
+                reasons.append(exc.kind)
             last_error[0] = exc
             raise
 
@@ -184,7 +191,8 @@ class _DeadlineReached(Exception):
 
 
 def _tag(error: BaseException, reasons: list[str], deadline: float | None = None) -> None:
-    error.attempts = len(reasons) or 1  # type: ignore[attr-defined]
+    # ``attempts`` counts requests sent: an item that never got past the rate limiter sent none.
+    error.attempts = len(reasons) or (0 if isinstance(error, DeadlineExceeded) else 1)  # type: ignore[attr-defined]
     error.reasons = tuple(reasons)  # type: ignore[attr-defined]
-    if deadline is not None and isinstance(error, BackendError):
+    if deadline is not None and isinstance(error, BackendError) and not isinstance(error, DeadlineExceeded):
         error.args = (f"{error} (gave up: the item's {deadline:g} s deadline would pass before the next attempt)",)

@@ -14,11 +14,11 @@ import pytest
 
 from gmai_client.backends.scripted import ScriptedBackend
 from gmai_client.cache import ResponseCache, cache_key, key_fields
-from gmai_client.dispatch import Dispatcher, Reachability, Sent
-from gmai_client.errors import ConnectFailed, EndpointUnreachable, ServerError
-from gmai_client.limiter import AdaptiveConcurrency
+from gmai_client.dispatch import Dispatcher, Reachability, Sent, TokenBudget
+from gmai_client.errors import ConnectFailed, DeadlineExceeded, EndpointUnreachable, RateLimited, ServerError
+from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, Limits, estimate_tokens
 from gmai_client.retry import RetryPolicy
-from gmai_client.types import Request, Response, SamplingParams
+from gmai_client.types import Request, Response, SamplingParams, Usage
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, deadline=30.0)
 
@@ -166,3 +166,73 @@ def test_an_http_error_counts_as_an_answer() -> None:
     (result,) = send_all(dispatch, requests(1))
 
     assert type(result) is ConnectFailed and len(backend.requests) == 6  # retried to the end, not stopped
+
+
+# -- a 429 pauses the endpoint and cuts the model's concurrency; a pause never outlasts a deadline
+
+
+class FixedClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_429_pauses_the_endpoint_for_its_hint_and_halves_the_concurrency() -> None:
+    limiter = EndpointLimiter(Limits(rpm=600), clock=FixedClock())
+    concurrency = AdaptiveConcurrency(8)
+    backend = CachedScript(lambda request: RateLimited("HTTP 429", status=429, retry_after=30.0))
+    once = RetryPolicy(max_attempts=1, deadline=600.0)
+    dispatch = dispatcher(backend, retry=once, limiter=limiter, concurrency=concurrency)
+
+    (result,) = send_all(dispatch, requests(1))
+
+    assert isinstance(result, RateLimited)
+    assert limiter.pause_left() == pytest.approx(30.0)  # every request to the endpoint now waits
+    assert (concurrency.limit, concurrency.cuts, dispatch.throttled) == (4, 1, 1)
+
+
+def test_a_pause_longer_than_the_item_deadline_fails_the_item_at_once_as_deadline() -> None:
+    limiter = EndpointLimiter(Limits(rpm=600))
+    limiter.pause(3600.0)  # what a Retry-After: 3600 left behind
+    backend = CachedScript(answer_of)
+    said: list[str] = []
+    short = RetryPolicy(max_attempts=8, base_delay=0.01, deadline=5.0)
+    dispatch = dispatcher(backend, retry=short, limiter=limiter, on_status=said.append)
+
+    results = asyncio.run(asyncio.wait_for(_send_all(dispatch, requests(3)), timeout=20))  # a guard, not a figure
+
+    assert all(isinstance(r, DeadlineExceeded) and r.kind == "deadline" for r in results)
+    assert [getattr(r, "attempts", None) for r in results] == [0, 0, 0]  # nothing was sent
+    assert backend.requests == []
+    assert any("rate-limit pause of 3600 s outlasts the item deadline" in text for text in said)
+
+
+async def _send_all(dispatch: Dispatcher, batch: list[Request]) -> list[Sent | BaseException]:
+    return await asyncio.gather(*(dispatch.send(r) for r in batch), return_exceptions=True)
+
+
+# -- the token budget spends what the server reported
+
+
+def test_the_budget_spends_the_reported_usage_not_the_estimate() -> None:
+    (request,) = requests(1)
+    estimate = estimate_tokens(request)
+    reported = Usage(input_tokens=7, output_tokens=3)
+    assert estimate > 50  # the two figures differ: spending the wrong one shows
+    backend = CachedScript(lambda r: Response("A", usage=reported))
+    budget = TokenBudget(1_000_000)
+
+    send_all(dispatcher(backend, budget=budget), [request])
+
+    assert budget.spent == 10
+
+
+def test_the_budget_spends_the_estimate_when_no_usage_is_reported() -> None:
+    (request,) = requests(1)
+    budget = TokenBudget(1_000_000)
+
+    send_all(dispatcher(CachedScript(lambda r: Response("A", usage=None)), budget=budget), [request])
+
+    assert budget.spent == estimate_tokens(request)

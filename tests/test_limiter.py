@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from gmai_client.errors import ConfigError
+from gmai_client.errors import ConfigError, DeadlineExceeded
 from gmai_client.limiter import (
     IMAGE_TOKENS,
     AdaptiveConcurrency,
@@ -291,6 +291,46 @@ def test_pause_holds_every_acquirer_until_it_expires() -> None:
     assert waits, "the wait was not reported"
     assert {reason for reason, _ in waits} == {"rate-limit pause"}
     assert 0.1 < waits[0][1] <= 0.2
+
+
+def test_a_pause_longer_than_the_time_left_fails_at_once_and_says_so() -> None:
+    clock = FakeClock()
+    limiter = EndpointLimiter(Limits(rpm=60), clock=clock)
+    limiter.pause(3600.0)  # one Retry-After: 3600
+    said: list[str] = []
+
+    with pytest.raises(DeadlineExceeded) as caught:
+        asyncio.run(limiter.acquire(1, lambda reason, seconds: said.append(reason), within=5.0))
+
+    error = caught.value
+    assert error.kind == "deadline" and error.retry_after == pytest.approx(3600.0)
+    assert "3600.0 s" in str(error) and "rate-limit pause" in str(error) and "5.0 s left" in str(error)
+    assert said == ["rate-limit pause of 3600 s outlasts the item deadline: items fail as 'deadline'"]
+    assert probe(limiter) == ("rate-limit pause", 3600.0)  # nothing was taken; the pause stands
+    clock.advance(3600.0)
+    assert probe(limiter) is None
+
+
+def test_a_wait_within_the_time_left_is_waited() -> None:
+    limiter = EndpointLimiter(Limits())
+    limiter.pause(0.1)
+    asyncio.run(limiter.acquire(1, within=5.0))  # no error: 0.1 s fits in 5 s
+    assert limiter.pause_left() == 0.0
+
+
+def test_queueing_behind_a_long_wait_gives_up_when_the_time_left_runs_out() -> None:
+    limiter = EndpointLimiter(Limits())
+    limiter.pause(1.0)  # the first waiter may wait it out (it has 30 s); the second has 0.1 s
+
+    async def main() -> list[BaseException | None]:
+        first = asyncio.create_task(limiter.acquire(1, within=30.0))
+        await asyncio.sleep(0)  # the first holds the queue
+        second = asyncio.create_task(limiter.acquire(1, within=0.1))
+        return await asyncio.gather(first, second, return_exceptions=True)
+
+    first, second = asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert first is None
+    assert isinstance(second, DeadlineExceeded) and "queueing" in str(second)
 
 
 # -- LimiterPool and Limits

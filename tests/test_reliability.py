@@ -471,3 +471,33 @@ def test_an_unreachable_triton_server_stops_its_model_naming_the_url(tmp_path: P
     assert f"cannot reach Triton at {url}" in stopped
     assert read_records(only_run_dir(tmp_path) / "records.jsonl") == []
     assert "llava stopped early" in capsys.readouterr().out
+
+
+def test_a_retry_after_of_an_hour_fails_items_by_their_deadline_instead_of_stalling(tmp_path: Path, keys: None) -> None:
+    items = sample_items(10)
+    with FakeAPI(answers=oracle(items)) as api:
+        api.inject("429", retry_after=3600)  # the first request's answer pauses the endpoint for an hour
+        command = [
+            sys.executable, "-m", "gmai_client", "run", "--no-progress", "--no-cache", "--limit", "10", "-c", "1",
+            "--rpm", "600", "--item-deadline", "5", "--out", str(tmp_path),
+            "-m", f"openai:gpt-4o@{api.base_url_openai}",
+        ]  # fmt: skip
+        env = {**os.environ, "OPENAI_API_KEY": OPENAI_KEY}
+        started = time.monotonic()
+        first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)  # a guard: not an hour
+        took = time.monotonic() - started
+        records = read_records(only_run_dir(tmp_path) / "records.jsonl")
+        sent_first = api.stats()["requests"]
+        # Later, the pause over: --retry-errors sends exactly the failed items again.
+        again = subprocess.run([*command, "--retry-errors"], env=env, capture_output=True, text=True, timeout=120)
+        sent_again = api.stats()["requests"] - sent_first
+
+    assert "Traceback" not in first.stderr + again.stderr
+    kinds = sorted(r.error_kind for r in records)
+    assert kinds == ["deadline"] * 9 + ["rate_limited"], kinds
+    assert sent_first == 1  # the 429 itself; no request left while the endpoint was paused
+    deadline_errors = [r for r in records if r.error_kind == "deadline"]
+    assert all(r.attempts == 0 and "3600" in r.error and "deadline" in r.error for r in deadline_errors)
+    assert sent_again == 10
+    assert all(r.status == "ok" for r in read_records(only_run_dir(tmp_path) / "records.jsonl"))
+    print(f"\nRetry-After 3600, --rpm 600, --item-deadline 5: run ended after {took:.1f} s, process start included")
