@@ -33,6 +33,7 @@ import errno
 import os
 import re
 import socket
+import threading
 
 
 class GmaiError(Exception):
@@ -217,12 +218,21 @@ class _Secrets:
 
     def __init__(self) -> None:
         self.registered: set[str] = set()
+        self._lock = threading.Lock()  # redact also runs in worker threads (the cache's, the readers')
         self._environ: dict | None = None
         self._from_env: frozenset[str] = frozenset()
         self._values: frozenset[str] | None = None
         self._pattern: re.Pattern[str] | None = None
 
-    def from_env(self) -> frozenset[str]:
+    def add(self, value: str) -> None:
+        with self._lock:
+            self.registered.add(value)
+
+    def values(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self.registered) | self._from_env_locked()
+
+    def _from_env_locked(self) -> frozenset[str]:
         data = getattr(os.environ, "_data", None)  # CPython's raw mapping; scan every time without it
         if data is None or data != self._environ:
             self._environ = dict(data) if data is not None else None
@@ -232,7 +242,11 @@ class _Secrets:
         return self._from_env
 
     def pattern(self) -> re.Pattern[str] | None:
-        values = frozenset(self.registered) | self.from_env()
+        with self._lock:
+            return self._pattern_locked()
+
+    def _pattern_locked(self) -> re.Pattern[str] | None:
+        values = frozenset(self.registered) | self._from_env_locked()
         if values != self._values:
             self._values = values
             # Longest first: a key that contains another is replaced whole.
@@ -251,12 +265,12 @@ def register_secret(value: str | None) -> None:
         return
     value = value.strip()
     if len(value) >= MIN_SECRET_LENGTH:
-        _SECRETS.registered.add(value)
+        _SECRETS.add(value)
 
 
 def secret_values() -> list[str]:
     """Every value ``redact`` removes: registered keys and secret-looking environment variables."""
-    return sorted(set(_SECRETS.registered) | _SECRETS.from_env())
+    return sorted(_SECRETS.values())
 
 
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
