@@ -932,6 +932,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate-window", type=float, default=60.0)
     parser.add_argument("--answers", default=None, help="JSON file: item_key -> answer text")
     parser.add_argument("--fallback", default="A")
+    parser.add_argument("--echo-key", action="store_true", help="echo the key sent in every error and answer")
     args = parser.parse_args(argv)
     rates = {kind: float(p) for kind, _, p in (f.partition("=") for f in args.fault)}
     answers = json.loads(Path(args.answers).read_text(encoding="utf-8")) if args.answers else {}
@@ -939,6 +940,7 @@ def main(argv: list[str] | None = None) -> None:
         answers=answers, fallback=args.fallback, latency=args.latency,
         faults=Faults(rates, seed=args.seed, retry_after=args.retry_after),
         rate_limit=args.rate_limit, rate_window=args.rate_window, host=args.host, port=args.port,
+        echo_key=args.echo_key,
     )  # fmt: skip
     with api:
         print(f"fake API on {api.base_url} (OpenAI: {api.base_url_openai})", flush=True)
