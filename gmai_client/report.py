@@ -61,10 +61,14 @@ def _version() -> str:
     return __version__
 
 
-def write_config(run_dir: Path, config: RunConfig, data_files: Sequence[str]) -> Path:
+def write_config(
+    run_dir: Path, config: RunConfig, data_files: Sequence[str], *, identity: dict[str, Any] | None = None
+) -> Path:
+    """``identity``: what the run folder must agree with before it is reused (``rundir.identity``)."""
     payload = {
         "config": config.as_dict(),
         "data_files": list(data_files),
+        **({"identity": identity} if identity is not None else {}),
         "gmai_client": _version(),
         "python": platform.python_version(),
         "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
