@@ -8,8 +8,6 @@ skipped, with the reason, only where that binary or the playwright package is mi
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import json
 import re
 import shutil
@@ -18,25 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from PIL import Image as PILImage
 
 import gmai_client
 from gmai_client.config import RunConfig, parse_model_spec
-from gmai_client.html_report import (
-    FULL_VAL_ITEMS,
-    GALLERY_CAP,
-    REPORT_FILE,
-    THUMB_PX,
-    load_item_details,
-    select_gallery,
-    thumbnail,
-    write_html_report,
-    write_visual_reports,
-)
+from gmai_client.html_gallery import GALLERY_CAP, select_gallery
+from gmai_client.html_paper import FULL_VAL_ITEMS
+from gmai_client.html_report import REPORT_FILE, asset, write_html_report, write_visual_reports
 from gmai_client.metrics import compare, compute_metrics
 from gmai_client.synthetic import write_tsv
 from gmai_client.types import Record
-from tests.conftest import write_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -119,6 +107,18 @@ def test_the_page_is_self_contained(two_models: Path) -> None:
     assert not re.search(r"@import|url\(", html)
 
 
+def test_the_static_assets_are_inlined_and_shipped_as_package_data(two_models: Path) -> None:
+    """report.css and report.js are package data: matched by pyproject's globs, so a wheel carries them."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml without a dependency")
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["gmai_client"]
+    html = page(two_models)
+    for name in ("report.css", "report.js"):
+        assert any((root / "gmai_client" / "data" / name).match(pattern) for pattern in globs)
+    # Inlined verbatim (the page fetches nothing).
+    assert "<style>" + asset("report.css") in html and "<script>" + asset("report.js") + "</script>" in html
+
+
 def test_plots_are_written_as_png_and_svg(two_models: Path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is the 'report' extra")
     plots = sorted(p.name for p in (two_models / "plots").iterdir())
@@ -132,16 +132,20 @@ def test_plots_are_written_as_png_and_svg(two_models: Path) -> None:
     assert "plots/accuracy_by_department.png" in page(two_models)
 
 
-def test_missing_matplotlib_only_skips_the_plots(two_models: Path, tmp_path: Path, monkeypatch) -> None:
+def test_missing_matplotlib_only_skips_the_png_plots(two_models: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     run_dir = tmp_path / "copy"
     shutil.copytree(two_models, run_dir, ignore=shutil.ignore_patterns("plots"))
     records = gmai_client.read_records(run_dir / "records.jsonl")
     metrics = compute_metrics(records)
     written = write_visual_reports(run_dir, records, metrics, compare(metrics, records))
-    assert written == [run_dir / REPORT_FILE]
-    assert not (run_dir / "plots").exists()
-    assert "matplotlib is not installed" in page(run_dir)
+    # The SVG charts need no matplotlib: they are the page's own drawing, written to files.
+    assert written[-1] == run_dir / REPORT_FILE
+    assert sorted(p.suffix for p in (run_dir / "plots").iterdir()) == [".svg"] * 4 == [p.suffix for p in written[:-1]]
+    html = page(run_dir)
+    assert "PNG plots were not written: matplotlib is not installed" in html
+    assert "plots/accuracy_by_department.svg" in section(html, "run")
+    assert "plots/accuracy_by_department.png" not in html
 
 
 def test_one_model(tmp_path: Path, small_tsv: Path) -> None:
@@ -245,34 +249,6 @@ def test_gallery_prefers_problem_items_and_keeps_room_for_correct_ones() -> None
     # Errors come first whatever their index.
     records[-1] = Record(index=records[-1].index, model="m", status="error", prediction=None, error="boom")
     assert records[-1].index in select_gallery(records, ["m"])
-
-
-def test_thumbnails_of_awkward_images() -> None:
-    def b64(img: PILImage.Image) -> str:
-        out = io.BytesIO()
-        img.save(out, format="PNG")
-        return base64.b64encode(out.getvalue()).decode()
-
-    for img in (
-        PILImage.new("I;16", (300, 200), 40000),  # 16-bit scans
-        PILImage.new("RGBA", (50, 500), (255, 0, 0, 0)),
-        PILImage.new("P", (64, 64)),
-        PILImage.new("L", (20, 20)),  # smaller than a thumbnail: not enlarged
-    ):
-        uri = thumbnail(b64(img))
-        assert uri is not None and uri.startswith("data:image/jpeg;base64,")
-        with PILImage.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as thumb:
-            assert max(thumb.size) <= THUMB_PX and max(thumb.size) == min(THUMB_PX, max(img.size))
-    assert thumbnail("not an image") is None
-
-
-def test_item_details_are_found_whatever_the_column_order(tmp_path: Path) -> None:
-    image = base64.b64encode(b"png-bytes").decode()
-    header = ["question", "index", "A", "B", "image"]
-    rows = [["Q one?", "1", "a", "b", image], ["Q two?", "2", "a", "b", str([image, image])]]
-    path = write_rows(tmp_path / "shuffled.tsv", header, rows)
-    images, questions = load_item_details([path], ["2", "9"])
-    assert images == {"2": image} and questions == {"2": "Q two?"}
 
 
 # --- in a real browser -----------------------------------------------------------------------

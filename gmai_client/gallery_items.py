@@ -1,0 +1,110 @@
+"""The gallery's item data: each shown item's question text and image thumbnail, from the data files.
+
+Records hold neither images nor question text, so ``load_gallery_items`` reads the wanted items
+again through the dataset reader (``dataset.find_items``: the run's own parsing rules, only the
+wanted rows parsed, the scan stopping once all are found) and returns them as ``GalleryItems``.
+
+Thumbnails are the report's costliest step at real image sizes: a 1400 px PNG takes ~15 ms to
+decode, and no PNG decoder can skip pixels. So they are made in a thread pool while the file is
+still being scanned (Pillow releases the GIL while it inflates, resizes and encodes, so threads use
+every core without copying megabytes of base64 to worker processes, or starting any), an image
+shared by several items is decoded once, and each image is shrunk in its own mode before any
+conversion, so that colour conversion and 16-bit stretching touch 96 px, not 1400.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image as PILImage
+
+from gmai_client.dataset import find_items, open_dataset
+from gmai_client.types import Record
+
+THUMB_PX = 96
+
+
+@dataclass(frozen=True)
+class GalleryItems:
+    """Index -> thumbnail (a JPEG data URI) and index -> question text, for the items found."""
+
+    thumbnails: Mapping[str, str] = field(default_factory=dict)
+    questions: Mapping[str, str] = field(default_factory=dict)
+
+
+def data_files(config: Mapping[str, Any] | None, records: Iterable[Record]) -> list[Path]:
+    """The run's data files that still exist: from config.json, else from the records' sources."""
+    files = [str(p) for p in (config or {}).get("data_files", [])]
+    if not files:
+        # A record's source reads "<file>, row N, index I": the file is all before ", row ".
+        files = sorted({r.source.rsplit(", row ", 1)[0] for r in records if ", row " in r.source})
+    return [Path(f) for f in dict.fromkeys(files) if Path(f).is_file()]
+
+
+def load_gallery_items(paths: Sequence[Path], wanted: Collection[str], *, workers: int | None = None) -> GalleryItems:
+    """Questions and thumbnails of the ``wanted`` indexes found in ``paths`` (a DataError when a file
+    cannot be opened as a dataset). An image that cannot be decoded gets no thumbnail."""
+    wanted = set(wanted)
+    if not wanted:
+        return GalleryItems()
+    questions: dict[str, str] = {}
+    pending: dict[str, Future[str | None]] = {}
+    by_image: dict[str, Future[str | None]] = {}  # the same image text is decoded once
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for item in find_items(open_dataset(paths), wanted):
+            if item.index not in wanted or item.index in questions:
+                continue  # a row find_items did not filter, or a second row with the same index
+            questions[item.index] = item.question.strip()
+            if item.images_b64:
+                image = item.images_b64[0]
+                if image not in by_image:
+                    by_image[image] = pool.submit(thumbnail, image)
+                pending[item.index] = by_image[image]
+        thumbnails = {index: uri for index, future in pending.items() if (uri := future.result()) is not None}
+    return GalleryItems(thumbnails, questions)
+
+
+def thumbnail(image_b64: str, size: int = THUMB_PX) -> str | None:
+    """A small JPEG data URI of a base64 image, or None when it cannot be decoded."""
+    try:
+        data = base64.b64decode(image_b64)
+        with PILImage.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (size, size))  # JPEG sources decode at a reduced scale: much faster
+            img.load()
+            small = _shrink(img, size)
+        out = io.BytesIO()
+        small.save(out, format="JPEG", quality=70, optimize=True)
+    except Exception:  # any undecodable image: the card shows "no image" instead
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def _shrink(img: PILImage.Image, size: int) -> PILImage.Image:
+    """``img`` at most ``size`` px, as 8-bit RGB on white: resized first, converted after."""
+    if img.mode == "P":  # palette images only resize by nearest neighbour: expand them first
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    elif img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        img = img.convert("RGB")  # CMYK, YCbCr, ...
+    img.thumbnail((size, size), PILImage.Resampling.LANCZOS)  # never enlarges; reduces by whole factors first
+    if img.mode in ("I", "F"):
+        # 16-bit and float scans: stretch to 8 bits, or they render black or clipped.
+        img = img.convert("F")
+        low, high = img.getextrema()
+        img = img.point(lambda v: (v - low) * 255.0 / ((high - low) or 1)).convert("L")
+    if img.mode in ("RGBA", "LA"):
+        rgba = img.convert("RGBA")
+        img = PILImage.new("RGB", rgba.size, "white")
+        img.paste(rgba, mask=rgba.getchannel("A"))
+    return img.convert("RGB")
+

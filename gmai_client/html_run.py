@@ -1,0 +1,74 @@
+"""report.html's last section: links to the chart files, versions, timings, per-model counts of this
+invocation, and the run's configuration (config.json, redacted once more before it is shown)."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+from gmai_client.errors import redact
+from gmai_client.html_page import Page, table
+from gmai_client.plots import PLOTS_DIR
+from gmai_client.report_format import esc, package_version, version
+
+
+def run_info(page: Page, plot_files: Sequence[Path]) -> str:
+    config_text = redact(json.dumps(page.config, indent=2, default=str)) if page.config else "(no config.json)"
+    return (
+        _plot_links(plot_files)
+        + _versions(page)
+        + _timings(page)
+        + _per_model(page)
+        + "<details><summary>Configuration (config.json, no secrets)</summary>"
+        f"<pre>{esc(config_text)}</pre></details>"
+    )
+
+
+def _plot_links(plot_files: Sequence[Path]) -> str:
+    if not plot_files:
+        return ""
+    names = [esc(f"{PLOTS_DIR}/{p.name}") for p in plot_files]
+    links = ", ".join(f'<a href="{name}">{name}</a>' for name in names)
+    return f"<p>Charts as files beside this report (for papers and slides): {links}.</p>"
+
+
+def _versions(page: Page) -> str:
+    versions = [
+        ("gmai_client", page.config.get("gmai_client") or version()),
+        ("python", page.config.get("python") or platform.python_version()),
+        ("platform (where this page was written)", platform.platform(terse=True)),
+        *((package, package_version(package)) for package in ("Pillow", "matplotlib")),
+    ]
+    rows = [f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in versions]
+    return table(["", ""], rows, caption="Versions", head=False)
+
+
+def _timings(page: Page) -> str:
+    rows = []
+    if "elapsed_s" in page.extra:
+        rows.append(f'<tr><th scope="row">run wall time</th><td>{float(page.extra["elapsed_s"]):.1f} s</td></tr>')
+    if page.extra.get("interrupted"):
+        rows.append('<tr><th scope="row">interrupted</th><td>yes: results are partial</td></tr>')
+    return table(["", ""], rows, caption="Timings", head=False) if rows else ""
+
+
+def _per_model(page: Page) -> str:
+    rows = []
+    for label in page.labels:
+        state = (page.extra.get("models") or {}).get(label, {})
+        mine = page.by_model[label]
+        rows.append(
+            f'<tr><th scope="row">{esc(label)}</th><td class="num">{state.get("done", len(mine))}</td>'
+            f'<td class="num">{state.get("errors", sum(r.status == "error" for r in mine))}</td>'
+            f'<td class="num">{state.get("skipped", "—")}</td>'
+            f'<td class="num">{sum(r.cached for r in mine)}</td>'
+            f'<td class="num">{sum(r.attempts for r in mine)}</td>'
+            f"<td>{esc(state.get('stopped', '') or '')}</td></tr>"
+        )
+    return table(
+        ["model", "done", "errors", "skipped (resumed)", "cached", "attempts", "stopped"],
+        rows,
+        caption="Per model (this invocation; skipped items were finished by an earlier one)",
+    )
