@@ -46,6 +46,10 @@ from gmai_client.metrics import (
 )
 from gmai_client.predictions import PREDICTIONS_DIR, write_prediction_files
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
+from gmai_client.report_format import interval
+from gmai_client.report_format import pct as _pct
+from gmai_client.report_format import signed as _delta
+from gmai_client.report_format import version as _version
 from gmai_client.scoring import rescore
 from gmai_client.types import Record
 
@@ -53,12 +57,6 @@ if TYPE_CHECKING:
     from gmai_client.runner import RunResult
 
 CONFIG_FILE = "config.json"
-
-
-def _version() -> str:
-    from gmai_client import __version__
-
-    return __version__
 
 
 def write_config(
@@ -283,20 +281,6 @@ def _num(value: float | None) -> str:
 # --- tables ----------------------------------------------------------------------------------
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
-
-
-def _interval(stats: GroupStats) -> str:
-    if stats.ci_low is None or stats.ci_high is None:
-        return ""
-    return f"[{100 * stats.ci_low:.1f}, {100 * stats.ci_high:.1f}]"
-
-
-def _delta(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:+.2f}"
-
-
 #: What the figures mean, in every output that carries them.
 PROTOCOL = {
     "headline": "acc: VLMEvalKit's exact-matching evaluation (can_infer, hit = letter equals the answer cell); "
@@ -315,7 +299,7 @@ def overall_rows(metrics: dict[str, ModelMetrics]) -> list[list[str]]:
             [
                 label,
                 _pct(o.accuracy),
-                _interval(o),
+                interval(o, plain=True),
                 str(o.n),
                 str(o.correct),
                 str(o.unparsed),
