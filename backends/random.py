@@ -11,6 +11,7 @@ import random
 from collections.abc import Mapping
 
 from gmai_client.config import ModelSpec
+from gmai_client.errors import ConfigError
 from gmai_client.types import Request, Response
 
 
@@ -27,7 +28,13 @@ class RandomBackend:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> RandomBackend:
-        return cls(int(spec.option("seed", str(seed)) or seed))
+        raw = spec.option("seed") or ""
+        if not raw:
+            return cls(seed)
+        try:
+            return cls(int(raw))
+        except ValueError:
+            raise ConfigError(f"{spec.label}: option seed={raw!r} is not an integer") from None
 
     def identity(self) -> Mapping[str, str]:
         return {"backend": self.name, "model": f"random-seed{self.seed}", "endpoint": ""}

@@ -15,8 +15,9 @@ different options need different labels).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -25,6 +26,35 @@ from gmai_client.errors import ConfigError, redact
 from gmai_client.types import SamplingParams
 
 DEFAULT_DATA = ("sample",)
+#: Attempts per item on retryable errors, and seconds per item (all attempts and waits): written
+#: here once, read by RunConfig, the CLI's help and ``retry.RetryPolicy``.
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_ITEM_DEADLINE_S = 900.0
+#: More in-flight items per model than any endpoint serves; far larger values only fill memory
+#: (5,000,000 reached 4.9 GB before the first item was sent).
+MAX_CONCURRENCY = 4096
+
+#: RunConfig fields that only decide how a run proceeds (pace, patience, where answers are kept),
+#: never which items are asked or what a model answers. ``--resume`` takes them from the command
+#: line when given (saying so); every other field must agree with the saved run.
+POLICY_FIELDS = frozenset(
+    {
+        "concurrency",
+        "rpm",
+        "tpm",
+        "max_attempts",
+        "attempt_timeout",
+        "item_deadline",
+        "max_errors",
+        "token_budget",
+        "cache",
+        "cache_path",
+        "executor",
+        "ray_address",
+        "retry_errors",
+        "progress",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +70,7 @@ class ModelSpec:
 
     def as_dict(self) -> dict[str, Any]:
         # Options may hold secrets users should not pass this way (api_key=...): redact them.
-        options = {k: ("[REDACTED]" if _is_secret_key(k) else redact(v)) for k, v in self.options.items()}
+        options = {k: ("[REDACTED]" if is_secret_option(k) else redact(v)) for k, v in self.options.items()}
         return {
             "backend": self.backend,
             "target": self.target,
@@ -50,8 +80,17 @@ class ModelSpec:
         }
 
 
-def _is_secret_key(key: str) -> bool:
-    return any(word in key.lower() for word in ("key", "token", "secret", "password"))
+_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials"})
+
+
+def is_secret_option(key: str) -> bool:
+    """Whether an option's value looks like a secret (``api_key``, ``hf_token``): it is never saved.
+
+    Judged by whole words of the name, so ``max_tokens_field`` or ``max_new_tokens`` are kept; a
+    name ending in ``_env`` holds the name of a variable (``api_key_env=MY_CRED``), not its value.
+    """
+    words = key.lower().replace("-", "_").split("_")
+    return words[-1] != "env" and any(word in _SECRET_WORDS for word in words)
 
 
 def parse_model_spec(text: str, options: Mapping[str, str] | Sequence[str] | None = None) -> ModelSpec:
@@ -100,9 +139,9 @@ class RunConfig:
     cache_path: Path | None = None  # None: the user cache dir (GMAI_CLIENT_CACHE_DIR overrides)
     rpm: float | None = None  # requests/min per endpoint; a model's rpm= option overrides
     tpm: float | None = None  # tokens/min per endpoint; a model's tpm= option overrides
-    max_attempts: int = 8
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     attempt_timeout: float | None = None  # None: the backend's own timeout
-    item_deadline: float = 900.0
+    item_deadline: float = DEFAULT_ITEM_DEADLINE_S
     max_errors: float | None = None  # >= 1: a count; < 1: a fraction of finished items
     token_budget: int | None = None
     judge: ModelSpec | None = None  # maps answers the rules cannot read (``judge`` module)
@@ -112,14 +151,21 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("no model given")
-        if self.concurrency < 1:
-            raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.params.seed is None:  # sampling backends draw with the run's seed, from the CLI or a script alike
+            object.__setattr__(self, "params", replace(self.params, seed=self.seed))
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}")
         if self.limit is not None and self.limit < 0:
             raise ConfigError(f"limit must be >= 0, got {self.limit}")
-        for name in ("rpm", "tpm", "attempt_timeout", "token_budget", "max_errors"):
+        for name in ("rpm", "tpm", "attempt_timeout", "token_budget", "max_errors", "item_deadline"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value:g}")
+            # NaN compares false with everything, so `value <= 0` alone would let it through.
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive finite number, got {value!r}")
+        if not (math.isfinite(self.params.temperature) and self.params.temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.params.temperature!r}")
+        if self.params.max_tokens < 1:
+            raise ConfigError(f"max-tokens must be at least 1, got {self.params.max_tokens}")
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
         if self.max_attempts < 1:
@@ -177,6 +223,15 @@ class RunConfig:
         data["data_dir"] = str(self.data_dir) if self.data_dir else None
         data["cache_path"] = str(self.cache_path) if self.cache_path else None
         return data
+
+
+def run_default(name: str) -> Any:
+    """The default of a RunConfig field: the one place every default is written (the CLI's help
+    and its "not given" options read it here)."""
+    spec = RunConfig.__dataclass_fields__[name]
+    if spec.default_factory is not MISSING:
+        return spec.default_factory()
+    return spec.default
 
 
 def _spec_from_dict(data: Mapping[str, Any]) -> ModelSpec:

@@ -65,21 +65,87 @@ def load_class(name: str) -> Any:
     return getattr(module, class_name)
 
 
-#: Options every model takes, read by the runner rather than by the backend.
+#: Options every model takes, read by the client rather than by the backend (which never sees them).
 POLICY_OPTIONS: dict[str, str] = {
     "rpm": "requests per minute to this model's endpoint (overrides --rpm)",
     "tpm": "tokens per minute to this model's endpoint (overrides --tpm)",
+    "price_in": "US$ per million input tokens, for cost estimates (overrides the price table)",
+    "price_out": "US$ per million output tokens, for cost estimates (overrides the price table)",
 }
+
+
+#: Options of the built-in backends that cannot change what a model answers: the pace and
+#: patience of the calls, which account pays, the transport to the same server, how a local
+#: model's work is scheduled (which requests share a batch already varies from run to run), a test
+#: backend's delay. A run folder's identity (``rundir``) leaves them out; every other option is in
+#: it. A third-party backend may declare its own in ``ANSWER_NEUTRAL_OPTIONS``; without that, all of
+#: its options count.
+_ANSWER_NEUTRAL: dict[str, frozenset[str]] = {
+    "openai": frozenset({"timeout", "api_key_env", "organization_env"}),
+    "anthropic": frozenset({"timeout", "api_key_env"}),
+    "triton": frozenset({"timeout", "protocol", "ssl", "ssl_ca"}),
+    "torch": frozenset(
+        {
+            "max_batch_size",
+            "max_wait_ms",
+            # --executor ray: where the actors run and how they are kept alive
+            "actors",
+            "gpus_per_actor",
+            "cpus_per_actor",
+            "torch_threads",
+            "max_restarts",
+            "max_concurrency",
+            "load_timeout_s",
+            "test_crash_after",
+        }
+    ),
+    "scripted": frozenset({"latency"}),
+}
+
+
+def answer_neutral_options(backend: str) -> frozenset[str]:
+    """Option names of ``backend`` that never change an answer (``label`` and ``POLICY_OPTIONS`` for all)."""
+    declared = _ANSWER_NEUTRAL.get(backend)
+    if declared is None:
+        try:
+            declared = frozenset(getattr(load_class(backend), "ANSWER_NEUTRAL_OPTIONS", ()))
+        except (ImportError, ConfigError):
+            declared = frozenset()
+    return frozenset({"label", *POLICY_OPTIONS}) | declared
+
+
+def check_options(spec: ModelSpec, *classes: Any) -> None:
+    """Refuse an option none of ``classes`` declares in ``OPTIONS`` (a typo such as ``detial``
+    would otherwise be ignored and the run would silently use the default), naming the closest
+    valid ones. A class without ``OPTIONS`` (a third-party backend) is not checked."""
+    if not classes or any(getattr(cls, "OPTIONS", None) is None for cls in classes):
+        return
+    known = set(POLICY_OPTIONS)
+    for cls in classes:
+        known |= set(cls.OPTIONS)
+    for key in spec.options:
+        if key in known:
+            continue
+        import difflib
+
+        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        # The value is not repeated: a misspelt option may hold a secret.
+        raise ConfigError(
+            f"{spec.label}: unknown option -B {key}{hint} ({spec.backend} takes: {', '.join(sorted(known))})"
+        )
 
 
 def create(spec: ModelSpec, *, seed: int = 0) -> Backend:
     """Build the backend a spec names (it is started later, by the runner)."""
+    cls = load_class(spec.backend)
+    check_options(spec, cls)
     own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
     if "," in spec.endpoint:  # backend:model@E1,E2,...: one model on several endpoints
         from gmai_client.balance import BalancedBackend
 
         return BalancedBackend.from_spec(replace(spec, options=own), seed=seed)
-    return load_class(spec.backend).from_spec(replace(spec, options=own), seed=seed)
+    return cls.from_spec(replace(spec, options=own), seed=seed)
 
 
 def describe() -> list[BackendInfo]:

@@ -17,29 +17,35 @@ Every finished item is appended to records.jsonl at once (the resume journal). A
 isolated to its item; an error that means the whole model cannot work (bad key, exhausted quota,
 unknown model, spent budget) stops that model's run, leaving that item and the unsent ones
 unrecorded for a later resume; so does ``max_errors`` when too many items fail.
-Ctrl-C cancels in-flight requests, and the run returns (``interrupted=True``) with everything
-finished so far on disk and in the metrics.
+Anything else that fails (a record that cannot be written on a full disk, a data file that
+breaks mid-way, a bug) ends the whole run at once, not just a worker: every model is cancelled, the
+reason is in ``RunResult.failure`` and everything recorded stays. Ctrl-C cancels in-flight
+requests, and the run returns (``interrupted=True``) with everything finished so far on disk and
+in the metrics.
+
+The run folder (its name, the check that a reused folder holds the same run, the lock that keeps
+a second process out) is ``rundir``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
+import math
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from gmai_client import registry
+from gmai_client import registry, rundir
 from gmai_client.cache import ResponseCache
 from gmai_client.config import ModelSpec, RunConfig
 from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
 from gmai_client.dispatch import Dispatcher, Sent, TokenBudget
-from gmai_client.errors import BackendError, DataError, GmaiError
+from gmai_client.errors import BackendError, ConfigError, DataError, GmaiError
 from gmai_client.judge import Judge, JudgeCounts
 from gmai_client.limiter import AdaptiveConcurrency, LimiterPool, Limits
 from gmai_client.progress import ModelTrack, ProgressReporter, make_progress
@@ -84,6 +90,7 @@ class RunResult:
     elapsed_s: float = 0.0
     files: tuple[str, ...] = field(default=())
     judge: JudgeCounts | None = None
+    failure: str = ""  # why the whole run ended early (a full disk, unreadable data), if it did
 
 
 async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) -> RunResult:
@@ -91,23 +98,65 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
 
     ``backends`` maps a model label to an already built backend (for SDK users with their own
     objects); the others are built from their specs through the registry.
+
+    Raises ``ConfigError`` before anything is sent when the run folder holds another run, is in use
+    by another process or cannot be written (``rundir``). A failure after the start (a full disk, a
+    data file that breaks mid-way) ends the run at once: everything recorded stays, and the result
+    says why in ``failure``.
     """
     started = time.monotonic()
     files = open_dataset(resolve_data(config.data, data_dir=config.data_dir))
     selection = parse_selection(config.select or None)
-    run_dir = run_directory(config)
-    from gmai_client import report  # report imports rich tables; keep runner import light
-
-    report.write_config(run_dir, config, [str(f.path) for f in files])
-    previous = read_records(run_dir / RECORDS_FILE)
+    for spec in (*config.models, *([config.judge] if config.judge is not None else [])):
+        _rate_option(spec, "rpm", None), _rate_option(spec, "tpm", None)  # a bad value fails before any folder
     built = dict(backends or {})
-    for spec in config.models:
-        if spec.label not in built:
-            built[spec.label] = _create_backend(spec, config)
+    judge_backend: Backend | None = None
+    try:
+        for spec in config.models:
+            if spec.label not in built:
+                built[spec.label] = _create_backend(spec, config)
+        if config.judge is not None:
+            judge_backend = registry.create(config.judge, seed=config.seed)
+        data_files = [str(f.path) for f in files]
+        ident = rundir.identity(config, data_files, built, judge_backend)
+        run_dir = rundir.make_run_dir(config, ident)
+        with rundir.RunLock(run_dir):
+            rundir.check_reuse(run_dir, ident, config.limit)
+            from gmai_client import report  # report imports rich tables; keep runner import light
 
+            try:
+                report.write_config(run_dir, config, data_files, identity=ident)
+            except OSError as exc:
+                raise ConfigError(f"cannot write in the run folder {run_dir}: {exc.strerror or exc}") from None
+            return await _run_in(run_dir, config, files, selection, built, judge_backend, started)
+    finally:
+        for backend in (*built.values(), *([judge_backend] if judge_backend is not None else [])):
+            with contextlib.suppress(Exception):
+                await backend.close()
+
+
+class RunFailed(GmaiError):
+    """Something the run cannot go on without failed (a record could not be written, the data
+    could not be read): the run ends at once, keeping what is recorded."""
+
+
+async def _run_in(
+    run_dir: Path,
+    config: RunConfig,
+    files: list[DatasetFile],
+    selection: Selection,
+    built: dict[str, Backend],
+    judge_backend: Backend | None,
+    started: float,
+) -> RunResult:
+    """The run proper, in a locked folder whose config.json is written."""
+    from gmai_client import report
+
+    previous = read_records(run_dir / RECORDS_FILE)
     outcomes = {spec.label: ModelOutcome(spec) for spec in config.models}
     progress = make_progress(enabled=config.progress)
     interrupted = False
+    failure = ""
     cache = ResponseCache(config.cache_path) if config.cache else None
     shared = _Shared(
         cache=cache,
@@ -117,18 +166,20 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
             max_attempts=config.max_attempts, attempt_timeout=config.attempt_timeout, deadline=config.item_deadline
         ),
     )
-    judge_backend = None
-    if config.judge is not None:
-        judge_backend = registry.create(config.judge, seed=config.seed)
-        try:
-            await judge_backend.start()
-        except (GmaiError, OSError) as exc:
-            raise GmaiError(f"the judge {config.judge.label} cannot start: {exc}") from None
-        shared = replace(
-            shared, judge=Judge(_dispatcher(config, config.judge, judge_backend, shared), config.judge.label)
-        )
-    writer = RecordWriter(run_dir / RECORDS_FILE)
+    writer: RecordWriter | None = None
     try:
+        if config.judge is not None and judge_backend is not None:
+            try:
+                await judge_backend.start()
+            except (GmaiError, OSError) as exc:
+                raise GmaiError(f"the judge {config.judge.label} cannot start: {exc}") from None
+            shared = replace(
+                shared, judge=Judge(_dispatcher(config, config.judge, judge_backend, shared), config.judge.label)
+            )
+        try:
+            writer = RecordWriter(run_dir / RECORDS_FILE)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {run_dir / RECORDS_FILE}: {exc.strerror or exc}") from None
         with progress:
             tasks = [
                 asyncio.create_task(
@@ -150,19 +201,30 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
                 await asyncio.gather(*tasks)
             except asyncio.CancelledError:
                 interrupted = True
+            except Exception as exc:  # one model's failure ends the whole run: say why, keep what is done
+                failure = _describe_failure(exc)
+                progress.note("run", f"stopped: {failure}")
+            finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if failure:
+                for spec, task in zip(config.models, tasks, strict=True):
+                    outcome = outcomes[spec.label]
+                    unfinished = task.cancelled() or task.exception() is not None
+                    if unfinished and not outcome.stopped:
+                        outcome.stopped = f"run stopped: {failure}"
     finally:
-        writer.close()
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError as exc:  # the last lines may be lost; read_records drops a torn one
+                failure = failure or f"cannot finish writing {writer.path}: {exc}"
         if cache is not None:
             cache.close()
         for label, backend in built.items():
             if label in outcomes:
                 outcomes[label].placement = _placement(backend)
-        for backend in (*built.values(), *([judge_backend] if judge_backend is not None else [])):
-            with contextlib.suppress(Exception):
-                await backend.close()
 
     records = tuple(read_records(run_dir / RECORDS_FILE))
     labels = {spec.label for spec in config.models}
@@ -175,9 +237,23 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
         interrupted,
         elapsed,
         judge=shared.judge.counts if shared.judge else None,
+        failure=failure,
     )
-    written = report.write_run(result, config)
+    try:
+        written = report.write_run(result, config)
+    except OSError as exc:  # a full disk: the records are kept, the reports can be written later
+        reason = f"the reports could not be written ({exc}); `python -m gmai_client report {run_dir}` writes them"
+        return replace(result, failure=f"{failure}; {reason}" if failure else reason)
     return replace(result, files=tuple(written))
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """One line for the user: the message of an expected failure, where an unexpected one arose."""
+    if isinstance(exc, (GmaiError, OSError)):
+        return str(exc)
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    return f"unexpected {type(exc).__name__}{where}: {exc} (a bug: please report it)"
 
 
 def _create_backend(spec: ModelSpec, config: RunConfig) -> Backend:
@@ -197,32 +273,6 @@ def _placement(backend: Backend) -> tuple[dict[str, Any], ...]:
     with contextlib.suppress(Exception):  # figures for the report must never fail a finished run
         return tuple(placement())
     return ()
-
-
-def run_directory(config: RunConfig) -> Path:
-    """``<out>/<run-name>``; by default named after the models plus a short hash of what decides the
-    item set and the prompts, so the same command resumes the same folder and a different
-    selection never mixes its records into another run's metrics."""
-    name = config.run_name or f"{'-'.join(_slug(spec.label) for spec in config.models)[:80]}-{_config_hash(config)}"
-    path = config.out / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _config_hash(config: RunConfig) -> str:
-    decisive = {
-        "data": config.data,
-        "select": config.select,
-        "limit": config.limit,
-        "template": config.template,
-        "params": config.params.as_dict(),
-        "seed": config.seed,
-    }
-    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_") or "model"
 
 
 @dataclass(frozen=True)
@@ -266,9 +316,12 @@ def _rate_option(spec: ModelSpec, name: str, default: float | None) -> float | N
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise GmaiError(f"{spec.label}: option {name}={raw!r} is not a number") from None
+        raise ConfigError(f"{spec.label}: option {name}={raw!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{spec.label}: option {name} must be a positive finite number, got {raw!r}")
+    return value
 
 
 def _too_many_errors(config: RunConfig, outcome: ModelOutcome) -> bool:
@@ -312,20 +365,24 @@ async def _run_model(
 
     async def produce() -> None:
         entries = _selected(files, selection, config.limit)
-        try:
-            while not stop.is_set():
+        while not stop.is_set():
+            try:
                 batch = await asyncio.to_thread(lambda: list(islice(entries, _READ_BATCH)))
-                if not batch:
-                    break
-                for entry in batch:
-                    if _index_of(entry) in finished:
-                        outcome.skipped += 1
-                        track.advance(skipped=True)
-                        continue
-                    await queue.put(entry)
-        finally:
-            for _ in range(config.concurrency):
-                await queue.put(None)
+            except (GmaiError, OSError) as exc:
+                raise RunFailed(f"reading the data failed: {exc}") from exc
+            if not batch:
+                break
+            for entry in batch:
+                if _index_of(entry) in finished:
+                    outcome.skipped += 1
+                    track.advance(skipped=True)
+                    continue
+                await queue.put(entry)
+        # One end mark per worker, sent only when the producer ends normally: after a failure or a
+        # cancellation nothing may wait on the queue (its workers may be gone: a full queue would
+        # block this task for ever); the supervisor below cancels the workers instead.
+        for _ in range(config.concurrency):
+            await queue.put(None)
 
     dispatcher = _dispatcher(config, outcome.spec, backend, shared, track)
 
@@ -346,7 +403,10 @@ async def _run_model(
                 continue
             if shared.judge is not None and isinstance(entry, Item) and shared.judge.wants(entry, record):
                 record = await shared.judge.rescue(entry, record)
-            writer.write(record)
+            try:
+                writer.write(record)
+            except OSError as exc:  # a full disk, a vanished folder: nothing more can be kept
+                raise RunFailed(f"cannot append to {writer.path}: {exc}") from exc
             outcome.done += 1
             outcome.sent += record.attempts
             outcome.cache_hits += record.cached
@@ -360,11 +420,19 @@ async def _run_model(
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(config.concurrency)]
     try:
+        # The first failure of any task (gather raises it at once) ends them all.
         await asyncio.gather(producer, *workers)
     finally:
+        stop.set()
         counter.cancel()
         for task in (producer, *workers):
             task.cancel()
+        # A cancellation can be lost (Python 3.11's wait_for drops one that meets an answer), and a
+        # worker that lost its own would wait on the queue for ever: an end mark for every worker.
+        while not queue.empty():
+            queue.get_nowait()
+        for _ in workers:
+            queue.put_nowait(None)
         await asyncio.gather(producer, *workers, counter, return_exceptions=True)
 
 

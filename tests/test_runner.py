@@ -1,24 +1,31 @@
-"""The runner end to end: baselines, resume, isolation of failures, stopping, Ctrl-C."""
+"""The runner end to end: baselines, resume, isolation of failures, stopping, Ctrl-C; the run folder's
+identity and lock; a failure that ends the whole run."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import math
+import subprocess
+import sys
+import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import gmai_client
+from gmai_client import registry
 from gmai_client.backends.random import RandomBackend
 from gmai_client.backends.scripted import ScriptedBackend
-from gmai_client.config import RunConfig
+from gmai_client.config import RunConfig, parse_model_spec
 from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.errors import AuthError, ServerError
-from gmai_client.records import read_records
+from gmai_client.errors import AuthError, ConfigError, ServerError
+from gmai_client.records import RecordWriter, read_records
 from gmai_client.synthetic import write_tsv
-from gmai_client.types import Request
+from gmai_client.types import Request, SamplingParams
 from tests.conftest import write_rows
 
 
@@ -192,3 +199,200 @@ def test_sdk_accepts_backend_objects_and_several_models(tmp_path: Path, small_ts
     models = {r.model for r in result.records}
     assert models == {"random", "random:x"}
     assert all(r.granularity in ("Box Level", "Mask Level") for r in result.records)
+
+
+# --- resume sends only what is not finished --------------------------------------------------------
+
+
+def test_resume_sends_only_unfinished_items_and_retry_errors_only_the_errors(tmp_path: Path, small_tsv: Path) -> None:
+    """Finished means any record that is not an error: ok, unparsed and refused answers are never
+    asked again; errored ones only with --retry-errors; the rest (beyond the first run's limit) once."""
+    sent: list[str] = []
+
+    def answer(request: Request) -> str | Exception:
+        sent.append(request.item_index)
+        kind = int(request.item_index) % 4
+        if kind == 1:
+            return "Hmm, hard to say."  # no rule reads a letter: unparsed
+        if kind == 2:
+            return "Sorry, I can't help with images of people yet."  # refused
+        if kind == 3:
+            return ServerError("boom 500", status=500)
+        return "A"
+
+    def once(**changes) -> list[str]:
+        sent.clear()
+        base = config(tmp_path, small_tsv, models=("scripted:x",), run_name="resume", max_attempts=1)
+        run(RunConfig(**{**base.__dict__, **changes}), backends={"scripted:x": ScriptedBackend(answer)})
+        return sorted(sent, key=int)
+
+    assert once(limit=40) == [str(i) for i in range(40)]
+    statuses = {r.index: r.status for r in read_records(tmp_path / "runs/resume/records.jsonl")}
+    assert {statuses[str(i)] for i in range(40)} == {"ok", "unparsed", "refused", "error"}
+
+    assert once() == [str(i) for i in range(40, 60)]  # the larger set: only the 20 never asked
+    assert once() == []  # all finished (errors included, without --retry-errors)
+    assert once(retry_errors=True) == [str(i) for i in range(3, 60, 4)]  # exactly the errored ones
+    records = read_records(tmp_path / "runs/resume/records.jsonl")
+    assert len(records) == 60
+
+
+# --- the run folder's identity (issue 13.3) ---------------------------------------------------------
+
+
+class Identified(RandomBackend):
+    """The random baseline, reporting whatever endpoint it is told (as an API backend reports the
+    endpoint it resolved from @URL, base_url= or OPENAI_BASE_URL)."""
+
+    def __init__(self, endpoint: str):
+        super().__init__(seed=0)
+        self.endpoint = endpoint
+
+    def identity(self):
+        return {**super().identity(), "endpoint": self.endpoint}
+
+
+def folder_of(cfg: RunConfig, backends=None) -> str:
+    from gmai_client import rundir
+
+    files = [str(f.path) for f in open_dataset([Path(cfg.data[0])])]
+    built = {spec.label: (backends or {}).get(spec.label) or registry.create(spec) for spec in cfg.models}
+    judge = registry.create(cfg.judge) if cfg.judge else None
+    return rundir.folder_name(cfg, rundir.identity(cfg, files, built, judge))
+
+
+def test_every_option_that_can_change_an_answer_names_another_folder(tmp_path: Path, small_tsv: Path) -> None:
+    pytest.importorskip("openai")
+
+    def openai(*options: str) -> RunConfig:
+        spec = parse_model_spec("openai:gpt-4o@http://127.0.0.1:9/v1", ["label=gpt", *options])
+        return RunConfig(models=(spec,), data=(str(small_tsv),), out=tmp_path)
+
+    low = folder_of(openai("detail=low"))
+    assert folder_of(openai("detail=high")) != low
+    assert folder_of(openai("detail=low", "max_image_side=512")) != low
+    assert folder_of(openai("detail=low", "max_tokens_field=max_completion_tokens")) != low
+    # Pace, patience and the account change no answer: the same folder, so a rerun resumes it.
+    assert folder_of(openai("detail=low", "rpm=60", "tpm=1000", "timeout=5", "api_key_env=MY_CRED")) == low
+    assert folder_of(replace(openai("detail=low"), concurrency=3, max_attempts=2, rpm=5.0)) == low
+    assert folder_of(replace(openai("detail=low"), params=SamplingParams(max_tokens=64))) != low
+    assert folder_of(replace(openai("detail=low"), judge=parse_model_spec("random"))) != low
+
+    # The endpoint the backend resolved (not only the one written in the spec) is part of it.
+    random_run = RunConfig(models=(parse_model_spec("random"),), data=(str(small_tsv),), out=tmp_path)
+    here = folder_of(random_run, {"random": Identified("http://a:8000/v1")})
+    assert folder_of(random_run, {"random": Identified("http://b:8000/v1")}) != here
+    assert folder_of(random_run, {"random": Identified("http://a:8000/v1")}) == here
+
+
+def test_a_named_folder_holding_another_run_is_refused_saying_what_differs(tmp_path: Path, small_tsv: Path) -> None:
+    first = config(tmp_path, small_tsv, models=("random",), run_name="fixed", limit=10)
+    run(first)
+    run_dir = tmp_path / "runs/fixed"
+    saved = (run_dir / "config.json").read_text()
+    journal = (run_dir / "records.jsonl").read_text()
+
+    with_seed = RunConfig(**{**first.__dict__, "models": (parse_model_spec("random", ["seed=7"]),)})
+    with pytest.raises(ConfigError, match=r"holds another run.*models\.random\.options\.seed: not set in the folder"):
+        run(with_seed)
+    other_model = RunConfig(**{**first.__dict__, "models": (parse_model_spec("random", ["label=other"]),)})
+    with pytest.raises(ConfigError, match="models: random in the folder, other here"):
+        run(other_model)
+    with pytest.raises(ConfigError, match=r"resolved\.models\.random\.endpoint"):
+        run(first, backends={"random": Identified("http://elsewhere/v1")})
+    with pytest.raises(ConfigError, match="a limit may only grow"):
+        run(RunConfig(**{**first.__dict__, "limit": 5}))
+    with pytest.raises(ConfigError, match=r"params\.temperature: 0\.0 in the folder, 0\.5 here"):
+        run(RunConfig(**{**first.__dict__, "params": SamplingParams(temperature=0.5)}))
+    # Refused before anything was sent or rewritten: the folder still describes its own records.
+    assert (run_dir / "config.json").read_text() == saved
+    assert (run_dir / "records.jsonl").read_text() == journal
+
+    grown = run(RunConfig(**{**first.__dict__, "limit": 20}))  # a larger limit extends the run
+    assert len(grown.records) == 20
+    assert json.loads((run_dir / "config.json").read_text())["config"]["limit"] == 20
+
+
+# --- the run-folder lock (issue 13.7) ---------------------------------------------------------------
+
+
+def test_a_second_process_in_a_run_folder_is_refused_naming_the_first(tmp_path: Path, small_tsv: Path) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({str(i): "A" for i in range(60)}))
+    spec = f"scripted:{script}"
+    command = [
+        sys.executable, "-m", "gmai_client", "run", "--no-progress", "--data", str(small_tsv), "-m", spec,
+        "-B", "latency=0.5", "-c", "1", "--out", str(tmp_path / "runs"), "--run-name", "shared",
+    ]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = tmp_path / "runs/shared/.lock"
+        deadline = time.monotonic() + 60
+        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = config(tmp_path, small_tsv, models=(spec,), run_name="shared")
+        busy = rf"runs/shared is in use by another gmai_client process \(pid {first.pid}\)"
+        with pytest.raises(ConfigError, match=busy):
+            run(second)
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    # The first process died holding the lock: the lock died with it, and the next run takes over.
+    assert (tmp_path / "runs/shared/.lock").read_text().strip() == str(first.pid)
+    resumed = run(config(tmp_path, small_tsv, models=(spec,), run_name="shared", concurrency=8))
+    assert len(resumed.records) == 60
+
+
+def test_a_stale_lock_file_of_a_dead_process_is_taken_over(tmp_path: Path, small_tsv: Path) -> None:
+    run_dir = tmp_path / "runs/stale"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".lock").write_text("999999999\n")  # no such process, and no lock held on the file
+    result = run(config(tmp_path, small_tsv, run_name="stale"))
+    assert len(result.records) == 60
+
+
+# --- a failure ends the run at once (issue 13.12) ---------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_full_disk_ends_the_run_promptly_keeping_what_was_recorded(
+    tmp_path: Path, small_tsv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written = 0
+    original = RecordWriter.write
+
+    def write(self: RecordWriter, record) -> None:
+        nonlocal written
+        if written >= 10:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, record)
+        written += 1
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    # Two models, queues far smaller than the file: a producer waiting on a full queue nobody
+    # drains any more is what hung for ever before.
+    result = run(config(tmp_path, small_tsv, models=("random", "random:b"), concurrency=2))
+    assert "No space left on device" in result.failure and "records.jsonl" in result.failure
+    assert all("No space left on device" in o.stopped for o in result.outcomes)
+    assert len(read_records(result.run_dir / "records.jsonl")) == 10  # everything recorded is kept
+    assert json.loads((result.run_dir / "metrics.json").read_text())["run"]["models"]["random"]["stopped"]
+
+
+@pytest.mark.timeout(60)
+def test_data_that_breaks_mid_file_ends_the_run_with_the_reason(
+    tmp_path: Path, small_tsv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gmai_client import runner
+
+    real = runner._selected
+
+    def breaking(*args, **kwargs):
+        for n, entry in enumerate(real(*args, **kwargs)):
+            if n == 30:
+                raise OSError(errno.EIO, "Input/output error", str(small_tsv))
+            yield entry
+
+    monkeypatch.setattr(runner, "_selected", breaking)
+    result = run(config(tmp_path, small_tsv, concurrency=2))
+    assert "reading the data failed" in result.failure and "Input/output error" in result.failure
+    assert 0 < len(read_records(result.run_dir / "records.jsonl")) <= 30

@@ -1,0 +1,267 @@
+"""The run folder: its name, what it must agree with before it is reused, and its lock.
+
+A run folder holds the records of one configuration, so it has an identity: everything that can
+change an answer or the set of items asked.
+
+- the data files (absolute paths), the selection, the prompt template, the sampling parameters and
+  the seed;
+- per model (and for the judge): its label, backend, target, endpoint as written, every ``-B``
+  option except the answer-neutral ones (``registry.answer_neutral_options``: label, rpm, tpm,
+  timeouts, the key's variable, transport and scheduling options), and the backend's resolved
+  ``identity()``: the model and the endpoint it will really call (after ``@URL``, ``base_url=``,
+  ``OPENAI_BASE_URL``...), the image options that change what the model sees.
+
+Pace and patience (concurrency, rates, attempts, deadlines, budgets, cache, executor) are not part
+of it: they decide how a run proceeds, not what it answers (``config.POLICY_FIELDS``).
+
+The default folder name ends in a hash of the identity and ``limit``: a different command gets a
+different folder. A folder chosen by name (``--run-name``, ``--resume``) is compared with the
+identity saved in its config.json and refused when they differ, naming what differs: its records
+came from another configuration and must not be counted as this one's. ``limit`` alone may grow
+(the items of a smaller limit are the first ones of the larger).
+
+``RunLock`` keeps a second process out of a folder in use: ``fcntl.flock`` on ``.lock``, which the
+kernel drops when its holder dies (a stale lock never blocks); the file holds the holder's pid for
+the error message. Where ``fcntl`` is missing (Windows) there is no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gmai_client import registry
+from gmai_client.config import RunConfig
+from gmai_client.errors import ConfigError, redact
+from gmai_client.types import Backend
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+CONFIG_FILE = "config.json"  # the same name ``report`` writes
+RECORDS_FILE = "records.jsonl"
+LOCK_FILE = ".lock"
+
+
+# --- identity -------------------------------------------------------------------------------
+
+
+def _model_part(model: Mapping[str, Any]) -> dict[str, Any]:
+    """A model as saved in config.json (``ModelSpec.as_dict``), without its answer-neutral options."""
+    neutral = registry.answer_neutral_options(str(model.get("backend", "")))
+    options = model.get("options") or {}
+    return {
+        "backend": model.get("backend", ""),
+        "target": model.get("target", ""),
+        "endpoint": model.get("endpoint", ""),
+        "options": {key: options[key] for key in sorted(options) if key not in neutral},
+    }
+
+
+def decisive(config: Mapping[str, Any], data_files: Sequence[str]) -> dict[str, Any]:
+    """The part of the identity a saved config.json alone tells (``RunConfig.as_dict`` form)."""
+    params = dict(config.get("params") or {})
+    judge = config.get("judge")
+    return {
+        "data_files": [str(Path(path).resolve()) for path in data_files],
+        "select": list(config.get("select") or ()),
+        "template": config.get("template"),
+        "params": {
+            "temperature": float(params.get("temperature", 0.0)),
+            "max_tokens": int(params.get("max_tokens", 0)),
+            "seed": params.get("seed"),
+            "repeat": int(params.get("repeat", 0)),
+        },
+        "seed": config.get("seed"),
+        "models": {str(m.get("label", "")): _model_part(m) for m in config.get("models") or ()},
+        "judge": _model_part(judge) if judge else None,
+    }
+
+
+def identity(
+    config: RunConfig,
+    data_files: Sequence[str],
+    backends: Mapping[str, Backend],
+    judge: Backend | None = None,
+) -> dict[str, Any]:
+    """Everything that can change an answer or the item set (see the module docstring), as saved."""
+    value = {
+        **decisive(config.as_dict(), data_files),
+        "resolved": {
+            "models": {spec.label: dict(backends[spec.label].identity()) for spec in config.models},
+            "judge": dict(judge.identity()) if judge is not None else None,
+        },
+    }
+    # Saved through ``redact`` (config.json is): compare what will be read back, not what was meant.
+    return json.loads(redact(json.dumps(value, sort_keys=True, default=str)))
+
+
+def folder_name(config: RunConfig, ident: Mapping[str, Any]) -> str:
+    """``<model labels>-<hash of the identity and the limit>``, or ``config.run_name``."""
+    if config.run_name:
+        return config.run_name
+    payload = json.dumps({**ident, "limit": config.limit}, sort_keys=True, default=str)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:8]
+    return f"{'-'.join(_slug(spec.label) for spec in config.models)[:80]}-{digest}"
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text).strip("_") or "model"
+
+
+def make_run_dir(config: RunConfig, ident: Mapping[str, Any]) -> Path:
+    path = config.out / folder_name(config, ident)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
+# --- reuse ----------------------------------------------------------------------------------
+
+
+def check_reuse(run_dir: Path, ident: Mapping[str, Any], limit: int | None) -> None:
+    """Refuse a folder whose saved run differs from this one in anything but a larger ``limit``."""
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        records = run_dir / RECORDS_FILE
+        if records.exists() and records.stat().st_size:
+            raise ConfigError(
+                f"{run_dir} holds records but no {CONFIG_FILE}: nothing says which run they belong to; "
+                "give another --run-name (or --out)"
+            )
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved_config = saved["config"]
+        saved_ident = saved.get("identity") or decisive(saved_config, saved.get("data_files") or ())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}): cannot tell which run this folder holds") from None
+    if not isinstance(saved_ident, dict):
+        raise ConfigError(f"{path} is unreadable (its identity is not an object)")
+    if "resolved" not in saved_ident:  # written before resolved identities were saved
+        ident = {key: value for key, value in ident.items() if key != "resolved"}
+    differences = _differences(saved_ident, dict(ident))
+    saved_limit = saved_config.get("limit") if isinstance(saved_config, dict) else None
+    if saved_limit is not None and limit is not None and limit < saved_limit:
+        differences.append(
+            f"limit: {saved_limit} in the folder, {limit} here (its records beyond the first {limit} items would "
+            "be counted; a limit may only grow)"
+        )
+    if differences:
+        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+        raise ConfigError(
+            f"{run_dir} holds another run, so it is not resumed: {shown}. Its records would be counted as this "
+            "run's: give another --run-name (the default name is per configuration)"
+        )
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    saved_models = list((saved.get("models") or {}).keys())
+    current_models = list((current.get("models") or {}).keys())
+    if set(saved_models) != set(current_models):
+        out.append(f"models: {', '.join(saved_models) or 'none'} in the folder, {', '.join(current_models)} here")
+        saved = {k: v for k, v in saved.items() if k != "models" and k != "resolved"}
+        current = {k: v for k, v in current.items() if k != "models" and k != "resolved"}
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    for key in sorted(set(flat_saved) | set(flat_current), key=_order):
+        before, now = flat_saved.get(key, _UNSET), flat_current.get(key, _UNSET)
+        if before != now:
+            out.append(f"{key}: {_show(before)} in the folder, {_show(now)} here")
+    return out
+
+
+_UNSET = object()
+_ORDER = ("models", "judge", "data_files", "select", "template", "params", "seed", "resolved")
+
+
+def _order(key: str) -> tuple[int, str]:
+    head = key.split(".", 1)[0]
+    return (_ORDER.index(head) if head in _ORDER else len(_ORDER), key)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping) and value:
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def _show(value: Any) -> str:
+    if value is _UNSET:
+        return "not set"
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --- lock -----------------------------------------------------------------------------------
+
+
+class RunLock:
+    """One process at a time in a run folder (see the module docstring)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.path = run_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write in the run folder {self.run_dir}: {exc.strerror or exc}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_pid(fd)
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ConfigError(f"cannot lock the run folder {self.run_dir}: {exc.strerror or exc}") from None
+                raise ConfigError(
+                    f"the run folder {self.run_dir} is in use by another gmai_client process "
+                    f"(pid {holder or 'unknown'}): wait for it to end or stop it, or give another --run-name"
+                ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(f"cannot write in the run folder {self.run_dir}: {exc.strerror or exc}") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # a later reader sees no holder (the file stays: see flock's semantics)
+        os.close(fd)  # closing the descriptor drops the flock
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+    return text if text.isdigit() else ""
