@@ -7,16 +7,19 @@ wanted rows parsed, the scan stopping once all are found) and returns them as ``
 Thumbnails are the report's costliest step at real image sizes: a 1400 px PNG takes ~15 ms to
 decode, and no PNG decoder can skip pixels. So they are made in a thread pool while the file is
 still being scanned (Pillow releases the GIL while it inflates, resizes and encodes, so threads use
-every core without copying megabytes of base64 to worker processes, or starting any), an image
-shared by several items is decoded once, and each image is shrunk in its own mode before any
-conversion, so that colour conversion and 16-bit stretching touch 96 px, not 1400.
+every core without copying megabytes of base64 to worker processes, or starting any; and unlike a
+process pool they never import the user's main script), an image shared by several items is decoded
+once, and each image is shrunk in its own mode before any conversion, so that colour conversion and
+16-bit stretching touch 96 px, not 1400.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
+import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,21 +57,43 @@ def load_gallery_items(paths: Sequence[Path], wanted: Collection[str], *, worker
     wanted = set(wanted)
     if not wanted:
         return GalleryItems()
+    workers = workers or os.cpu_count() or 1
     questions: dict[str, str] = {}
-    pending: dict[str, Future[str | None]] = {}
-    by_image: dict[str, Future[str | None]] = {}  # the same image text is decoded once
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+    futures: dict[str, Future[str | None]] = {}
+    cache = _ThumbnailCache()
+    # Images waiting for a thread are held in memory: at most two per thread, so that a scan
+    # faster than the decoding keeps megabytes, not hundreds of them.
+    slots = threading.BoundedSemaphore(2 * workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for item in find_items(open_dataset(paths), wanted):
             if item.index not in wanted or item.index in questions:
                 continue  # a row find_items did not filter, or a second row with the same index
             questions[item.index] = item.question.strip()
             if item.images_b64:
-                image = item.images_b64[0]
-                if image not in by_image:
-                    by_image[image] = pool.submit(thumbnail, image)
-                pending[item.index] = by_image[image]
-        thumbnails = {index: uri for index, future in pending.items() if (uri := future.result()) is not None}
+                slots.acquire()
+                futures[item.index] = pool.submit(cache.thumbnail, item.images_b64[0])
+                futures[item.index].add_done_callback(lambda _: slots.release())
+        thumbnails = {index: uri for index, future in futures.items() if (uri := future.result()) is not None}
     return GalleryItems(thumbnails, questions)
+
+
+class _ThumbnailCache:
+    """Thumbnails by image content: an image shared by several items is decoded once. Keyed by a
+    digest (computed in the worker thread, without the GIL) so that no image text stays in memory."""
+
+    def __init__(self) -> None:
+        self._made: dict[bytes, str | None] = {}
+        self._lock = threading.Lock()
+
+    def thumbnail(self, image_b64: str) -> str | None:
+        key = hashlib.sha256(image_b64.encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            if key in self._made:
+                return self._made[key]
+        uri = thumbnail(image_b64)  # two threads given the same image at once both make it: harmless
+        with self._lock:
+            self._made[key] = uri
+        return uri
 
 
 def thumbnail(image_b64: str, size: int = THUMB_PX) -> str | None:

@@ -78,6 +78,8 @@ def write_visual_reports(
     unreadable data file or a bug here becomes a printed note (and a note in the page), not an error.
     """
     page = build_page(run_dir, records, metrics, comparison, config=read_run_json(run_dir, "config.json"), extra=extra)
+    # One after the other: drawing the PNGs in a thread during the gallery's scan was measured no
+    # faster (matplotlib holds the GIL the scan and the thumbnail threads keep needing back).
     written, notes = _write_plots(run_dir, page.charts)
     items, note = _gallery_items(page)
     notes += [note] if note else []

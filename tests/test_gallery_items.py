@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
+from gmai_client import gallery_items
 from gmai_client.errors import DataError
 from gmai_client.gallery_items import THUMB_PX, data_files, load_gallery_items, thumbnail
 from gmai_client.synthetic import write_tsv
@@ -74,6 +75,18 @@ def test_only_wanted_items_come_back(tmp_path: Path) -> None:
     items = load_gallery_items([path], ["2"])
     assert items.questions == {"2": "Plain?"} and list(items.thumbnails) == ["2"]
     assert load_gallery_items([path], ["1"]).questions == {"1": 'Say "hi"?'}
+
+
+def test_an_image_shared_by_items_is_decoded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared, other = png_b64(PILImage.new("RGB", (200, 100), "blue")), png_b64(PILImage.new("RGB", (20, 20)))
+    rows = [[str(i), f"Q{i}?", "a", "b", shared if i < 3 else other] for i in range(4)]
+    path = write_rows(tmp_path / "shared.tsv", ["index", "question", "A", "B", "image"], rows)
+    decoded_images: list[str] = []
+    real = gallery_items.thumbnail
+    monkeypatch.setattr(gallery_items, "thumbnail", lambda b64: decoded_images.append(b64) or real(b64))
+    items = load_gallery_items([path], ["0", "1", "2", "3"], workers=1)
+    assert sorted(decoded_images) == sorted([shared, other])
+    assert items.thumbnails["0"] == items.thumbnails["1"] == items.thumbnails["2"] != items.thumbnails["3"]
 
 
 def test_real_size_items_of_a_synthetic_file(tmp_path: Path) -> None:
