@@ -101,12 +101,12 @@ def module_files() -> dict[str, Path]:
 
 def part_of(module: str) -> str | None:
     name = module.removesuffix(".__init__")
-    best = None
-    for prefix, part in PARTS.items():
-        if (prefix.endswith(".") and (name + ".").startswith(prefix)) or name == prefix:
-            if best is None or len(prefix) > len(best[0]):
-                best = (prefix, part)
-    return best[1] if best else None
+    matches = [
+        (len(prefix), part)
+        for prefix, part in PARTS.items()
+        if name == prefix or (prefix.endswith(".") and (name + ".").startswith(prefix))
+    ]
+    return max(matches)[1] if matches else None
 
 
 def imports_of(path: Path, module: str, known: set[str]) -> set[str]:
