@@ -6,7 +6,7 @@ field, so that one broken item fails alone and the run goes on.
 
 Cells are read as pandas reads them with its defaults, because that is how VLMEvalKit (whose
 prompts and scores are the reference) reads the same file: a cell is missing exactly when its whole
-text is one of pandas' missing-value strings (``reference.PANDAS_NA_STRINGS``: ``"N/A"`` is
+text is one of pandas' missing-value strings (``types.PANDAS_NA_STRINGS``: ``"N/A"`` is
 missing, ``"none"`` is an option); every other cell is kept as is, surrounding whitespace included;
 a cell that starts with ``"`` is quoted (``""`` inside is one quote, tabs and line breaks inside
 are part of it); a UTF-8 byte-order mark before the header is dropped; blank lines are skipped.
@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gmai_client.errors import DataError
-from gmai_client.reference import is_missing
-from gmai_client.types import NO_DEPARTMENT, BadRow, Item, SourceRef
+from gmai_client.types import NO_DEPARTMENT, BadRow, Item, SourceRef, is_missing
 
 #: Option columns: single-letter headers, as VLMEvalKit reads options (GMAI-MMBench uses A-E).
 OPTION_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")

@@ -35,30 +35,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-#: pandas' default missing-value strings (``pandas.read_csv`` / ``read_excel`` ``na_values``).
-PANDAS_NA_STRINGS: frozenset[str] = frozenset(
-    {
-        "",
-        "#N/A",
-        "#N/A N/A",
-        "#NA",
-        "-1.#IND",
-        "-1.#QNAN",
-        "-NaN",
-        "-nan",
-        "1.#IND",
-        "1.#QNAN",
-        "<NA>",
-        "N/A",
-        "NA",
-        "NULL",
-        "NaN",
-        "None",
-        "n/a",
-        "nan",
-        "null",
-    }
-)
+from gmai_client.types import PANDAS_NA_STRINGS, is_missing
+
+__all__ = ["PANDAS_NA_STRINGS", "is_missing"]  # the cell rule lives with the vocabulary: data reads it too
 
 #: Phrases VLMEvalKit treats as a refusal wherever they occur (case-sensitive).
 REFUSAL_PHRASES: tuple[str, ...] = (
@@ -81,11 +60,6 @@ _PUNCTUATION_TABLE = str.maketrans(dict.fromkeys(PUNCTUATION, " "))
 _CJK = re.compile("[\u4e00-\u9fff]")
 
 Options = Sequence[tuple[str, str]]
-
-
-def is_missing(cell: str) -> bool:
-    """Whether pandas reads ``cell`` as a missing value (NaN)."""
-    return cell in PANDAS_NA_STRINGS
 
 
 def answer_as_read_back(prediction: str) -> str:

@@ -31,6 +31,20 @@ FinishReason = Literal["stop", "length", "refused", "filtered", "other"]
 #: The letter the reference protocol uses for "refused / none of the options".
 REFUSED_LETTER = "Z"
 
+#: pandas' default missing-value strings (``read_csv`` / ``read_excel`` ``na_values``): VLMEvalKit
+#: reads the benchmark's files with pandas, so a cell is missing exactly when its whole text is one.
+PANDAS_NA_STRINGS: frozenset[str] = frozenset(
+    {
+        "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+    }
+)  # fmt: skip
+
+
+def is_missing(cell: str) -> bool:
+    """Whether pandas reads ``cell`` as a missing value (NaN): no stripping, ``"none"`` is a value."""
+    return cell in PANDAS_NA_STRINGS
+
 
 def _frozen_mapping(values: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(values or {}))

@@ -80,7 +80,7 @@ ALLOWED: dict[str, set[str]] = {
     "protocol": {"vocabulary"},
     "policy": {"vocabulary"},
     "backends": {"vocabulary"},
-    "results": {"vocabulary", "protocol"},
+    "results": {"vocabulary", "data", "protocol"},  # data: the gallery reads images back from the TSV
     "runner": {"vocabulary", "data", "protocol", "policy", "backends", "results"},
     "face": {"vocabulary", "data", "protocol", "policy", "backends", "results", "runner"},
     "testing": {"vocabulary", "data", "protocol", "policy", "backends", "results", "runner", "face"},
