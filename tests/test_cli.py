@@ -1,11 +1,19 @@
-"""The command line as a user types it (in a subprocess: the real entry point, real exit codes)."""
+"""The command line as a user types it: in a subprocess (the real entry point, real exit codes and
+signals) or in-process through ``main`` where that is enough. Bad inputs have their own table in
+test_bad_inputs.py."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from gmai_client.cli import EXIT_ERRORS, EXIT_STOPPED, EXIT_USAGE, main
+from gmai_client.records import read_records
+from gmai_client.splits import sample_path
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -100,3 +108,124 @@ def test_brackets_in_messages_are_printed_as_text_not_markup(tmp_path: Path) -> 
     # rich would swallow "[v2]" as a style tag; file names and error texts must come out whole.
     done = cli("run", "--data", str(tmp_path / "val[v2].tsv"), cwd=tmp_path)
     assert done.returncode == 2 and "val[v2].tsv" in done.stderr, done.stderr
+
+
+# --- --resume runs the saved configuration (issue 13.4) ---------------------------------------------
+
+
+def saved_config(run_dir: Path) -> dict:
+    return json.loads((run_dir / "config.json").read_text())["config"]
+
+
+def test_resume_runs_with_the_saved_configuration_and_states_overrides(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "runs")
+    saved = [
+        "--concurrency", "3", "--rpm", "6000", "--tpm", "900000", "--max-attempts", "3", "--attempt-timeout", "7",
+        "--item-deadline", "60", "--max-errors", "50", "--executor", "ray", "--ray-address", "127.0.0.1:1",
+        "--no-cache", "--select", "granularity=Box Level|Mask Level", "--limit", "10", "--temperature", "0.3",
+        "--max-tokens", "64", "--seed", "5", "--judge", "random", "-J", "seed=9",
+    ]  # fmt: skip
+    assert main(["run", "--no-progress", "--out", out, "--run-name", "r", *saved]) == 0
+    run_dir = tmp_path / "runs/r"
+    before = saved_config(run_dir)
+    capsys.readouterr()
+
+    # Nothing but the folder: every saved setting comes back, none is replaced by a default.
+    assert main(["run", "--no-progress", "--resume", str(run_dir), "--limit", "20"]) == 0
+    after = saved_config(run_dir)
+    assert {k: v for k, v in after.items() if k != "limit"} == {k: v for k, v in before.items() if k != "limit"}
+    assert after["limit"] == 20 and "--limit 20 extends the saved run's 10 items" in capsys.readouterr().err
+    assert after["concurrency"] == 3 and after["rpm"] == 6000 and after["max_attempts"] == 3
+    assert after["executor"] == "ray" and after["cache"] is False and after["params"]["temperature"] == 0.3
+    assert len(read_records(run_dir / "records.jsonl")) == 20
+    # A pace option given with --resume overrides the saved one, and says so.
+    assert main(["run", "--no-progress", "--resume", str(run_dir), "-c", "5", "--rpm", "6000"]) == 0
+    said = capsys.readouterr().err
+    assert "note: --concurrency 5 overrides the saved 3" in said and "--rpm" not in said  # --rpm is unchanged
+    assert saved_config(run_dir)["concurrency"] == 5
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "runs")
+    assert main(["run", "--no-progress", "--out", out, "--run-name", "r", "--limit", "5"]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.tsv"
+    other.write_bytes(sample_path().read_bytes())
+    code = main(["run", "--no-progress", "--resume", str(tmp_path / "runs/r"), "--data", str(other), "--seed", "3"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == EXIT_USAGE
+    assert f"--data {other} (the saved run has sample)" in err and "--seed 3 (the saved run has 0)" in err
+    # The same value written again is no conflict.
+    assert main(["run", "--no-progress", "--resume", str(tmp_path / "runs/r"), "--data", "sample", "--seed", "0"]) == 0
+
+
+# --- exit statuses (issue 13.10) ---------------------------------------------------------------------
+
+
+def test_exit_status_says_whether_every_item_was_evaluated(tmp_path: Path, capsys) -> None:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"0": "A", "1": {"error": "ServerError"}, "2": "B"}))
+    common = ["run", "--no-progress", "--out", str(tmp_path / "runs"), "--limit", "3", "--max-attempts", "1"]
+    assert main([*common, "-m", f"scripted:{script}", "--run-name", "e"]) == EXIT_ERRORS
+    said = " ".join(capsys.readouterr().err.split())
+    assert "1 item(s) ended in an error" in said and "--resume" in said and "--retry-errors" in said
+    # Still an error on a plain resume: not every item has an answer.
+    assert main(["run", "--no-progress", "--resume", str(tmp_path / "runs/e")]) == EXIT_ERRORS
+    script.write_text(json.dumps({"0": "A", "1": "C", "2": "B"}))
+    assert main(["run", "--no-progress", "--resume", str(tmp_path / "runs/e"), "--retry-errors"]) == 0
+
+    bad_key = tmp_path / "bad_key.json"
+    bad_key.write_text(json.dumps({str(i): {"error": "AuthError"} for i in range(3)}))
+    assert main([*common, "-m", f"scripted:{bad_key}", "-m", "random"]) == EXIT_STOPPED
+    assert "stopped early" in capsys.readouterr().out
+    # --max-errors stops the model: a failure too, not a finished run with errors.
+    failing = tmp_path / "failing.json"
+    failing.write_text(json.dumps({str(i): {"error": "ServerError"} for i in range(3)}))
+    assert main([*common, "-m", f"scripted:{failing}", "-c", "1", "--max-errors", "1"]) == EXIT_STOPPED
+    assert "--max-errors 1" in capsys.readouterr().out
+
+
+# --- SIGTERM and a second Ctrl-C (subprocesses: real signals, the real entry point) -------------------
+
+
+def start_slow_run(tmp_path: Path, small_tsv: Path) -> tuple[subprocess.Popen[str], Path]:
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({str(i): "A" for i in range(60)}))
+    command = [
+        sys.executable, "-m", "gmai_client", "run", "--no-progress", "--data", str(small_tsv),
+        "-m", f"scripted:{script}", "-B", "latency=0.1", "-c", "2", "--out", str(tmp_path / "runs"), "--run-name", "s",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = tmp_path / "runs/s/records.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().count("\n") >= 6):
+        time.sleep(0.02)
+    return process, tmp_path / "runs/s"
+
+
+def test_sigterm_ends_a_run_like_ctrl_c(tmp_path: Path, small_tsv: Path) -> None:
+    process, run_dir = start_slow_run(tmp_path, small_tsv)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert f"resume with: python -m gmai_client run --resume {run_dir}" in " ".join(out.split())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    finished = len(read_records(run_dir / "records.jsonl"))
+    assert metrics["run"]["interrupted"] is True and 6 <= finished < 60
+    assert metrics["models"][next(iter(metrics["models"]))]["overall"]["n"] == finished  # partial metrics
+
+
+def test_a_second_interrupt_quits_at_once_without_a_traceback(tmp_path: Path, small_tsv: Path) -> None:
+    process, run_dir = start_slow_run(tmp_path, small_tsv)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "Error" not in err, err
+    assert "interrupted" in err + out
+    done = read_records(run_dir / "records.jsonl")
+    assert 6 <= len(done) < 60  # what finished is kept; a rerun finishes the rest
+    rerun = subprocess.run(process.args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(read_records(run_dir / "records.jsonl")) == 60

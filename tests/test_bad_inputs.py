@@ -1,0 +1,163 @@
+"""Bad input, as a table: the command line, a fragment of the message the user must see, the exit status.
+
+Every row runs ``python -m gmai_client``'s ``main`` in-process (argparse exits are caught), and must
+end with that status, show that message and never a traceback. To add a case, add a row; ``{tmp}``
+in an argument is the test's own folder, where ``prepare`` (optional) writes what the row needs.
+Rows run with ``--no-progress`` and, unless they give one, ``--out {tmp}/runs``.
+
+Exit statuses (``cli`` module docstring): 2 usage, 3 stopped by a fatal error, 4 errored items,
+5 nothing selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gmai_client.cli import EXIT_EMPTY, EXIT_STOPPED, EXIT_USAGE, main
+from gmai_client.splits import sample_path
+
+
+@dataclass(frozen=True)
+class Case:
+    argv: tuple[str, ...]
+    message: str
+    status: int
+    prepare: Callable[[Path, pytest.MonkeyPatch], None] | None = None
+
+
+def header_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = sample_path().read_text(encoding="utf-8").splitlines()[0]
+    (tmp / "header.tsv").write_text(header + "\n", encoding="utf-8")
+
+
+def a_file(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp / "afile").write_text("not a folder\n")
+
+
+def read_only_out(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests may run as root, whom chmod does not stop: the refusal comes from mkdir itself.
+    real = Path.mkdir
+
+    def mkdir(self: Path, *args, **kwargs) -> None:
+        if "readonly" in self.parts:
+            raise PermissionError(13, "Permission denied", str(self))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+def a_finished_run(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ["run", "--no-progress", "--limit", "3", "--out", str(tmp / "runs"), "--run-name", "r"]
+    assert main([*argv, "-m", "random", "-B", "seed=1"]) == 0
+
+
+CASES: dict[str, Case] = {
+    # backend options
+    "random-seed-not-a-number": Case(("-m", "random", "-B", "seed=abc"), "option seed='abc' is not an integer", 2),
+    "misspelt-option": Case(("-m", "random", "-B", "sed=3"), "unknown option -B sed; did you mean seed?", 2),
+    "unknown-option": Case(("-m", "random", "-B", "colour=red"), "unknown option -B colour (random takes:", 2),
+    "misspelt-judge-option": Case(("--judge", "random", "-J", "sedd=1"), "did you mean seed?", 2),
+    "judge-option-without-judge": Case(("-J", "seed=1"), "-J options need a --judge", 2),
+    "option-before-model": Case(("-B", "seed=1"), "-B key=value must follow the --model", 2),
+    "rpm-option-nan": Case(("-m", "random", "-B", "rpm=nan"), "rpm must be a positive finite number", 2),
+    "unknown-backend": Case(("-m", "opneai:gpt-4o",), "unknown backend 'opneai'", 2),
+    # numbers
+    "rpm-nan": Case(("--rpm", "nan"), "--rpm: 'nan' is not a finite number", 2),
+    "rpm-inf": Case(("--rpm", "inf"), "--rpm: 'inf' is not a finite number", 2),
+    "rpm-negative": Case(("--rpm", "-5"), "--rpm: must be greater than 0", 2),
+    "tpm-nan": Case(("--tpm", "nan"), "--tpm: 'nan' is not a finite number", 2),
+    "max-errors-nan": Case(("--max-errors", "nan"), "--max-errors: 'nan' is not a finite number", 2),
+    "max-errors-zero": Case(("--max-errors", "0"), "--max-errors: must be greater than 0", 2),
+    "attempt-timeout-nan": Case(("--attempt-timeout", "nan"), "--attempt-timeout: 'nan' is not a finite number", 2),
+    "attempt-timeout-inf": Case(("--attempt-timeout", "inf"), "--attempt-timeout: 'inf' is not a finite number", 2),
+    "item-deadline-zero": Case(("--item-deadline", "0"), "--item-deadline: must be greater than 0", 2),
+    "max-attempts-zero": Case(("--max-attempts", "0"), "--max-attempts: must be at least 1", 2),
+    "token-budget-text": Case(("--token-budget", "lots"), "'lots' is not a whole number", 2),
+    "max-tokens-zero": Case(("--max-tokens", "0"), "--max-tokens: must be at least 1", 2),
+    "max-tokens-negative": Case(("--max-tokens", "-3"), "--max-tokens: must be at least 1", 2),
+    "temperature-nan": Case(("--temperature", "nan"), "--temperature: 'nan' is not a finite number", 2),
+    "concurrency-absurd": Case(("--concurrency", "5000000"), "must be between 1 and 4096", 2),
+    "concurrency-zero": Case(("-c", "0"), "must be between 1 and 4096", 2),
+    "limit-zero": Case(("--limit", "0"), "--limit 0 would evaluate nothing", 2),
+    # files and folders
+    "template-missing": Case(("--template", "{tmp}/nope.txt"), "--template {tmp}/nope.txt: no such file", 2),
+    "template-is-a-directory": Case(("--template", "{tmp}"), "is a directory, not a template file", 2),
+    "out-is-a-file": Case(("--out", "{tmp}/afile"), "cannot create the run folder {tmp}/afile/", 2, a_file),
+    "out-read-only": Case(("--out", "{tmp}/readonly"), "Permission denied", 2, read_only_out),
+    "resume-not-a-run-folder": Case(("--resume", "{tmp}"), "no config.json there", 2),
+    # a run folder that holds something else
+    "folder-holds-another-run": Case(
+        ("--limit", "3", "--run-name", "r", "-m", "random", "-B", "seed=2"),
+        "holds another run, so it is not resumed: models.random.options.seed: '1' in the folder, '2' here",
+        2,
+        a_finished_run,
+    ),
+    "folder-holds-other-models": Case(
+        ("--limit", "3", "--run-name", "r", "-m", "random", "-B", "seed=1", "-m", "random:b"),
+        "models: random in the folder, random, random:b here",
+        2,
+        a_finished_run,
+    ),
+    "resume-with-another-temperature": Case(
+        ("--resume", "{tmp}/runs/r", "--temperature", "0.5", "--select", "granularity=Box Level"),
+        "--select granularity=Box Level (the saved run has none); --temperature 0.5 (the saved run has 0)",
+        2,
+        a_finished_run,
+    ),
+    "resume-with-a-smaller-limit": Case(
+        ("--resume", "{tmp}/runs/r", "--limit", "2"), "--limit 2 (the saved run has 3; a limit may only grow)", 2,
+        a_finished_run,
+    ),
+    "resume-with-models": Case(
+        ("--resume", "{tmp}/runs/r", "-m", "random"), "--model/-B random (the saved run has random -B seed=1)", 2,
+        a_finished_run,
+    ),
+    "resume-with-out": Case(("--resume", "{tmp}/runs/r", "--out", "{tmp}/x"), "--resume names the run folder", 2,
+                            a_finished_run),
+    # nothing to evaluate, or nothing that can be
+    "header-only-file": Case(("--data", "{tmp}/header.tsv"), "no item was selected", EXIT_EMPTY, header_only),
+    "select-matches-nothing": Case(
+        ("--select", "department=Ophthalmology & modality=CT"), "no item was selected", EXIT_EMPTY
+    ),
+    "unreadable-replay-file": Case(
+        ("-m", "replay:{tmp}/nope.jsonl"), "stopped early: could not start", EXIT_STOPPED
+    ),
+}  # fmt: skip
+
+
+def run_main(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own exit on a bad option value
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gets_one_clear_message_and_its_exit_status(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = CASES[name]
+    if case.prepare is not None:
+        case.prepare(tmp_path, monkeypatch)
+        capsys.readouterr()
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in case.argv]
+    if "--out" not in argv and "--resume" not in argv:
+        argv += ["--out", str(tmp_path / "runs")]
+    status = run_main(["run", "--no-progress", *argv])
+    printed = capsys.readouterr()
+    text = " ".join((printed.out + printed.err).split())  # rich may wrap a long line
+    assert "Traceback" not in text
+    assert case.message.replace("{tmp}", str(tmp_path)) in text, text[-2000:]
+    assert status == case.status, text[-2000:]
+    if status == EXIT_USAGE:
+        assert text.count("error:") == 1  # one line, not a usage block or a cascade
+
+
+def test_a_usage_error_creates_no_run_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["-m", "random", "-B", "sed=1"], ["--rpm", "nan"], ["--template", str(tmp_path / "nope")]):
+        assert run_main(["run", "--no-progress", "--out", str(tmp_path / "runs"), *argv]) == EXIT_USAGE
+    assert not (tmp_path / "runs").exists()
