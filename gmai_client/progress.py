@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from gmai_client.errors import redact
 
 
 class ModelTrack(Protocol):
@@ -47,7 +50,8 @@ class _Counts:
 class _RichTrack:
     def __init__(self, progress: Progress, counts: _Counts):
         self._progress, self.counts = progress, counts
-        self._task = progress.add_task(counts.label, total=None, errors=0, rate=0.0, state="")
+        # The columns are rich markup: a label or a status with brackets ("m[v2]") prints as text.
+        self._task = progress.add_task(escape(counts.label), total=None, errors=0, rate=0.0, state="")
 
     def advance(self, *, error: bool = False, skipped: bool = False) -> None:
         self.counts.done += 1
@@ -65,7 +69,11 @@ class _RichTrack:
 
     def _refresh(self, advance: int = 0) -> None:
         self._progress.update(
-            self._task, advance=advance, errors=self.counts.errors, rate=self.counts.rate(), state=self.counts.state
+            self._task,
+            advance=advance,
+            errors=self.counts.errors,
+            rate=self.counts.rate(),
+            state=escape(self.counts.state),
         )
 
 
@@ -89,7 +97,8 @@ class RichProgress:
         return _RichTrack(self._progress, _Counts(label))
 
     def note(self, label: str, message: str) -> None:
-        self._progress.console.print(f"[yellow]{label}[/]: {message}")
+        # Notes carry vendor text (a stop reason) and paths: keys out, brackets printed as text.
+        self._progress.console.print(f"[yellow]{escape(label)}[/]: {escape(redact(message))}", highlight=False)
 
     def __enter__(self) -> RichProgress:
         self._progress.start()
@@ -131,7 +140,7 @@ class PlainProgress:
         return track
 
     def note(self, label: str, message: str) -> None:
-        print(f"[{label}] {message}", file=self.stream, flush=True)
+        print(f"[{label}] {redact(message)}", file=self.stream, flush=True)
 
     def maybe_print(self, force: bool = False) -> None:
         now = time.monotonic()
