@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from gmai_client.config import DEFAULT_ITEM_DEADLINE_S, DEFAULT_MAX_ATTEMPTS
 from gmai_client.errors import BackendError, ConfigError, DeadlineExceeded, RequestTimeout, RetryableError
 
 T = TypeVar("T")
@@ -36,11 +37,11 @@ HINT_MARGIN_S = 0.05
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     base_delay: float = 0.5  # first backoff ceiling; doubles per attempt
     max_delay: float = 60.0  # ceiling of one backoff (a server hint may ask for longer)
     attempt_timeout: float | None = None  # seconds for one attempt; None: the backend's own
-    deadline: float = 900.0  # seconds for one item, all attempts and waits together
+    deadline: float = DEFAULT_ITEM_DEADLINE_S  # seconds for one item, all attempts and waits together
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
