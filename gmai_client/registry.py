@@ -52,6 +52,11 @@ def _all_targets() -> dict[str, str]:
     return targets
 
 
+#: Wrappers around backends, looked up by name like the backends (DESIGN: the balancer is policy,
+#: which wraps backends; the registry never imports it, so the parts stay acyclic).
+BALANCER = "gmai_client.balance:BalancedBackend"
+
+
 def load_class(name: str) -> Any:
     targets = _all_targets()
     if name not in targets:
@@ -60,7 +65,11 @@ def load_class(name: str) -> Any:
         close = difflib.get_close_matches(name, list(targets), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown backend {name!r}; known: {', '.join(sorted(targets))}{hint}")
-    module_name, _, class_name = targets[name].partition(":")
+    return _load(targets[name])
+
+
+def _load(target: str) -> Any:
+    module_name, _, class_name = target.partition(":")
     module = importlib.import_module(module_name)
     return getattr(module, class_name)
 
@@ -142,9 +151,7 @@ def create(spec: ModelSpec, *, seed: int = 0) -> Backend:
     check_options(spec, cls)
     own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
     if "," in spec.endpoint:  # backend:model@E1,E2,...: one model on several endpoints
-        from gmai_client.balance import BalancedBackend
-
-        return BalancedBackend.from_spec(replace(spec, options=own), seed=seed)
+        return _load(BALANCER).from_spec(replace(spec, options=own), seed=seed)
     return cls.from_spec(replace(spec, options=own), seed=seed)
 
 

@@ -6,8 +6,9 @@ change an answer or the set of items asked.
 - the data files (absolute paths), the selection, the prompt template, the sampling parameters and
   the seed;
 - per model (and for the judge): its label, backend, target, endpoint as written, every ``-B``
-  option except the answer-neutral ones (``registry.answer_neutral_options``: label, rpm, tpm,
-  timeouts, the key's variable, transport and scheduling options), and the backend's resolved
+  option except the answer-neutral ones (label, rpm, tpm, timeouts, the key's variable, transport
+  and scheduling options: ``Neutral``, which the runner takes from the registry, since this module
+  is part of the results and may not import the backends), and the backend's resolved
   ``identity()``: the model and the endpoint it will really call (after ``@URL``, ``base_url=``,
   ``OPENAI_BASE_URL``...), the image options that change what the model sees.
 
@@ -32,11 +33,10 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gmai_client import registry
 from gmai_client.config import RunConfig
 from gmai_client.errors import ConfigError, redact
 from gmai_client.types import Backend
@@ -50,13 +50,16 @@ CONFIG_FILE = "config.json"  # the same name ``report`` writes
 RECORDS_FILE = "records.jsonl"
 LOCK_FILE = ".lock"
 
+#: Backend name -> its options that cannot change an answer (``registry.answer_neutral_options``).
+Neutral = Callable[[str], Iterable[str]]
+
 
 # --- identity -------------------------------------------------------------------------------
 
 
-def _model_part(model: Mapping[str, Any]) -> dict[str, Any]:
+def _model_part(model: Mapping[str, Any], neutral_options: Neutral) -> dict[str, Any]:
     """A model as saved in config.json (``ModelSpec.as_dict``), without its answer-neutral options."""
-    neutral = registry.answer_neutral_options(str(model.get("backend", "")))
+    neutral = set(neutral_options(str(model.get("backend", ""))))
     options = model.get("options") or {}
     return {
         "backend": model.get("backend", ""),
@@ -66,7 +69,7 @@ def _model_part(model: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def decisive(config: Mapping[str, Any], data_files: Sequence[str]) -> dict[str, Any]:
+def decisive(config: Mapping[str, Any], data_files: Sequence[str], neutral: Neutral) -> dict[str, Any]:
     """The part of the identity a saved config.json alone tells (``RunConfig.as_dict`` form)."""
     params = dict(config.get("params") or {})
     judge = config.get("judge")
@@ -81,8 +84,8 @@ def decisive(config: Mapping[str, Any], data_files: Sequence[str]) -> dict[str, 
             "repeat": int(params.get("repeat", 0)),
         },
         "seed": config.get("seed"),
-        "models": {str(m.get("label", "")): _model_part(m) for m in config.get("models") or ()},
-        "judge": _model_part(judge) if judge else None,
+        "models": {str(m.get("label", "")): _model_part(m, neutral) for m in config.get("models") or ()},
+        "judge": _model_part(judge, neutral) if judge else None,
     }
 
 
@@ -90,11 +93,12 @@ def identity(
     config: RunConfig,
     data_files: Sequence[str],
     backends: Mapping[str, Backend],
-    judge: Backend | None = None,
+    judge: Backend | None,
+    neutral: Neutral,
 ) -> dict[str, Any]:
     """Everything that can change an answer or the item set (see the module docstring), as saved."""
     value = {
-        **decisive(config.as_dict(), data_files),
+        **decisive(config.as_dict(), data_files, neutral),
         "resolved": {
             "models": {spec.label: dict(backends[spec.label].identity()) for spec in config.models},
             "judge": dict(judge.identity()) if judge is not None else None,
@@ -129,7 +133,7 @@ def make_run_dir(config: RunConfig, ident: Mapping[str, Any]) -> Path:
 # --- reuse ----------------------------------------------------------------------------------
 
 
-def check_reuse(run_dir: Path, ident: Mapping[str, Any], limit: int | None) -> None:
+def check_reuse(run_dir: Path, ident: Mapping[str, Any], limit: int | None, neutral: Neutral) -> None:
     """Refuse a folder whose saved run differs from this one in anything but a larger ``limit``."""
     path = run_dir / CONFIG_FILE
     if not path.exists():
@@ -143,7 +147,7 @@ def check_reuse(run_dir: Path, ident: Mapping[str, Any], limit: int | None) -> N
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
         saved_config = saved["config"]
-        saved_ident = saved.get("identity") or decisive(saved_config, saved.get("data_files") or ())
+        saved_ident = saved.get("identity") or decisive(saved_config, saved.get("data_files") or (), neutral)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is unreadable ({exc}): cannot tell which run this folder holds") from None
     if not isinstance(saved_ident, dict):

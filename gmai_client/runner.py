@@ -118,10 +118,10 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
         if config.judge is not None:
             judge_backend = registry.create(config.judge, seed=config.seed)
         data_files = [str(f.path) for f in files]
-        ident = rundir.identity(config, data_files, built, judge_backend)
+        ident = rundir.identity(config, data_files, built, judge_backend, registry.answer_neutral_options)
         run_dir = rundir.make_run_dir(config, ident)
         with rundir.RunLock(run_dir):
-            rundir.check_reuse(run_dir, ident, config.limit)
+            rundir.check_reuse(run_dir, ident, config.limit, registry.answer_neutral_options)
             from gmai_client import report  # report imports rich tables; keep runner import light
 
             try:

@@ -258,7 +258,7 @@ def folder_of(cfg: RunConfig, backends=None) -> str:
     files = [str(f.path) for f in open_dataset([Path(cfg.data[0])])]
     built = {spec.label: (backends or {}).get(spec.label) or registry.create(spec) for spec in cfg.models}
     judge = registry.create(cfg.judge) if cfg.judge else None
-    return rundir.folder_name(cfg, rundir.identity(cfg, files, built, judge))
+    return rundir.folder_name(cfg, rundir.identity(cfg, files, built, judge, registry.answer_neutral_options))
 
 
 def test_every_option_that_can_change_an_answer_names_another_folder(tmp_path: Path, small_tsv: Path) -> None:
