@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
+from gmai_client.backends._hints import retry_after_seconds
 from gmai_client.config import ModelSpec
 from gmai_client.errors import (
     AuthError,
@@ -27,7 +28,6 @@ from gmai_client.errors import (
     UnsupportedInput,
     register_secret,
 )
-from gmai_client.hints import retry_after_seconds
 from gmai_client.images import prepare_images
 from gmai_client.types import Image, Request
 

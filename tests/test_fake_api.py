@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("aiohttp")
 
-from gmai_client.hints import retry_after_seconds
+from gmai_client.backends._hints import retry_after_seconds
 from gmai_client.testing.fake_api import FAULT_KINDS, FakeAPI, Faults, item_key
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg==")

@@ -1,10 +1,11 @@
 """Reads a server's "wait this long" hint from response headers, whatever the vendor's dialect.
 
 Backends call ``retry_after_seconds(headers)`` when mapping a 429/503/529 to a RetryableError;
-the retry policy then never sends again before the hint expires. Understood, most precise first:
-``retry-after-ms``; ``Retry-After`` as seconds or an HTTP date; OpenAI's
-``x-ratelimit-reset-requests`` / ``-tokens`` durations ("1s", "6m0s", "250ms"); Anthropic's
-``anthropic-ratelimit-*-reset`` RFC 3339 timestamps. Reset hints count only for budgets whose
+the retry policy then never sends again before the hint expires. (Reading the vendor's headers is
+translation of the wire format, so it lives with the backends; the policy sees only the number.)
+Understood, most precise first: ``retry-after-ms``; ``Retry-After`` as seconds or an HTTP date;
+OpenAI's ``x-ratelimit-reset-requests`` / ``-tokens`` durations ("1s", "6m0s", "250ms");
+Anthropic's ``anthropic-ratelimit-*-reset`` RFC 3339 timestamps. Reset hints count only for budgets whose
 matching ``-remaining`` header is 0 (the longest of those wins: the request needs every exhausted
 budget back); when none says 0, the soonest reset is used.
 """
