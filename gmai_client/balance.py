@@ -174,11 +174,9 @@ class BalancedBackend:
         self._clock = clock
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, *, seed: int = 0, **policy: Any) -> BalancedBackend:
-        """One inner backend per endpoint of ``spec.endpoint`` (comma-separated), same options."""
-        from gmai_client.registry import load_class  # registry imports this module lazily
-
-        backend_class = load_class(spec.backend)
+    def from_spec(cls, spec: ModelSpec, *, backend_class: Any, seed: int = 0, **policy: Any) -> BalancedBackend:
+        """One inner backend per endpoint of ``spec.endpoint`` (comma-separated), same options, each
+        built by ``backend_class`` (the registry passes the spec's class: policy imports no backend)."""
         inner = [
             backend_class.from_spec(replace(spec, endpoint=endpoint), seed=seed)
             for endpoint in split_endpoints(spec.endpoint)

@@ -151,7 +151,7 @@ def create(spec: ModelSpec, *, seed: int = 0) -> Backend:
     check_options(spec, cls)
     own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
     if "," in spec.endpoint:  # backend:model@E1,E2,...: one model on several endpoints
-        return _load(BALANCER).from_spec(replace(spec, options=own), seed=seed)
+        return _load(BALANCER).from_spec(replace(spec, options=own), seed=seed, backend_class=cls)
     return cls.from_spec(replace(spec, options=own), seed=seed)
 
 
