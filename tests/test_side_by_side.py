@@ -15,10 +15,10 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("aiohttp")
 
-from gmai_client.cli import main
+from gmai_client.cli import EXIT_STOPPED, main
 from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.reference import judge_prompt
 from gmai_client.records import read_records
+from gmai_client.reference import judge_prompt
 from gmai_client.splits import sample_path
 from gmai_client.testing.fake_api import FakeAPI, item_key, oracle
 from gmai_client.types import Item
@@ -159,7 +159,7 @@ def test_a_judge_with_a_bad_key_is_stopped_once(tmp_path: Path, monkeypatch: pyt
             ]
         )  # fmt: skip
         judge_calls = [r for r in api.requests if r.model == "judge"]
-    assert code == 0 and len(judge_calls) == 1  # a 401 stops the judge: no further calls
+    assert code == EXIT_STOPPED and len(judge_calls) == 1  # a 401 stops the judge: no further calls, exit 3
     (run_dir,) = (tmp_path / "runs").iterdir()
     judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
     assert judge["requests"] == 1 and judge["fallback"] == 4 and judge["stopped"]
