@@ -10,7 +10,10 @@ Owns (the balancing policy):
 
 * the choice per request: the healthy endpoint with the least expected wait, scored
   ``(in_flight + 1) * latency`` where latency is the endpoint's EWMA of successful calls (an
-  endpoint without data is scored with the best measured latency, so it gets tried);
+  endpoint without data is scored with the best measured latency, so it gets tried). Only traffic
+  corrects an EWMA, so an endpoint passed over for ``RESAMPLE_AFTER`` requests in a row is scored
+  as untried again and gets one, whose latency replaces the stale estimate: one slow answer (a cold
+  start, a busy moment) cannot keep an endpoint out of rotation for the rest of the run;
 * draining: an endpoint whose request fails for a reason about the endpoint (``ConnectionLost``,
   ``RequestTimeout``, ``Overloaded``, ``ServerError``, a ``FatalError`` that stops a model, any
   failure to start) gets no traffic for a cool-down (1 s doubling to 30 s by default); then one
@@ -53,6 +56,10 @@ from gmai_client.types import Backend, Request, Response
 SEPARATOR = ","
 
 EndpointState = Literal["healthy", "down", "probing"]
+
+#: An endpoint passed over for this many requests since its last news is scored as untried again,
+#: so it gets one request to refresh its latency estimate (a genuinely slower one costs 1 in ~16).
+RESAMPLE_AFTER = 16
 
 #: Errors that say the endpoint, not the request, is in trouble.
 _ENDPOINT_FAULTS: tuple[type[BackendError], ...] = (ConnectionLost, RequestTimeout, Overloaded, ServerError)
@@ -116,6 +123,7 @@ class _Endpoint:
         self.failovers = 0
         self.latency_total = 0.0
         self.ewma: float | None = None
+        self.observed_at: int | None = None  # the balancer's count of placements when the EWMA last had news
         self.down_until: float | None = None  # None: healthy
         self.failures = 0  # consecutive drains, for the exponential cool-down
         self.fatal = False  # the last drain was an error that stops a model
@@ -172,6 +180,7 @@ class BalancedBackend:
         self.ewma_alpha = ewma_alpha
         self.max_failovers = max_failovers
         self._clock = clock
+        self._choices = 0  # requests placed so far (how long an endpoint has been passed over)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, backend_class: Any, seed: int = 0, **policy: Any) -> BalancedBackend:
@@ -290,18 +299,25 @@ class BalancedBackend:
         if due:
             probe = min(due, key=lambda endpoint: endpoint.down_until or 0.0)
             probe.probing = True
+            self._choices += 1
             return probe
         healthy = [endpoint for endpoint in open_ if endpoint.down_until is None]
         if not healthy:
             return None
         measured = [endpoint.ewma for endpoint in healthy if endpoint.ewma is not None]
-        unknown = min(measured) if measured else 1.0  # untried: as good as the best, so it gets tried
+        best = min(measured) if measured else 1.0  # untried: as good as the best, so it gets tried
+
+        def latency(endpoint: _Endpoint) -> float:
+            if endpoint.ewma is None:
+                return best
+            return best if self._is_stale(endpoint) and not endpoint.in_flight else endpoint.ewma
 
         def expected_wait(endpoint: _Endpoint) -> tuple[float, int, int]:
-            latency = endpoint.ewma if endpoint.ewma is not None else unknown
-            return (endpoint.in_flight + 1) * latency, endpoint.in_flight, endpoint.requests
+            return (endpoint.in_flight + 1) * latency(endpoint), endpoint.in_flight, endpoint.requests
 
-        return min(healthy, key=expected_wait)
+        chosen = min(healthy, key=expected_wait)
+        self._choices += 1
+        return chosen
 
     # -------------------------------------------------------------------------------- requests
 
@@ -364,7 +380,15 @@ class BalancedBackend:
     def _observe(self, endpoint: _Endpoint, latency: float) -> None:
         latency = max(latency, 1e-6)
         previous = endpoint.ewma
-        endpoint.ewma = latency if previous is None else self.ewma_alpha * latency + (1 - self.ewma_alpha) * previous
+        if previous is None or self._is_stale(endpoint):
+            endpoint.ewma = latency  # nothing to blend with, or only old news: the sample replaces it
+        else:
+            endpoint.ewma = self.ewma_alpha * latency + (1 - self.ewma_alpha) * previous
+        endpoint.observed_at = self._choices
+
+    def _is_stale(self, endpoint: _Endpoint) -> bool:
+        """No news of its latency for ``RESAMPLE_AFTER`` placements or more."""
+        return endpoint.observed_at is not None and self._choices - endpoint.observed_at >= RESAMPLE_AFTER
 
     def _drain(self, endpoint: _Endpoint, epoch: int, *, fatal: bool) -> None:
         """Take the endpoint out of rotation for its cool-down, unless this news is stale."""

@@ -27,7 +27,13 @@ import pytest
 
 import gmai_client
 from gmai_client import errors, registry
-from gmai_client.balance import BalancedBackend, EndpointsUnavailable, is_endpoint_fault, split_endpoints
+from gmai_client.balance import (
+    RESAMPLE_AFTER,
+    BalancedBackend,
+    EndpointsUnavailable,
+    is_endpoint_fault,
+    split_endpoints,
+)
 from gmai_client.cache import cache_key, key_fields
 from gmai_client.config import RunConfig, parse_model_spec
 from gmai_client.synthetic import write_tsv
@@ -660,3 +666,21 @@ def test_an_endpoint_that_does_not_start_is_skipped_and_named(
     )
     [outcome] = asyncio.run(asyncio.wait_for(gmai_client.run(config), RUN_TIMEOUT_S)).outcomes
     assert "could not start" in outcome.stopped and dead in outcome.stopped and other_dead in outcome.stopped
+
+
+def test_one_slow_answer_does_not_keep_an_endpoint_out_for_good() -> None:
+    clock = FakeClock()
+    a, b = Fake("a", latency=0.010, clock=clock), Fake("b", latency=1.0, clock=clock)  # b: a cold start
+    balancer = balanced(a, b, clock=clock)
+
+    async def go() -> None:
+        await balancer.start()
+        await balancer.generate(req("warm-a"))
+        await balancer.generate(req("cold-b"))  # untried b gets tried, and answers slowly once
+        b.latency = 0.010  # from now on as fast as a
+        for n in range(RESAMPLE_AFTER):
+            assert (await balancer.generate(req(n))).text == f"a:{n}"  # b looks 100x slower: passed over
+        assert (await balancer.generate(req("resample"))).text == "b:resample"  # stale: scored as untried
+        assert balancer.stats()[1].ewma_latency_s == pytest.approx(0.010)  # its fresh answer replaced it
+
+    asyncio.run(go())
