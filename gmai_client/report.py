@@ -19,22 +19,16 @@
 from __future__ import annotations
 
 import csv
-import json
-import platform
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gmai_client.config import RunConfig
-from gmai_client.errors import redact
-from gmai_client.html_report import read_run_json, write_visual_reports
+from gmai_client.errors import ConfigError
+from gmai_client.html_report import write_visual_reports
 from gmai_client.metrics import (
     GROUP_FIELDS,
     VIEW_FIELDS,
@@ -49,31 +43,16 @@ from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.report_format import interval
 from gmai_client.report_format import pct as _pct
 from gmai_client.report_format import signed as _delta
-from gmai_client.report_format import version as _version
+from gmai_client.rundir import (
+    MetricsDocument,
+    RunFigures,
+    read_config,
+    read_metrics,
+    run_figures_json,
+    write_metrics,
+)
 from gmai_client.scoring import rescore
 from gmai_client.types import Record
-
-if TYPE_CHECKING:
-    from gmai_client.runner import RunResult
-
-CONFIG_FILE = "config.json"
-
-
-def write_config(
-    run_dir: Path, config: RunConfig, data_files: Sequence[str], *, identity: dict[str, Any] | None = None
-) -> Path:
-    """``identity``: what the run folder must agree with before it is reused (``rundir.identity``)."""
-    payload = {
-        "config": config.as_dict(),
-        "data_files": list(data_files),
-        **({"identity": identity} if identity is not None else {}),
-        "gmai_client": _version(),
-        "python": platform.python_version(),
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    path = run_dir / CONFIG_FILE
-    path.write_text(redact(json.dumps(payload, indent=2, default=str)) + "\n", encoding="utf-8")
-    return path
 
 
 def terminal_console(*, stderr: bool = False) -> Console:
@@ -83,58 +62,39 @@ def terminal_console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 160)
 
 
-def write_run(result: RunResult, config: RunConfig | None = None, console: Console | None = None) -> list[str]:
-    """Write metrics and reports for a finished (or interrupted) run; print the tables."""
-    extra = {
-        "interrupted": result.interrupted,
-        "elapsed_s": round(result.elapsed_s, 3),
-        "models": {
-            o.spec.label: {
-                "done": o.done,
-                "errors": o.errors,
-                "skipped": o.skipped,
-                "stopped": o.stopped,
-                "requests_sent": o.sent,
-                "cache_hits": o.cache_hits,
-                "throttled": o.throttled,
-                **({"placement": list(o.placement)} if o.placement else {}),
-            }
-            for o in result.outcomes
-        },
-    }
-    if result.judge is not None and config is not None and config.judge is not None:
-        # Counted apart from the models' own calls: what the judge cost and what it changed.
-        extra["judge"] = {"model": config.judge.label, **asdict(result.judge)}
-    order = [spec.label for spec in config.models] if config else None
-    return write_reports(result.run_dir, list(result.records), extra=extra, order=order, console=console)
-
-
 def write_reports(
     run_dir: Path,
-    records: list[Record],
+    records: Sequence[Record],
+    figures: RunFigures | None = None,
     *,
-    extra: dict[str, Any] | None = None,
     order: Sequence[str] | None = None,
     console: Console | None = None,
     reference: str | None = None,
 ) -> list[str]:
+    """Write metrics and every report of a run folder from its records; print the tables to
+    ``console`` when one is given (nothing is printed otherwise)."""
+    records = list(records)
+    figures = figures or RunFigures()
     metrics = compute_metrics(records)
     if order:
         metrics = {label: metrics[label] for label in order if label in metrics}
     comparison = compare(metrics, records, reference) if len(metrics) > 1 else None
+    document = MetricsDocument(metrics, comparison, figures, PROTOCOL)
+    notes = judge_lines(figures)
     written = [
-        _write_json(run_dir / "metrics.json", metrics, comparison, extra or {}),
+        write_metrics(run_dir, document),
         _write_csv(run_dir / "metrics.csv", metrics),
-        _write_markdown(run_dir / "report.md", metrics, comparison, judge_lines(extra or {})),
+        _write_markdown(run_dir / "report.md", metrics, comparison, notes),
         *write_prediction_files(run_dir / PREDICTIONS_DIR, records),
     ]
-    console = console or terminal_console()
-    print_tables(metrics, comparison, console)
-    for line in judge_lines(extra or {}):
-        console.print(escape(line))
-    for line in incomplete_lines(metrics, run_dir):
-        console.print(f"[bold yellow]{escape(line)}")
+    if console is not None:
+        print_tables(metrics, comparison, console)
+        for line in notes:
+            console.print(escape(line))
+        for line in incomplete_lines(metrics, run_dir):
+            console.print(f"[bold yellow]{escape(line)}")
     # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
+    extra = run_figures_json(figures)
     written += write_visual_reports(run_dir, records, metrics, comparison, extra=extra, console=console)
     return [str(path) for path in written]
 
@@ -145,8 +105,6 @@ def render(
     """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first."""
     path = run_dir / RECORDS_FILE
     if not path.exists():
-        from gmai_client.errors import ConfigError
-
         raise ConfigError(f"{run_dir} has no {RECORDS_FILE}: not a run folder")
     records = read_records(path)
     if rescore_answers:
@@ -157,68 +115,17 @@ def render(
         with RecordWriter(tmp) as writer:
             writer.write_all(records)
         tmp.replace(path)
+    if reference is not None and reference not in {r.model for r in records}:
+        known = ", ".join(dict.fromkeys(r.model for r in records)) or "none"
+        raise ConfigError(f"--reference {reference!r} is not a model of {run_dir} (models: {known})")
     # Keep what only the run knew (its timings, requests, placement, judge counts) and its model order.
-    extra, order = _previous_run_figures(run_dir), _model_order(run_dir)
-    return write_reports(run_dir, records, extra=extra, order=order, console=console, reference=reference)
-
-
-def _previous_run_figures(run_dir: Path) -> dict[str, Any]:
-    previous = (read_run_json(run_dir, "metrics.json") or {}).get("run")
-    return previous if isinstance(previous, dict) else {}
-
-
-def _model_order(run_dir: Path) -> list[str] | None:
-    try:
-        return [str(model["label"]) for model in (read_run_json(run_dir, "config.json") or {})["config"]["models"]]
-    except (KeyError, TypeError):
-        return None  # a replayed or hand-made folder: the records' order
+    previous, saved = read_metrics(run_dir), read_config(run_dir)
+    figures = previous.run if previous is not None else RunFigures()
+    order = saved.model_labels if saved is not None else None
+    return write_reports(run_dir, records, figures, order=order or None, console=console, reference=reference)
 
 
 # --- files -----------------------------------------------------------------------------------
-
-
-def _stats_dict(stats: GroupStats) -> dict[str, Any]:
-    return asdict(stats)
-
-
-def metrics_to_dict(metrics: dict[str, ModelMetrics], comparison: Comparison | None) -> dict[str, Any]:
-    models = {}
-    for label, m in metrics.items():
-        models[label] = {
-            "has_key": m.has_key,
-            "overall": _stats_dict(m.overall),
-            "macro": m.macro,
-            "groups": {view: {name: _stats_dict(s) for name, s in groups.items()} for view, groups in m.groups.items()},
-            "multi_answer": asdict(m.mcq),
-            "input_tokens": m.input_tokens,
-            "output_tokens": m.output_tokens,
-            "mean_latency_s": m.mean_latency_s,
-            "cached": m.cached,
-            "incomplete": m.incomplete,
-        }
-        if m.incomplete:
-            models[label]["note"] = (
-                f"incomplete: {m.overall.errored} item(s) got no answer; 'accuracy' counts them wrong "
-                "(VLMEvalKit's figure), 'answered_accuracy' leaves them out"
-            )
-        if not m.has_key:
-            models[label]["note"] = "no answer key in this split: predictions only, no accuracy"
-    payload: dict[str, Any] = {"protocol": PROTOCOL, "models": models}
-    if comparison is not None:
-        payload["comparison"] = {
-            "reference": comparison.reference,
-            "overall_deltas": comparison.overall_deltas,
-            "deltas": comparison.deltas,
-            "paired": {label: asdict(test) for label, test in comparison.paired.items()},
-        }
-    return payload
-
-
-def _write_json(path: Path, metrics: dict[str, ModelMetrics], comparison: Comparison | None, extra: dict) -> Path:
-    payload = metrics_to_dict(metrics, comparison)
-    payload["run"] = extra
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
 
 
 _CSV_COLUMNS = (
@@ -332,23 +239,22 @@ _OVERALL_HEADER = [
 ]
 
 
-def judge_lines(extra: dict[str, Any]) -> list[str]:
+def judge_lines(figures: RunFigures) -> list[str]:
     """What the judge did, and the one deliberate difference from VLMEvalKit, when it made one."""
-    judge = extra.get("judge")
-    if not isinstance(judge, dict):
+    judge = figures.judge
+    if judge is None:
         return []
     lines = [
-        f"judge {judge.get('model', '')}: asked for {judge.get('asked', 0)} answers, mapped {judge.get('rescued', 0)}, "
-        f"no option matches {judge.get('no_match', 0)}; {judge.get('requests', 0)} requests, "
-        f"{judge.get('cache_hits', 0)} from the cache"
+        f"judge {judge.model}: asked for {judge.asked} answers, mapped {judge.rescued}, no option matches "
+        f"{judge.no_match}; {judge.requests} requests, {judge.cache_hits} from the cache"
     ]
-    if judge.get("fallback"):
+    if judge.fallback:
         lines.append(
-            f"judge: {judge['fallback']} answers got no usable verdict and stay unparsed (wrong); VLMEvalKit would "
+            f"judge: {judge.fallback} answers got no usable verdict and stay unparsed (wrong); VLMEvalKit would "
             "draw a random letter for them"
         )
-    if judge.get("stopped"):
-        lines.append(f"judge stopped: {judge['stopped']}")
+    if judge.stopped:
+        lines.append(f"judge stopped: {judge.stopped}")
     return lines
 
 

@@ -35,7 +35,7 @@ import math
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -122,10 +122,8 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
         run_dir = rundir.make_run_dir(config, ident)
         with rundir.RunLock(run_dir):
             rundir.check_reuse(run_dir, ident, config.limit, registry.answer_neutral_options)
-            from gmai_client import report  # report imports rich tables; keep runner import light
-
             try:
-                report.write_config(run_dir, config, data_files, identity=ident)
+                rundir.write_config(run_dir, config, data_files, identity=ident)
             except OSError as exc:
                 raise ConfigError(f"cannot write in the run folder {run_dir}: {exc.strerror or exc}") from None
             return await _run_in(run_dir, config, files, selection, built, judge_backend, started)
@@ -227,8 +225,8 @@ async def _run_in(
                 outcomes[label].placement = _placement(backend)
 
     records = tuple(read_records(run_dir / RECORDS_FILE))
-    labels = {spec.label for spec in config.models}
-    records = tuple(r for r in records if r.model in labels)
+    labels_in_order = [spec.label for spec in config.models]
+    records = tuple(r for r in records if r.model in set(labels_in_order))
     elapsed = time.monotonic() - started
     result = RunResult(
         run_dir,
@@ -240,11 +238,35 @@ async def _run_in(
         failure=failure,
     )
     try:
-        written = report.write_run(result, config)
+        written = report.write_reports(
+            run_dir, records, run_figures(result, config), order=labels_in_order, console=report.terminal_console()
+        )
     except OSError as exc:  # a full disk: the records are kept, the reports can be written later
         reason = f"the reports could not be written ({exc}); `python -m gmai_client report {run_dir}` writes them"
         return replace(result, failure=f"{failure}; {reason}" if failure else reason)
     return replace(result, files=tuple(written))
+
+
+def run_figures(result: RunResult, config: RunConfig) -> rundir.RunFigures:
+    """What only the run knew, as the run folder's schema keeps it."""
+    models = tuple(
+        rundir.ModelFigures(
+            label=o.spec.label,
+            done=o.done,
+            errors=o.errors,
+            skipped=o.skipped,
+            stopped=o.stopped,
+            requests_sent=o.sent,
+            cache_hits=o.cache_hits,
+            throttled=o.throttled,
+            placement=tuple(o.placement),
+        )
+        for o in result.outcomes
+    )
+    judge = None
+    if result.judge is not None and config.judge is not None:
+        judge = rundir.JudgeFigures(model=config.judge.label, **asdict(result.judge))
+    return rundir.RunFigures(result.interrupted, result.elapsed_s, result.failure, models, judge)
 
 
 def _describe_failure(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from gmai_client.metrics import compute_metrics
 from gmai_client.report import incomplete_lines, judge_lines, write_reports
+from gmai_client.rundir import JudgeFigures, RunFigures, read_metrics
 from gmai_client.types import Record
 
 
@@ -44,8 +45,16 @@ def test_every_output_carries_the_incomplete_warning(tmp_path: Path) -> None:
 
 
 def test_judge_lines_show_the_fallback_count() -> None:
-    extra = {"judge": {"model": "j", "asked": 5, "rescued": 2, "no_match": 1, "fallback": 2, "requests": 9}}
-    lines = judge_lines(extra)
+    figures = RunFigures(judge=JudgeFigures(model="j", asked=5, rescued=2, no_match=1, fallback=2, requests=9))
+    lines = judge_lines(figures)
     assert lines[0].startswith("judge j: asked for 5 answers, mapped 2, no option matches 1; 9 requests")
     assert "2 answers got no usable verdict" in lines[1] and "random letter" in lines[1]
-    assert judge_lines({}) == []
+    assert judge_lines(RunFigures()) == []
+
+
+def test_metrics_json_reads_back_into_the_same_types(tmp_path: Path) -> None:
+    figures = RunFigures(elapsed_s=1.5, judge=JudgeFigures(model="j", asked=2))
+    write_reports(tmp_path, [rec("1"), rec("2", correct=False), rec("3", status="error")], figures)
+    document = read_metrics(tmp_path)
+    assert document is not None and document.schema == 2 and document.run == figures
+    assert document.models["m"] == compute_metrics([rec("1"), rec("2", correct=False), rec("3", status="error")])["m"]
