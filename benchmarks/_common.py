@@ -241,7 +241,7 @@ class FakeServer:
 
 
 def synthetic_tsv(path: Path, n_items: int, image_size: int = 512, seed: int = 0) -> Path:
-    from gmai_client.synthetic import write_tsv
+    from gmai_client.testing.synthetic import write_tsv
 
     return write_tsv(path, n_items, image_size=image_size, seed=seed)
 

@@ -13,7 +13,7 @@ For reference it also times ``downscale`` in this process, one image after anoth
 how late a 10 ms ticker on the event loop runs during each pooled run (the loop stays free while
 the pool works: lag stays in milliseconds).
 
-Images: synthetic GMAI-style PNGs (``gmai_client.synthetic``) of ``--image-size`` px, a few dozen
+Images: synthetic GMAI-style PNGs (``gmai_client.testing.synthetic``) of ``--image-size`` px, a few dozen
 distinct ones cycled. Each setting runs ``--repeats`` times, 1 and N workers alternating; medians.
 Target: N workers / 1 worker close to the core count (2 here). Prints a table, writes
 benchmarks/results/image_prep.json.
@@ -36,7 +36,7 @@ import _common
 
 
 def make_images(n_distinct: int, size: int):
-    from gmai_client.synthetic import iter_synthetic_rows
+    from gmai_client.testing.synthetic import iter_synthetic_rows
     from gmai_client.types import Image
 
     seen: dict[str, Image] = {}

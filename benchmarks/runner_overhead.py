@@ -5,7 +5,7 @@
                                          [--profile C] [--keep]
 
 The same ``--items`` GMAI-format items (default: synthetic rows with real-size 512 px PNGs from
-``gmai_client.synthetic.write_tsv``; ``--data sample`` takes the bundled 300-item sample) are sent
+``gmai_client.testing.synthetic.write_tsv``; ``--data sample`` takes the bundled 300-item sample) are sent
 to the fake OpenAI-compatible API, run out of process (``python -m gmai_client.testing.fake_api``
 on 127.0.0.1 with a fixed ``--latency``, answering every item correctly from an oracle), two ways:
 

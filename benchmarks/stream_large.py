@@ -3,7 +3,7 @@
     python benchmarks/stream_large.py [--size-gb 1.0] [--workdir DIR] [--keep]
                                       [--small-items 2000] [--image-size 512] [--concurrency 16]
 
-Writes two GMAI-format TSVs with ``gmai_client.synthetic.write_tsv`` (same seed, same image size): a
+Writes two GMAI-format TSVs with ``gmai_client.testing.synthetic.write_tsv`` (same seed, same image size): a
 small one (``--small-items`` items, 512 px images are ~106 kB a row) and a large one with enough items
 to reach ``--size-gb`` GiB (2**30 bytes, so ">= 1 GB" holds in either unit; the item count is sized
 from the small file's bytes per row and the file rewritten bigger should it still fall short). Each
@@ -143,7 +143,7 @@ def descendants(pid: int) -> list[int]:
 
 def make_tsv(path: Path, n_items: int, image_size: int) -> tuple[int, float]:
     """Write ``n_items`` synthetic rows to ``path``: (size in bytes, seconds taken)."""
-    from gmai_client.synthetic import write_tsv
+    from gmai_client.testing.synthetic import write_tsv
 
     started = time.perf_counter()
     write_tsv(path, n_items, image_size=image_size)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.synthetic import write_tsv
+from gmai_client.testing.synthetic import write_tsv
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -36,7 +36,7 @@ from gmai_client.balance import (
 )
 from gmai_client.cache import cache_key, key_fields
 from gmai_client.config import RunConfig, parse_model_spec
-from gmai_client.synthetic import write_tsv
+from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Backend, Request, Response
 from tests.conftest import ROOT, START_TIMEOUT_S, free_ports
 

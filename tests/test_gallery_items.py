@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from gmai_client import gallery_items
 from gmai_client.errors import DataError
 from gmai_client.gallery_items import THUMB_PX, data_files, load_gallery_items, thumbnail
-from gmai_client.synthetic import write_tsv
+from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Record
 from tests.conftest import write_rows
 

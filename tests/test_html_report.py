@@ -23,7 +23,7 @@ from gmai_client.html_gallery import GALLERY_CAP, select_gallery
 from gmai_client.html_paper import FULL_VAL_ITEMS
 from gmai_client.html_report import REPORT_FILE, asset, write_html_report, write_visual_reports
 from gmai_client.metrics import compare, compute_metrics
-from gmai_client.synthetic import write_tsv
+from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Record
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -24,7 +24,7 @@ from gmai_client.config import RunConfig, parse_model_spec
 from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.errors import AuthError, ConfigError, ServerError
 from gmai_client.records import RecordWriter, read_records
-from gmai_client.synthetic import write_tsv
+from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Request, SamplingParams
 from tests.conftest import write_rows
 

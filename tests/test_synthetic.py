@@ -1,4 +1,4 @@
-"""Tests for gmai_client.synthetic: determinism, tree coverage and consistency, the TSV layout, and that
+"""Tests for gmai_client.testing.synthetic: determinism, tree coverage and consistency, the TSV layout, and that
 the shipped gmai_client/data/sample.tsv is exactly what the default generator writes."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from gmai_client import synthetic as S
+from gmai_client.testing import synthetic as S
 
-DATA = Path(S.__file__).resolve().parent / "data"
+DATA = Path(S.__file__).resolve().parents[1] / "data"
 SAMPLE = DATA / "sample.tsv"
 TREE = json.loads((DATA / "lexical_tree.json").read_text(encoding="utf-8"))
 VIEWS = (S.TASK_VIEW, S.DEPARTMENT_VIEW, S.GRANULARITY_VIEW)

@@ -70,7 +70,6 @@ PARTS: dict[str, str] = {
     "__main__": "face",
     "__init__": "face",
     "testing.": "testing",
-    "synthetic": "testing",
 }
 
 #: part -> the parts it may import (itself always allowed).

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(ROOT))
 
-from gmai_client.synthetic import (  # noqa: E402
+from gmai_client.testing.synthetic import (  # noqa: E402
     DEPARTMENT_VIEW,
     GRANULARITY_VIEW,
     NO_DEPARTMENT,
