@@ -1,0 +1,173 @@
+"""gmai_client against the peers a user would otherwise use: a bare AsyncOpenAI loop and inspect_ai.
+
+    python benchmarks/peer.py [--sizes 512 real] [--items 1000] [--real-items 300] [--real-px 2300]
+                              [--concurrency 16 64 256] [--repeats 2] [--latency 0.05]
+                              [--inspect PATH/TO/inspect] [--no-inspect]
+
+Every client runs as its own process, whole (start to exit: reading the TSV, the requests, and
+for gmai_client the records, metrics and every report), against the project's fake
+OpenAI-compatible server in a process of its own (``python -m gmai_client.testing.fake_api``,
+answering after ``--latency`` s), on the same items:
+
+* ``bare``: ``benchmarks/peer_bare.py``, twenty lines of ``AsyncOpenAI`` and ``asyncio.gather``;
+* ``gmai_client``: ``python -m gmai_client run --no-cache --no-progress``;
+* ``inspect_ai``: ``inspect eval benchmarks/peer_inspect_task.py`` (inspect_ai 0.3.285 in its own
+  environment: ``python -m venv .bench-venv && .bench-venv/bin/pip install inspect-ai==0.3.285 openai``;
+  ``--inspect`` points at its ``inspect`` command; skipped with a note when missing).
+
+Items: synthetic GMAI rows with 512 px PNGs, and "real" ones whose base64 is about 2 MB per row
+like the released VAL file (``--real-px``). For each size and concurrency the clients run
+interleaved, ``--repeats`` times, in rotating order; medians are shown with the ratios
+gmai_client / bare and gmai_client / inspect_ai, each client's peak RSS and CPU seconds, and the
+fake server's CPU (a server near 100% of a core would be the bottleneck being measured).
+
+Prints a table; writes benchmarks/results/peer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
+HERE = Path(__file__).resolve().parent
+CLIENTS = ("bare", "gmai_client", "inspect_ai")
+
+
+@dataclass
+class Measured:
+    client: str
+    size: str
+    concurrency: int
+    repeat: int
+    items: int
+    ok: bool
+    wall_s: float
+    items_per_s: float
+    peak_rss_mb: float
+    cpu_s: float
+    server_cpu_pct: float
+
+
+def command(client: str, tsv: Path, url: str, concurrency: int, out: Path, inspect: str | None) -> list[str]:
+    if client == "bare":
+        return [sys.executable, str(HERE / "peer_bare.py"), str(tsv), url, str(concurrency)]
+    if client == "gmai_client":
+        return [sys.executable, "-m", "gmai_client", "run", "--data", str(tsv), "--model", f"openai:fake@{url}",
+                "--no-cache", "--no-progress", "--concurrency", str(concurrency), "--out", str(out),
+                "--run-name", f"peer-{time.monotonic_ns()}"]  # fmt: skip
+    assert inspect is not None
+    # inspect resolves the task file relative to its working directory (run_one starts it in HERE).
+    return [inspect, "eval", "peer_inspect_task.py", "-T", f"data={tsv}", "--model", "openai/fake",
+            "--model-base-url", url, "--max-connections", str(concurrency), "--display", "none",
+            "--log-dir", str(out / "inspect-logs")]  # fmt: skip
+
+
+def run_one(
+    argv: list[str], env: dict[str, str], server: _common.FakeServer
+) -> tuple[bool, float, float, float, float]:
+    """(exit 0, wall s, peak RSS MB, CPU s of the process and its children, server CPU % of a core)."""
+    server_cpu = server.cpu_s()
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        print(f"  {Path(argv[1]).name if 'python' in argv[0] else argv[0]} exited {proc.returncode}: "
+              f"{(proc.stderr.read() if proc.stderr else b'').decode(errors='replace')[-400:]}")  # fmt: skip
+    server_pct = 100 * (server.cpu_s() - server_cpu) / wall
+    return proc.returncode == 0, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, server_pct
+
+
+def make_data(folder: Path, size: str, args: argparse.Namespace) -> tuple[Path, int, float]:
+    n = args.items if size == "512" else args.real_items
+    px = 512 if size == "512" else args.real_px
+    tsv = _common.synthetic_tsv(folder / f"items-{size}.tsv", n, image_size=px, seed=11)
+    return tsv, n, tsv.stat().st_size / n / 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["512", "real"], choices=["512", "real"])
+    parser.add_argument("--items", type=int, default=1000, help="items at 512 px")
+    parser.add_argument("--real-items", type=int, default=300, help="items at real size")
+    parser.add_argument("--real-px", type=int, default=2300, help="side of the real-size PNGs (about 2 MB base64)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--inspect", default=str(_common.ROOT.parent / ".bench-venv" / "bin" / "inspect"))
+    parser.add_argument("--no-inspect", action="store_true")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
+    inspect = None if args.no_inspect or not shutil.which(args.inspect) else args.inspect
+    clients = [c for c in CLIENTS if c != "inspect_ai" or inspect]
+    if not inspect and not args.no_inspect:
+        print(f"inspect_ai not found at {args.inspect}: its column is left out (see the docstring to install it)")
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench-0000", "INSPECT_LOG_LEVEL": "error"}
+    results: list[Measured] = []
+    mb_per_row: dict[str, float] = {}
+    with _common.workdir("peer", keep=args.keep) as folder, _common.FakeServer(latency=args.latency) as server:
+        url = server.openai_url
+        for size in args.sizes:
+            tsv, n, mb_per_row[size] = make_data(folder, size, args)
+            print(f"{size}: {n} items, {mb_per_row[size]:.2f} MB per row")
+            for concurrency in args.concurrency:
+                for repeat in range(args.repeats):
+                    order = clients[repeat % len(clients) :] + clients[: repeat % len(clients)]
+                    for client in order:
+                        argv_ = command(client, tsv, url, concurrency, folder, inspect)
+                        ok, wall, rss, cpu, server_pct = run_one(argv_, env, server)
+                        results.append(
+                            Measured(client, size, concurrency, repeat, n, ok, wall, n / wall, rss, cpu, server_pct)
+                        )
+                        print(f"  c={concurrency} {client:12} {n / wall:7.1f} items/s  {wall:6.1f} s  {rss:6.0f} MB")
+    summary = summarize(results, clients)
+    print(_common.table(list(summary[0]), [list(row.values()) for row in summary]))
+    _common.write_result(
+        "peer",
+        {"args": vars(args), "mb_per_row": mb_per_row, "summary": summary, "runs": [asdict(r) for r in results]},
+    )
+
+
+def _round(value: float, digits: int = 0) -> float | None:
+    return None if value != value else round(value, digits)  # NaN: no successful run
+
+
+def summarize(results: list[Measured], clients: list[str]) -> list[dict[str, object]]:
+    rows = []
+    for size in dict.fromkeys(r.size for r in results):
+        for concurrency in dict.fromkeys(r.concurrency for r in results):
+
+            def med(client: str, attr: str, size: str = size, concurrency: int = concurrency) -> float:
+                values = [getattr(r, attr) for r in results
+                          if (r.client, r.size, r.concurrency) == (client, size, concurrency) and r.ok]  # fmt: skip
+                return statistics.median(values) if values else float("nan")
+
+            row: dict[str, object] = {"size": size, "c": concurrency}
+            for client in clients:
+                row[f"{client} items/s"] = _round(med(client, "items_per_s"), 1)
+            row["gmai/bare"] = _round(med("gmai_client", "items_per_s") / med("bare", "items_per_s"), 2)
+            if "inspect_ai" in clients:
+                row["gmai/inspect"] = _round(med("gmai_client", "items_per_s") / med("inspect_ai", "items_per_s"), 2)
+            for client in clients:
+                row[f"{client} MB"] = _round(med(client, "peak_rss_mb"))
+            for client in clients:
+                row[f"{client} cpu s"] = _round(med(client, "cpu_s"), 1)
+            row["server cpu %"] = _round(max(med(c, "server_cpu_pct") for c in clients))
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
