@@ -1,24 +1,41 @@
-"""What the HTTP API backends (OpenAI, Anthropic) share: keys, options, and the status -> error map.
+"""What the HTTP API backends (OpenAI, Anthropic) share: the base class, keys, endpoints, options and errors.
 
-Owns one table from an HTTP status (plus the vendor's error type/code) to ``gmai_client.errors``,
-so the two vendors cannot drift apart on what is retryable; each backend only says how its SDK
-exposes status, headers, type, code and message. No vendor SDK is imported here.
+``ApiBackend`` holds everything but the wire format: the endpoint (spec, ``base_url=``, the SDK's
+own variable, the vendor's default), the key (from a variable, never a file or an argument),
+``start``/``generate``/``close`` around the vendor's async SDK client (built with
+``max_retries=0``: one ``generate`` is one HTTP request), and the mapping of the SDK's
+exceptions, which both vendors' SDKs name alike (``APITimeoutError``, ``APIConnectionError``,
+``APIResponseValidationError``, ``APIStatusError``). A vendor's module says only what differs:
+how a request is written and an answer read, and what its error bodies hold (``VendorError``).
+
+The table from an HTTP status (plus the vendor's error type/code) to ``gmai_client.errors`` is
+here once, so the two vendors cannot drift apart on what is retryable. No vendor SDK is imported
+here: each subclass names its SDK module in ``sdk``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError  # both vendors' SDKs are built on it
+
+from gmai_client.backend import Backend
 from gmai_client.backends._hints import retry_after_seconds
+from gmai_client.backends.token_rules import estimate_tokens
 from gmai_client.config import ModelSpec
 from gmai_client.errors import (
     AuthError,
     BackendError,
     BadRequest,
     ConfigError,
+    ConnectFailed,
+    ConnectionLost,
     ModelNotFound,
     Overloaded,
     QuotaExhausted,
@@ -26,26 +43,18 @@ from gmai_client.errors import (
     RequestTimeout,
     ServerError,
     UnsupportedInput,
+    is_connect_failure,
     register_secret,
 )
 from gmai_client.images import prepare_images
-from gmai_client.types import Image, Request
+from gmai_client.options import BackendOptions, option
+from gmai_client.types import Image, Request, Response
+
+# What the SDKs let escape unwrapped when they parse a 2xx body lazily.
+_UNREADABLE: tuple[type[Exception], ...] = (json.JSONDecodeError, ValidationError)
 
 #: What both vendors accept as image data (others are re-encoded by the caller or refused).
 API_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-DEFAULT_TIMEOUT = 120.0
-
-
-def common_options(key_env: str) -> dict[str, str]:
-    """Help text of the options every HTTP API backend takes (``backends`` lists them)."""
-    return {
-        "api_key_env": f"environment variable holding the API key (default {key_env}; "
-        "a self-hosted base_url needs none)",
-        "max_image_side": "downscale images whose longer side exceeds this many pixels (default: as is)",
-        "timeout": "seconds to wait for each phase of one attempt: connect, send, answer "
-        f"(default {DEFAULT_TIMEOUT:g})",
-    }
-
 
 #: The key placeholder for self-hosted OpenAI-compatible servers, which need no key but whose
 #: SDK client refuses to be built without one.
@@ -58,51 +67,46 @@ _IMAGE_PROBLEM = re.compile(
 _WHITESPACE = re.compile(r"\s+")
 
 
-def float_option(spec: ModelSpec, name: str, default: float | None, *, minimum: float = 0.0) -> float | None:
-    raw = spec.option(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{spec.backend}: option {name}={raw!r} is not a number") from None
-    if value <= minimum:
-        raise ConfigError(f"{spec.backend}: option {name} must be greater than {minimum:g}, got {raw}")
-    return value
+def key_variable(default: str) -> Any:
+    """The ``api_key_env`` option, defaulting to the variable the vendor's SDK reads."""
+    return option(default, "environment variable holding the API key (a self-hosted base_url needs none)", neutral=True)
 
 
-def int_option(spec: ModelSpec, name: str, default: int | None, *, minimum: int = 1) -> int | None:
-    raw = spec.option(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{spec.backend}: option {name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{spec.backend}: option {name} must be at least {minimum}, got {raw}")
-    return value
+@dataclass(frozen=True)
+class ApiOptions(BackendOptions):
+    """The options every HTTP API backend takes (a vendor's class adds its own)."""
+
+    base_url: str = option(
+        "", "the API root, same as @URL in the spec", default_text="the SDK's variable, else the vendor's"
+    )
+    api_key_env: str = key_variable("")
+    max_image_side: int | None = option(
+        None, "downscale images whose longer side exceeds this many pixels", minimum=1, default_text="as is"
+    )
+    timeout: float = option(
+        120.0, "seconds to wait for each phase of one attempt: connect, send, answer", above=0, neutral=True
+    )
 
 
-def choice_option(spec: ModelSpec, name: str, choices: Iterable[str], default: str | None) -> str | None:
-    raw = spec.option(name)
-    if raw is None or raw == "":
-        return default
-    allowed = tuple(choices)
-    if raw not in allowed:
-        raise ConfigError(f"{spec.backend}: option {name}={raw!r}; choose one of {', '.join(allowed)}")
-    return raw
+@dataclass(frozen=True)
+class VendorError:
+    """What a vendor's error body says: the message, its type and code, and whether the account
+    (not the request rate) is exhausted."""
+
+    message: str
+    error_type: str | None = None
+    code: str | None = None
+    quota: bool = False
 
 
-def endpoint_of(spec: ModelSpec, default: str, env_var: str = "") -> tuple[str, str]:
+def endpoint_of(backend: str, given: str, base_url: str, default: str, env_var: str = "") -> tuple[str, str]:
     """(endpoint URL without a trailing slash, where it came from), in this order: the spec's
-    ``@URL`` or ``base_url=`` option, then the SDK's own variable ``env_var`` (``OPENAI_BASE_URL``,
-    ``ANTHROPIC_BASE_URL``: what proxies, gateways and local servers are set up with), then the
-    vendor's ``default``. The source is "spec", the variable's name, or "default"."""
-    option = (spec.option("base_url") or "").strip()
-    given = spec.endpoint.strip()
+    ``@URL`` (``given``) or ``base_url=`` option, then the SDK's own variable ``env_var``
+    (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``: what proxies, gateways and local servers are set
+    up with), then the vendor's ``default``. The source is "spec", the variable's name, or "default"."""
+    option, given = base_url.strip(), given.strip()
     if option and given and option.rstrip("/") != given.rstrip("/"):
-        raise ConfigError(f"{spec.backend}: the spec says @{given} but base_url={option}; give one of them")
+        raise ConfigError(f"{backend}: the spec says @{given} but base_url={option}; give one of them")
     url, source = (given or option).rstrip("/"), "spec"
     if not url and env_var:
         url, source = os.environ.get(env_var, "").strip().rstrip("/"), env_var
@@ -111,7 +115,7 @@ def endpoint_of(spec: ModelSpec, default: str, env_var: str = "") -> tuple[str, 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         where = f"{env_var}={url!r}" if source == env_var else f"base URL {url!r}"
-        raise ConfigError(f"{spec.backend}: {where} must look like http(s)://host[:port][/path]")
+        raise ConfigError(f"{backend}: {where} must look like http(s)://host[:port][/path]")
     return url, source
 
 
@@ -192,3 +196,156 @@ async def prepared_images(request: Request, max_side: int | None) -> tuple[Image
         return await prepare_images(request.images, max_side)
     except (OSError, ValueError) as exc:  # PIL cannot read the image it was asked to resize
         raise UnsupportedInput(f"cannot resize an image of item {request.item_index}: {exc}") from None
+
+
+class ApiBackend(Backend):
+    """An HTTP API model behind a vendor's async SDK; subclasses write the wire format.
+
+    A subclass sets ``name``, ``Options`` (an ``ApiOptions``), ``sdk`` (the SDK module),
+    ``default_endpoint`` and ``endpoint_env`` (the SDK's own variable),
+    ``vendor_hosts`` (where a missing key is an error, not a self-hosted server) and ``root_hint``
+    (what the API root looks like, for a 404), and writes ``make_client``, ``send``,
+    ``read_reply`` and ``vendor_error``; ``advice`` and ``check_endpoint`` are optional.
+    """
+
+    Options: ClassVar[type[ApiOptions]] = ApiOptions
+    sdk: ClassVar[Any]
+    default_endpoint: ClassVar[str]
+    endpoint_env: ClassVar[str]
+    vendor_hosts: ClassVar[tuple[str, ...]]
+    root_hint: ClassVar[str] = ""
+    reply_noun: ClassVar[str] = "reply"
+
+    def __init__(self, model: str, *, endpoint: str = "", options: ApiOptions | None = None):
+        self.model = model
+        self.endpoint = (endpoint or self.default_endpoint).rstrip("/")
+        self.options: Any = options if options is not None else self.Options()
+        self._client: Any = None
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> ApiBackend:
+        if not spec.target:
+            raise ConfigError(f"{cls.name} needs a model name: {cls.name}:MODEL[@BASE_URL]")
+        options = cls.parse_options(spec)
+        given, default = spec.endpoint, cls.default_endpoint
+        endpoint, source = endpoint_of(cls.name, given, options.base_url, default, cls.endpoint_env)
+        cls.check_endpoint(endpoint, source)
+        return cls(spec.target, endpoint=endpoint, options=options)
+
+    @classmethod
+    def check_endpoint(cls, endpoint: str, source: str) -> None:
+        """Refuse an endpoint this vendor's SDK cannot use (nothing to check by default)."""
+
+    @property
+    def api_key_env(self) -> str:
+        return str(self.options.api_key_env)
+
+    @property
+    def timeout(self) -> float:
+        return float(self.options.timeout)
+
+    @property
+    def max_image_side(self) -> int | None:
+        return self.options.max_image_side
+
+    def identity(self) -> Mapping[str, str]:
+        identity = {"backend": self.name, "model": self.model, "endpoint": self.endpoint}
+        if self.max_image_side is not None:  # changes what the model sees, so the answer (and the cache key)
+            identity["max_image_side"] = str(self.max_image_side)
+        return identity
+
+    def limit_scope(self) -> tuple[str, ...]:
+        return (self.name, self.endpoint, self.api_key_env)
+
+    def estimate_input_tokens(self, request: Request) -> int:
+        return estimate_tokens(request, self.image_tokens, self.max_image_side)
+
+    def image_tokens(self, width: int, height: int) -> int | None:
+        """Tokens of one image of this size by the vendor's documented rule (None: no rule)."""
+        return None
+
+    # ---------------------------------------------------------------- the vendor's part
+
+    def make_client(self, key: str) -> Any:
+        """The SDK's async client, with ``max_retries=0`` and an explicit key and base URL."""
+        raise NotImplementedError
+
+    async def send(self, client: Any, request: Request, images: tuple[Image, ...]) -> Any:
+        """Write ``request`` in the vendor's wire format and send it; the SDK's answer object."""
+        raise NotImplementedError
+
+    def read_reply(self, reply: Any) -> Response:
+        """The SDK's answer object as a Response (attribute errors become ServerError)."""
+        raise NotImplementedError
+
+    def vendor_error(self, exc: Any) -> VendorError:
+        """What an ``APIStatusError`` of this vendor's SDK says."""
+        raise NotImplementedError
+
+    def advice(self, status: int, message: str) -> str:
+        """A hint to append to a 4xx/5xx message (an option that would help), else ""."""
+        return ""
+
+    # ---------------------------------------------------------------- the shared part
+
+    async def start(self) -> None:
+        if self._client is None:
+            key = resolve_key(self.api_key_env, self.endpoint, self.vendor_hosts, self.name)
+            self._client = self.make_client(key)
+
+    async def generate(self, request: Request) -> Response:
+        if self._client is None:
+            await self.start()
+        images = await prepared_images(request, self.max_image_side)
+        check_mimes(images, API_MIMES, self.name)
+        where = f"{self.name}: {self.endpoint}"
+        try:
+            reply = await self.send(self._client, request, images)
+        except self.sdk.APIError as exc:
+            raise self.map_error(exc) from None
+        except _UNREADABLE as exc:
+            raise ServerError(f"{where} answered with an unreadable body: {short(exc, 120)}") from None
+        if isinstance(reply, str) or reply is None:  # a 2xx whose content type is not JSON: the raw text
+            raise ServerError(f"{where} answered with a non-JSON body: {short(reply or '', 120)}")
+        try:
+            return self.read_reply(reply)
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            # Non-strict parsing builds objects from whatever came back; missing fields surface here.
+            raise ServerError(f"{where} answered with a malformed {self.reply_noun} ({type(exc).__name__})") from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    def map_error(self, exc: Any) -> BackendError:
+        """An SDK exception as the project's error (see the table in the vendors' docstrings)."""
+        sdk, where = self.sdk, self.endpoint
+        if isinstance(exc, sdk.APITimeoutError):
+            return RequestTimeout(f"{self.name}: no answer from {where} within {self.timeout:g} s")
+        if isinstance(exc, sdk.APIConnectionError):
+            cause = exc.__cause__
+            reason = type(cause).__name__ if cause is not None else "connection error"
+            if cause is not None and str(cause):
+                reason += f": {short(cause, 160)}"
+            if is_connect_failure(exc):  # nothing reached the server: refused, unknown host, no route
+                return ConnectFailed(f"{self.name}: cannot connect to {where} ({reason})")
+            return ConnectionLost(f"{self.name}: connection to {where} failed ({reason})")
+        if isinstance(exc, sdk.APIResponseValidationError):
+            return ServerError(f"{self.name}: {where} answered with a body that does not fit the schema")
+        if isinstance(exc, sdk.APIStatusError):
+            said, status = self.vendor_error(exc), exc.status_code
+            if status == 404:
+                hint = f" (check the model name, and that {where} is the API root, {self.root_hint})"
+            else:
+                hint = self.advice(status, said.message)
+            return status_error(
+                backend=self.name,
+                status=status,
+                message=said.message + hint,
+                headers=exc.response.headers,
+                error_type=said.error_type,
+                code=said.code,
+                quota=said.quota,
+            )
+        return ServerError(f"{self.name}: {type(exc).__name__} from {where}")

@@ -37,49 +37,23 @@ Errors (vendor -> ``gmai_client.errors``):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from gmai_client.errors import (
-    BackendError,
-    ConfigError,
-    ConnectFailed,
-    ConnectionLost,
-    MissingExtra,
-    RequestTimeout,
-    ServerError,
-    is_connect_failure,
-)
+from gmai_client.errors import ConfigError, MissingExtra, ServerError
 
 try:
     import anthropic
-    import pydantic
 except ImportError as exc:
     raise MissingExtra("anthropic", "anthropic", "anthropic") from exc
 
-from gmai_client.backends._api import (
-    API_MIMES,
-    DEFAULT_TIMEOUT,
-    check_mimes,
-    choice_option,
-    common_options,
-    endpoint_of,
-    float_option,
-    int_option,
-    prepared_images,
-    resolve_key,
-    short,
-    status_error,
-)
-from gmai_client.config import ModelSpec
-from gmai_client.types import FinishReason, Request, Response, Usage
+from gmai_client.backends._api import ApiBackend, ApiOptions, VendorError, key_variable, short
+from gmai_client.backends.token_rules import anthropic_image_tokens
+from gmai_client.options import option
+from gmai_client.types import FinishReason, Image, Request, Response, Usage
 
-DEFAULT_ENDPOINT = "https://api.anthropic.com"
-ENDPOINT_ENV = "ANTHROPIC_BASE_URL"  # the SDK's own variable, honoured after the spec
-_VENDOR_HOSTS = ("api.anthropic.com",)
-_MIMES = API_MIMES
 # Account-level exhaustion: no amount of waiting within a run brings these back.
 _QUOTA_CODES = frozenset({"contract_spend_limit_reached", "enforced_spend_limit_reached"})
 _QUOTA_MESSAGE = re.compile(r"credit balance is too low|spend limit", re.IGNORECASE)
@@ -91,74 +65,45 @@ _FINISH: Mapping[str, FinishReason] = {
 }
 
 
-class AnthropicBackend:
+@dataclass(frozen=True)
+class AnthropicOptions(ApiOptions):
+    base_url: str = option(
+        "", "API root without /v1, same as @URL in the spec", default_text="$ANTHROPIC_BASE_URL, else the public API"
+    )
+    api_key_env: str = key_variable("ANTHROPIC_API_KEY")
+    temperature: Literal["send", "omit"] = option("send", "omit: leave temperature out, for models that refuse it")
+
+
+class AnthropicBackend(ApiBackend):
     """Anthropic Messages API (Claude) or a server speaking its wire format."""
 
     name = "anthropic"
-    EXTRA = "anthropic"
-    OPTIONS: Mapping[str, str] = {
-        "base_url": "API root without /v1, same as @URL in the spec "
-        f"(default: ${ENDPOINT_ENV}, else {DEFAULT_ENDPOINT})",
-        **common_options("ANTHROPIC_API_KEY"),
-        "temperature": "send (default) | omit: leave temperature out, for models that refuse it",
-    }
-
-    def __init__(
-        self,
-        model: str,
-        *,
-        endpoint: str = DEFAULT_ENDPOINT,
-        api_key_env: str = "ANTHROPIC_API_KEY",
-        max_image_side: int | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        send_temperature: bool = True,
-    ):
-        self.model = model
-        self.send_temperature = send_temperature
-        self.endpoint = endpoint.rstrip("/")
-        self.api_key_env = api_key_env
-        self.max_image_side = max_image_side
-        self.timeout = timeout
-        self._client: anthropic.AsyncAnthropic | None = None
+    Options = AnthropicOptions
+    sdk = anthropic
+    default_endpoint = "https://api.anthropic.com"
+    endpoint_env = "ANTHROPIC_BASE_URL"  # the SDK's own variable, honoured after the spec
+    vendor_hosts = ("api.anthropic.com",)
+    root_hint = "without /v1"
+    reply_noun = "message"
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> AnthropicBackend:
-        if not spec.target:
-            raise ConfigError("anthropic needs a model name: anthropic:MODEL[@BASE_URL]")
-        endpoint, source = endpoint_of(spec, DEFAULT_ENDPOINT, ENDPOINT_ENV)
+    def check_endpoint(cls, endpoint: str, source: str) -> None:
         if endpoint.endswith("/v1"):
-            where = f"{ENDPOINT_ENV}={endpoint}" if source == ENDPOINT_ENV else f"base URL {endpoint}"
+            where = f"{cls.endpoint_env}={endpoint}" if source == cls.endpoint_env else f"base URL {endpoint}"
             raise ConfigError(f"anthropic: {where} must not end in /v1 (the SDK adds /v1/messages)")
-        return cls(
-            spec.target,
-            endpoint=endpoint,
-            api_key_env=spec.option("api_key_env") or "ANTHROPIC_API_KEY",
-            max_image_side=int_option(spec, "max_image_side", None, minimum=1),
-            timeout=float_option(spec, "timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT,
-            send_temperature=choice_option(spec, "temperature", ("send", "omit"), "send") == "send",
-        )
 
-    def identity(self) -> Mapping[str, str]:
-        identity = {"backend": self.name, "model": self.model, "endpoint": self.endpoint}
-        if self.max_image_side is not None:  # changes what the model sees, so the answer
-            identity["max_image_side"] = str(self.max_image_side)
-        return identity
+    @property
+    def send_temperature(self) -> bool:
+        return self.options.temperature == "send"
 
-    async def start(self) -> None:
-        if self._client is not None:
-            return
-        key = resolve_key(self.api_key_env, self.endpoint, _VENDOR_HOSTS, self.name)
+    def image_tokens(self, width: int, height: int) -> int:
+        return anthropic_image_tokens(width, height)
+
+    def make_client(self, key: str) -> anthropic.AsyncAnthropic:
         # An explicit key and base_url keep the SDK from reading ANTHROPIC_* variables or profiles.
-        self._client = anthropic.AsyncAnthropic(
-            api_key=key, base_url=self.endpoint, max_retries=0, timeout=self.timeout
-        )
+        return anthropic.AsyncAnthropic(api_key=key, base_url=self.endpoint, max_retries=0, timeout=self.timeout)
 
-    async def generate(self, request: Request) -> Response:
-        if self._client is None:
-            await self.start()
-        assert self._client is not None
-        images = await prepared_images(request, self.max_image_side)
-        check_mimes(images, _MIMES, self.name)
+    async def send(self, client: anthropic.AsyncAnthropic, request: Request, images: tuple[Image, ...]) -> Any:
         content: list[dict[str, Any]] = [
             {"type": "image", "source": {"type": "base64", "media_type": image.mime, "data": image.b64}}
             for image in images
@@ -173,82 +118,34 @@ class AnthropicBackend:
             kwargs["extra_body"] = {"temperature": request.params.temperature}
         if request.system:
             kwargs["system"] = request.system
-        try:
-            message = await self._client.messages.create(**kwargs)
-        except anthropic.APIError as exc:
-            raise self._map_error(exc) from None
-        except (json.JSONDecodeError, pydantic.ValidationError) as exc:
-            # The SDK parses 2xx bodies lazily and lets these escape unwrapped.
-            raise ServerError(
-                f"anthropic: {self.endpoint} answered with an unreadable body: {short(exc, 120)}"
-            ) from None
-        return self._response(message)
+        return await client.messages.create(**kwargs)
 
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-
-    # ------------------------------------------------------------------ translation
-
-    def _response(self, message: Any) -> Response:
-        where = f"anthropic: {self.endpoint}"
-        if isinstance(message, str) or message is None:
-            raise ServerError(f"{where} answered with a non-JSON body: {short(message or '', 120)}")
-        try:
-            blocks = message.content
-            stop_reason = message.stop_reason
-            text = "".join(str(b.text) for b in blocks if getattr(b, "type", None) == "text")
-            usage = getattr(message, "usage", None)
-            tokens = (
-                Usage(input_tokens=int(usage.input_tokens or 0), output_tokens=int(usage.output_tokens or 0))
-                if usage is not None
-                else None
-            )
-            model = str(getattr(message, "model", "") or self.model)
-        except (AttributeError, TypeError, ValueError) as exc:
-            raise ServerError(f"{where} answered with a malformed message ({type(exc).__name__})") from None
+    def read_reply(self, reply: Any) -> Response:
+        blocks, stop_reason = reply.content, reply.stop_reason
+        text = "".join(str(b.text) for b in blocks if getattr(b, "type", None) == "text")
+        usage = getattr(reply, "usage", None)
+        tokens = None
+        if usage is not None:
+            tokens = Usage(input_tokens=int(usage.input_tokens or 0), output_tokens=int(usage.output_tokens or 0))
+        model = str(getattr(reply, "model", "") or self.model)
         if stop_reason == "refusal":
             return Response(text, finish_reason="refused", usage=tokens, model=model)
         if not blocks:
             # No block at all (not even an empty text block) is a broken answer, not an empty one.
+            where = f"anthropic: {self.endpoint}"
             raise ServerError(f"{where} answered with no content blocks (stop_reason {stop_reason!r})")
         return Response(text, finish_reason=_FINISH.get(str(stop_reason), "other"), usage=tokens, model=model)
 
-    def _map_error(self, exc: anthropic.APIError) -> BackendError:
-        if isinstance(exc, anthropic.APITimeoutError):
-            return RequestTimeout(f"anthropic: no answer from {self.endpoint} within {self.timeout:g} s")
-        if isinstance(exc, anthropic.APIConnectionError):
-            cause = exc.__cause__
-            reason = type(cause).__name__ if cause is not None else "connection error"
-            if cause is not None and str(cause):
-                reason += f": {short(cause, 160)}"
-            if is_connect_failure(exc):  # nothing reached the server: refused, unknown host, no route
-                return ConnectFailed(f"anthropic: cannot connect to {self.endpoint} ({reason})")
-            return ConnectionLost(f"anthropic: connection to {self.endpoint} failed ({reason})")
-        if isinstance(exc, anthropic.APIResponseValidationError):
-            return ServerError(f"anthropic: {self.endpoint} answered with a body that does not fit the schema")
-        if isinstance(exc, anthropic.APIStatusError):
-            body = exc.body
-            if exc.api_message is not None:
-                message = short(exc.api_message)
-            else:  # not the vendor's error JSON: a gateway's HTML page, a proxy's text
-                message = short(body if isinstance(body, str) else "", 200)
-            error_type = exc.type if isinstance(exc.type, str) else None
-            code = exc.error_code
-            status = exc.status_code
-            quota = status == 402 or code in _QUOTA_CODES or bool(_QUOTA_MESSAGE.search(message))
-            if status == 404:
-                message += f" (check the model name, and that {self.endpoint} is the API root, without /v1)"
-            elif status == 400 and "temperature" in message and self.send_temperature:
-                message += " (if this model takes no temperature, set the option temperature=omit)"
-            return status_error(
-                backend=self.name,
-                status=status,
-                message=message,
-                headers=exc.response.headers,
-                error_type=error_type,
-                code=code,
-                quota=quota,
-            )
-        return ServerError(f"anthropic: {type(exc).__name__} from {self.endpoint}")
+    def vendor_error(self, exc: anthropic.APIStatusError) -> VendorError:
+        if exc.api_message is not None:
+            message = short(exc.api_message)
+        else:  # not the vendor's error JSON: a gateway's HTML page, a proxy's text
+            message = short(exc.body if isinstance(exc.body, str) else "", 200)
+        code = exc.error_code
+        quota = exc.status_code == 402 or code in _QUOTA_CODES or bool(_QUOTA_MESSAGE.search(message))
+        return VendorError(message, exc.type if isinstance(exc.type, str) else None, code, quota)
+
+    def advice(self, status: int, message: str) -> str:
+        if status == 400 and "temperature" in message and self.send_temperature:
+            return " (if this model takes no temperature, set the option temperature=omit)"
+        return ""

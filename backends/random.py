@@ -9,38 +9,38 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 
+from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
-from gmai_client.errors import ConfigError
+from gmai_client.options import BackendOptions, option
 from gmai_client.types import Request, Response
 
 
-class RandomBackend:
+@dataclass(frozen=True)
+class RandomOptions(BackendOptions):
+    seed: int | None = option(None, "seed of this model's draws", default_text="the run's --seed")
+
+
+class RandomBackend(Backend):
     """Uniform random choice among each item's options (seeded)."""
 
-    cacheable = False  # costs nothing to ask again; caching would only fill the cache
-
     name = "random"
-    OPTIONS: Mapping[str, str] = {"seed": "overrides the run's --seed for this model"}
+    Options = RandomOptions
 
     def __init__(self, seed: int = 0):
         self.seed = seed
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> RandomBackend:
-        raw = spec.option("seed") or ""
-        if not raw:
-            return cls(seed)
-        try:
-            return cls(int(raw))
-        except ValueError:
-            raise ConfigError(f"{spec.label}: option seed={raw!r} is not an integer") from None
+        own = cls.parse_options(spec).seed
+        return cls(seed if own is None else own)
 
     def identity(self) -> Mapping[str, str]:
         return {"backend": self.name, "model": f"random-seed{self.seed}", "endpoint": ""}
 
-    async def start(self) -> None:
-        return None
+    def cacheable(self) -> bool:
+        return False  # costs nothing to ask again; caching would only fill the cache
 
     async def generate(self, request: Request) -> Response:
         letters = [letter for letter, _ in request.options]
@@ -51,6 +51,3 @@ class RandomBackend:
                 if chosen:
                     return Response(",".join(chosen), model="random")
         return Response(rng.choice(letters), model="random")
-
-    async def close(self) -> None:
-        return None

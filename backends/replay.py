@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
 from gmai_client.errors import BadRequest, ConfigError, MissingExtra
 from gmai_client.types import Request, Response
@@ -112,13 +113,10 @@ def _load_xlsx(path: Path) -> dict[str, str]:
     }
 
 
-class ReplayBackend:
+class ReplayBackend(Backend):
     """Answers each item with the prediction recorded for its index in a file."""
 
-    cacheable = False  # costs nothing to ask again; caching would only fill the cache
-
     name = "replay"
-    OPTIONS: Mapping[str, str] = {}
 
     def __init__(self, path: Path):
         self.path = path
@@ -128,10 +126,14 @@ class ReplayBackend:
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> ReplayBackend:
         if not spec.target:
             raise ConfigError("replay needs a predictions file: replay:PATH")
+        cls.parse_options(spec)  # it takes none: refuse any
         return cls(Path(spec.target))
 
     def identity(self) -> Mapping[str, str]:
         return {"backend": self.name, "model": str(self.path), "endpoint": ""}
+
+    def cacheable(self) -> bool:
+        return False  # costs nothing to ask again; caching would only fill the cache
 
     async def start(self) -> None:
         self.predictions = load_predictions(self.path)
@@ -141,6 +143,3 @@ class ReplayBackend:
             return Response(self.predictions[request.item_index])
         except KeyError:
             raise BadRequest(f"replay: no prediction for index {request.item_index} in {self.path}") from None
-
-    async def close(self) -> None:
-        return None

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from gmai_client import errors
+from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
 from gmai_client.errors import ConfigError
+from gmai_client.options import BackendOptions, option
 from gmai_client.types import Request, Response
 
 Script = Callable[[Request], "str | Response | Exception"]
@@ -36,13 +39,16 @@ def script_from_mapping(answers: Mapping[str, object], default: str | None = Non
     return answer
 
 
-class ScriptedBackend:
+@dataclass(frozen=True)
+class ScriptedOptions(BackendOptions):
+    latency: float = option(0.0, "seconds to wait per request", minimum=0, neutral=True)
+
+
+class ScriptedBackend(Backend):
     """Answers from a script (a JSON file index -> text or {"error": kind}); for tests and demos."""
 
-    cacheable = False  # answers come from the test's function, which may change between runs
-
     name = "scripted"
-    OPTIONS: Mapping[str, str] = {"latency": "seconds to wait per request (default 0)"}
+    Options = ScriptedOptions
 
     def __init__(self, script: Script, *, latency: float = 0.0, model: str = "scripted"):
         self.script = script
@@ -54,18 +60,19 @@ class ScriptedBackend:
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> ScriptedBackend:
         if not spec.target:
             raise ConfigError("scripted needs a script file: scripted:PATH")
+        options = cls.parse_options(spec)
         path = Path(spec.target)
         try:
             answers = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"scripted: cannot read {path}: {exc}") from exc
-        return cls(script_from_mapping(answers), latency=float(spec.option("latency", "0") or 0), model=str(path))
+        return cls(script_from_mapping(answers), latency=options.latency, model=str(path))
 
     def identity(self) -> Mapping[str, str]:
         return {"backend": self.name, "model": self.model, "endpoint": ""}
 
-    async def start(self) -> None:
-        return None
+    def cacheable(self) -> bool:
+        return False  # answers come from the test's function, which may change between runs
 
     async def generate(self, request: Request) -> Response:
         self.requests.append(request)
@@ -75,6 +82,3 @@ class ScriptedBackend:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome if isinstance(outcome, Response) else Response(outcome, model=self.model)
-
-    async def close(self) -> None:
-        return None

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
-CHARS_PER_TOKEN = 4
-#: What an image is assumed to cost when its provider's rule is unknown or its size unreadable.
-DEFAULT_IMAGE_TOKENS = 765
+from gmai_client.backend import CHARS_PER_TOKEN, DEFAULT_IMAGE_TOKENS, text_tokens
+from gmai_client.types import Request
+
+__all__ = ["CHARS_PER_TOKEN", "DEFAULT_IMAGE_TOKENS", "estimate_tokens", "image_size", "text_tokens"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,22 @@ _ANTHROPIC_MAX_EDGE = 1568
 _ANTHROPIC_MAX_AREA = 1092 * 1092
 
 
-def text_tokens(text: str) -> int:
-    return len(text) // CHARS_PER_TOKEN + 1 if text else 0
+def estimate_tokens(
+    request: Request, per_image: Callable[[int, int], int | None], max_side: int | None = None
+) -> int:
+    """Input tokens of ``request``: its text by the four-characters rule, each image by
+    ``per_image(width, height)`` at the size it is sent (after a downscale to ``max_side``), or
+    ``DEFAULT_IMAGE_TOKENS`` when its size or the rule is unknown."""
+    total = text_tokens(request.system) + text_tokens(request.text)
+    for image in request.images:
+        size = image_size(image.data)
+        tokens = None
+        if size is not None and min(size) > 0:
+            width, height = size
+            scale = min(1.0, max_side / max(width, height)) if max_side else 1.0
+            tokens = per_image(max(1, round(width * scale)), max(1, round(height * scale)))
+        total += DEFAULT_IMAGE_TOKENS if tokens is None else tokens
+    return total
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -39,29 +39,24 @@ or reset connections -> ``ConnectionLost``; unknown model / 404 / NOT_FOUND -> `
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl as ssl_module
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
+from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
 from gmai_client.errors import (
-    AuthError,
     BackendError,
-    BadRequest,
     ConfigError,
-    ConnectionLost,
-    EndpointUnreachable,
     FatalError,
     MissingExtra,
     ModelNotFound,
-    Overloaded,
     RequestTimeout,
     ServerError,
     UnsupportedInput,
 )
+from gmai_client.options import BackendOptions, option
 from gmai_client.types import Request, Response
 
 try:
@@ -84,209 +79,86 @@ except ImportError:  # pragma: no cover - depends on the environment
 if http_aio is None and grpc_aio is None:  # pragma: no cover
     raise MissingExtra("triton", "triton", "tritonclient[http,grpc]")
 
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
-DEFAULT_TIMEOUT_S = 300.0
+from gmai_client.backends._triton_contract import (
+    TENSOR_OPTIONS,
+    Endpoint,
+    Plan,
+    TensorSpec,
+    make_plan,
+    parse_endpoint,
+)
+from gmai_client.backends._triton_errors import TritonUnreachable, classify, describe
+
+__all__ = ["Endpoint", "TritonBackend", "TritonOptions", "TritonUnreachable", "classify", "parse_endpoint"]
+
 START_TIMEOUT_S = 30.0  # the readiness checks are small calls: a silent host should fail fast
 
-# Option -> (default tensor name, whether the input is optional in the contract).
-_TENSOR_OPTIONS: dict[str, tuple[str, bool]] = {
-    "prompt_input": ("prompt", False),
-    "image_input": ("image", False),
-    "max_tokens_input": ("max_tokens", True),
-    "temperature_input": ("temperature", True),
-}
-_INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
-_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 
-# Message fragments, lower-cased, that decide a kind whatever the status code says: Triton has
-# answered queue-full as 400, 503 and UNAVAILABLE across versions and protocols.
-_QUEUE_FULL = ("exceeds maximum queue size", "queue full", "queue is full", "maximum queue")
-# Triton's words for a model it does not serve (any status: 400 over HTTP, various gRPC codes).
-_UNKNOWN_MODEL = ("unknown model", "no available versions")
-_CONNECTION = (
-    "failed to connect",
-    "connection refused",
-    "connection reset",
-    "socket closed",
-    "broken pipe",
-    "connection closed",
-    "goaway",
-)
-
-
-class TritonUnreachable(EndpointUnreachable):
-    """The server did not answer at start: wrong host/port/protocol, or it is not running. Stops
-    the model before any item is sent. (Once started, a dropped connection is ``ConnectionLost``
-    and retried: the server answered before.)"""
+def _tensor_name(option_name: str, what: str, *, optional: bool) -> Any:
+    default, _ = TENSOR_OPTIONS[option_name]
+    if optional:
+        return option(None, f"name of the {what}; empty: never send", blank=True, default_text=default)
+    return option(default, f"name of the {what}", blank=True)
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    protocol: str  # "http" | "grpc"
-    host: str
-    port: int
-    tls: bool
-    path: str = ""  # HTTP only: a reverse proxy's prefix
+class TritonOptions(BackendOptions):
+    model_version: str = option("", "model version to call", default_text="the server's choice, usually the latest")
+    protocol: Literal["http", "grpc"] | None = option(
+        None, "the protocol", neutral=True, default_text="from the URL scheme, else port 8001 -> grpc, else http"
+    )
+    timeout: float = option(300.0, "seconds to wait for one answer", above=0, neutral=True)
+    ssl: bool | None = option(
+        None, "use TLS (https / grpcs)", neutral=True, default_text="implied by https:// and grpcs:// URLs"
+    )
+    ssl_ca: str = option("", "PEM file of the CA that signed the server's certificate (with TLS)", neutral=True)
+    prompt_input: str = _tensor_name("prompt_input", "BYTES input taking the UTF-8 prompt", optional=False)
+    image_input: str = _tensor_name("image_input", "BYTES input taking the encoded image", optional=False)
+    text_output: str = _tensor_name("text_output", "BYTES output holding the answer", optional=False)
+    max_tokens_input: str | None = _tensor_name("max_tokens_input", "integer input taking max_tokens", optional=True)
+    temperature_input: str | None = _tensor_name("temperature_input", "float input taking temperature", optional=True)
 
-    @property
-    def address(self) -> str:
-        """What tritonclient takes: host:port[/path], no scheme."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}{self.path}"
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("prompt_input", "image_input", "text_output"):
+            if not getattr(self, name):
+                raise ConfigError(f"option {name} cannot be empty: the contract needs it")
 
-    @property
-    def url(self) -> str:
-        scheme = {("http", False): "http", ("http", True): "https", ("grpc", False): "grpc", ("grpc", True): "grpcs"}
-        return f"{scheme[self.protocol, self.tls]}://{self.address}"
+    def tensor_names(self) -> dict[str, str]:
+        """Contract option -> the model's tensor name ("" never sends that optional input)."""
+        names = {name: getattr(self, name) for name in TENSOR_OPTIONS}
+        return {name: TENSOR_OPTIONS[name][0] if value is None else value for name, value in names.items()}
 
-
-def parse_endpoint(endpoint: str, protocol: str = "", tls: bool | None = None) -> Endpoint:
-    """``[scheme://]host[:port][/path]`` -> Endpoint; see the module docstring for the rules."""
-    protocol = protocol.strip().lower()
-    if protocol and protocol not in DEFAULT_PORTS:
-        raise ConfigError(f"triton: protocol must be http or grpc, got {protocol!r}")
-    text = endpoint.strip() or "localhost"
-    scheme, sep, _ = text.partition("://")
-    if sep:
-        scheme = scheme.lower()
-        by_scheme = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
-        if scheme not in by_scheme:
-            raise ConfigError(f"triton: unknown URL scheme {scheme!r} in {endpoint!r} (http, https, grpc, grpcs)")
-        scheme_protocol, scheme_tls = by_scheme[scheme]
-        if protocol and protocol != scheme_protocol:
-            raise ConfigError(f"triton: protocol={protocol} contradicts the URL {endpoint!r}")
-        protocol = scheme_protocol
-        tls = scheme_tls if tls is None else tls or scheme_tls
-        text = text[len(scheme) + 3 :]
-    try:
-        parts = urlsplit("//" + text)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"triton: cannot read the endpoint {endpoint!r}: {exc}") from exc
-    if not parts.hostname:
-        raise ConfigError(f"triton: no host in the endpoint {endpoint!r}")
-    if not protocol:
-        protocol = "grpc" if port == DEFAULT_PORTS["grpc"] else "http"
-    path = parts.path.rstrip("/")
-    if path and protocol == "grpc":
-        raise ConfigError(f"triton: a gRPC endpoint has no path: {endpoint!r}")
-    if port is None:
-        # An https:// or grpcs:// URL without a port points at a TLS proxy, not at Triton itself.
-        port = 443 if sep and tls else DEFAULT_PORTS[protocol]
-    return Endpoint(protocol, parts.hostname, port, bool(tls), path)
+    def named(self) -> frozenset[str]:
+        """The optional inputs the user named: the model must have those."""
+        return frozenset(name for name, (_, optional) in TENSOR_OPTIONS.items() if optional and getattr(self, name))
 
 
-def _flag(value: str | None, name: str) -> bool | None:
-    if value is None or value == "":
-        return None
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"triton: option {name} must be true or false, got {value!r}")
-
-
-@dataclass(frozen=True)
-class _Input:
-    name: str
-    datatype: str  # as the model declares it
-    dims: tuple[int, ...]  # as the model's metadata gives them, -1 for variable (or batch)
-
-    def shape(self, count: int = 1) -> list[int]:
-        # One request: the batch dimension (if any) is 1, a variable last dimension is ``count``.
-        shape = [1 if dim == -1 else dim for dim in self.dims]
-        if count != 1:
-            shape[-1] = count
-        return shape
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What start() learnt from the model's metadata: the tensors to send and how."""
-
-    prompt: _Input
-    image: _Input
-    multi_image: bool
-    text_output: str
-    max_tokens: _Input | None
-    temperature: _Input | None
-
-
-class TritonBackend:
+class TritonBackend(Backend):
     """A model on Triton Inference Server (KServe v2 over HTTP or gRPC), through a fixed tensor contract."""
 
     name = "triton"
-    EXTRA = "triton"
-    OPTIONS: Mapping[str, str] = {
-        "model_version": "model version to call (default: the server's choice, usually the latest)",
-        "protocol": "http or grpc (default: from the URL scheme, else port 8001 -> grpc, else http)",
-        "timeout": f"seconds to wait for one answer (default {DEFAULT_TIMEOUT_S:g})",
-        "ssl": "true to use TLS (https / grpcs); implied by https:// and grpcs:// URLs",
-        "ssl_ca": "PEM file of the CA that signed the server's certificate (with TLS)",
-        "prompt_input": "name of the BYTES input taking the UTF-8 prompt (default prompt)",
-        "image_input": "name of the BYTES input taking the encoded image (default image)",
-        "text_output": "name of the BYTES output holding the answer (default text)",
-        "max_tokens_input": "name of the integer input taking max_tokens (default max_tokens; empty: never send)",
-        "temperature_input": "name of the float input taking temperature (default temperature; empty: never send)",
-    }
+    Options = TritonOptions
 
-    def __init__(
-        self,
-        model: str,
-        endpoint: Endpoint,
-        *,
-        version: str = "",
-        timeout: float = DEFAULT_TIMEOUT_S,
-        ssl_ca: str = "",
-        tensors: Mapping[str, str] | None = None,
-        explicit: frozenset[str] = frozenset(),
-    ):
+    def __init__(self, model: str, endpoint: Endpoint, options: TritonOptions | None = None):
         if not model:
             raise ConfigError("triton needs a model name: triton:MODEL@HOST:PORT")
         if endpoint.protocol == "http" and http_aio is None:
             raise MissingExtra("triton", "triton", "tritonclient[http]")
         if endpoint.protocol == "grpc" and grpc_aio is None:
             raise MissingExtra("triton", "triton", "tritonclient[grpc]")
-        if timeout <= 0:
-            raise ConfigError(f"triton: timeout must be positive, got {timeout}")
         self.model = model
         self.endpoint = endpoint
-        self.version = version
-        self.timeout = timeout
-        self.ssl_ca = ssl_ca
-        names = {option: default for option, (default, _) in _TENSOR_OPTIONS.items()}
-        names["text_output"] = "text"
-        names.update(tensors or {})
-        self.tensors = names
-        self.explicit = explicit  # tensor options the user set: those inputs must exist
+        self.options = options or TritonOptions()
+        self.version = self.options.model_version
+        self.timeout = self.options.timeout
         self._client: Any = None
-        self._plan: _Plan | None = None
+        self._plan: Plan | None = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> TritonBackend:
-        unknown = sorted(set(spec.options) - set(cls.OPTIONS))
-        if unknown:
-            raise ConfigError(f"triton: unknown option(s) {', '.join(unknown)}; known: {', '.join(cls.OPTIONS)}")
-        endpoint = parse_endpoint(spec.endpoint, spec.option("protocol", "") or "", _flag(spec.option("ssl"), "ssl"))
-        try:
-            timeout = float(spec.option("timeout", "") or DEFAULT_TIMEOUT_S)
-        except ValueError as exc:
-            raise ConfigError(f"triton: timeout must be a number of seconds, got {spec.option('timeout')!r}") from exc
-        tensor_options = ("prompt_input", "image_input", "text_output", "max_tokens_input", "temperature_input")
-        tensors = {key: spec.options[key].strip() for key in tensor_options if key in spec.options}
-        for key in ("prompt_input", "image_input", "text_output"):
-            if key in tensors and not tensors[key]:
-                raise ConfigError(f"triton: {key} cannot be empty: the contract needs it")
-        return cls(
-            spec.target,
-            endpoint,
-            version=spec.option("model_version", "") or "",
-            timeout=timeout,
-            ssl_ca=spec.option("ssl_ca", "") or "",
-            tensors=tensors,
-            explicit=frozenset(tensors),
-        )
+        options = cls.parse_options(spec)
+        return cls(spec.target, parse_endpoint(spec.endpoint, options.protocol or "", options.ssl), options)
 
     @property
     def url(self) -> str:
@@ -304,8 +176,8 @@ class TritonBackend:
     def _make_client(self) -> Any:
         if self.endpoint.protocol == "http":
             context = None
-            if self.endpoint.tls and self.ssl_ca:
-                context = ssl_module.create_default_context(cafile=self.ssl_ca)
+            if self.endpoint.tls and self.options.ssl_ca:
+                context = ssl_module.create_default_context(cafile=self.options.ssl_ca)
             # conn_limit=0: no pool cap, the runner's concurrency is the only limit.
             return http_aio.InferenceServerClient(
                 self.endpoint.address,
@@ -317,7 +189,7 @@ class TritonBackend:
         return grpc_aio.InferenceServerClient(
             self.endpoint.address,
             ssl=self.endpoint.tls,
-            root_certificates=self.ssl_ca or None,
+            root_certificates=self.options.ssl_ca or None,
         )
 
     def _kw(self) -> dict[str, Any]:
@@ -380,7 +252,7 @@ class TritonBackend:
         if isinstance(exc, BackendError):
             return exc
         other = "grpc" if self.endpoint.protocol == "http" else "http"
-        detail = _describe(exc)
+        detail = describe(exc)
         return TritonUnreachable(
             f"cannot reach Triton at {self.url} (for model {self.model!r}): {detail}. Is the server running, "
             f"and is {self.endpoint.port} its {self.endpoint.protocol} port? Triton listens on 8000 for "
@@ -416,75 +288,12 @@ class TritonBackend:
             return None
         return config.get("config", config) if isinstance(config, Mapping) else None
 
-    def _make_plan(self, metadata: Mapping[str, Any], config: Mapping[str, Any] | None) -> _Plan:
-        def tensors(kind: str) -> dict[str, _Input]:
-            return {
-                str(t["name"]): _Input(str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t.get("shape", [])))
-                for t in metadata.get(kind, [])
-            }
-
-        inputs, outputs = tensors("inputs"), tensors("outputs")
-
-        def listing(found: Mapping[str, _Input]) -> str:
-            return ", ".join(f"{t.name} ({t.datatype} {list(t.dims)})" for t in found.values()) or "none"
-
-        def find(option: str, allowed: frozenset[str], what: str) -> _Input | None:
-            name = self.tensors[option]
-            optional = _TENSOR_OPTIONS.get(option, ("", False))[1]
-            if not name:
-                return None
-            pool = outputs if option == "text_output" else inputs
-            kind = "output" if option == "text_output" else "input"
-            if name not in pool:
-                if optional and option not in self.explicit:
-                    return None  # the model does not take it: the contract allows that
-                raise FatalError(
-                    f"{self._where()} has no {kind} {name!r} for the {what} (its {kind}s: {listing(pool)}); "
-                    f"set {option}=NAME to the model's tensor"
-                    + ("" if not optional else f", or {option}= (empty) not to send it")
-                )
-            tensor = pool[name]
-            if tensor.datatype not in allowed:
-                raise FatalError(
-                    f"{self._where()}: {kind} {name!r} ({what}) is {tensor.datatype}; the contract needs "
-                    f"{' or '.join(sorted(allowed))}"
-                )
-            if kind == "input" and any(dim not in (-1, 1) for dim in tensor.dims):
-                raise FatalError(
-                    f"{self._where()}: input {name!r} has shape {list(tensor.dims)}; the contract sends one "
-                    "value per request (dimensions of 1, or -1)"
-                )
-            return tensor
-
-        bytes_only = frozenset({"BYTES"})
-        prompt = find("prompt_input", bytes_only, "prompt")
-        image = find("image_input", bytes_only, "image")
-        text = find("text_output", bytes_only, "answer text")
-        max_tokens = find("max_tokens_input", _INT_TYPES, "max_tokens")
-        temperature = find("temperature_input", _FLOAT_TYPES, "temperature")
-        assert prompt is not None and image is not None and text is not None
-        sent = {t.name for t in (prompt, image, max_tokens, temperature) if t is not None}
-        if config is not None:
-            required = [
-                str(i["name"]) for i in config.get("input", []) if not i.get("optional") and str(i["name"]) not in sent
-            ]
-            if required:
-                raise FatalError(
-                    f"{self._where()} requires input(s) {', '.join(required)} that the contract does not "
-                    f"send (it sends {', '.join(sorted(sent))}); map the contract's names with *_input options"
-                )
-        return _Plan(
-            prompt=prompt,
-            image=image,
-            multi_image=len(image.dims) >= 2 and image.dims[-1] == -1,
-            text_output=text.name,
-            max_tokens=max_tokens,
-            temperature=temperature,
-        )
+    def _make_plan(self, metadata: Mapping[str, Any], config: Mapping[str, Any] | None) -> Plan:
+        return make_plan(metadata, config, self.options.tensor_names(), self.options.named(), self._where())
 
     # ------------------------------------------------------------------------------- generate
 
-    def _input(self, tensor: _Input, array: np.ndarray) -> Any:
+    def _input(self, tensor: TensorSpec, array: np.ndarray) -> Any:
         if self.endpoint.protocol == "http":
             infer_input = http_aio.InferInput(tensor.name, list(array.shape), tensor.datatype)
             infer_input.set_data_from_numpy(array, binary_data=True)
@@ -493,7 +302,7 @@ class TritonBackend:
             infer_input.set_data_from_numpy(array)
         return infer_input
 
-    def _inputs(self, request: Request, plan: _Plan) -> list[Any]:
+    def _inputs(self, request: Request, plan: Plan) -> list[Any]:
         images = request.images
         if not images:
             raise UnsupportedInput(
@@ -506,7 +315,7 @@ class TritonBackend:
             )
         text = f"{request.system}\n\n{request.text}" if request.system else request.text
 
-        def one(tensor: _Input, value: Any, dtype: Any) -> Any:
+        def one(tensor: TensorSpec, value: Any, dtype: Any) -> Any:
             return self._input(tensor, np.array([value], dtype=dtype).reshape(tensor.shape()))
 
         # dtype=object keeps the bytes as they are; numpy's "S" dtype would drop trailing NULs.
@@ -561,86 +370,3 @@ class TritonBackend:
             return RequestTimeout(f"{self._where()} ({doing}): no answer within {self.timeout:g} s")
         return classify(exc, f"{self._where()} ({doing})")
 
-
-_REQUEST_ID = re.compile(r"^\[request id: [^\]]*\]\s*")
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*")
-_MAX_MESSAGE = 600
-
-
-def _shorten(message: str) -> str:
-    """A server message fit for a record: no request-id prefix, a Python traceback cut to its gist."""
-    message = _REQUEST_ID.sub("", message.strip())
-    if len(message) <= _MAX_MESSAGE and "Traceback" not in message:
-        return message
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    # A model's traceback comes wrapped in Triton's; the innermost "SomeError: why" line says most.
-    raised = [line for line in lines if _EXCEPTION_LINE.match(line) and "TritonModelException" not in line]
-    gist = f"{lines[0]} ... {raised[-1]}" if raised and raised[-1] != lines[0] else lines[0]
-    return gist if len(gist) <= _MAX_MESSAGE else gist[: _MAX_MESSAGE - 3] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, InferenceServerException):
-        status = exc.status() or ""
-        return _shorten(f"{exc.message() or exc}") + (f" [{status}]" if status else "")
-    if aiohttp is not None and isinstance(exc, aiohttp.ClientResponseError) and "status line" in str(exc).lower():
-        # Binary gRPC frames where an HTTP status line should be: the port speaks gRPC.
-        return "the answer is not HTTP (is this a gRPC port?)"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def classify(exc: BaseException, where: str) -> BackendError:
-    """Map one exception met while talking to Triton onto ``gmai_client.errors`` (see the module doc)."""
-    if isinstance(exc, BackendError):
-        return exc
-    message = f"{where}: {_describe(exc)}"
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return RequestTimeout(message)
-    if not isinstance(exc, InferenceServerException):
-        if aiohttp is not None and isinstance(exc, aiohttp.ClientResponseError):
-            return ServerError(message, status=exc.status)  # a malformed HTTP answer
-        if (aiohttp is not None and isinstance(exc, aiohttp.ClientError)) or isinstance(exc, OSError):
-            return ConnectionLost(message)
-        return ServerError(message)
-
-    text = (exc.message() or str(exc)).lower()
-    status = (exc.status() or "").removeprefix("StatusCode.")
-    http_status = int(status) if status.isdigit() else None
-    if any(fragment in text for fragment in _QUEUE_FULL):
-        return Overloaded(message, status=http_status)
-    if status in ("UNAVAILABLE", "CANCELLED") and any(fragment in text for fragment in _CONNECTION):
-        return ConnectionLost(message)
-    if any(fragment in text for fragment in _UNKNOWN_MODEL) or status == "NOT_FOUND" or http_status == 404:
-        return ModelNotFound(message, status=http_status)
-    by_grpc: dict[str, type[BackendError]] = {
-        "UNAVAILABLE": Overloaded,
-        "RESOURCE_EXHAUSTED": Overloaded,
-        "DEADLINE_EXCEEDED": RequestTimeout,
-        "CANCELLED": ConnectionLost,
-        "INVALID_ARGUMENT": BadRequest,
-        "OUT_OF_RANGE": BadRequest,
-        "FAILED_PRECONDITION": BadRequest,
-        "UNIMPLEMENTED": BadRequest,
-        "ALREADY_EXISTS": BadRequest,
-        "UNAUTHENTICATED": AuthError,
-        "PERMISSION_DENIED": AuthError,
-        "INTERNAL": ServerError,
-        "UNKNOWN": ServerError,
-        "ABORTED": ServerError,
-        "DATA_LOSS": ServerError,
-    }
-    if status in by_grpc:
-        if status == "RESOURCE_EXHAUSTED" and "larger than max" in text:
-            return BadRequest(message)  # a message over gRPC's size limit will never fit
-        return by_grpc[status](message)
-    if http_status is not None:
-        if http_status in (429, 503, 529):
-            return Overloaded(message, status=http_status)
-        if http_status in (408, 504):
-            return RequestTimeout(message, status=http_status)
-        if http_status in (401, 403):
-            return AuthError(message, status=http_status)
-        if 400 <= http_status < 500:
-            return BadRequest(message, status=http_status)
-        return ServerError(message, status=http_status)
-    return ServerError(message)  # no status: the client could not read what came back

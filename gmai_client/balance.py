@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from gmai_client.backend import Backend, as_backend
 from gmai_client.config import ModelSpec
 from gmai_client.errors import (
     BackendError,
@@ -50,7 +51,7 @@ from gmai_client.errors import (
     RequestTimeout,
     ServerError,
 )
-from gmai_client.types import Backend, Request, Response
+from gmai_client.types import Request, Response
 
 #: The separator of an endpoint list in a spec: ``backend:model@E1,E2``.
 SEPARATOR = ","
@@ -141,7 +142,7 @@ class _Endpoint:
         return self.down_until is not None and not self.probing and now >= self.down_until
 
 
-class BalancedBackend:
+class BalancedBackend(Backend):
     """One model on several endpoints: least-expected-wait choice, draining, probing back, fail-over."""
 
     def __init__(
@@ -156,6 +157,7 @@ class BalancedBackend:
     ):
         if not backends:
             raise ConfigError("a balanced backend needs at least one backend")
+        backends = [as_backend(backend) for backend in backends]
         if cooldown_s <= 0 or max_cooldown_s < cooldown_s:
             raise ConfigError(f"cool-down must be positive and at most its maximum ({cooldown_s}, {max_cooldown_s})")
         if not 0 < ewma_alpha <= 1:
@@ -172,7 +174,7 @@ class BalancedBackend:
             raise ConfigError(
                 f"balanced backends must be one model on several endpoints; {identities[0]} differs from {different[0]}"
             )
-        self.name: str = getattr(backends[0], "name", "") or identities[0].get("backend", "balanced")
+        self.name = backends[0].name or identities[0].get("backend", "balanced")  # type: ignore[misc]
         self._shared_identity = identities[0]
         self._endpoints = [_Endpoint(label, backend) for label, backend in zip(labels, backends, strict=True)]
         self.cooldown_s = cooldown_s
@@ -202,14 +204,16 @@ class BalancedBackend:
     def backends(self) -> tuple[Backend, ...]:
         return tuple(endpoint.backend for endpoint in self._endpoints)
 
-    @property
     def cacheable(self) -> bool:
-        return all(getattr(endpoint.backend, "cacheable", True) for endpoint in self._endpoints)
+        return all(endpoint.backend.cacheable() for endpoint in self._endpoints)
 
-    @property
-    def api_key_env(self) -> str:
-        # The runner scopes rate limits by (backend, endpoint, key variable): the inner one's.
-        return str(getattr(self._endpoints[0].backend, "api_key_env", "") or "")
+    def limit_scope(self) -> tuple[str, ...]:
+        # One budget for the model over all its endpoints, under the inner backends' key variable.
+        backend, _, *rest = self._endpoints[0].backend.limit_scope()
+        return (backend, self.identity()["endpoint"], *rest)
+
+    def estimate_input_tokens(self, request: Request) -> int:
+        return self._endpoints[0].backend.estimate_input_tokens(request)
 
     def identity(self) -> Mapping[str, str]:
         """The inner backends' common identity, with every endpoint sorted: not the one that served."""

@@ -12,7 +12,7 @@ The runner hands every request of a model to its ``Dispatcher``; in order:
    is removed from the answer (``errors.redact``), and the answer is cached.
 
 What the dispatcher is waiting on (a limit, a pause, a backoff) is reported through ``on_status``
-so the progress display shows it. Backends with ``cacheable = False`` (local baselines that cost
+so the progress display shows it. Backends whose ``cacheable()`` is False (local baselines that cost
 nothing) skip the cache.
 
 An endpoint that never answered is not ground through attempt by attempt: when every attempt so
@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from gmai_client.backend import Backend, as_backend
 from gmai_client.cache import ResponseCache, cache_key, key_fields
 from gmai_client.errors import (
     BackendError,
@@ -42,7 +43,7 @@ from gmai_client.errors import (
 )
 from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, estimate_tokens
 from gmai_client.retry import AttemptClock, RetryPolicy, call_with_retry
-from gmai_client.types import Backend, Request, Response
+from gmai_client.types import Request, Response
 
 
 @dataclass(frozen=True)
@@ -138,15 +139,15 @@ class Dispatcher:
         on_status: Callable[[str], None] | None = None,
         reachability: Reachability | None = None,
     ):
-        self.backend = backend
+        self.backend = backend = as_backend(backend)
         self.retry = retry
         self.concurrency = concurrency
         self.limiter = limiter
-        self.cache = cache if getattr(backend, "cacheable", True) else None
+        self.cache = cache if backend.cacheable() else None
         self.budget = budget
         self._on_status = on_status or (lambda text: None)
         self.throttled = 0  # 429 / overload replies met (for the run's figures)
-        endpoint = backend.identity().get("endpoint") or getattr(backend, "name", "the backend")
+        endpoint = backend.identity().get("endpoint") or backend.name or "the backend"
         self.reachability = reachability or Reachability(str(endpoint))
 
     async def send(self, request: Request) -> Sent:

@@ -1,38 +1,48 @@
 """Backend name -> class, imported lazily so that ``import gmai_client`` needs no optional package.
 
-Built-in backends live in the top-level ``backends/`` folder, installed as ``gmai_client.backends``.
+Built-in backends are found, not listed: a module ``backends/<name>.py`` (installed as
+``gmai_client.backends.<name>``) whose class sets ``name = "<name>"`` is the backend ``<name>``.
+The modules are read as text to find that class, and imported only when the backend is used, so
+adding a backend is adding one file. Modules starting with ``_`` hold shared helpers.
+
 Third-party packages add their own through the ``gmai_client.backends`` entry-point group::
 
     [project.entry-points."gmai_client.backends"]
     mymodel = "my_package.backend:MyBackend"
 
-A backend class provides ``from_spec(spec: ModelSpec, seed: int) -> Backend`` and may declare
-``OPTIONS`` (option name -> help text) and ``EXTRA`` (the pip extra it needs).
+A plugin may not take a built-in's name (an error names both). A backend class derives from
+``gmai_client.Backend`` (see ``gmai_client.backend`` for the contract); a class written to the
+earlier duck-typed protocol (``from_spec``, an ``OPTIONS`` mapping) is still accepted.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from gmai_client.backend import Backend, as_backend
 from gmai_client.config import ModelSpec
 from gmai_client.errors import ConfigError, MissingExtra
-from gmai_client.types import Backend
+from gmai_client.options import POLICY_OPTIONS, neutral_options, option_help, unknown_option
+
+__all__ = ["POLICY_OPTIONS", "BackendInfo", "answer_neutral_options", "create", "describe", "load_class"]
 
 ENTRY_POINT_GROUP = "gmai_client.backends"
+BUILTIN_PACKAGE = "gmai_client.backends"
 
-BUILTIN: dict[str, str] = {
-    "random": "gmai_client.backends.random:RandomBackend",
-    "replay": "gmai_client.backends.replay:ReplayBackend",
-    "scripted": "gmai_client.backends.scripted:ScriptedBackend",
-    "openai": "gmai_client.backends.openai:OpenAIBackend",
-    "anthropic": "gmai_client.backends.anthropic:AnthropicBackend",
-    "triton": "gmai_client.backends.triton:TritonBackend",
-    "torch": "gmai_client.backends.torch:TorchBackend",
-}
+#: Wrappers around backends, looked up by name like the backends (DESIGN: the balancer is policy,
+#: which wraps backends; the registry never imports it, so the parts stay acyclic).
+BALANCER = "gmai_client.balance:BalancedBackend"
 
 
 @dataclass(frozen=True)
@@ -41,27 +51,61 @@ class BackendInfo:
     target: str  # "module:Class"
     available: bool
     problem: str  # why it is not available (the pip extra to install), else ""
-    options: dict[str, str]
+    options: dict[str, str]  # option -> help line
     doc: str
 
 
-def _all_targets() -> dict[str, str]:
-    targets = dict(BUILTIN)
+@lru_cache(maxsize=1)
+def builtin_targets() -> Mapping[str, str]:
+    """Built-in backend name -> "module:Class", found by reading ``backends/*.py`` (nothing imported)."""
+    package = importlib.util.find_spec(BUILTIN_PACKAGE)
+    folders = list(package.submodule_search_locations or []) if package else []
+    targets: dict[str, str] = {}
+    for module in pkgutil.iter_modules(folders):
+        if module.name.startswith("_") or module.ispkg:
+            continue
+        spec = importlib.util.find_spec(f"{BUILTIN_PACKAGE}.{module.name}")  # finds, does not import
+        found = _backend_class(Path(spec.origin), module.name) if spec and spec.origin else ""
+        if found:
+            targets[module.name] = f"{BUILTIN_PACKAGE}.{module.name}:{found}"
+    return MappingProxyType(targets)
+
+
+def _backend_class(path: Path, name: str) -> str:
+    """The class in ``path`` whose body says ``name = "<name>"`` ("" when there is none)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return ""
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for statement in node.body:
+            target = statement.targets[0] if isinstance(statement, ast.Assign) else getattr(statement, "target", None)
+            value = getattr(statement, "value", None)
+            named = isinstance(target, ast.Name) and target.id == "name"
+            if named and isinstance(value, ast.Constant) and value.value == name:
+                return node.name
+    return ""
+
+
+def all_targets() -> dict[str, str]:
+    """Every backend: the built-ins, then the plugins' entry points; a plugin may not take a built-in's name."""
+    targets = dict(builtin_targets())
     for point in entry_points(group=ENTRY_POINT_GROUP):
+        builtin = builtin_targets().get(point.name)
+        if builtin is not None:
+            raise ConfigError(
+                f"the plugin backend {point.name!r} ({point.value}, from the entry-point group {ENTRY_POINT_GROUP}) "
+                f"has the name of the built-in backend {point.name!r} ({builtin}): rename the plugin's entry point"
+            )
         targets.setdefault(point.name, point.value)
     return targets
 
 
-#: Wrappers around backends, looked up by name like the backends (DESIGN: the balancer is policy,
-#: which wraps backends; the registry never imports it, so the parts stay acyclic).
-BALANCER = "gmai_client.balance:BalancedBackend"
-
-
 def load_class(name: str) -> Any:
-    targets = _all_targets()
+    targets = all_targets()
     if name not in targets:
-        import difflib
-
         close = difflib.get_close_matches(name, list(targets), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown backend {name!r}; known: {', '.join(sorted(targets))}{hint}")
@@ -74,93 +118,55 @@ def _load(target: str) -> Any:
     return getattr(module, class_name)
 
 
-#: Options every model takes, read by the client rather than by the backend (which never sees them).
-POLICY_OPTIONS: dict[str, str] = {
-    "rpm": "requests per minute to this model's endpoint (overrides --rpm)",
-    "tpm": "tokens per minute to this model's endpoint (overrides --tpm)",
-    "price_in": "US$ per million input tokens, for cost estimates (overrides the price table)",
-    "price_out": "US$ per million output tokens, for cost estimates (overrides the price table)",
-}
-
-
-#: Options of the built-in backends that cannot change what a model answers: the pace and
-#: patience of the calls, which account pays, the transport to the same server, how a local
-#: model's work is scheduled (which requests share a batch already varies from run to run), a test
-#: backend's delay. A run folder's identity (``rundir``) leaves them out; every other option is in
-#: it. A third-party backend may declare its own in ``ANSWER_NEUTRAL_OPTIONS``; without that, all of
-#: its options count.
-_ANSWER_NEUTRAL: dict[str, frozenset[str]] = {
-    "openai": frozenset({"timeout", "api_key_env", "organization_env"}),
-    "anthropic": frozenset({"timeout", "api_key_env"}),
-    "triton": frozenset({"timeout", "protocol", "ssl", "ssl_ca"}),
-    "torch": frozenset(
-        {
-            "max_batch_size",
-            "max_wait_ms",
-            # --executor ray: where the actors run and how they are kept alive
-            "actors",
-            "gpus_per_actor",
-            "cpus_per_actor",
-            "torch_threads",
-            "max_restarts",
-            "max_concurrency",
-            "load_timeout_s",
-            "test_crash_after",
-        }
-    ),
-    "scripted": frozenset({"latency"}),
-}
+def _is_backend_class(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, Backend)
 
 
 def answer_neutral_options(backend: str) -> frozenset[str]:
-    """Option names of ``backend`` that never change an answer (``label`` and ``POLICY_OPTIONS`` for all)."""
-    declared = _ANSWER_NEUTRAL.get(backend)
-    if declared is None:
-        try:
-            declared = frozenset(getattr(load_class(backend), "ANSWER_NEUTRAL_OPTIONS", ()))
-        except (ImportError, ConfigError):
-            declared = frozenset()
+    """Option names of ``backend`` that never change an answer: ``label``, ``POLICY_OPTIONS``,
+    the options its ``Options`` marks ``neutral`` and those it names in ``answer_neutral_options``.
+    A backend that cannot be imported here counts all of its own options."""
+    declared: frozenset[str] = frozenset()
+    try:
+        classes = [load_class(backend)]
+    except (ImportError, ConfigError):
+        classes = []
+    for cls in classes:
+        if _is_backend_class(cls):
+            declared |= cls.answer_neutral_options | neutral_options(cls.Options)
+        else:  # the earlier protocol's spelling
+            declared |= frozenset(getattr(cls, "ANSWER_NEUTRAL_OPTIONS", ()))
     return frozenset({"label", *POLICY_OPTIONS}) | declared
 
 
-def check_options(spec: ModelSpec, *classes: Any) -> None:
-    """Refuse an option none of ``classes`` declares in ``OPTIONS`` (a typo such as ``detial``
-    would otherwise be ignored and the run would silently use the default), naming the closest
-    valid ones. A class without ``OPTIONS`` (a third-party backend) is not checked."""
-    if not classes or any(getattr(cls, "OPTIONS", None) is None for cls in classes):
+def _check_legacy_options(spec: ModelSpec, cls: Any) -> None:
+    """For a class of the earlier protocol that lists ``OPTIONS``: refuse a key it does not list."""
+    declared = getattr(cls, "OPTIONS", None)
+    if declared is None:
         return
-    known = set(POLICY_OPTIONS)
-    for cls in classes:
-        known |= set(cls.OPTIONS)
+    known = [*declared, *POLICY_OPTIONS]
     for key in spec.options:
-        if key in known:
-            continue
-        import difflib
-
-        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
-        # The value is not repeated: a misspelt option may hold a secret.
-        raise ConfigError(
-            f"{spec.label}: unknown option -B {key}{hint} ({spec.backend} takes: {', '.join(sorted(known))})"
-        )
+        if key not in known:
+            raise unknown_option(key, known, owner=spec.label, backend=spec.backend)
 
 
 def create(spec: ModelSpec, *, seed: int = 0) -> Backend:
     """Build the backend a spec names (it is started later, by the runner)."""
     cls = load_class(spec.backend)
-    check_options(spec, cls)
+    if not _is_backend_class(cls):
+        _check_legacy_options(spec, cls)
     own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
     if "," in spec.endpoint:  # backend:model@E1,E2,...: one model on several endpoints
         return _load(BALANCER).from_spec(replace(spec, options=own), seed=seed, backend_class=cls)
-    return cls.from_spec(replace(spec, options=own), seed=seed)
+    return as_backend(cls.from_spec(replace(spec, options=own), seed=seed))
 
 
 def describe() -> list[BackendInfo]:
     """Every backend, whether it can be imported here, and the options it takes."""
     infos = []
-    for name, target in sorted(_all_targets().items()):
+    for name, target in sorted(all_targets().items()):
         try:
-            cls = load_class(name)
+            cls = _load(target)
         except MissingExtra as exc:
             infos.append(BackendInfo(name, target, False, str(exc), {}, ""))
             continue
@@ -168,5 +174,6 @@ def describe() -> list[BackendInfo]:
             infos.append(BackendInfo(name, target, False, f"cannot import: {exc}", {}, ""))
             continue
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        infos.append(BackendInfo(name, target, True, "", dict(getattr(cls, "OPTIONS", {})), doc))
+        options = option_help(cls.Options) if _is_backend_class(cls) else dict(getattr(cls, "OPTIONS", {}))
+        infos.append(BackendInfo(name, target, True, "", options, doc))
     return infos

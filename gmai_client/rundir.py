@@ -47,10 +47,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gmai_client.backend import Backend
 from gmai_client.config import RunConfig
 from gmai_client.errors import ConfigError, redact
 from gmai_client.metrics import Comparison, GroupStats, McqStats, ModelMetrics, PairedTest
-from gmai_client.types import Backend
 
 try:
     import fcntl

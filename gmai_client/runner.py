@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_client import registry, rundir
+from gmai_client.backend import Backend, as_backend
 from gmai_client.cache import ResponseCache
 from gmai_client.config import ModelSpec, RunConfig
 from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
@@ -48,6 +48,7 @@ from gmai_client.dispatch import Dispatcher, Sent, TokenBudget
 from gmai_client.errors import BackendError, ConfigError, DataError, GmaiError
 from gmai_client.judge import Judge, JudgeCounts
 from gmai_client.limiter import AdaptiveConcurrency, LimiterPool, Limits
+from gmai_client.options import model_policy
 from gmai_client.progress import ModelTrack, ProgressReporter, make_progress
 from gmai_client.prompt import build_request
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
@@ -55,7 +56,7 @@ from gmai_client.retry import RetryPolicy
 from gmai_client.scoring import score_answer, score_error
 from gmai_client.select import Selection, parse_selection
 from gmai_client.splits import resolve_data
-from gmai_client.types import Backend, BadRow, Item, Record, Request
+from gmai_client.types import BadRow, Item, Record, Request
 
 _READ_BATCH = 16
 # A fractional --max-errors is judged only after this many items: 2 errors in the first 3 items
@@ -108,8 +109,8 @@ async def run(config: RunConfig, *, backends: dict[str, Backend] | None = None) 
     files = open_dataset(resolve_data(config.data, data_dir=config.data_dir))
     selection = parse_selection(config.select or None)
     for spec in (*config.models, *([config.judge] if config.judge is not None else [])):
-        _rate_option(spec, "rpm", None), _rate_option(spec, "tpm", None)  # a bad value fails before any folder
-    built = dict(backends or {})
+        model_policy(spec.options, owner=spec.label)  # a bad rpm/tpm fails before any folder
+    built = {label: as_backend(backend) for label, backend in (backends or {}).items()}
     judge_backend: Backend | None = None
     try:
         for spec in config.models:
@@ -289,11 +290,8 @@ def _create_backend(spec: ModelSpec, config: RunConfig) -> Backend:
 
 def _placement(backend: Backend) -> tuple[dict[str, Any], ...]:
     """Per-endpoint (balancer) or per-actor (Ray) figures of a backend that spreads its requests."""
-    placement = getattr(backend, "placement", None)
-    if not callable(placement):
-        return ()
     with contextlib.suppress(Exception):  # figures for the report must never fail a finished run
-        return tuple(placement())
+        return tuple(backend.placement())
     return ()
 
 
@@ -311,16 +309,12 @@ class _Shared:
 def _dispatcher(
     config: RunConfig, spec: ModelSpec, backend: Backend, shared: _Shared, track: ModelTrack | None = None
 ) -> Dispatcher:
-    limits = Limits(rpm=_rate_option(spec, "rpm", config.rpm), tpm=_rate_option(spec, "tpm", config.tpm))
+    policy = model_policy(spec.options, owner=spec.label)
+    limits = Limits(rpm=policy.rpm or config.rpm, tpm=policy.tpm or config.tpm)
     limiter = None
     if limits != Limits():
-        identity = backend.identity()
         # One account's budget: same backend, endpoint and key variable (never the key itself).
-        scope = (
-            identity.get("backend", spec.backend),
-            identity.get("endpoint", ""),
-            getattr(backend, "api_key_env", ""),
-        )
+        scope = backend.limit_scope()
         limiter = shared.limiters.get(scope, limits)
     return Dispatcher(
         backend,
@@ -331,19 +325,6 @@ def _dispatcher(
         budget=shared.budget,
         on_status=track.status if track is not None else None,
     )
-
-
-def _rate_option(spec: ModelSpec, name: str, default: float | None) -> float | None:
-    raw = spec.option(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{spec.label}: option {name}={raw!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{spec.label}: option {name} must be a positive finite number, got {raw!r}")
-    return value
 
 
 def _too_many_errors(config: RunConfig, outcome: ModelOutcome) -> bool:

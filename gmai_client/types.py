@@ -1,4 +1,4 @@
-"""The shared vocabulary: frozen dataclasses that flow between modules, and the Backend protocol.
+"""The shared vocabulary: frozen dataclasses that flow between modules (the backend contract is ``backend``).
 
 One item's path through the client:
 
@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 #: The four views of the lexical tree an item is grouped by (and the TSV column each comes from).
 VIEWS: tuple[str, ...] = ("clinical VQA task", "department", "perceptual granularity", "modality")
@@ -249,25 +249,3 @@ class Record:
     @property
     def is_multi_answer(self) -> bool:
         return self.answer is not None and len(self.answer) > 1
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """A model endpoint: translates Request <-> wire format and vendor errors -> ``errors``.
-
-    Backends set no policy: no sleeps, no retries, no rate limits (``limiter``/``retry`` own those).
-    """
-
-    name: str  # registry name, e.g. "openai"
-
-    def identity(self) -> Mapping[str, str]:
-        """What, besides the request, decides the answer: model and endpoint (never a secret)."""
-        ...
-
-    async def start(self) -> None:
-        """Connect and check readiness; raise a FatalError with a clear message if not ready."""
-        ...
-
-    async def generate(self, request: Request) -> Response: ...
-
-    async def close(self) -> None: ...

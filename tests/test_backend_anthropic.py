@@ -22,7 +22,7 @@ pytest.importorskip("aiohttp")
 from PIL import Image as PILImage
 
 from gmai_client import errors, registry
-from gmai_client.backends.anthropic import AnthropicBackend
+from gmai_client.backends.anthropic import AnthropicBackend, AnthropicOptions
 from gmai_client.config import parse_model_spec
 from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.prompt import build_request
@@ -57,7 +57,7 @@ def request_() -> Request:
 
 def backend(api: FakeAPI, **kwargs: object) -> AnthropicBackend:
     kwargs.setdefault("timeout", 2.0)
-    return AnthropicBackend(MODEL, endpoint=api.base_url_anthropic, **kwargs)  # type: ignore[arg-type]
+    return AnthropicBackend(MODEL, endpoint=api.base_url_anthropic, options=AnthropicOptions(**kwargs))  # type: ignore[arg-type]
 
 
 def generate(b: AnthropicBackend, request: Request) -> Response:
@@ -107,7 +107,7 @@ def test_request_on_the_wire(api: FakeAPI, request_: Request) -> None:
 
 def test_several_images_keep_their_order(api: FakeAPI) -> None:
     first, second = Image(png(8, 8, 1)), Image(png(8, 8, 2))
-    generate(backend(api, send_temperature=False), Request("two", "Which differs?", (first, second)))
+    generate(backend(api, temperature="omit"), Request("two", "Which differs?", (first, second)))
 
     (seen,) = api.requests
     assert seen.content_types == ("image", "image", "text")
@@ -201,7 +201,7 @@ def test_no_connection_at_all_is_connect_failed(request_: Request, monkeypatch: 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}" if where == "closed port" else "http://no-such-host.invalid"
-    error = fails(AnthropicBackend(MODEL, endpoint=url, timeout=1.0), request_)
+    error = fails(AnthropicBackend(MODEL, endpoint=url, options=AnthropicOptions(timeout=1.0)), request_)
     assert isinstance(error, errors.ConnectFailed) and f"cannot connect to {url}" in str(error)
 
 
@@ -226,7 +226,7 @@ def test_self_hosted_server_needs_no_key(api: FakeAPI, request_: Request, monkey
 
 def test_anthropic_endpoint_without_key_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    b = AnthropicBackend("claude-x", api_key_env="ANTHROPIC_API_KEY")
+    b = AnthropicBackend("claude-x")  # the public API, ANTHROPIC_API_KEY
     with pytest.raises(errors.AuthError, match="ANTHROPIC_API_KEY"):
         asyncio.run(b.start())
 

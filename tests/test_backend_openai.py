@@ -22,7 +22,7 @@ pytest.importorskip("aiohttp")
 from PIL import Image as PILImage
 
 from gmai_client import errors, registry
-from gmai_client.backends.openai import OpenAIBackend
+from gmai_client.backends.openai import OpenAIBackend, OpenAIOptions
 from gmai_client.config import parse_model_spec
 from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.images import downscale, shutdown_pool
@@ -58,7 +58,7 @@ def request_() -> Request:
 
 def backend(api: FakeAPI, **kwargs: object) -> OpenAIBackend:
     kwargs.setdefault("timeout", 2.0)
-    return OpenAIBackend(MODEL, endpoint=api.base_url_openai, **kwargs)  # type: ignore[arg-type]
+    return OpenAIBackend(MODEL, endpoint=api.base_url_openai, options=OpenAIOptions(**kwargs))  # type: ignore[arg-type]
 
 
 def generate(b: OpenAIBackend, request: Request) -> Response:
@@ -211,7 +211,7 @@ def test_no_connection_at_all_is_connect_failed(request_: Request, monkeypatch: 
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1" if where == "closed port" else "http://no-such-host.invalid/v1"
-    error = fails(OpenAIBackend(MODEL, endpoint=url, timeout=1.0), request_)
+    error = fails(OpenAIBackend(MODEL, endpoint=url, options=OpenAIOptions(timeout=1.0)), request_)
     # Retryable as a lost connection; the dispatcher stops a model whose endpoint never answered.
     assert isinstance(error, errors.ConnectFailed) and isinstance(error, errors.ConnectionLost)
     assert f"cannot connect to {url}" in str(error)

@@ -223,7 +223,9 @@ def test_parse_endpoint(endpoint: str, protocol: str, url: str) -> None:
         ("triton:llava@ftp://h", {}, "unknown URL scheme"),
         ("triton:@h:8000", {}, "needs a model name"),
         ("triton:llava@h", {"protcol": "grpc"}, "unknown option"),
-        ("triton:llava@h", {"timeout": "soon"}, "timeout must be"),
+        ("triton:llava@h", {"timeout": "soon"}, "timeout='soon' is not a number"),
+        ("triton:llava@h", {"protocol": "http2"}, "choose one of http, grpc"),
+        ("triton:llava@h", {"ssl": "maybe"}, "ssl must be true or false"),
         ("triton:llava@h", {"prompt_input": ""}, "cannot be empty"),
     ],
 )

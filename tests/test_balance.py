@@ -27,6 +27,7 @@ import pytest
 
 import gmai_client
 from gmai_client import errors, registry
+from gmai_client.backend import Backend
 from gmai_client.balance import (
     RESAMPLE_AFTER,
     BalancedBackend,
@@ -37,7 +38,7 @@ from gmai_client.balance import (
 from gmai_client.cache import cache_key, key_fields
 from gmai_client.config import RunConfig, parse_model_spec
 from gmai_client.testing.synthetic import write_tsv
-from gmai_client.types import Backend, Request, Response
+from gmai_client.types import Request, Response
 from tests.conftest import ROOT, START_TIMEOUT_S, free_ports
 
 # ------------------------------------------------------------------------------ fake backends
@@ -484,7 +485,7 @@ def test_a_spec_with_several_endpoints_builds_a_balancer_of_the_backends_own_cla
     api = registry.create(parse_model_spec("openai:llava@http://a:8000/v1,http://b:8000/v1"))
     assert isinstance(api, BalancedBackend) and api.name == "openai"
     assert [b.identity()["endpoint"] for b in api.backends] == ["http://a:8000/v1", "http://b:8000/v1"]
-    assert api.api_key_env == "OPENAI_API_KEY"
+    assert api.limit_scope()[2] == "OPENAI_API_KEY"
 
     for bad in ("triton:echo@h1:8001,,h2:8001", "triton:echo@h1:8001,h1:8001", "triton:echo@h1:8001,"):
         with pytest.raises(errors.ConfigError):

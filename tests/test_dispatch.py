@@ -26,7 +26,8 @@ FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, deadline=30.
 class CachedScript(ScriptedBackend):
     """The scripted backend as an API backend looks to the dispatcher: its answers are cached."""
 
-    cacheable = True
+    def cacheable(self) -> bool:
+        return True
 
     def identity(self) -> dict[str, str]:
         return {"backend": "scripted", "model": self.model, "endpoint": "http://models.test/v1"}

@@ -26,6 +26,7 @@ PARTS: dict[str, str] = {
     "config": "vocabulary",
     "views": "vocabulary",
     "options": "vocabulary",
+    "backend": "vocabulary",
     "dataset": "data",
     "splits": "data",
     "select": "data",
