@@ -29,6 +29,10 @@ It runs its own event loop in a background thread, so synchronous tests and clie
 event loop can use it alike. For out-of-process load (so the server does not share the client's
 GIL): ``python -m gmai_client.testing.fake_api --port 8000 --latency 0.05 --fault 429=0.1``;
 ``GET /_fake/stats`` then returns the counters and violations as JSON.
+
+Extensions add endpoints to the same server (``extensions``: objects with ``add_routes(app)``,
+``stats()`` and ``reset()``): ``fake_batches`` adds OpenAI's and Anthropic's batch APIs, answering
+each batched request with ``answer``, the live endpoints' own answer.
 """
 
 from __future__ import annotations
@@ -250,6 +254,8 @@ class FakeAPI:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        # Added before start(): their routes are mounted on the app start() builds (fake_batches).
+        self.extensions: list[Any] = []
 
     # ---------------------------------------------------------------- life cycle
 
@@ -306,6 +312,8 @@ class FakeAPI:
         app.router.add_post("/v1/messages", self._handle_anthropic)
         app.router.add_get("/_fake/stats", self._handle_stats)
         app.router.add_post("/_fake/reset", self._handle_reset)
+        for extension in self.extensions:
+            extension.add_routes(app)
         # handler_cancellation: a client that gave up (timeout) cancels its hanging handler.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
         await self._runner.setup()
@@ -395,17 +403,41 @@ class FakeAPI:
             self._forced.clear()
             self._not_before.clear()
             self._accepted.clear()
+        for extension in self.extensions:
+            extension.reset()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
             outcomes = Counter(r.outcome for r in self._requests)
-            return {
+            stats = {
                 "requests": len(self._requests),
                 "keys": len(self._counts),
                 "max_per_key": max(self._counts.values(), default=0),
                 "outcomes": dict(outcomes),
                 "violations": [asdict(v) for v in self._violations],
             }
+        for extension in self.extensions:
+            stats.update(extension.stats())
+        return stats
+
+    def answer(self, api: str, body: Any) -> tuple[str, int, dict[str, Any]]:
+        """``(item key, HTTP status, JSON body)``: what the live endpoint answers to ``body`` when no
+        fault, key check or rate limit intervenes: 200 with the oracle's answer and usage, 400 for a
+        body it refuses (key ""), 404 for a model not in ``models``. Not recorded in ``requests``."""
+        try:
+            if not isinstance(body, dict):
+                raise _BadInput("the request body must be a JSON object")
+            parsed = _parse_openai(body) if api == "openai" else _parse_anthropic(body)
+        except (_BadInput, AttributeError, TypeError) as exc:
+            return "", 400, json.loads(_vendor_error(api, 400, message=str(exc) or "bad request body").text)
+        key = item_key(parsed["text"], parsed.pop("image_bytes"))
+        received = ReceivedRequest(
+            api=api, key=key, attempt=0, headers=MappingProxyType({}), auth_schemes=(),
+            timestamp=time.time(), outcome="batch", **parsed,
+        )  # fmt: skip
+        if self.models is not None and received.model not in self.models:
+            return key, 404, json.loads(_vendor_error(api, 404, model=received.model).text)
+        return key, 200, self._success_body(received, "ok")
 
     # ---------------------------------------------------------------- request handling
 
@@ -920,8 +952,8 @@ async def _cut_response(http: web.Request, raw: bytes) -> web.StreamResponse:
 # -------------------------------------------------------------------- out-of-process use
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A fake OpenAI/Anthropic API for load and fault tests.")
+def build_parser(description: str = "A fake OpenAI/Anthropic API for load and fault tests.") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0)
@@ -933,19 +965,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--answers", default=None, help="JSON file: item_key -> answer text")
     parser.add_argument("--fallback", default="A")
     parser.add_argument("--echo-key", action="store_true", help="echo the key sent in every error and answer")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def api_from_args(args: argparse.Namespace) -> FakeAPI:
     rates = {kind: float(p) for kind, _, p in (f.partition("=") for f in args.fault)}
     answers = json.loads(Path(args.answers).read_text(encoding="utf-8")) if args.answers else {}
-    api = FakeAPI(
+    return FakeAPI(
         answers=answers, fallback=args.fallback, latency=args.latency,
         faults=Faults(rates, seed=args.seed, retry_after=args.retry_after),
         rate_limit=args.rate_limit, rate_window=args.rate_window, host=args.host, port=args.port,
         echo_key=args.echo_key,
     )  # fmt: skip
+
+
+def serve(api: FakeAPI) -> None:
+    """Run ``api`` until Ctrl-C or SIGTERM's KeyboardInterrupt, printing its address first."""
     with api:
         print(f"fake API on {api.base_url} (OpenAI: {api.base_url_openai})", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve(api_from_args(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

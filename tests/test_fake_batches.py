@@ -1,0 +1,548 @@
+"""The fake server's batch APIs, driven by the real SDKs: ``client.files`` + ``client.batches``
+(openai) and ``client.messages.batches`` (anthropic) against 127.0.0.1, as a ``--batch`` client uses them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiohttp")
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
+httpx = pytest.importorskip("httpx")
+
+from openai.types.chat import ChatCompletion  # noqa: E402
+
+from gmai_client.testing.fake_api import FakeAPI, item_key  # noqa: E402
+from gmai_client.testing.fake_batches import FakeBatches  # noqa: E402
+from tests.conftest import free_ports  # noqa: E402
+
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCBd81ytgAAAABJRU5ErkJggg==")
+DATA_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
+ENDED = ("completed", "failed", "expired", "cancelled")
+
+
+# ---------------------------------------------------------------------- the server and clients
+
+
+@contextmanager
+def running(state_dir: Path | None = None, answers: dict[str, str] | None = None, **knobs: Any) -> Iterator[FakeAPI]:
+    api = FakeAPI(answers=answers or {})
+    FakeBatches(api, state_dir=state_dir, **knobs)
+    with api:
+        yield api
+
+
+def batches_of(api: FakeAPI) -> FakeBatches:
+    (extension,) = api.extensions
+    return extension
+
+
+@pytest.fixture
+def serve() -> Callable[..., Any]:
+    return running
+
+
+def openai_client(api: FakeAPI, key: str = "sk-test-batch") -> Any:
+    return openai.OpenAI(api_key=key, base_url=api.base_url_openai, max_retries=0)
+
+
+def anthropic_client(api: FakeAPI, key: str = "sk-ant-test-batch") -> Any:
+    return anthropic.Anthropic(api_key=key, base_url=api.base_url_anthropic, max_retries=0)
+
+
+def chat_body(question: str, model: str = "gpt-4o") -> dict[str, Any]:
+    content = [{"type": "image_url", "image_url": {"url": DATA_URL}}, {"type": "text", "text": question}]
+    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 16}
+
+
+def messages_params(question: str, model: str = "claude-sonnet") -> dict[str, Any]:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": DATA_URL.split(",")[1]}}
+    return {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": [image, {"type": "text", "text": question}]}]}  # noqa: E501
+
+
+def batch_file(bodies: dict[str, dict[str, Any]]) -> bytes:
+    url = "/v1/chat/completions"
+    lines = ({"custom_id": cid, "method": "POST", "url": url, "body": body} for cid, body in bodies.items())
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def submit_openai(client: Any, bodies: dict[str, dict[str, Any]]) -> Any:
+    upload = client.files.create(file=("requests.jsonl", batch_file(bodies)), purpose="batch")
+    return client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def poll_openai(client: Any, batch: Any, limit: int = 50) -> list[str]:
+    seen = [batch.status]
+    for _ in range(limit):
+        if seen[-1] in ENDED:
+            return seen
+        seen.append(client.batches.retrieve(batch.id).status)
+    raise AssertionError(f"batch still {seen[-1]} after {limit} polls")
+
+
+def jsonl(text: str) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return {line["custom_id"]: line for line in lines}
+
+
+def poll_anthropic(client: Any, batch: Any, limit: int = 50) -> list[str]:
+    seen = [batch.processing_status]
+    for _ in range(limit):
+        if seen[-1] == "ended":
+            return seen
+        seen.append(client.messages.batches.retrieve(batch.id).processing_status)
+    raise AssertionError(f"batch still {seen[-1]} after {limit} polls")
+
+
+QUESTIONS = {f"item-{i}": f"Question {i}: which option?" for i in range(6)}
+ORACLE = {item_key(q, [PNG]): f"The answer is ({'ABCDE'[i % 5]})." for i, q in enumerate(QUESTIONS.values())}
+
+
+# ---------------------------------------------------------------------- a batch completes
+
+
+def test_openai_batch_walks_the_statuses_and_answers_like_the_live_endpoint(serve: Any) -> None:
+    with serve(answers=ORACLE, processing_polls=4) as api:
+        client = openai_client(api)
+        batch = submit_openai(client, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
+        assert batch.status == "validating" and batch.request_counts.total == 6 and batch.output_file_id is None
+
+        statuses = poll_openai(client, batch)
+        assert statuses == ["validating", "in_progress", "in_progress", "finalizing", "completed"]
+        done = client.batches.retrieve(batch.id)
+        assert (done.request_counts.completed, done.request_counts.failed) == (6, 0)
+        assert done.model == "gpt-4o" and done.error_file_id is None
+        assert done.in_progress_at <= done.finalizing_at <= done.completed_at
+
+        output = client.files.content(done.output_file_id).text
+        lines = jsonl(output)
+        assert set(lines) == set(QUESTIONS)
+        for cid, question in QUESTIONS.items():
+            line = lines[cid]
+            assert line["id"].startswith("batch_req_") and line["error"] is None
+            assert line["response"]["status_code"] == 200
+            live = client.chat.completions.create(**chat_body(question))
+            batched = ChatCompletion.model_validate(line["response"]["body"])  # as a client parses it
+            assert batched.choices[0].message.content == ORACLE[item_key(question, [PNG])]
+            assert batched.choices == live.choices and batched.usage == live.usage
+        usage = done.usage
+        assert usage is not None
+        assert usage.input_tokens == sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in lines.values())
+        assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+
+def test_anthropic_batch_ends_and_answers_like_the_live_endpoint(serve: Any) -> None:
+    with serve(answers=ORACLE, processing_polls=3) as api:
+        client = anthropic_client(api)
+        batch = client.messages.batches.create(
+            requests=[{"custom_id": cid, "params": messages_params(q)} for cid, q in QUESTIONS.items()]
+        )
+        assert batch.processing_status == "in_progress" and batch.results_url is None
+        assert batch.request_counts.processing == 6 and batch.request_counts.succeeded == 0
+        assert batch.id.startswith("msgbatch_") and batch.expires_at > batch.created_at
+
+        assert poll_anthropic(client, batch) == ["in_progress", "in_progress", "in_progress", "ended"]
+        ended = client.messages.batches.retrieve(batch.id)
+        assert ended.request_counts.succeeded == 6 and ended.request_counts.processing == 0
+        assert ended.results_url == f"{api.base_url}/v1/messages/batches/{batch.id}/results"
+
+        results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
+        assert set(results) == set(QUESTIONS)
+        for cid, question in QUESTIONS.items():
+            assert results[cid].type == "succeeded"
+            live = client.messages.create(**messages_params(question))
+            message = results[cid].message
+            assert message.content == live.content and message.usage == live.usage
+            assert message.content[0].text == ORACLE[item_key(question, [PNG])]
+
+
+def test_time_based_processing(serve: Any) -> None:
+    with serve(processing_s=0.4) as api:
+        client = openai_client(api)
+        batch = submit_openai(client, {"a": chat_body("q")})
+        assert client.batches.retrieve(batch.id).status in ("validating", "in_progress")
+        time.sleep(0.45)
+        assert client.batches.retrieve(batch.id).status == "completed"
+
+
+# ---------------------------------------------------------------------- partial failures and expiry
+
+
+def test_openai_partial_failures_go_to_the_error_file(serve: Any) -> None:
+    with serve(answers=ORACLE, error_ids={"item-1", "item-4"}, error_status=500) as api:
+        client = openai_client(api)
+        bodies = {cid: chat_body(q) for cid, q in QUESTIONS.items()}
+        bodies["bad-body"] = {"model": "gpt-4o", "messages": []}  # the live endpoint refuses it too
+        batch = submit_openai(client, bodies)
+        poll_openai(client, batch)
+        done = client.batches.retrieve(batch.id)
+        assert done.status == "completed"
+        assert (done.request_counts.completed, done.request_counts.failed, done.request_counts.total) == (4, 3, 7)
+
+        assert set(jsonl(client.files.content(done.output_file_id).text)) == {"item-0", "item-2", "item-3", "item-5"}
+        errors = jsonl(client.files.content(done.error_file_id).text)
+        assert set(errors) == {"item-1", "item-4", "bad-body"}
+        assert errors["item-1"]["response"]["status_code"] == 500 and errors["item-1"]["error"] is None
+        assert errors["item-1"]["response"]["body"]["error"]["type"] == "server_error"
+        assert errors["bad-body"]["response"]["status_code"] == 400
+        assert errors["bad-body"]["response"]["body"]["error"]["type"] == "invalid_request_error"
+
+
+def test_an_item_that_expires_expires_the_openai_batch_with_partial_results(serve: Any) -> None:
+    with serve(answers=ORACLE, expire_ids={"item-2"}) as api:
+        client = openai_client(api)
+        batch = submit_openai(client, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
+        assert poll_openai(client, batch)[-1] == "expired"
+        done = client.batches.retrieve(batch.id)
+        assert done.expired_at is not None and done.completed_at is None
+        assert len(jsonl(client.files.content(done.output_file_id).text)) == 5
+        (expired,) = jsonl(client.files.content(done.error_file_id).text).values()
+        assert expired["custom_id"] == "item-2" and expired["response"] is None
+        assert expired["error"]["code"] == "batch_expired"
+
+
+def test_anthropic_errored_and_expired_results(serve: Any) -> None:
+    with serve(answers=ORACLE, error_ids={"item-0"}, expire_ids={"item-3"}) as api:
+        client = anthropic_client(api)
+        requests = [{"custom_id": cid, "params": messages_params(q)} for cid, q in QUESTIONS.items()]
+        no_max_tokens = {"model": "c", "messages": [{"role": "user", "content": "q"}]}
+        requests.append({"custom_id": "no-max-tokens", "params": no_max_tokens})
+        batch = client.messages.batches.create(requests=requests)  # params are checked while processing
+        poll_anthropic(client, batch)
+        counts = client.messages.batches.retrieve(batch.id).request_counts
+        assert (counts.succeeded, counts.errored, counts.expired, counts.canceled) == (4, 2, 1, 0)
+        results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
+        assert results["item-0"].type == "errored" and results["item-0"].error.error.type == "api_error"
+        assert results["no-max-tokens"].type == "errored"
+        assert results["no-max-tokens"].error.error.type == "invalid_request_error"
+        assert results["item-3"].type == "expired" and results["item-5"].type == "succeeded"
+
+
+def test_errors_for_the_first_submissions_only_then_a_resubmission_succeeds(serve: Any) -> None:
+    with serve(answers=ORACLE, error_ids={"item-1": 1}) as api:
+        client = openai_client(api)
+        first = submit_openai(client, {"item-1": chat_body(QUESTIONS["item-1"])})
+        poll_openai(client, first)
+        assert client.batches.retrieve(first.id).request_counts.failed == 1
+        retry = submit_openai(client, {"item-1": chat_body(QUESTIONS["item-1"])})  # --retry-errors
+        poll_openai(client, retry)
+        assert client.batches.retrieve(retry.id).request_counts.completed == 1
+
+        stats = api.stats()["batches"]
+        assert stats["max_submissions_per_item"] == 2 and stats["resubmitted_items"] == 1
+        assert stats["duplicate_batches"] == 1  # the same request set sent twice
+        assert batches_of(api).answers()[("openai", "gpt-4o", "item-1")] == 2  # an error, then the answer
+
+
+def test_error_rate_is_a_seeded_fraction(serve: Any) -> None:
+    requests = [{"custom_id": f"r{i}", "params": messages_params(f"q{i}")} for i in range(40)]
+
+    def errored(seed: int) -> set[str]:
+        with serve(error_rate=0.3, seed=seed) as api:
+            client = anthropic_client(api)
+            batch = client.messages.batches.create(requests=requests)
+            poll_anthropic(client, batch)
+            return {r.custom_id for r in client.messages.batches.results(batch.id) if r.result.type == "errored"}
+
+    first = errored(seed=1)
+    assert 0 < len(first) < 40 and errored(seed=1) == first and errored(seed=2) != first
+
+
+def test_a_whole_batch_expires(serve: Any) -> None:
+    with serve(answers=ORACLE, expire_batches={2, 3}) as api:
+        oa, an = openai_client(api), anthropic_client(api)
+        kept = submit_openai(oa, {"a": chat_body("q")})  # batch 1 completes
+        lost = submit_openai(oa, {"a": chat_body("q"), "b": chat_body("r")})  # batch 2 expires
+        assert poll_openai(oa, kept)[-1] == "completed" and poll_openai(oa, lost)[-1] == "expired"
+        expired = oa.batches.retrieve(lost.id)
+        assert expired.output_file_id is None and expired.request_counts.failed == 2
+        lines = jsonl(oa.files.content(expired.error_file_id).text).values()
+        assert {line["error"]["code"] for line in lines} == {"batch_expired"}
+
+        batch = an.messages.batches.create(requests=[{"custom_id": "a", "params": messages_params("q")}])  # batch 3
+        poll_anthropic(an, batch)
+        assert an.messages.batches.retrieve(batch.id).request_counts.expired == 1
+        assert [r.result.type for r in an.messages.batches.results(batch.id)] == ["expired"]
+
+
+# ---------------------------------------------------------------------- cancel
+
+
+def test_openai_cancel_keeps_what_was_processed(serve: Any) -> None:
+    with serve(answers=ORACLE, processing_polls=10) as api:
+        client = openai_client(api)
+        batch = submit_openai(client, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
+        for _ in range(5):
+            client.batches.retrieve(batch.id)  # half way: 0.5 of the schedule, 4 of 6 processed
+        cancelling = client.batches.cancel(batch.id)
+        assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+        cancelled = client.batches.retrieve(batch.id)
+        assert cancelled.status == "cancelled" and cancelled.cancelled_at is not None
+        assert cancelled.request_counts.completed == 4
+        kept = jsonl(client.files.content(cancelled.output_file_id).text)
+        assert set(kept) == {"item-0", "item-1", "item-2", "item-3"}  # in input order
+        assert cancelled.error_file_id is None  # the unprocessed are in neither file
+
+        with pytest.raises(openai.BadRequestError, match="Cannot cancel"):
+            client.batches.cancel(batch.id)
+
+
+def test_anthropic_cancel_cancels_the_rest(serve: Any) -> None:
+    with serve(answers=ORACLE, processing_polls=3, cancel_polls=2) as api:
+        client = anthropic_client(api)
+        batch = client.messages.batches.create(
+            requests=[{"custom_id": cid, "params": messages_params(q)} for cid, q in QUESTIONS.items()]
+        )
+        client.messages.batches.retrieve(batch.id)  # a third of the way: 2 of 6 processed
+        canceling = client.messages.batches.cancel(batch.id)
+        assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
+        assert poll_anthropic(client, canceling) == ["canceling", "canceling", "ended"]
+        counts = client.messages.batches.retrieve(batch.id).request_counts
+        assert (counts.succeeded, counts.canceled) == (2, 4)
+        results = {r.custom_id: r.result.type for r in client.messages.batches.results(batch.id)}
+        assert results == {f"item-{i}": "succeeded" if i < 2 else "canceled" for i in range(6)}
+
+
+# ---------------------------------------------------------------------- limits and refusals
+
+
+def test_openai_request_count_limit_fails_the_batch(serve: Any) -> None:
+    with serve() as api:  # the vendor's 50,000
+        client = openai_client(api)
+        batch = submit_openai(client, {f"r{i}": {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+                                       for i in range(50_001)})  # fmt: skip
+        failed = client.batches.retrieve(batch.id)
+        assert failed.status == "failed" and failed.failed_at is not None and failed.output_file_id is None
+        (error,) = failed.errors.data
+        assert error.code == "too_many_tasks" and "50,000" in error.message
+
+
+def test_openai_file_size_limit_refuses_the_upload(serve: Any) -> None:
+    bodies = {f"r{i}": chat_body(f"q{i}") for i in range(4)}
+    size = len(batch_file(bodies))
+    with serve(openai_max_bytes=size) as api:
+        client = openai_client(api)
+        assert client.files.create(file=("ok.jsonl", batch_file(bodies)), purpose="batch").bytes == size
+        bodies["r4"] = chat_body("q4")
+        with pytest.raises(openai.BadRequestError, match="File is too large") as refused:
+            client.files.create(file=("big.jsonl", batch_file(bodies)), purpose="batch")
+        assert refused.value.body["type"] == "invalid_request_error"
+        with pytest.raises(openai.BadRequestError, match=r"Must be \.jsonl"):
+            client.files.create(file=("requests.txt", b"{}"), purpose="batch")
+        assert api.stats()["batches"]["refused"] == {"files.create:400": 2}
+
+
+def test_openai_input_file_validation_errors(serve: Any) -> None:
+    good = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": chat_body("q")}
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps(good),  # the same custom_id again
+        json.dumps({**good, "custom_id": "b", "url": "/v1/embeddings"}),
+        json.dumps({**good, "custom_id": "c", "body": chat_body("q", model="gpt-4o-mini")}),
+    ]
+    with serve() as api:
+        client = openai_client(api)
+        upload = client.files.create(file=("in.jsonl", "\n".join(lines).encode()), purpose="batch")
+        batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        failed = client.batches.retrieve(batch.id)
+        assert failed.status == "failed"
+        found = [(e.code, e.line) for e in failed.errors.data]
+        assert found == [("invalid_json_line", 2), ("duplicate_custom_id", 3), ("url_mismatch", 4),
+                         ("model_mismatch", 5)]  # fmt: skip
+        assert api.stats()["batches"]["items_submitted"] == 0
+
+        with pytest.raises(openai.NotFoundError, match="file-nope"):
+            client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h")
+        with pytest.raises(openai.NotFoundError):
+            client.batches.retrieve("batch_nope")
+
+
+def test_anthropic_limits(serve: Any) -> None:
+    with serve() as api:  # the vendor's 100,000
+        client = anthropic_client(api)
+        small = {"model": "c", "max_tokens": 4, "messages": [{"role": "user", "content": "q"}]}
+        with pytest.raises(anthropic.BadRequestError, match="at most 100,000") as refused:
+            client.messages.batches.create(requests=[{"custom_id": f"r{i}", "params": small} for i in range(100_001)])
+        assert refused.value.body["error"]["type"] == "invalid_request_error"
+        with pytest.raises(anthropic.BadRequestError, match="unique"):
+            client.messages.batches.create(requests=[{"custom_id": "r", "params": small}] * 2)
+        with pytest.raises(anthropic.BadRequestError, match="custom_id"):
+            client.messages.batches.create(requests=[{"custom_id": "has space", "params": small}])
+
+    requests = [{"custom_id": f"r{i}", "params": messages_params(f"q{i}")} for i in range(3)]
+    size = len(json.dumps({"requests": requests}))
+    with serve(anthropic_max_bytes=size + 64) as api:
+        client = anthropic_client(api)
+        assert client.messages.batches.create(requests=requests).request_counts.processing == 3
+        requests.append({"custom_id": "r3", "params": messages_params("q3")})
+        with pytest.raises(anthropic.APIStatusError) as too_big:
+            client.messages.batches.create(requests=requests)
+        assert too_big.value.status_code == 413 and too_big.value.body["error"]["type"] == "request_too_large"
+        assert api.stats()["batches"]["created"] == {"anthropic": 1}
+
+
+def test_queue_limits(serve: Any) -> None:
+    with serve(processing_polls=5, openai_enqueued_tokens=60, anthropic_queue_limit=3) as api:
+        oa, an = openai_client(api), anthropic_client(api)
+        first = submit_openai(oa, {"a": chat_body("x" * 100)})  # ~ 26 text + 85 image tokens: over 60
+        failed = oa.batches.retrieve(first.id)
+        assert failed.status == "failed" and failed.errors.data[0].code == "token_limit_exceeded"
+
+        two = [{"custom_id": c, "params": messages_params("q")} for c in ("a", "b")]
+        queued = an.messages.batches.create(requests=two)
+        with pytest.raises(anthropic.RateLimitError):
+            an.messages.batches.create(requests=two)  # 4 > 3 requests processing
+        an.messages.batches.cancel(queued.id)
+        an.messages.batches.retrieve(queued.id)  # ended: the queue is free again
+        assert an.messages.batches.create(requests=two).request_counts.processing == 2
+
+
+def test_polling_too_fast_gets_429_with_retry_after(serve: Any) -> None:
+    with serve(processing_polls=2, poll_interval=0.3) as api:
+        client = openai_client(api)
+        batch = submit_openai(client, {"a": chat_body("q")})
+        assert client.batches.retrieve(batch.id).status == "in_progress"  # poll 1 of 2
+        with pytest.raises(openai.RateLimitError) as early:
+            client.batches.retrieve(batch.id)
+        assert early.value.response.headers["retry-after"] == "1"
+        time.sleep(0.3)
+        assert client.batches.retrieve(batch.id).status == "completed"  # the refused poll did not count
+        assert client.batches.retrieve(batch.id).status == "completed"  # an ended batch is never refused
+        assert api.stats()["batches"]["early_polls"] == 1
+
+
+def test_batch_endpoints_check_the_key(serve: Any) -> None:
+    with serve() as api:
+        api.require_key = "sk-right"
+        with pytest.raises(openai.AuthenticationError):
+            openai_client(api, key="sk-wrong").batches.list()
+        with pytest.raises(anthropic.AuthenticationError):
+            anthropic_client(api, key="sk-wrong").messages.batches.list()
+        assert openai_client(api, key="sk-right").batches.list().data == []
+        assert anthropic_client(api, key="sk-right").messages.batches.list().data == []  # sent as Bearer
+
+
+# ---------------------------------------------------------------------- listing
+
+
+def test_listing_pages_newest_first(serve: Any) -> None:
+    with serve() as api:
+        oa, an = openai_client(api), anthropic_client(api)
+        upload = oa.files.create(file=("in.jsonl", batch_file({"a": chat_body("q")})), purpose="batch")
+        created = [
+            oa.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h").id
+            for _ in range(5)
+        ]
+        first_page = oa.batches.list(limit=2)
+        assert [b.id for b in first_page.data] == created[::-1][:2] and first_page.has_more
+        assert [b.id for b in oa.batches.list(limit=2)] == created[::-1]  # the SDK follows ``after``
+
+        messages = [
+            an.messages.batches.create(requests=[{"custom_id": "a", "params": messages_params("q")}]).id
+            for _ in range(3)
+        ]
+        assert [b.id for b in an.messages.batches.list(limit=2)] == messages[::-1]  # follows ``after_id``
+        older = an.messages.batches.list(limit=1, after_id=messages[2])
+        assert [b.id for b in older.data] == [messages[1]] and older.has_more
+        newer = an.messages.batches.list(limit=5, before_id=messages[0])
+        assert [b.id for b in newer.data] == [messages[2], messages[1]] and not newer.has_more
+        assert batches_of(api).batch_ids("anthropic") == messages
+
+
+# ---------------------------------------------------------------------- restarts and records
+
+
+def test_a_restart_on_the_same_state_directory_keeps_every_batch(serve: Any, tmp_path: Path) -> None:
+    with serve(tmp_path, answers=ORACLE, processing_polls=3) as api:
+        oa, an = openai_client(api), anthropic_client(api)
+        openai_batch = submit_openai(oa, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
+        anthropic_batch = an.messages.batches.create(
+            requests=[{"custom_id": cid, "params": messages_params(q)} for cid, q in QUESTIONS.items()]
+        )
+        assert oa.batches.retrieve(openai_batch.id).status == "in_progress"  # poll 1 of 3
+        an.messages.batches.retrieve(anthropic_batch.id)
+
+    with serve(tmp_path, answers={}, processing_polls=1) as api:  # new port, new knobs, other answers
+        oa, an = openai_client(api), anthropic_client(api)
+        assert oa.batches.retrieve(openai_batch.id).status == "in_progress"  # poll 2: its own schedule
+        assert poll_openai(oa, oa.batches.retrieve(openai_batch.id))[-1] == "completed"
+        output = jsonl(oa.files.content(oa.batches.retrieve(openai_batch.id).output_file_id).text)
+        assert output["item-0"]["response"]["body"]["choices"][0]["message"]["content"] == ORACLE[
+            item_key(QUESTIONS["item-0"], [PNG])
+        ]  # answered when the batch was created
+        assert poll_anthropic(an, an.messages.batches.retrieve(anthropic_batch.id))[-1] == "ended"
+        assert len(list(an.messages.batches.results(anthropic_batch.id))) == 6
+        assert an.messages.batches.retrieve(anthropic_batch.id).results_url.startswith(api.base_url)
+
+        stats = api.stats()["batches"]
+        assert stats["created"] == {"openai": 1, "anthropic": 1}
+        assert stats["calls"]["batches.create"] == 1 and stats["calls"]["files.create"] == 1  # from before
+        assert stats["answered"] == 12 and stats["max_answers_per_item"] == 1
+
+
+def test_out_of_process_server_survives_sigkill(tmp_path: Path) -> None:
+    def start(port: int) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "gmai_client.testing.fake_batches", "--port", str(port),
+                   "--state-dir", str(tmp_path), "--batch-polls", "3", "--batch-error-id", "b"]  # fmt: skip
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_fake/stats", timeout=1)
+                return server
+            except httpx.TransportError:
+                time.sleep(0.1)
+        server.kill()
+        raise AssertionError("the fake server did not start")
+
+    first, second = free_ports(2)
+    server = start(first)
+    try:
+        client = openai.OpenAI(api_key="k", base_url=f"http://127.0.0.1:{first}/v1", max_retries=0)
+        batch = submit_openai(client, {"a": chat_body("q"), "b": chat_body("r")})
+        assert client.batches.retrieve(batch.id).status == "in_progress"
+    finally:
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+
+    server = start(second)
+    try:
+        client = openai.OpenAI(api_key="k", base_url=f"http://127.0.0.1:{second}/v1", max_retries=0)
+        # polls 2 and 3 of 3: the count made before the kill was kept
+        assert poll_openai(client, client.batches.retrieve(batch.id)) == ["in_progress", "completed"]
+        done = client.batches.retrieve(batch.id)
+        assert (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+        stats = httpx.get(f"http://127.0.0.1:{second}/_fake/stats").json()["batches"]
+        assert stats["calls"]["batches.create"] == 1 and stats["max_submissions_per_item"] == 1
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_every_call_is_recorded(serve: Any) -> None:
+    with serve() as api:
+        client = openai_client(api)
+        batch = submit_openai(client, {"a": chat_body("q"), "b": chat_body("r")})
+        client.batches.retrieve(batch.id)
+        calls = batches_of(api).calls
+        assert [c.endpoint for c in calls] == ["files.create", "batches.create", "batches.retrieve"]
+        assert calls[0].requests == 2 and calls[0].file_id.startswith("file-")
+        assert calls[1].batch_id == batch.id and calls[1].requests == 2 and calls[2].status == 200
+        assert batches_of(api).submissions() == {("openai", "gpt-4o", "a"): 1, ("openai", "gpt-4o", "b"): 1}
+        assert api.requests == []  # batched requests are not live requests
+
+        api.reset()
+        assert batches_of(api).calls == [] and api.stats()["batches"]["created"] == {"openai": 1}
