@@ -54,6 +54,7 @@ _KNOWN = {_INDEX, _QUESTION, _ANSWER, _IMAGE, _HINT, *_GROUP_COLUMNS, *(x.lower(
 # quote, not a cell (the released files have no multi-line cells at all).
 MAX_QUOTED_LINES = 200
 MAX_QUOTED_BYTES = 32 << 20
+READ_BUFFER = 8 << 20
 
 _KEY_SEPARATORS = re.compile(r"[\s,;]+")
 _KEY_LETTERS = frozenset("ABCDE")
@@ -160,7 +161,8 @@ def iter_items(files: Sequence[DatasetFile]) -> Iterator[Item | BadRow]:
 def _iter_file(dataset_file: DatasetFile, only: set[str] | None = None) -> Iterator[Item | BadRow]:
     """Every row of one file; with ``only`` (the index is the first column), just those items."""
     name = str(dataset_file.path)
-    with dataset_file.path.open("rb") as handle:
+    # A large buffer: readline over megabyte-long rows is 4x cheaper with 8 MB than with the default.
+    with dataset_file.path.open("rb", buffering=READ_BUFFER) as handle:
         reader = _RecordReader(handle, len(dataset_file.columns), only)
         reader.next_line()  # the header, checked by open_dataset
         row_number = 0
@@ -174,7 +176,9 @@ def _iter_file(dataset_file: DatasetFile, only: set[str] | None = None) -> Itera
                 field = dataset_file.header[record.cell] if record.cell < len(dataset_file.header) else ""
                 yield BadRow(SourceRef(name, row_number, record.index), field.strip(), record.message)
                 continue
-            yield _parse_row(name, row_number, dataset_file, record)
+            entry = _parse_row(name, row_number, dataset_file, record)
+            if only is None or (isinstance(entry, Item) and entry.index in only):
+                yield entry  # a quoted row is parsed before its index can be compared
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,7 @@ def test_synthetic_file_reads_back(small_tsv: Path) -> None:
 def test_find_items_parses_only_the_wanted_rows(tmp_path: Path) -> None:
     rows = [row(str(i)) for i in range(1, 50)]
     rows[5][1] = '"stray'  # a broken row elsewhere does not matter
+    rows[8][1] = '"quoted, not wanted"'  # a quoted row is parsed, then left out
     path = write_rows(tmp_path / "v.tsv", HEADER, rows)
     found = list(find_items(open_dataset([path]), ["7", "3", "48", "999"]))
     assert sorted(item.index for item in found) == ["3", "48", "7"]
