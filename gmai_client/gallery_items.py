@@ -24,7 +24,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from PIL import Image as PILImage
 
@@ -42,9 +41,9 @@ class GalleryItems:
     questions: Mapping[str, str] = field(default_factory=dict)
 
 
-def data_files(config: Mapping[str, Any] | None, records: Iterable[Record]) -> list[Path]:
+def data_files(saved_files: Iterable[str], records: Iterable[Record]) -> list[Path]:
     """The run's data files that still exist: from config.json, else from the records' sources."""
-    files = [str(p) for p in (config or {}).get("data_files", [])]
+    files = [str(p) for p in saved_files]
     if not files:
         # A record's source reads "<file>, row N, index I": the file is all before ", row ".
         files = sorted({r.source.rsplit(", row ", 1)[0] for r in records if ", row " in r.source})

@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gmai_client.charts import PALETTE, ViewChart, chance_levels, view_charts
 from gmai_client.metrics import Comparison, ModelMetrics
 from gmai_client.report_format import esc
+from gmai_client.rundir import RunFigures, SavedConfig
 from gmai_client.types import Record
 
 
@@ -28,9 +28,8 @@ class Page:
     records: list[Record]  # of the models in ``metrics`` only
     metrics: dict[str, ModelMetrics]
     comparison: Comparison | None
-    config: Mapping[str, Any]  # config.json as written (already redacted)
-    settings: Mapping[str, Any]  # its "config" part: select, limit, models...
-    extra: Mapping[str, Any]  # the run section of metrics.json: timings, interruption, per-model counts
+    saved: SavedConfig | None  # config.json (None for a hand-made folder)
+    figures: RunFigures  # what only the run knew: timings, interruption, per-model counts
     labels: list[str]  # every model, in the run's order
     keyed: list[str]  # the models with an answer key
     by_model: dict[str, list[Record]]
@@ -47,13 +46,11 @@ def build_page(
     metrics: dict[str, ModelMetrics],
     comparison: Comparison | None,
     *,
-    config: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    saved: SavedConfig | None = None,
+    figures: RunFigures | None = None,
     thumbnails: Mapping[str, str] | None = None,
     questions: Mapping[str, str] | None = None,
 ) -> Page:
-    config = config or {}
-    settings = config.get("config", config)
     mine = [r for r in records if r.model in metrics]
     by_model: dict[str, list[Record]] = defaultdict(list)
     for record in mine:
@@ -64,9 +61,8 @@ def build_page(
         records=mine,
         metrics=metrics,
         comparison=comparison,
-        config=config,
-        settings=settings if isinstance(settings, Mapping) else {},
-        extra=extra or {},
+        saved=saved,
+        figures=figures or RunFigures(),
         labels=list(metrics),
         keyed=[label for label, m in metrics.items() if m.has_key],
         by_model=by_model,

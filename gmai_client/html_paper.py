@@ -85,8 +85,8 @@ _PAPER_VIEWS = (
 
 def full_val(page: Page) -> tuple[list[str], str]:
     """The models whose results stand beside the paper's, and why the others (or all) do not."""
-    select = page.settings.get("select") or []
-    limit = page.settings.get("limit")
+    select = (page.saved.setting("select") if page.saved else None) or []
+    limit = page.saved.setting("limit") if page.saved else None
     rule = (
         f"Published figures are shown beside a run only when it covers the full VAL split: no selection "
         f"(--select) and no --limit, and at least {FULL_VAL_ITEMS:,} scored items with an answer key for the "

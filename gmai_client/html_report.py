@@ -18,14 +18,13 @@ the gallery filters, the heatmap's reference choice and tree expand/collapse but
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gmai_client.charts import ViewChart
 from gmai_client.gallery_items import GalleryItems, data_files, load_gallery_items
@@ -38,6 +37,7 @@ from gmai_client.html_tree import tree
 from gmai_client.metrics import Comparison, ModelMetrics
 from gmai_client.plots import PLOTS_DIR, write_png_plots, write_svg_plots
 from gmai_client.report_format import esc
+from gmai_client.rundir import RunFigures, SavedConfig, read_config
 from gmai_client.types import Record
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def write_visual_reports(
     metrics: dict[str, ModelMetrics],
     comparison: Comparison | None,
     *,
-    extra: dict[str, Any] | None = None,
+    figures: RunFigures | None = None,
     console: Console | None = None,
 ) -> list[Path]:
     """Write the chart files (SVG; PNG too when matplotlib is installed) and report.html; return the paths.
@@ -77,7 +77,7 @@ def write_visual_reports(
     Never fails the run: the records and metrics are already on disk, so a missing matplotlib, an
     unreadable data file or a bug here becomes a printed note (and a note in the page), not an error.
     """
-    page = build_page(run_dir, records, metrics, comparison, config=read_run_json(run_dir, "config.json"), extra=extra)
+    page = build_page(run_dir, records, metrics, comparison, saved=read_config(run_dir), figures=figures)
     # One after the other: drawing the PNGs in a thread during the gallery's scan was measured no
     # faster (matplotlib holds the GIL the scan and the thumbnail threads keep needing back).
     written, notes = _write_plots(run_dir, page.charts)
@@ -94,15 +94,6 @@ def write_visual_reports(
         for note in notes:
             console.print(f"[yellow]{markup_escape(note)}", highlight=False)
     return written
-
-
-def read_run_json(run_dir: Path, name: str) -> dict[str, Any] | None:
-    """A run folder's JSON file (config.json, metrics.json), or None when missing or unreadable."""
-    try:
-        value = json.loads((run_dir / name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _write_plots(run_dir: Path, charts: Sequence[ViewChart]) -> tuple[list[Path], list[str]]:
@@ -124,7 +115,7 @@ def _gallery_items(page: Page) -> tuple[GalleryItems, str]:
     if not wanted:
         return GalleryItems(), ""
     unavailable = "Gallery thumbnails and questions unavailable"
-    paths = data_files(page.config, page.records)
+    paths = data_files(page.saved.data_files if page.saved else (), page.records)
     if not paths:
         return GalleryItems(), f"{unavailable}: the run's data files are not known."
     try:
@@ -145,8 +136,8 @@ def write_html_report(
     metrics: dict[str, ModelMetrics],
     comparison: Comparison | None,
     *,
-    config: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
+    saved: SavedConfig | None = None,
+    figures: RunFigures | None = None,
     thumbnails: dict[str, str] | None = None,
     questions: dict[str, str] | None = None,
     plot_files: Sequence[Path] = (),
@@ -154,13 +145,13 @@ def write_html_report(
 ) -> Path:
     """Write ``<run_dir>/report.html`` and return its path.
 
-    ``config`` is the run folder's config.json (already redacted; redacted again here all the same),
-    ``extra`` the run section of metrics.json (timings, interruption). ``thumbnails`` maps an item
+    ``saved`` is the run folder's config.json (already redacted; redacted again here all the same),
+    ``figures`` what only the run knew (timings, interruption). ``thumbnails`` maps an item
     index to a JPEG data URI (``gallery_items.thumbnail``) and ``questions`` to its question text;
     without them the gallery shows neither.
     """
     page = build_page(
-        run_dir, records, metrics, comparison, config=config, extra=extra, thumbnails=thumbnails, questions=questions
+        run_dir, records, metrics, comparison, saved=saved, figures=figures, thumbnails=thumbnails, questions=questions
     )
     return _write_page(page, plot_files, notes)
 
@@ -199,15 +190,16 @@ def render_page(page: Page, plot_files: Sequence[Path] = (), notes: Sequence[str
 
 
 def _subtitle(page: Page) -> str:
-    data = ", ".join(Path(str(f)).name for f in page.config.get("data_files", [])) or "unknown data"
-    select = page.settings.get("select") or []
+    saved = page.saved
+    data = ", ".join(Path(str(f)).name for f in (saved.data_files if saved else ())) or "unknown data"
+    select = (saved.setting("select") if saved else None) or []
     n = len(page.labels)
     parts = [f"{n} model{'s' if n != 1 else ''}", f"data: {data}"]
     parts.append("selection: " + " ∪ ".join(select) if select else "selection: all items")
-    if page.settings.get("limit") is not None:
-        parts.append(f"limit {page.settings['limit']}")
-    if page.config.get("written"):
-        parts.append(f"started {page.config['written']}")
+    if saved is not None and saved.setting("limit") is not None:
+        parts.append(f"limit {saved.setting('limit')}")
+    if saved is not None and saved.written:
+        parts.append(f"started {saved.written}")
     parts.append(f"report written {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
     return esc(" · ".join(parts))
 

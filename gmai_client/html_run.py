@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from gmai_client.errors import redact
@@ -15,7 +16,8 @@ from gmai_client.report_format import esc, package_version, version
 
 
 def run_info(page: Page, plot_files: Sequence[Path]) -> str:
-    config_text = redact(json.dumps(page.config, indent=2, default=str)) if page.config else "(no config.json)"
+    saved = asdict(page.saved) if page.saved else None
+    config_text = redact(json.dumps(saved, indent=2, default=str)) if saved else "(no config.json)"
     return (
         _plot_links(plot_files)
         + _versions(page)
@@ -36,8 +38,8 @@ def _plot_links(plot_files: Sequence[Path]) -> str:
 
 def _versions(page: Page) -> str:
     versions = [
-        ("gmai_client", page.config.get("gmai_client") or version()),
-        ("python", page.config.get("python") or platform.python_version()),
+        ("gmai_client", (page.saved.gmai_client if page.saved else "") or version()),
+        ("python", (page.saved.python if page.saved else "") or platform.python_version()),
         ("platform (where this page was written)", platform.platform(terse=True)),
         *((package, package_version(package)) for package in ("Pillow", "matplotlib")),
     ]
@@ -47,9 +49,9 @@ def _versions(page: Page) -> str:
 
 def _timings(page: Page) -> str:
     rows = []
-    if "elapsed_s" in page.extra:
-        rows.append(f'<tr><th scope="row">run wall time</th><td>{float(page.extra["elapsed_s"]):.1f} s</td></tr>')
-    if page.extra.get("interrupted"):
+    if page.figures.elapsed_s:
+        rows.append(f'<tr><th scope="row">run wall time</th><td>{page.figures.elapsed_s:.1f} s</td></tr>')
+    if page.figures.interrupted:
         rows.append('<tr><th scope="row">interrupted</th><td>yes: results are partial</td></tr>')
     return table(["", ""], rows, caption="Timings", head=False) if rows else ""
 
@@ -57,15 +59,17 @@ def _timings(page: Page) -> str:
 def _per_model(page: Page) -> str:
     rows = []
     for label in page.labels:
-        state = (page.extra.get("models") or {}).get(label, {})
+        state = next((m for m in page.figures.models if m.label == label), None)
         mine = page.by_model[label]
+        done = state.done if state else len(mine)
+        errors = state.errors if state else sum(r.status == "error" for r in mine)
         rows.append(
-            f'<tr><th scope="row">{esc(label)}</th><td class="num">{state.get("done", len(mine))}</td>'
-            f'<td class="num">{state.get("errors", sum(r.status == "error" for r in mine))}</td>'
-            f'<td class="num">{state.get("skipped", "—")}</td>'
+            f'<tr><th scope="row">{esc(label)}</th><td class="num">{done}</td>'
+            f'<td class="num">{errors}</td>'
+            f'<td class="num">{state.skipped if state else "—"}</td>'
             f'<td class="num">{sum(r.cached for r in mine)}</td>'
             f'<td class="num">{sum(r.attempts for r in mine)}</td>'
-            f"<td>{esc(state.get('stopped', '') or '')}</td></tr>"
+            f"<td>{esc(state.stopped if state else '')}</td></tr>"
         )
     return table(
         ["model", "done", "errors", "skipped (resumed)", "cached", "attempts", "stopped"],

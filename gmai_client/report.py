@@ -48,7 +48,6 @@ from gmai_client.rundir import (
     RunFigures,
     read_config,
     read_metrics,
-    run_figures_json,
     write_metrics,
 )
 from gmai_client.scoring import rescore
@@ -94,8 +93,7 @@ def write_reports(
         for line in incomplete_lines(metrics, run_dir):
             console.print(f"[bold yellow]{escape(line)}")
     # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
-    extra = run_figures_json(figures)
-    written += write_visual_reports(run_dir, records, metrics, comparison, extra=extra, console=console)
+    written += write_visual_reports(run_dir, records, metrics, comparison, figures=figures, console=console)
     return [str(path) for path in written]
 
 

@@ -300,6 +300,15 @@ class SavedConfig:
     written: str = ""
     schema: int = 1
 
+    def setting(self, name: str, default: Any = None) -> Any:
+        """A configuration value by name, whether config.json keeps it flat or in a section."""
+        if name in self.config:
+            return self.config[name]
+        for section in self.config.values():
+            if isinstance(section, Mapping) and name in section:
+                return section[name]
+        return default
+
     @property
     def model_labels(self) -> list[str]:
         models = self.config.get("models") or []

@@ -109,7 +109,7 @@ def test_a_file_that_is_not_a_dataset_is_an_error(tmp_path: Path) -> None:
 def test_data_files_come_from_the_config_or_the_records(tmp_path: Path) -> None:
     present = tmp_path / "a.tsv"
     present.write_text("x", encoding="utf-8")
-    config = {"data_files": [str(present), str(tmp_path / "moved.tsv"), str(present)]}
-    assert data_files(config, []) == [present]  # missing files dropped, duplicates once
+    saved = [str(present), str(tmp_path / "moved.tsv"), str(present)]
+    assert data_files(saved, []) == [present]  # missing files dropped, duplicates once
     record = Record(index="1", model="m", status="ok", prediction="A", source=f"{present}, row 3, index 1")
-    assert data_files(None, [record]) == [present]
+    assert data_files((), [record]) == [present]

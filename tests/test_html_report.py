@@ -23,6 +23,7 @@ from gmai_client.html_gallery import GALLERY_CAP, select_gallery
 from gmai_client.html_paper import FULL_VAL_ITEMS
 from gmai_client.html_report import REPORT_FILE, asset, write_html_report, write_visual_reports
 from gmai_client.metrics import compare, compute_metrics
+from gmai_client.rundir import SavedConfig
 from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Record
 
@@ -225,8 +226,9 @@ def fabricated_val(models: tuple[str, ...] = ("model-a", "model-b")) -> list[Rec
 def test_published_figures_appear_beside_a_full_val_run(tmp_path: Path) -> None:
     records = fabricated_val()
     metrics = compute_metrics(records)
-    config = {"config": {"select": [], "limit": None}, "data_files": ["GMAI-MMBench_VAL.tsv"]}
-    path = write_html_report(tmp_path, records, metrics, compare(metrics, records), config=config)
+    config = {"select": [], "limit": None}
+    saved = SavedConfig(config=config, data_files=("GMAI-MMBench_VAL.tsv",))
+    path = write_html_report(tmp_path, records, metrics, compare(metrics, records), saved=saved)
     paper = section(path.read_text(encoding="utf-8"), "paper")
     assert "Published figures" in paper and "arXiv:2408.03361" in paper and "NeurIPS 2024" in paper
     assert "<td>GPT-4o</td>" in paper and "53.53" in paper  # the paper's VAL overall for GPT-4o
@@ -234,8 +236,8 @@ def test_published_figures_appear_beside_a_full_val_run(tmp_path: Path) -> None:
     assert "Disease Diagnosis (DD)" in paper and "Ophthalmology (O)" in paper and "Box Level (2D Det)" in paper
     assert f"{100 * metrics['model-a'].overall.accuracy:.2f}" in paper
     # The same records under a selection: withheld.
-    config["config"]["select"] = ["task=Counting"]
-    path = write_html_report(tmp_path, records, metrics, None, config=config)
+    saved = SavedConfig(config={"data": {"select": ["task=Counting"]}}, data_files=saved.data_files)  # sectioned
+    path = write_html_report(tmp_path, records, metrics, None, saved=saved)
     assert "GPT-4o" not in section(path.read_text(encoding="utf-8"), "paper")
 
 
