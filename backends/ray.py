@@ -41,19 +41,16 @@ dashboard, no worker logs on the driver, and every address on loopback; with an 
 installed and the model path readable on every node. Ray is shut down at ``close()`` only if
 this process started it (and no other ``RayTorchBackend`` still uses it).
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import threading
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
+from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
 from gmai_client.errors import (
     BackendError,
@@ -63,6 +60,7 @@ from gmai_client.errors import (
     MissingExtra,
     ServerError,
 )
+from gmai_client.options import POLICY_OPTIONS, BackendOptions, option
 from gmai_client.types import Request, Response
 
 try:
@@ -71,28 +69,15 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingExtra("ray", "ray", "ray") from exc
 
-from gmai_client.backends.torch import TorchBackend
+from gmai_client.backends._ray_actor import ModelActor, acquire_ray, first_line, release_ray
+from gmai_client.backends.torch import TorchBackend, TorchOptions
 
-#: Options read here; the others are the torch backend's and travel to the actors unchanged.
-OPTIONS: Mapping[str, str] = {
-    "actors": "number of Ray actors, one loaded model each (default: the cluster's GPUs, or 2 on CPU)",
-    "gpus_per_actor": "GPUs reserved per actor (default 1 when the cluster has GPUs, else 0)",
-    "cpus_per_actor": "CPUs reserved per actor (default 1)",
-    "torch_threads": "torch intra-op threads per actor (default: cpus_per_actor on CPU)",
-    "max_restarts": "times Ray restarts a dead actor before it is replaced (default 3)",
-    "max_concurrency": "requests one actor takes at once (default 64)",
-    "load_timeout_s": "seconds an actor may take to be placed and load its model (default 600)",
-    "test_crash_after": "tests only: actor 0 exits (os._exit) when its Nth request arrives, once",
-}
-RAY_OPTIONS = frozenset(OPTIONS)
+__all__ = ["ExecutorLost", "RayOptions", "RayTorchBackend", "acquire_ray", "release_ray"]
 
 #: New actors a slot may get after its actor died for good, before the slot is given up.
 MAX_REPLACEMENTS = 3
 #: Seconds between readiness probes of an actor Ray is restarting.
 PROBE_INTERVAL_S = 0.2
-#: The Ray setting that keeps a local instance's addresses on 127.0.0.1 (read by Ray when it
-#: picks the node's address; on Linux it otherwise uses the machine's network address).
-_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class ExecutorLost(FatalError):
@@ -103,213 +88,37 @@ class ExecutorLost(FatalError):
 
 
 @dataclass(frozen=True)
-class RayOptions:
-    actors: int | None = None  # None: the cluster's GPUs, or 2 on CPU
-    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    cpus_per_actor: float = 1.0
-    torch_threads: int | None = None  # None: cpus_per_actor on CPU, torch's default on GPU
-    max_restarts: int = 3
-    max_concurrency: int = 64
-    load_timeout_s: float = 600.0
-    test_crash_after: int | None = None
+class RayOptions(BackendOptions):
+    """Where the actors run and how they are kept alive: none of it changes an answer."""
 
-    @classmethod
-    def from_spec(cls, spec: ModelSpec) -> RayOptions:
-        def number(key: str, kind: type, *, minimum: float, default: Any) -> Any:
-            raw = spec.option(key)
-            if raw is None or raw == "":
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ConfigError(f"ray: option {key} must be a number, got {raw!r}") from None
-            if value < minimum:
-                raise ConfigError(f"ray: option {key} must be >= {minimum:g}, got {raw}")
-            return value
-
-        return cls(
-            actors=number("actors", int, minimum=1, default=None),
-            gpus_per_actor=number("gpus_per_actor", float, minimum=0, default=None),
-            cpus_per_actor=number("cpus_per_actor", float, minimum=0, default=1.0),
-            torch_threads=number("torch_threads", int, minimum=1, default=None),
-            max_restarts=number("max_restarts", int, minimum=0, default=3),
-            max_concurrency=number("max_concurrency", int, minimum=1, default=64),
-            load_timeout_s=number("load_timeout_s", float, minimum=0.001, default=600.0),
-            test_crash_after=number("test_crash_after", int, minimum=1, default=None),
-        )
+    actors: int | None = option(
+        None, "number of Ray actors, one loaded model each", minimum=1, neutral=True,
+        default_text="the cluster's GPUs, or 2 on CPU",
+    )  # fmt: skip
+    gpus_per_actor: float | None = option(
+        None, "GPUs reserved per actor", minimum=0, neutral=True, default_text="1 when the cluster has GPUs, else 0"
+    )
+    cpus_per_actor: float = option(1.0, "CPUs reserved per actor", minimum=0, neutral=True)
+    torch_threads: int | None = option(
+        None, "torch intra-op threads per actor", minimum=1, neutral=True, default_text="cpus_per_actor on CPU"
+    )
+    max_restarts: int = option(3, "times Ray restarts a dead actor before it is replaced", minimum=0, neutral=True)
+    max_concurrency: int = option(64, "requests one actor takes at once", minimum=1, neutral=True)
+    load_timeout_s: float = option(
+        600.0, "seconds an actor may take to be placed and load its model", above=0, neutral=True
+    )
+    test_crash_after: int | None = option(
+        None, "tests only: actor 0 exits (os._exit) when its Nth request arrives, once", minimum=1, neutral=True
+    )
 
 
-# --------------------------------------------------------------------------------------------
-# Ray itself: started once per process, shut down by the last user if this process started it
-
-_RAY_LOCK = threading.Lock()
-_RAY_USERS = 0
-_RAY_OURS = False
+@dataclass(frozen=True)
+class RayTorchOptions(TorchOptions, RayOptions):
+    """A torch model's options under Ray: the torch backend's, which travel to the actors, and Ray's."""
 
 
-@contextlib.contextmanager
-def _loopback() -> Iterator[None]:
-    """Start a local instance on 127.0.0.1 only (Ray's processes inherit the setting)."""
-    from ray._private import ray_constants  # read when Ray picks the node's address
-
-    saved_env, saved_flag = os.environ.get(_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[_LOOPBACK_ENV] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
-        if saved_env is None:
-            os.environ.pop(_LOOPBACK_ENV, None)
-        else:
-            os.environ[_LOOPBACK_ENV] = saved_env
-
-
-def _use_saved_token() -> None:
-    """Send the token ``ray start`` saved (~/.ray/auth_token) when joining a cluster by address.
-
-    Ray turns token auth on for clusters it starts, but a driver joining one by address sends
-    no token unless RAY_AUTH_MODE=token: with that unset and a token saved, turn it on (what
-    Ray itself does for a local instance). Older Rays have no token auth: nothing to do.
-    """
-    try:
-        from ray._private.authentication.authentication_token_setup import (
-            maybe_enable_token_auth_if_token_available,
-        )
-    except ImportError:
-        return
-    with contextlib.suppress(Exception):
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-
-
-def _is_loopback(address: str) -> bool:
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    return host in ("127.0.0.1", "localhost", "::1")
-
-
-def _machine_cpus() -> int:
-    with contextlib.suppress(AttributeError, OSError):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def acquire_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Make sure this process is connected to Ray; returns True if this call started it.
-
-    ``num_cpus`` sizes a local instance (default: the CPUs this process may use).
-
-    Runs on the caller's thread on purpose: a Ray started from a worker thread can keep the
-    process from exiting for a minute when it is not shut down explicitly.
-    """
-    global _RAY_USERS, _RAY_OURS
-    with _RAY_LOCK:
-        started = False
-        if not ray.is_initialized():
-            try:
-                if address:
-                    _use_saved_token()
-                    # A cluster on loopback (ray start --head --node-ip-address 127.0.0.1): this
-                    # driver must say 127.0.0.1 too, or Ray announces the machine's address.
-                    with _loopback() if _is_loopback(address) else contextlib.nullcontext():
-                        ray.init(address=address, log_to_driver=False)
-                else:
-                    with _loopback():
-                        ray.init(
-                            address="local",
-                            num_cpus=num_cpus or _machine_cpus(),
-                            include_dashboard=False,
-                            log_to_driver=False,
-                        )
-            except ConnectionError as exc:
-                raise FatalError(f"ray: cannot connect to the cluster at {address}: {_first_line(exc)}") from None
-            except (RuntimeError, ValueError) as exc:
-                where = f"the cluster at {address}" if address else "a local instance"
-                raise FatalError(f"ray: cannot start or join {where}: {_first_line(exc)}") from None
-            _RAY_OURS = started = True
-        _RAY_USERS += 1
-        return started
-
-
-def release_ray() -> None:
-    global _RAY_USERS, _RAY_OURS
-    with _RAY_LOCK:
-        _RAY_USERS = max(0, _RAY_USERS - 1)
-        if _RAY_USERS == 0 and _RAY_OURS:
-            _RAY_OURS = False
-            with contextlib.suppress(Exception):
-                ray.shutdown()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-# --------------------------------------------------------------------------------------------
-# The actor: one process, one loaded model, its own event loop and micro-batcher
-
-
-class ModelActor:
-    """Runs inside a Ray worker (created through ``ray.remote``): a ``TorchBackend`` and counters.
-
-    Every method is ``async``: the actor's requests share one event loop, which is where the
-    backend's dispatcher batches them. Errors of a request come back as values, not exceptions,
-    so that Ray does not wrap them and the driver re-raises them unchanged.
-    """
-
-    def __init__(self, spec: ModelSpec, seed: int, torch_threads: int | None, crash_after: int | None):
-        import torch
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        context = ray.get_runtime_context()
-        self._restarted = bool(context.was_current_actor_reconstructed)
-        self._crash_after = None if self._restarted else crash_after
-        self._backend = TorchBackend.from_spec(spec, seed=seed)
-        self._served = 0
-        self._began = time.time()
-
-    async def load(self) -> tuple[str, Any]:
-        """Load the model (once); ("ok", info) or ("error", the BackendError that stopped it)."""
-        try:
-            await self._backend.start()
-        except BackendError as exc:
-            return "error", exc
-        except Exception as exc:
-            return "error", FatalError(f"torch: loading {self._backend.path} failed: {_first_line(exc)}")
-        return "ok", await self.info()
-
-    async def generate(self, request: Request) -> tuple[str, Any]:
-        self._served += 1
-        if self._crash_after is not None and self._served >= self._crash_after:
-            os._exit(1)  # tests only: die mid-request, as a crashed or preempted node would
-        try:
-            return "ok", await self._backend.generate(request)
-        except BackendError as exc:
-            return "error", exc
-        except Exception as exc:  # a bug: fail this request alone, with a readable message
-            return "error", FatalError(f"ray actor: item {request.item_index}: {type(exc).__name__}: {exc}")
-
-    async def info(self) -> dict[str, Any]:
-        import torch
-
-        stats = self._backend.stats
-        return {
-            "pid": os.getpid(),
-            "node": ray.util.get_node_ip_address(),
-            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
-            "torch_threads": torch.get_num_threads(),
-            "restarted": self._restarted,
-            "identity": dict(self._backend.identity()),
-            "served": self._served,
-            "generate_calls": stats.generate_calls,
-            "batch_sizes": list(stats.batch_sizes),
-            "uptime_s": time.time() - self._began,
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# The driver side
+#: The options read here; the others are the torch backend's and travel to the actors unchanged.
+RAY_OPTIONS = frozenset(f.name for f in fields(RayOptions))
 
 
 @dataclass
@@ -329,12 +138,11 @@ class ActorSlot:
     recovery: asyncio.Task[None] | None = None
 
 
-class RayTorchBackend:
+class RayTorchBackend(Backend):
     """A ``torch:`` model served by N Ray actors, one loaded model each (``--executor ray``)."""
 
     name = "torch"
-    EXTRA = "ray"
-    OPTIONS = OPTIONS
+    Options = RayTorchOptions
 
     def __init__(
         self,
@@ -346,9 +154,10 @@ class RayTorchBackend:
     ):
         if spec.backend != "torch":
             raise ConfigError(f"the ray executor serves torch models only, not {spec.backend!r}")
-        self.options = options or RayOptions.from_spec(spec)
-        # What the actors build: the spec without the options read here.
-        torch_options = {k: v for k, v in spec.options.items() if k not in RAY_OPTIONS}
+        parsed = self.parse_options(spec)  # every option checked here, before any actor starts
+        self.options = options or RayOptions(**{name: getattr(parsed, name) for name in RAY_OPTIONS})
+        # What the actors build: the spec without the options read here or by the client.
+        torch_options = {k: v for k, v in spec.options.items() if k not in RAY_OPTIONS | set(POLICY_OPTIONS)}
         self.spec = replace(spec, options=MappingProxyType(torch_options))
         self.seed = seed
         self.address = address
@@ -369,10 +178,7 @@ class RayTorchBackend:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0, address: str | None = None) -> RayTorchBackend:
-        from gmai_client.registry import POLICY_OPTIONS  # read by the runner, not by backends
-
-        own = MappingProxyType({k: v for k, v in spec.options.items() if k not in POLICY_OPTIONS})
-        return cls(replace(spec, options=own), seed=seed, address=address)
+        return cls(spec, seed=seed, address=address)
 
     def identity(self) -> Mapping[str, str]:
         return dict(self._identity or self._local.identity())
@@ -464,7 +270,7 @@ class RayTorchBackend:
         except ray.exceptions.RayActorError as exc:
             raise FatalError(f"{where} died while loading {self.path}: {_actor_reason(exc)}") from None
         except ray.exceptions.RayError as exc:
-            raise FatalError(f"{where} failed while loading {self.path}: {_first_line(exc)}") from None
+            raise FatalError(f"{where} failed while loading {self.path}: {first_line(exc)}") from None
         if kind == "error":
             raise _prefixed(value, f"{where}: ")
         return value
@@ -515,9 +321,9 @@ class RayTorchBackend:
                 f"ray actor {slot.index} was lost while answering item {request.item_index}: {_actor_reason(exc)}"
             ) from None
         except ray.exceptions.RayTaskError as exc:  # a bug inside the actor method itself
-            raise FatalError(f"ray actor {slot.index}: item {request.item_index}: {_first_line(exc)}") from None
+            raise FatalError(f"ray actor {slot.index}: item {request.item_index}: {first_line(exc)}") from None
         except ray.exceptions.RayError as exc:  # object store or scheduling trouble: try again
-            raise ServerError(f"ray: item {request.item_index}: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise ServerError(f"ray: item {request.item_index}: {type(exc).__name__}: {first_line(exc)}") from None
         finally:
             slot.in_flight -= 1
         if kind == "error":
@@ -584,7 +390,7 @@ class RayTorchBackend:
                     slot.problem = f"did not come back within {self.options.load_timeout_s:g} s"
                     break
                 except ray.exceptions.RayError as exc:
-                    slot.problem = f"cannot be reached: {_first_line(exc)}"
+                    slot.problem = f"cannot be reached: {first_line(exc)}"
                     break
                 if kind == "error":
                     slot.problem = f"cannot load the model again: {value}"
@@ -639,7 +445,7 @@ def _awaitable(ref: Any) -> asyncio.Future[Any]:
 
 def _actor_reason(exc: BaseException) -> str:
     # Ray's messages run to many lines (ids, namespace, advice); the first says what happened.
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _prefixed(error: BaseException, prefix: str) -> BaseException:

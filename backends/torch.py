@@ -15,7 +15,7 @@ How a request flows:
    model (and its tokenizer, which is not thread-safe) is never used by two threads at once.
 
 Sharing: backends over the same (path, device, dtype, trust_remote_code, config fingerprint)
-share one ``_SharedModel``: one load, one worker thread, reference-counted; the last ``close()``
+share one ``SharedModel``: one load, one worker thread, reference-counted; the last ``close()``
 frees it. The worker thread belongs to the shared model rather than to each backend because two
 backends on one model must not drive it from two threads.
 
@@ -33,18 +33,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import io
 import re
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future as ThreadFuture
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
 from gmai_client.errors import (
     BackendError,
@@ -52,252 +49,48 @@ from gmai_client.errors import (
     ConfigError,
     FatalError,
     MissingExtra,
-    ModelNotFound,
     Overloaded,
     UnsupportedInput,
 )
+from gmai_client.options import BackendOptions, option
 from gmai_client.types import FinishReason, Request, Response, Usage
 
 try:
     import torch
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingExtra("torch", "torch", "torch") from exc
-try:
-    import transformers
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise MissingExtra("torch", "torch", "transformers") from exc
 
 from PIL import Image as PILImage
 
-_DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float32": torch.float32,
-}
-# Small files that decide how a model directory answers (architecture, generation defaults, chat
-# template, image preprocessing): a change to any of them must change the backend's identity.
-_FINGERPRINT_FILES = (
-    "config.json",
-    "generation_config.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "tokenizer_config.json",
-    "processor_config.json",
-    "preprocessor_config.json",
+from gmai_client.backends._torch_model import (
+    SharedModel,
+    acquire,
+    fingerprint,
+    first_line,
+    load_count,
+    release,
+    resolve_device,
+    resolve_dtype,
 )
 
-
-# --------------------------------------------------------------------------------------------
-# Options
+__all__ = ["TorchBackend", "TorchOptions", "TorchStats", "fingerprint", "load_count"]
 
 
 @dataclass(frozen=True)
-class TorchOptions:
-    """The resolved backend options (``auto`` already turned into a concrete device and dtype)."""
-
-    device: str = "cpu"
-    dtype: str = "float32"
-    max_batch_size: int = 8
-    max_wait_ms: float = 10.0
-    max_new_tokens: int | None = None  # caps request.params.max_tokens when set
-    image_max_side: int | None = None
-    trust_remote_code: bool = False
-
-
-def resolve_device(value: str) -> str:
-    """``auto`` -> ``cuda:0`` when CUDA is available, else ``cpu``; validates explicit devices."""
-    value = (value or "auto").strip().lower()
-    if value == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if value == "cpu":
-        return "cpu"
-    if value == "cuda" or value.startswith("cuda:"):
-        index = value.partition(":")[2] or "0"
-        if not index.isdigit():
-            raise ConfigError(f"torch: device {value!r} is not cuda:N")
-        return f"cuda:{int(index)}"
-    raise ConfigError(f"torch: device must be auto, cpu, cuda or cuda:N, got {value!r}")
-
-
-def resolve_dtype(value: str, device: str) -> str:
-    """``auto`` -> bfloat16 on a GPU that supports it (else float16), float32 on the CPU."""
-    value = (value or "auto").strip().lower()
-    if value == "auto":
-        if device.startswith("cuda"):
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return "float32"
-    if value not in _DTYPES:
-        raise ConfigError(f"torch: dtype must be auto, {', '.join(_DTYPES)}, got {value!r}")
-    return value
-
-
-def _positive_int(spec: ModelSpec, key: str, default: int | None) -> int | None:
-    raw = spec.option(key)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"torch: option {key} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"torch: option {key} must be >= 1, got {value}")
-    return value
-
-
-def _bool(raw: str | None) -> bool:
-    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def fingerprint(path: str) -> str:
-    """A short hash of a local model directory's small config files ("" if it is not a directory).
-
-    Weights are not hashed (gigabytes); a model retrained into the same directory with an
-    unchanged config keeps its fingerprint.
-    """
-    folder = Path(path)
-    if not folder.is_dir():
-        return ""
-    digest = hashlib.sha256()
-    for name in _FINGERPRINT_FILES:
-        file = folder / name
-        if file.is_file():
-            digest.update(name.encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
-
-
-# --------------------------------------------------------------------------------------------
-# One loaded model per process
-
-
-@dataclass
-class _SharedModel:
-    """A model + processor loaded once, its single worker thread, and how many backends use it."""
-
-    key: tuple[str, ...]
-    path: str
-    device: str
-    dtype: str
-    trust_remote_code: bool
-    executor: ThreadPoolExecutor = field(init=False)
-    users: int = 0
-    loading: ThreadFuture[None] | None = None
-    model: Any = None
-    processor: Any = None
-    eos_ids: frozenset[int] = frozenset()
-    pad_id: int = 0
-
-    def __post_init__(self) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"torch-{Path(self.path).name}")
-
-    def load(self) -> None:
-        """Runs on the worker thread (see ``_SharedModel.start_loading``)."""
-        local = Path(self.path).expanduser()
-        if not local.exists() and (self.path.startswith((".", "/", "~")) or self.path.count("/") != 1):
-            # Not a directory and not shaped like a hub id (org/name) that could be in the HF cache.
-            raise ModelNotFound(f"torch: no model directory at {self.path}")
-        if local.is_dir() and not (local / "config.json").is_file():
-            raise ModelNotFound(f"torch: {self.path} has no config.json: not a transformers model directory")
-        source = str(local) if local.exists() else self.path
-        if self.device.startswith("cuda"):
-            index = int(self.device.partition(":")[2] or 0)
-            if not torch.cuda.is_available():
-                raise FatalError(f"torch: device {self.device} asked for, but this torch sees no CUDA GPU")
-            if index >= torch.cuda.device_count():
-                raise FatalError(f"torch: device {self.device} asked for, but only {torch.cuda.device_count()} GPU(s)")
-        dtype = _DTYPES[self.dtype]
-        try:
-            processor = AutoProcessor.from_pretrained(source, trust_remote_code=self.trust_remote_code)
-            model = _from_pretrained(source, dtype, self.trust_remote_code)
-        except OSError as exc:
-            raise ModelNotFound(f"torch: cannot load a model from {self.path}: {_first_line(exc)}") from exc
-        except (ValueError, KeyError) as exc:
-            raise FatalError(
-                f"torch: {self.path} is not an image-text-to-text model transformers "
-                f"{transformers.__version__} can load: {_first_line(exc)}"
-            ) from exc
-        except ImportError as exc:
-            raise FatalError(f"torch: loading {self.path} needs a missing package: {_first_line(exc)}") from exc
-        try:
-            model.to(self.device)
-        except (RuntimeError, AssertionError) as exc:
-            raise FatalError(f"torch: cannot move {self.path} to {self.device}: {_first_line(exc)}") from exc
-        model.eval()
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is None:
-            raise FatalError(f"torch: the processor of {self.path} has no tokenizer")
-        # Batched generation of a decoder-only model needs LEFT padding: every row's last prompt
-        # token must sit at the same position, where generation continues.
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        self.eos_ids = frozenset([eos] if isinstance(eos, int) else [int(e) for e in eos or ()])
-        self.pad_id = int(tokenizer.pad_token_id)
-        self.model, self.processor = model, processor
-        global _LOADS
-        with _LOCK:
-            _LOADS += 1
-
-    def start_loading(self) -> ThreadFuture[None]:
-        with _LOCK:
-            if self.loading is None or (self.loading.done() and self.loading.exception() is not None):
-                self.loading = self.executor.submit(self.load)
-            return self.loading
-
-    def release(self) -> None:
-        self.model = self.processor = None
-        self.executor.shutdown(wait=False)
-        if self.device.startswith("cuda"):
-            with contextlib.suppress(Exception):
-                torch.cuda.empty_cache()
-
-
-_LOCK = threading.Lock()
-_MODELS: dict[tuple[str, ...], _SharedModel] = {}
-_LOADS = 0
-
-
-def load_count() -> int:
-    """How many models this process has loaded (tests and benchmarks read it to prove sharing)."""
-    return _LOADS
-
-
-def _acquire(path: str, options: TorchOptions, fp: str) -> _SharedModel:
-    # "./m" and "/abs/m" are one model: key local directories by their resolved path.
-    local = Path(path).expanduser()
-    where = str(local.resolve()) if local.exists() else path
-    key = (where, options.device, options.dtype, str(options.trust_remote_code), fp)
-    with _LOCK:
-        shared = _MODELS.get(key)
-        if shared is None:
-            shared = _MODELS[key] = _SharedModel(key, path, options.device, options.dtype, options.trust_remote_code)
-        shared.users += 1
-        return shared
-
-
-def _release(shared: _SharedModel) -> None:
-    with _LOCK:
-        shared.users -= 1
-        if shared.users > 0:
-            return
-        _MODELS.pop(shared.key, None)
-    shared.release()
-
-
-def _from_pretrained(source: str, dtype: torch.dtype, trust_remote_code: bool) -> Any:
-    # transformers renamed ``torch_dtype`` to ``dtype`` (4.56); the old name still works but warns.
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    kwargs["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = dtype
-    return AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+class TorchOptions(BackendOptions):
+    device: str = option("auto", "auto | cpu | cuda | cuda:N", default_text="auto: cuda:0 if available, else cpu")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = option(
+        "auto", "the weights' type", default_text="auto: bf16/fp16 on GPU, fp32 on CPU"
+    )
+    max_batch_size: int = option(8, "most requests per model.generate call", minimum=1, neutral=True)
+    max_wait_ms: float = option(
+        10.0, "how long a batch waits for more requests after its first", minimum=0, neutral=True
+    )
+    max_new_tokens: int | None = option(None, "caps each request's max_tokens", minimum=1, default_text="no cap")
+    image_max_side: int | None = option(
+        None, "downscale images whose longer side exceeds this many pixels first", minimum=1, default_text="as is"
+    )
+    trust_remote_code: bool = option(False, "allow the model directory's own Python code")
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,31 +133,22 @@ class _Job:
     arrived: float  # loop.time() when queued: a batch waits at most max_wait after its first job
 
 
-class TorchBackend:
+class TorchBackend(Backend):
     """A local transformers image-text-to-text model (torch:/path), micro-batched on one thread."""
 
     name = "torch"
-    EXTRA = "torch"
-    OPTIONS: Mapping[str, str] = {
-        "device": "auto | cpu | cuda | cuda:N (default auto: cuda:0 if available, else cpu)",
-        "dtype": "auto | bfloat16 | float16 | float32 (default auto: bf16/fp16 on GPU, fp32 on CPU)",
-        "max_batch_size": "most requests per model.generate call (default 8)",
-        "max_wait_ms": "how long a batch waits for more requests after its first (default 10)",
-        "max_new_tokens": "caps each request's max_tokens (default: no cap)",
-        "image_max_side": "downscale images whose longer side exceeds this many pixels first",
-        "trust_remote_code": "allow the model directory's own Python code (default false)",
-    }
+    Options = TorchOptions
 
     def __init__(self, path: str, options: TorchOptions | None = None):
         if not path:
             raise ConfigError("torch needs a model directory: torch:/path/to/model")
         self.path = path
-        self.options = options or TorchOptions()
-        if self.options.max_batch_size < 1:
-            raise ConfigError("torch: max_batch_size must be >= 1")
+        options = options or TorchOptions()
+        device = resolve_device(options.device)  # "auto" becomes what this machine has
+        self.options = replace(options, device=device, dtype=resolve_dtype(options.dtype, device))
         self.stats = TorchStats()
         self._fingerprint = fingerprint(path)
-        self._shared: _SharedModel | None = None
+        self._shared: SharedModel | None = None
         self._jobs: list[_Job] = []
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -372,25 +156,8 @@ class TorchBackend:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> TorchBackend:
-        device = resolve_device(spec.option("device", "auto") or "auto")
-        wait = spec.option("max_wait_ms", "10") or "10"
-        try:
-            max_wait_ms = float(wait)
-        except ValueError:
-            raise ConfigError(f"torch: option max_wait_ms must be a number, got {wait!r}") from None
-        if max_wait_ms < 0:
-            raise ConfigError(f"torch: option max_wait_ms must be >= 0, got {max_wait_ms}")
-        options = TorchOptions(
-            device=device,
-            dtype=resolve_dtype(spec.option("dtype", "auto") or "auto", device),
-            max_batch_size=_positive_int(spec, "max_batch_size", 8) or 8,
-            max_wait_ms=max_wait_ms,
-            max_new_tokens=_positive_int(spec, "max_new_tokens", None),
-            image_max_side=_positive_int(spec, "image_max_side", None),
-            trust_remote_code=_bool(spec.option("trust_remote_code")),
-        )
         # The endpoint part of the spec is unused: a local model has none.
-        return cls(spec.target, options)
+        return cls(spec.target, cls.parse_options(spec))
 
     def identity(self) -> Mapping[str, str]:
         model = f"{self.path}#{self._fingerprint}" if self._fingerprint else self.path
@@ -404,12 +171,13 @@ class TorchBackend:
 
     async def start(self) -> None:
         if self._shared is None:
-            self._shared = _acquire(self.path, self.options, self._fingerprint)
+            device, dtype, remote = self.options.device, self.options.dtype, self.options.trust_remote_code
+            self._shared = acquire(self.path, device, dtype, remote, self._fingerprint)
         try:
             await asyncio.wrap_future(self._shared.start_loading())
         except BaseException:
             shared, self._shared = self._shared, None
-            _release(shared)
+            release(shared)
             raise
 
     async def close(self) -> None:
@@ -424,7 +192,7 @@ class TorchBackend:
         self._jobs.clear()
         if self._shared is not None:
             shared, self._shared = self._shared, None
-            _release(shared)
+            release(shared)
 
     @property
     def model(self) -> Any:
@@ -464,7 +232,7 @@ class TorchBackend:
                 pil = pil.convert("RGB")
             except Exception as exc:  # PIL raises many types for bad bytes
                 # PIL names the BytesIO object (with its address): noise in a record, drop it.
-                reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", _first_line(exc))
+                reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", first_line(exc))
                 raise UnsupportedInput(
                     f"torch: item {request.item_index}: {which} cannot be decoded ({image.mime}): {reason}"
                 ) from exc
@@ -532,7 +300,7 @@ class TorchBackend:
 
     # -- the model thread ---------------------------------------------------------------------
 
-    def _run_batch(self, shared: _SharedModel, batch: Sequence[_Prepared]) -> list[Response | BaseException]:
+    def _run_batch(self, shared: SharedModel, batch: Sequence[_Prepared]) -> list[Response | BaseException]:
         """Runs on the model's worker thread; returns one Response or exception per request."""
         try:
             return list(self._generate(shared, batch))
@@ -556,9 +324,9 @@ class TorchBackend:
             if len(batch) > 1:  # find the culprit: one bad request must not fail its batch-mates
                 return [result for one in batch for result in self._run_batch(shared, [one])]
             kind = BadRequest if isinstance(exc, (ValueError, TypeError, IndexError)) else FatalError
-            return [kind(f"torch: item {batch[0].request.item_index}: {type(exc).__name__}: {_first_line(exc)}")]
+            return [kind(f"torch: item {batch[0].request.item_index}: {type(exc).__name__}: {first_line(exc)}")]
 
-    def _generate(self, shared: _SharedModel, batch: Sequence[_Prepared]) -> list[Response]:
+    def _generate(self, shared: SharedModel, batch: Sequence[_Prepared]) -> list[Response]:
         processor, model = shared.processor, shared.model
         if model is None:
             raise FatalError("torch: backend closed")

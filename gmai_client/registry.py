@@ -18,6 +18,7 @@ earlier duck-typed protocol (``from_spec``, an ``OPTIONS`` mapping) is still acc
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import importlib
 import importlib.util
@@ -43,6 +44,13 @@ BUILTIN_PACKAGE = "gmai_client.backends"
 #: Wrappers around backends, looked up by name like the backends (DESIGN: the balancer is policy,
 #: which wraps backends; the registry never imports it, so the parts stay acyclic).
 BALANCER = "gmai_client.balance:BalancedBackend"
+
+#: Executors besides the default (in this process): executor -> backend name -> "module:Class" of
+#: the backend that serves that backend's models there, built as ``Class.from_spec(spec, seed=,
+#: address=)``. Looked up by name, so the runner names no backend.
+EXECUTORS: dict[str, dict[str, str]] = {
+    "ray": {"torch": "gmai_client.backends.ray:RayTorchBackend"},
+}
 
 
 @dataclass(frozen=True)
@@ -122,21 +130,33 @@ def _is_backend_class(cls: Any) -> bool:
     return isinstance(cls, type) and issubclass(cls, Backend)
 
 
+def executor_class(executor: str, backend: str) -> Any | None:
+    """The class serving ``backend``'s models under ``executor`` (None: the backend's own class)."""
+    target = EXECUTORS.get(executor, {}).get(backend)
+    return _load(target) if target else None
+
+
+@lru_cache(maxsize=64)
 def answer_neutral_options(backend: str) -> frozenset[str]:
     """Option names of ``backend`` that never change an answer: ``label``, ``POLICY_OPTIONS``,
-    the options its ``Options`` marks ``neutral`` and those it names in ``answer_neutral_options``.
-    A backend that cannot be imported here counts all of its own options."""
+    the options its ``Options`` marks ``neutral`` and those it names in ``answer_neutral_options``,
+    also under every executor that serves it (Ray's placement options of a torch model). A class
+    that cannot be imported here counts all of its options."""
     declared: frozenset[str] = frozenset()
-    try:
-        classes = [load_class(backend)]
-    except (ImportError, ConfigError):
-        classes = []
+    classes = []
+    for target in (*([all_targets()[backend]] if backend in all_targets() else []), *_executor_targets(backend)):
+        with contextlib.suppress(ImportError):
+            classes.append(_load(target))
     for cls in classes:
         if _is_backend_class(cls):
             declared |= cls.answer_neutral_options | neutral_options(cls.Options)
         else:  # the earlier protocol's spelling
             declared |= frozenset(getattr(cls, "ANSWER_NEUTRAL_OPTIONS", ()))
     return frozenset({"label", *POLICY_OPTIONS}) | declared
+
+
+def _executor_targets(backend: str) -> list[str]:
+    return [served[backend] for served in EXECUTORS.values() if backend in served]
 
 
 def _check_legacy_options(spec: ModelSpec, cls: Any) -> None:

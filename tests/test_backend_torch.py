@@ -20,7 +20,7 @@ from PIL import ImageDraw  # noqa: E402
 
 import gmai_client  # noqa: E402
 from gmai_client import registry  # noqa: E402
-from gmai_client.backends import torch as torch_backend  # noqa: E402
+from gmai_client.backends import _torch_model as torch_backend  # noqa: E402
 from gmai_client.backends.torch import TorchBackend, fingerprint  # noqa: E402
 from gmai_client.config import RunConfig, parse_model_spec  # noqa: E402
 from gmai_client.errors import ConfigError, FatalError, ModelNotFound, UnsupportedInput  # noqa: E402
@@ -175,7 +175,8 @@ def test_a_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_config_errors(tiny_models: dict[str, Path]) -> None:
-    for options in ({"device": "tpu"}, {"dtype": "int8"}, {"max_batch_size": "0"}, {"max_wait_ms": "soon"}):
+    bad = ({"device": "tpu"}, {"dtype": "int8"}, {"max_batch_size": "0"}, {"max_wait_ms": "soon"})
+    for options in (*bad, {"trust_remote_code": "ok"}):
         with pytest.raises(ConfigError):
             backend(tiny_models["llava"], **options)
     with pytest.raises(ConfigError):
