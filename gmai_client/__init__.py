@@ -4,31 +4,77 @@
     config = gmai_client.RunConfig.build(["random"], data="sample", select=["department=Ophthalmology"])
     result = asyncio.run(gmai_client.run(config))
 
+The public names: running (``RunConfig``, ``run``, ``RunResult``, ``ModelSpec``), the vocabulary
+(``Item``, ``Request``, ``Response``, ``Record``, ...), the backend contract (``Backend``,
+``BackendOptions``, ``option``, ``parse_options``; see ``gmai_client.backend``) and every error
+class of ``gmai_client.errors``. The package ships ``py.typed``: type checkers read these names.
+
 Importing the package pulls in no optional dependency (torch, tritonclient, openai, anthropic):
-names below are resolved lazily on first use.
+the vocabulary below is plain Python, and the running machinery is imported on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from gmai_client.backend import Backend
+from gmai_client.config import ModelSpec, RunConfig, parse_model_spec
+from gmai_client.errors import (
+    AuthError,
+    BackendError,
+    BadRequest,
+    BudgetExhausted,
+    CacheError,
+    ConfigError,
+    ConnectFailed,
+    ConnectionLost,
+    DataError,
+    DeadlineExceeded,
+    EndpointUnreachable,
+    FatalError,
+    GmaiError,
+    MissingExtra,
+    ModelNotFound,
+    Overloaded,
+    QuotaExhausted,
+    RateLimited,
+    RequestTimeout,
+    RetryableError,
+    SelectionError,
+    ServerError,
+    UnsupportedInput,
+)
+from gmai_client.options import BackendOptions, option, parse_options
+from gmai_client.types import Image, Item, Record, Request, Response, SamplingParams, Usage
+
+if TYPE_CHECKING:  # imported on first use (below); named here for type checkers
+    from gmai_client.metrics import compute_metrics
+    from gmai_client.normalize import extract
+    from gmai_client.records import read_records
+    from gmai_client.runner import RunResult, run
+    from gmai_client.select import load_tree, parse_selection
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "run": ("gmai_client.runner", "run"),
     "RunResult": ("gmai_client.runner", "RunResult"),
-    "RunConfig": ("gmai_client.config", "RunConfig"),
-    "ModelSpec": ("gmai_client.config", "ModelSpec"),
-    "parse_model_spec": ("gmai_client.config", "parse_model_spec"),
     "parse_selection": ("gmai_client.select", "parse_selection"),
     "load_tree": ("gmai_client.select", "load_tree"),
     "compute_metrics": ("gmai_client.metrics", "compute_metrics"),
     "read_records": ("gmai_client.records", "read_records"),
     "extract": ("gmai_client.normalize", "extract"),
-    "SamplingParams": ("gmai_client.types", "SamplingParams"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # running, the vocabulary, the backend contract, the errors
+    "AuthError", "Backend", "BackendError", "BackendOptions", "BadRequest", "BudgetExhausted", "CacheError",
+    "ConfigError", "ConnectFailed", "ConnectionLost", "DataError", "DeadlineExceeded", "EndpointUnreachable",
+    "FatalError", "GmaiError", "Image", "Item", "MissingExtra", "ModelNotFound", "ModelSpec", "Overloaded",
+    "QuotaExhausted", "RateLimited", "Record", "Request", "RequestTimeout", "Response", "RetryableError",
+    "RunConfig", "RunResult", "SamplingParams", "SelectionError", "ServerError", "UnsupportedInput", "Usage",
+    "__version__", "compute_metrics", "extract", "load_tree", "option", "parse_model_spec", "parse_options",
+    "parse_selection", "read_records", "run",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
