@@ -119,16 +119,15 @@ def endpoint_of(backend: str, given: str, base_url: str, default: str, env_var: 
     return url, source
 
 
-def resolve_key(env_var: str, endpoint: str, vendor_hosts: Iterable[str], backend: str) -> str:
+def resolve_key(env_var: str, endpoint: str, vendor_endpoint: str, backend: str) -> str:
     """The API key from ``env_var``, registered with ``errors.register_secret``. A self-hosted
-    endpoint needs none (``NO_KEY`` is sent); the vendor's own endpoint without a key is an
-    AuthError now rather than a 401 per item later."""
+    endpoint needs none (``NO_KEY`` is sent); the vendor's own host (that of ``vendor_endpoint``)
+    without a key is an AuthError now rather than a 401 per item later."""
     key = os.environ.get(env_var, "").strip()
     if key:
         register_secret(key)  # whatever the variable's name, its value never reaches an output
         return key
-    host = (urlsplit(endpoint).hostname or "").lower()
-    if host in {h.lower() for h in vendor_hosts}:
+    if (urlsplit(endpoint).hostname or "").lower() == (urlsplit(vendor_endpoint).hostname or "").lower():
         raise AuthError(
             f"{backend}: no API key for {endpoint}: set the environment variable {env_var} "
             f"(or name another one with api_key_env=NAME)"
@@ -202,9 +201,9 @@ class ApiBackend(Backend):
     """An HTTP API model behind a vendor's async SDK; subclasses write the wire format.
 
     A subclass sets ``name``, ``Options`` (an ``ApiOptions``), ``sdk`` (the SDK module),
-    ``default_endpoint`` and ``endpoint_env`` (the SDK's own variable),
-    ``vendor_hosts`` (where a missing key is an error, not a self-hosted server) and ``root_hint``
-    (what the API root looks like, for a 404), and writes ``make_client``, ``send``,
+    ``default_endpoint`` (the vendor's API: no key for its host is an error, where a self-hosted
+    server needs none), ``endpoint_env`` (the SDK's own variable for it), ``root_hint`` (what the
+    API root looks like, for a 404) and ``reply_noun``, and writes ``make_client``, ``send``,
     ``read_reply`` and ``vendor_error``; ``advice`` and ``check_endpoint`` are optional.
     """
 
@@ -212,7 +211,6 @@ class ApiBackend(Backend):
     sdk: ClassVar[Any]
     default_endpoint: ClassVar[str]
     endpoint_env: ClassVar[str]
-    vendor_hosts: ClassVar[tuple[str, ...]]
     root_hint: ClassVar[str] = ""
     reply_noun: ClassVar[str] = "reply"
 
@@ -290,7 +288,7 @@ class ApiBackend(Backend):
 
     async def start(self) -> None:
         if self._client is None:
-            key = resolve_key(self.api_key_env, self.endpoint, self.vendor_hosts, self.name)
+            key = resolve_key(self.api_key_env, self.endpoint, self.default_endpoint, self.name)
             self._client = self.make_client(key)
 
     async def generate(self, request: Request) -> Response:

@@ -11,6 +11,7 @@ import re
 
 from tritonclient.utils import InferenceServerException  # triton.py names the extra when it is missing
 
+from gmai_client.backends._triton_contract import Endpoint
 from gmai_client.errors import (
     AuthError,
     BackendError,
@@ -76,13 +77,26 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def classify(exc: BaseException, where: str) -> BackendError:
-    """Map one exception met while talking to Triton onto ``gmai_client.errors`` (see the module doc)."""
+def unreachable(exc: BaseException, endpoint: Endpoint, model: str) -> BackendError:
+    """What a failure to reach the server at start means, with what to check."""
+    if isinstance(exc, BackendError):
+        return exc
+    other = "grpc" if endpoint.protocol == "http" else "http"
+    return TritonUnreachable(
+        f"cannot reach Triton at {endpoint.url} (for model {model!r}): {describe(exc)}. Is the server running, "
+        f"and is {endpoint.port} its {endpoint.protocol} port? Triton listens on 8000 for "
+        f"http and 8001 for grpc; protocol={other} or a {other}:// URL switches."
+    )
+
+
+def classify(exc: BaseException, where: str, timeout: float | None = None) -> BackendError:
+    """Map one exception met while talking to Triton onto ``gmai_client.errors`` (see the module
+    doc); ``timeout`` is the client's own limit, named when it is what ran out."""
     if isinstance(exc, BackendError):
         return exc
     message = f"{where}: {describe(exc)}"
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return RequestTimeout(message)
+        return RequestTimeout(f"{where}: no answer within {timeout:g} s" if timeout else message)
     if not isinstance(exc, InferenceServerException):
         if aiohttp is not None and isinstance(exc, aiohttp.ClientResponseError):
             return ServerError(message, status=exc.status)  # a malformed HTTP answer

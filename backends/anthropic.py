@@ -82,7 +82,6 @@ class AnthropicBackend(ApiBackend):
     sdk = anthropic
     default_endpoint = "https://api.anthropic.com"
     endpoint_env = "ANTHROPIC_BASE_URL"  # the SDK's own variable, honoured after the spec
-    vendor_hosts = ("api.anthropic.com",)
     root_hint = "without /v1"
     reply_noun = "message"
 

@@ -76,7 +76,6 @@ class OpenAIBackend(ApiBackend):
     sdk = openai
     default_endpoint = "https://api.openai.com/v1"
     endpoint_env = "OPENAI_BASE_URL"  # the SDK's own variable, honoured after the spec
-    vendor_hosts = ("api.openai.com",)
     root_hint = "e.g. ends in /v1"
     reply_noun = "completion"
 

@@ -52,14 +52,7 @@ from typing import Any
 
 from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
-from gmai_client.errors import (
-    BackendError,
-    ConfigError,
-    ConnectionLost,
-    FatalError,
-    MissingExtra,
-    ServerError,
-)
+from gmai_client.errors import BackendError, ConfigError, ConnectionLost, FatalError, MissingExtra, ServerError
 from gmai_client.options import POLICY_OPTIONS, BackendOptions, option
 from gmai_client.types import Request, Response
 
@@ -144,18 +137,11 @@ class RayTorchBackend(Backend):
     name = "torch"
     Options = RayTorchOptions
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        *,
-        seed: int = 0,
-        address: str | None = None,
-        options: RayOptions | None = None,
-    ):
+    def __init__(self, spec: ModelSpec, *, seed: int = 0, address: str | None = None):
         if spec.backend != "torch":
             raise ConfigError(f"the ray executor serves torch models only, not {spec.backend!r}")
         parsed = self.parse_options(spec)  # every option checked here, before any actor starts
-        self.options = options or RayOptions(**{name: getattr(parsed, name) for name in RAY_OPTIONS})
+        self.options = RayOptions(**{name: getattr(parsed, name) for name in RAY_OPTIONS})
         # What the actors build: the spec without the options read here or by the client.
         torch_options = {k: v for k, v in spec.options.items() if k not in RAY_OPTIONS | set(POLICY_OPTIONS)}
         self.spec = replace(spec, options=MappingProxyType(torch_options))

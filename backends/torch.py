@@ -41,28 +41,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from gmai_client.backend import Backend
-from gmai_client.config import ModelSpec
-from gmai_client.errors import (
-    BackendError,
-    BadRequest,
-    ConfigError,
-    FatalError,
-    MissingExtra,
-    Overloaded,
-    UnsupportedInput,
-)
-from gmai_client.options import BackendOptions, option
-from gmai_client.types import FinishReason, Request, Response, Usage
-
-try:
-    import torch
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise MissingExtra("torch", "torch", "torch") from exc
-
 from PIL import Image as PILImage
 
-from gmai_client.backends._torch_model import (
+from gmai_client.backend import Backend
+from gmai_client.backends._torch_model import (  # torch from there: it names the pip extra when missing
     SharedModel,
     acquire,
     fingerprint,
@@ -71,7 +53,12 @@ from gmai_client.backends._torch_model import (
     release,
     resolve_device,
     resolve_dtype,
+    torch,
 )
+from gmai_client.config import ModelSpec
+from gmai_client.errors import BackendError, BadRequest, ConfigError, FatalError, Overloaded, UnsupportedInput
+from gmai_client.options import BackendOptions, option
+from gmai_client.types import FinishReason, Request, Response, Usage
 
 __all__ = ["TorchBackend", "TorchOptions", "TorchStats", "fingerprint", "load_count"]
 

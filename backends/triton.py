@@ -46,16 +46,7 @@ from typing import Any, Literal
 
 from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec
-from gmai_client.errors import (
-    BackendError,
-    ConfigError,
-    FatalError,
-    MissingExtra,
-    ModelNotFound,
-    RequestTimeout,
-    ServerError,
-    UnsupportedInput,
-)
+from gmai_client.errors import ConfigError, FatalError, MissingExtra, ModelNotFound, ServerError, UnsupportedInput
 from gmai_client.options import BackendOptions, option
 from gmai_client.types import Request, Response
 
@@ -87,7 +78,7 @@ from gmai_client.backends._triton_contract import (
     make_plan,
     parse_endpoint,
 )
-from gmai_client.backends._triton_errors import TritonUnreachable, classify, describe
+from gmai_client.backends._triton_errors import TritonUnreachable, classify, unreachable
 
 __all__ = ["Endpoint", "TritonBackend", "TritonOptions", "TritonUnreachable", "classify", "parse_endpoint"]
 
@@ -215,7 +206,7 @@ class TritonBackend(Backend):
         try:
             live = await self._client.is_server_live(**self._kw())
         except Exception as exc:
-            raise self._unreachable(exc) from exc
+            raise unreachable(exc, self.endpoint, self.model) from exc
         if not live:
             raise FatalError(f"Triton at {self.url} answers but is not live (checking {self._where()})")
         try:
@@ -228,7 +219,7 @@ class TritonBackend(Backend):
                 raise mapped from exc
             server_ready, model_ready = True, False
         except Exception as exc:
-            raise self._unreachable(exc) from exc
+            raise unreachable(exc, self.endpoint, self.model) from exc
         if not model_ready:
             available = await self._available_models()
             listed = ", ".join(available) if available else "none"
@@ -247,17 +238,6 @@ class TritonBackend(Backend):
 
     def _json(self) -> dict[str, Any]:
         return {"as_json": True, **self._kw()} if self.endpoint.protocol == "grpc" else {}
-
-    def _unreachable(self, exc: BaseException) -> BackendError:
-        if isinstance(exc, BackendError):
-            return exc
-        other = "grpc" if self.endpoint.protocol == "http" else "http"
-        detail = describe(exc)
-        return TritonUnreachable(
-            f"cannot reach Triton at {self.url} (for model {self.model!r}): {detail}. Is the server running, "
-            f"and is {self.endpoint.port} its {self.endpoint.protocol} port? Triton listens on 8000 for "
-            f"http and 8001 for grpc; protocol={other} or a {other}:// URL switches."
-        )
 
     async def _available_models(self) -> list[str] | None:
         """Ready models by name: from the repository index, else from the statistics API."""
@@ -364,9 +344,7 @@ class TritonBackend(Backend):
 
     # --------------------------------------------------------------------------------- errors
 
-    def _map(self, exc: BaseException, doing: str) -> BackendError:
+    def _map(self, exc: BaseException, doing: str) -> Exception:
         """A tritonclient / aiohttp / timeout exception -> the client's error tree."""
-        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-            return RequestTimeout(f"{self._where()} ({doing}): no answer within {self.timeout:g} s")
-        return classify(exc, f"{self._where()} ({doing})")
+        return classify(exc, f"{self._where()} ({doing})", self.timeout)
 
