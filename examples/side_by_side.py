@@ -49,7 +49,7 @@ def main() -> None:
             parse_model_spec(api_spec, {"label": "gpt-4o", **({"rpm": str(args.rpm)} if args.rpm else {})}),
             parse_model_spec(args.open_model or "random", {"label": "open model" if args.open_model else "random"}),
         ]
-        config = RunConfig(
+        config = RunConfig.build(
             models=tuple(models),
             data=(args.data,),
             select=tuple(args.select),

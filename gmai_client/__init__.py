@@ -48,16 +48,17 @@ from gmai_client.options import BackendOptions, option, parse_options
 from gmai_client.types import Image, Item, Record, Request, Response, SamplingParams, Usage
 
 if TYPE_CHECKING:  # imported on first use (below); named here for type checkers
+    from gmai_client.api import run
     from gmai_client.metrics import compute_metrics
     from gmai_client.normalize import extract
     from gmai_client.records import read_records
-    from gmai_client.runner import RunResult, run
+    from gmai_client.runner import RunResult
     from gmai_client.select import load_tree, parse_selection
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "run": ("gmai_client.runner", "run"),
+    "run": ("gmai_client.api", "run"),
     "RunResult": ("gmai_client.runner", "RunResult"),
     "parse_selection": ("gmai_client.select", "parse_selection"),
     "load_tree": ("gmai_client.select", "load_tree"),

@@ -11,6 +11,15 @@ A model is named by a spec string ``backend[:target][@endpoint]`` plus ``key=val
 
 Option ``label=NAME`` renames the model in records and tables (two runs of one model with
 different options need different labels).
+
+A ``RunConfig`` is the models plus five sections, each read by the part of the client that needs
+it: ``data`` (which items), ``protocol`` (what a model is asked, and the judge), ``policy`` (pace
+and patience), ``output`` (where the run folder goes, the progress display) and ``execution``
+(where models run, the seed). Every default is written once, in the section's dataclass.
+
+Scripts and the CLI name the fields flat (``RunConfig.build(rpm=500, limit=10)``): ``FLAT_NAMES``
+says which section holds each one. config.json keeps them by section (``as_dict``); ``from_dict``
+and ``flatten`` also read the flat form that run folders written before the sections hold.
 """
 
 from __future__ import annotations
@@ -27,34 +36,12 @@ from gmai_client.types import SamplingParams
 
 DEFAULT_DATA = ("sample",)
 #: Attempts per item on retryable errors, and seconds per item (all attempts and waits): written
-#: here once, read by RunConfig, the CLI's help and ``retry.RetryPolicy``.
+#: here once, read by PolicySection, the CLI's help and ``retry.RetryPolicy``.
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_ITEM_DEADLINE_S = 900.0
 #: More in-flight items per model than any endpoint serves; far larger values only fill memory
 #: (5,000,000 reached 4.9 GB before the first item was sent).
 MAX_CONCURRENCY = 4096
-
-#: RunConfig fields that only decide how a run proceeds (pace, patience, where answers are kept),
-#: never which items are asked or what a model answers. ``--resume`` takes them from the command
-#: line when given (saying so); every other field must agree with the saved run.
-POLICY_FIELDS = frozenset(
-    {
-        "concurrency",
-        "rpm",
-        "tpm",
-        "max_attempts",
-        "attempt_timeout",
-        "item_deadline",
-        "max_errors",
-        "token_budget",
-        "cache",
-        "cache_path",
-        "executor",
-        "ray_address",
-        "retry_errors",
-        "progress",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -117,26 +104,54 @@ def parse_options(options: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
     return parsed
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that decides a run. ``run(config)`` and ``python -m gmai_client run`` take the same."""
+# --- the sections ---------------------------------------------------------------------------
 
-    models: tuple[ModelSpec, ...] = (ModelSpec("random", label="random"),)
-    data: tuple[str, ...] = DEFAULT_DATA
+
+def _positive(section: object, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        # NaN compares false with everything, so `value <= 0` alone would let it through.
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name.replace('_', '-')} must be a positive finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Which items are asked: the data (files, folders or named splits), the selection, the first N."""
+
+    files: tuple[str, ...] = DEFAULT_DATA  # flat name: ``data``
     select: tuple[str, ...] = ()
-    concurrency: int = 8
     limit: int | None = None
-    seed: int = 0
-    out: Path = Path("runs")
-    run_name: str = ""
-    template: str | None = None
+    data_dir: Path | None = None  # where named splits live; None: the XDG data dir
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"limit must be >= 0, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class ProtocolSection:
+    """What each model is asked, and who maps the answers no rule can read."""
+
+    template: str | None = None  # None: the reference prompt
     params: SamplingParams = field(default_factory=SamplingParams)
-    data_dir: Path | None = None
-    retry_errors: bool = False
-    progress: bool = True
-    # Reliability (issue: rate limits, retries, cache, budgets). None means "no limit".
-    cache: bool = True
-    cache_path: Path | None = None  # None: the user cache dir (GMAI_CLIENT_CACHE_DIR overrides)
+    judge: ModelSpec | None = None  # maps answers the rules cannot read (``judge`` module)
+    # The paper's multi-answer instruction for items whose key has several letters (VLMEvalKit's
+    # generic prompt, the default, asks every item for one answer).
+    multi_answer_instruction: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.params.temperature) and self.params.temperature >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.params.temperature!r}")
+        if self.params.max_tokens < 1:
+            raise ConfigError(f"max-tokens must be at least 1, got {self.params.max_tokens}")
+
+
+@dataclass(frozen=True)
+class PolicySection:
+    """Pace and patience: how a run proceeds, never what a model answers. None means "no limit"."""
+
+    concurrency: int = 8  # in-flight items per model
     rpm: float | None = None  # requests/min per endpoint; a model's rpm= option overrides
     tpm: float | None = None  # tokens/min per endpoint; a model's tpm= option overrides
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -144,91 +159,201 @@ class RunConfig:
     item_deadline: float = DEFAULT_ITEM_DEADLINE_S
     max_errors: float | None = None  # >= 1: a count; < 1: a fraction of finished items
     token_budget: int | None = None
-    judge: ModelSpec | None = None  # maps answers the rules cannot read (``judge`` module)
+    cache: bool = True
+    cache_path: Path | None = None  # None: the user cache dir (GMAI_CLIENT_CACHE_DIR overrides)
+    retry_errors: bool = False  # send the items an earlier run recorded as errors again
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}")
+        _positive(self, "rpm", "tpm", "attempt_timeout", "token_budget", "max_errors", "item_deadline")
+        if self.max_attempts < 1:
+            raise ConfigError(f"max-attempts must be at least 1, got {self.max_attempts}")
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    """Where the run folder goes, and whether progress is shown."""
+
+    out: Path = Path("runs")
+    run_name: str = ""  # "": the model labels and a hash of the configuration (``rundir``)
+    progress: bool = True
+
+
+#: Where models can run: in this process, or (torch models) on Ray actors.
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutionSection:
+    """Where models run, and the seed of everything drawn at random."""
+
     executor: str = "local"  # "ray": torch models run on Ray actors (``backends/ray.py``)
     ray_address: str | None = None  # None: start a local Ray instance
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor must be {' or '.join(EXECUTORS)}, got {self.executor!r}")
+
+
+#: Section name -> its dataclass (the order config.json's sectioned form uses).
+SECTIONS: dict[str, type] = {
+    "data": DataSection,
+    "protocol": ProtocolSection,
+    "policy": PolicySection,
+    "output": OutputSection,
+    "execution": ExecutionSection,
+}
+#: Flat names that differ from their field's name.
+_RENAMED = {("data", "files"): "data"}
+#: Flat name (a keyword of ``build``, a key of config.json) -> (section, field).
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    _RENAMED.get((section, f.name), f.name): (section, f.name) for section, cls in SECTIONS.items() for f in fields(cls)
+}
+
+#: Flat names that only decide how a run proceeds (pace, patience, where answers are kept, where
+#: models run), never which items are asked or what a model answers. ``--resume`` takes them from
+#: the command line when given (saying so); every other field must agree with the saved run.
+POLICY_FIELDS = frozenset({f.name for f in fields(PolicySection)} | {"executor", "ray_address", "progress"})
+
+
+# --- the whole configuration ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run. ``run(config)`` and ``python -m gmai_client run`` take the same."""
+
+    models: tuple[ModelSpec, ...] = (ModelSpec("random", label="random"),)
+    data: DataSection = field(default_factory=DataSection)
+    protocol: ProtocolSection = field(default_factory=ProtocolSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    output: OutputSection = field(default_factory=OutputSection)
+    execution: ExecutionSection = field(default_factory=ExecutionSection)
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ConfigError("no model given")
-        if self.params.seed is None:  # sampling backends draw with the run's seed, from the CLI or a script alike
-            object.__setattr__(self, "params", replace(self.params, seed=self.seed))
-        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
-            raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {self.concurrency}")
-        if self.limit is not None and self.limit < 0:
-            raise ConfigError(f"limit must be >= 0, got {self.limit}")
-        for name in ("rpm", "tpm", "attempt_timeout", "token_budget", "max_errors", "item_deadline"):
-            value = getattr(self, name)
-            # NaN compares false with everything, so `value <= 0` alone would let it through.
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive finite number, got {value!r}")
-        if not (math.isfinite(self.params.temperature) and self.params.temperature >= 0):
-            raise ConfigError(f"temperature must be a finite number >= 0, got {self.params.temperature!r}")
-        if self.params.max_tokens < 1:
-            raise ConfigError(f"max-tokens must be at least 1, got {self.params.max_tokens}")
-        if self.executor not in ("local", "ray"):
-            raise ConfigError(f"executor must be local or ray, got {self.executor!r}")
-        if self.max_attempts < 1:
-            raise ConfigError(f"max-attempts must be at least 1, got {self.max_attempts}")
+        # Sampling backends draw with the run's seed, from the CLI or a script alike.
+        if self.protocol.params.seed is None:
+            params = replace(self.protocol.params, seed=self.execution.seed)
+            object.__setattr__(self, "protocol", replace(self.protocol, params=params))
         labels = [model.label for model in self.models]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ConfigError(f"two models share the label {duplicates[0]!r}: give one label=NAME")
 
     @classmethod
-    def build(
-        cls,
-        models: Sequence[str | ModelSpec] = ("random",),
-        **kwargs: Any,
-    ) -> RunConfig:
-        """Convenience for scripts: model specs as strings, sequences as lists."""
+    def build(cls, models: Sequence[str | ModelSpec] = ("random",), **flat: Any) -> RunConfig:
+        """For scripts: model specs as strings, every other field by its flat name (``FLAT_NAMES``),
+        sequences as lists, paths as strings."""
         specs = tuple(m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models)
-        if isinstance(kwargs.get("judge"), str):
-            kwargs["judge"] = parse_model_spec(kwargs["judge"])
+        if isinstance(flat.get("judge"), str):
+            flat["judge"] = parse_model_spec(flat["judge"])
         for key in ("data", "select"):
-            if key in kwargs and isinstance(kwargs[key], str):
-                kwargs[key] = (kwargs[key],)
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        for key in ("out", "cache_path", "data_dir"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = Path(kwargs[key])
-        return cls(models=specs, **kwargs)
+            if key in flat and isinstance(flat[key], str):
+                flat[key] = (flat[key],)
+        return cls.from_flat(models=specs, **_coerced(flat))
+
+    @classmethod
+    def from_flat(cls, **flat: Any) -> RunConfig:
+        """A config from its fields by flat name (``models`` too), each section built once; the
+        fields not named keep their defaults."""
+        models = tuple(flat.pop("models")) if "models" in flat else cls.__dataclass_fields__["models"].default
+        sections = {section: SECTIONS[section](**values) for section, values in _grouped(flat).items()}
+        return cls(models, **sections)
+
+    def updated(self, **flat: Any) -> RunConfig:
+        """A copy with the fields named flat (``limit=20``, ``rpm=600``; ``models=`` too) changed.
+        Like ``dataclasses.replace``: a new ``seed`` leaves the sampling parameters' seed as it is."""
+        models = tuple(flat.pop("models", self.models))
+        grouped = _grouped(flat)
+        return replace(
+            self, models=models, **{name: replace(getattr(self, name), **values) for name, values in grouped.items()}
+        )
+
+    def flat(self) -> dict[str, Any]:
+        """Every field by its flat name (``models`` first), as Python values."""
+        values: dict[str, Any] = {"models": self.models}
+        for name, (section, field_name) in FLAT_NAMES.items():
+            values[name] = getattr(getattr(self, section), field_name)
+        return values
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Rebuild a config from a run folder's config.json (``--resume RUN_DIR``)."""
-        known = {f.name for f in fields(cls)}
-        values = {key: value for key, value in data.items() if key in known and key != "models"}
-        models = tuple(_spec_from_dict(m) for m in data.get("models") or ())
-        if data.get("judge"):
-            values["judge"] = _spec_from_dict(data["judge"])
-        for key in ("data", "select"):
-            if key in values:
-                values[key] = tuple(values[key])
-        for key in ("out", "cache_path", "data_dir"):
-            if values.get(key) is not None:
-                values[key] = Path(values[key])
-        if "params" in values:
+        """Rebuild a config from a run folder's config.json (``--resume RUN_DIR``), flat or by sections."""
+        flat = flatten(data)
+        values = {key: value for key, value in flat.items() if key in FLAT_NAMES}
+        values["models"] = tuple(_spec_from_dict(m) for m in flat.get("models") or ())
+        if values.get("judge"):
+            values["judge"] = _spec_from_dict(values["judge"])
+        if isinstance(values.get("params"), Mapping):
             values["params"] = SamplingParams(**values["params"])
-        return cls(models=models, **values)
+        return cls.from_flat(**_coerced(values))
 
-    def as_dict(self) -> dict[str, Any]:
-        """The resolved config as written to the run folder: no secrets."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["models"] = [model.as_dict() for model in self.models]
-        data["judge"] = self.judge.as_dict() if self.judge else None
-        data["params"] = self.params.as_dict()
-        data["out"] = str(self.out)
-        data["data_dir"] = str(self.data_dir) if self.data_dir else None
-        data["cache_path"] = str(self.cache_path) if self.cache_path else None
-        return data
+    def as_dict(self, *, flat: bool = False) -> dict[str, Any]:
+        """The resolved config as config.json holds it, without secrets: the models, then each
+        section's fields (or every field by its flat name)."""
+        data = {name: _plain(value) for name, value in self.flat().items()}
+        if flat:
+            return data
+        grouped: dict[str, Any] = {"models": data.pop("models")}
+        for name, value in data.items():
+            section, field_name = FLAT_NAMES[name]
+            grouped.setdefault(section, {})[field_name] = value
+        return grouped
+
+
+def flatten(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config.json ``config`` object by flat names, whether it was written flat or by sections."""
+    if not any(isinstance(data.get(section), Mapping) for section in SECTIONS):
+        return dict(data)
+    flat = {key: value for key, value in data.items() if key not in SECTIONS}
+    for section in SECTIONS:
+        for field_name, value in (data.get(section) or {}).items():
+            flat[_RENAMED.get((section, field_name), field_name)] = value
+    return flat
+
+
+def _grouped(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Fields by flat name -> section -> {field: value}; an unknown name is an error naming the known."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for name, value in flat.items():
+        if name not in FLAT_NAMES:
+            raise ConfigError(f"unknown configuration field {name!r}; fields: models, {', '.join(FLAT_NAMES)}")
+        section, field_name = FLAT_NAMES[name]
+        grouped.setdefault(section, {})[field_name] = value
+    return grouped
+
+
+def _coerced(flat: dict[str, Any]) -> dict[str, Any]:
+    """Flat values as the sections hold them: tuples for sequences, paths for paths."""
+    for key in ("data", "select"):
+        if key in flat:
+            flat[key] = tuple(flat[key])
+    for key in ("out", "cache_path", "data_dir"):
+        if flat.get(key) is not None:
+            flat[key] = Path(flat[key])
+    return flat
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as config.json holds it."""
+    if isinstance(value, tuple) and value and isinstance(value[0], ModelSpec):
+        return [spec.as_dict() for spec in value]
+    if isinstance(value, (ModelSpec, SamplingParams)):
+        return value.as_dict()
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def run_default(name: str) -> Any:
-    """The default of a RunConfig field: the one place every default is written (the CLI's help
-    and its "not given" options read it here)."""
-    spec = RunConfig.__dataclass_fields__[name]
+    """The default of a field, by its flat name: the one place every default is written (the CLI's
+    help and its "not given" options read it here)."""
+    section, field_name = FLAT_NAMES[name]
+    spec = SECTIONS[section].__dataclass_fields__[field_name]
     if spec.default_factory is not MISSING:
         return spec.default_factory()
     return spec.default

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_client.backend import Backend
-from gmai_client.config import RunConfig
+from gmai_client.config import RunConfig, flatten
 from gmai_client.errors import ConfigError, redact
 from gmai_client.metrics import Comparison, GroupStats, McqStats, ModelMetrics, PairedTest
 
@@ -84,7 +84,9 @@ def _model_part(model: Mapping[str, Any], neutral_options: Neutral) -> dict[str,
 
 
 def decisive(config: Mapping[str, Any], data_files: Sequence[str], neutral: Neutral) -> dict[str, Any]:
-    """The part of the identity a saved config.json alone tells (``RunConfig.as_dict`` form)."""
+    """The part of the identity a saved config.json alone tells (``RunConfig.as_dict`` form, by
+    sections, or flat as earlier versions wrote it)."""
+    config = flatten(config)
     params = dict(config.get("params") or {})
     judge = config.get("judge")
     return {
@@ -100,6 +102,8 @@ def decisive(config: Mapping[str, Any], data_files: Sequence[str], neutral: Neut
         "seed": config.get("seed"),
         "models": {str(m.get("label", "")): _model_part(m, neutral) for m in config.get("models") or ()},
         "judge": _model_part(judge, neutral) if judge else None,
+        # Only when on: the identities (and folder names) of runs without it stay as they were.
+        **({"multi_answer_instruction": True} if config.get("multi_answer_instruction") else {}),
     }
 
 
@@ -124,9 +128,9 @@ def identity(
 
 def folder_name(config: RunConfig, ident: Mapping[str, Any]) -> str:
     """``<model labels>-<hash of the identity and the limit>``, or ``config.run_name``."""
-    if config.run_name:
-        return config.run_name
-    payload = json.dumps({**ident, "limit": config.limit}, sort_keys=True, default=str)
+    if config.output.run_name:
+        return config.output.run_name
+    payload = json.dumps({**ident, "limit": config.data.limit}, sort_keys=True, default=str)
     digest = hashlib.sha256(payload.encode()).hexdigest()[:8]
     return f"{'-'.join(_slug(spec.label) for spec in config.models)[:80]}-{digest}"
 
@@ -136,7 +140,7 @@ def _slug(text: str) -> str:
 
 
 def make_run_dir(config: RunConfig, ident: Mapping[str, Any]) -> Path:
-    path = config.out / folder_name(config, ident)
+    path = config.output.out / folder_name(config, ident)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -169,7 +173,7 @@ def check_reuse(run_dir: Path, ident: Mapping[str, Any], limit: int | None, neut
     if "resolved" not in saved_ident:  # written before resolved identities were saved
         ident = {key: value for key, value in ident.items() if key != "resolved"}
     differences = _differences(saved_ident, dict(ident))
-    saved_limit = saved_config.get("limit") if isinstance(saved_config, dict) else None
+    saved_limit = flatten(saved_config).get("limit") if isinstance(saved_config, dict) else None
     if saved_limit is not None and limit is not None and limit < saved_limit:
         differences.append(
             f"limit: {saved_limit} in the folder, {limit} here (its records beyond the first {limit} items would "

@@ -43,7 +43,8 @@ VIEW_OF_FIELD = {
     "department": "department",
     "granularity": "perceptual granularity",
 }
-_ALIASES = {alias: name for name, aliases in FIELDS.items() for alias in aliases}
+#: What a user may type for a field (any alias, lower case) -> the field's name.
+FIELD_OF_ALIAS: dict[str, str] = {alias: name for name, aliases in FIELDS.items() for alias in aliases}
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: it is cached per tree object
@@ -140,10 +141,10 @@ def _parse_expression(expression: str, tree: LexicalTree, index: dict[str, dict[
 def _parse_term(term: str, index: dict[str, dict[str, str]]) -> tuple[str, frozenset[str]]:
     key, sep, rest = term.partition("=")
     if sep:
-        field = _ALIASES.get(key.strip().lower())
+        field = FIELD_OF_ALIAS.get(key.strip().lower())
         if field is None:
             raise SelectionError(
-                f"unknown field {key.strip()!r} in {term!r}; fields are: {', '.join(sorted(_ALIASES))}"
+                f"unknown field {key.strip()!r} in {term!r}; fields are: {', '.join(sorted(FIELD_OF_ALIAS))}"
             )
         values = [value.strip() for value in rest.split("|")]
         for value in values:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from gmai_client.cli import EXIT_ERRORS, EXIT_STOPPED, EXIT_USAGE, main
+from gmai_client.config import flatten
 from gmai_client.records import read_records
 from gmai_client.splits import sample_path
 
@@ -114,7 +115,8 @@ def test_brackets_in_messages_are_printed_as_text_not_markup(tmp_path: Path) -> 
 
 
 def saved_config(run_dir: Path) -> dict:
-    return json.loads((run_dir / "config.json").read_text())["config"]
+    """config.json's configuration, every field by its flat name."""
+    return flatten(json.loads((run_dir / "config.json").read_text())["config"])
 
 
 def test_resume_runs_with_the_saved_configuration_and_states_overrides(tmp_path: Path, capsys) -> None:
@@ -157,6 +159,20 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path: Path, capsys
     assert f"--data {other} (the saved run has sample)" in err and "--seed 3 (the saved run has 0)" in err
     # The same value written again is no conflict.
     assert main(["run", "--no-progress", "--resume", str(tmp_path / "runs/r"), "--data", "sample", "--seed", "0"]) == 0
+
+
+def test_multi_answer_prompt_is_part_of_the_run_and_names_its_own_folder(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "runs")
+    assert main(["run", "--no-progress", "--out", out, "--limit", "5"]) == 0
+    assert main(["run", "--no-progress", "--out", out, "--limit", "5", "--multi-answer-prompt"]) == 0
+    folders = {saved_config(path)["multi_answer_instruction"]: path for path in (tmp_path / "runs").iterdir()}
+    assert set(folders) == {False, True}  # another prompt, another folder: neither resumes the other
+    # --resume brings the setting back; asking for it on a run made without it is refused.
+    assert main(["run", "--no-progress", "--resume", str(folders[True])]) == 0
+    assert saved_config(folders[True])["multi_answer_instruction"] is True
+    capsys.readouterr()
+    assert main(["run", "--no-progress", "--resume", str(folders[False]), "--multi-answer-prompt"]) == EXIT_USAGE
+    assert "--multi-answer-prompt on (the saved run has off)" in " ".join(capsys.readouterr().err.split())
 
 
 # --- exit statuses (issue 13.10) ---------------------------------------------------------------------

@@ -18,13 +18,13 @@ pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from gmai_client import cli  # noqa: E402
+from gmai_client.api import run  # noqa: E402
 from gmai_client.backends import ray as ray_backend  # noqa: E402
 from gmai_client.backends.ray import RayTorchBackend  # noqa: E402
 from gmai_client.backends.torch import TorchBackend  # noqa: E402
 from gmai_client.config import RunConfig, parse_model_spec  # noqa: E402
 from gmai_client.errors import ConfigError, ConnectionLost, ModelNotFound  # noqa: E402
 from gmai_client.records import RECORDS_FILE  # noqa: E402
-from gmai_client.runner import run  # noqa: E402
 from gmai_client.testing.tiny_models import build_tiny_llava  # noqa: E402
 from gmai_client.types import Response, SamplingParams  # noqa: E402
 

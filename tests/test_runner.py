@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import io
 import json
 import math
 import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import gmai_client
 from gmai_client import registry
@@ -119,7 +120,7 @@ def test_same_command_resumes_and_sends_nothing_twice(tmp_path: Path, small_tsv:
         return "A"
 
     base = config(tmp_path, small_tsv, models=("scripted:x",), run_name="resume")
-    first = run(RunConfig(**{**base.__dict__, "limit": 25}), backends={"scripted:x": ScriptedBackend(answer)})
+    first = run(base.updated(limit=25), backends={"scripted:x": ScriptedBackend(answer)})
     assert len(first.records) == 25
     second = run(base, backends={"scripted:x": ScriptedBackend(answer)})
     assert len(second.records) == 60
@@ -211,6 +212,16 @@ def test_sdk_accepts_backend_objects_and_several_models(tmp_path: Path, small_ts
     assert all(r.granularity in ("Box Level", "Mask Level") for r in result.records)
 
 
+def test_run_prints_nothing_unless_given_a_console(tmp_path: Path, small_tsv: Path, capsys) -> None:
+    result = run(config(tmp_path, small_tsv, run_name="quiet"))
+    assert (result.run_dir / "report.md").exists() and str(result.run_dir / "metrics.json") in result.files
+    assert capsys.readouterr() == ("", "")
+    console = Console(file=io.StringIO(), width=160)
+    run(config(tmp_path, small_tsv, run_name="loud"), console=console)
+    assert "GMAI-MMBench accuracy" in console.file.getvalue()
+    assert capsys.readouterr() == ("", "")
+
+
 # --- resume sends only what is not finished --------------------------------------------------------
 
 
@@ -233,7 +244,7 @@ def test_resume_sends_only_unfinished_items_and_retry_errors_only_the_errors(tmp
     def once(**changes) -> list[str]:
         sent.clear()
         base = config(tmp_path, small_tsv, models=("scripted:x",), run_name="resume", max_attempts=1)
-        run(RunConfig(**{**base.__dict__, **changes}), backends={"scripted:x": ScriptedBackend(answer)})
+        run(base.updated(**changes), backends={"scripted:x": ScriptedBackend(answer)})
         return sorted(sent, key=int)
 
     assert once(limit=40) == [str(i) for i in range(40)]
@@ -265,9 +276,9 @@ class Identified(RandomBackend):
 def folder_of(cfg: RunConfig, backends=None) -> str:
     from gmai_client import rundir
 
-    files = [str(f.path) for f in open_dataset([Path(cfg.data[0])])]
+    files = [str(f.path) for f in open_dataset([Path(cfg.data.files[0])])]
     built = {spec.label: (backends or {}).get(spec.label) or registry.create(spec) for spec in cfg.models}
-    judge = registry.create(cfg.judge) if cfg.judge else None
+    judge = registry.create(cfg.protocol.judge) if cfg.protocol.judge else None
     return rundir.folder_name(cfg, rundir.identity(cfg, files, built, judge, registry.answer_neutral_options))
 
 
@@ -276,7 +287,7 @@ def test_every_option_that_can_change_an_answer_names_another_folder(tmp_path: P
 
     def openai(*options: str) -> RunConfig:
         spec = parse_model_spec("openai:gpt-4o@http://127.0.0.1:9/v1", ["label=gpt", *options])
-        return RunConfig(models=(spec,), data=(str(small_tsv),), out=tmp_path)
+        return RunConfig.build([spec], data=[str(small_tsv)], out=tmp_path)
 
     low = folder_of(openai("detail=low"))
     assert folder_of(openai("detail=high")) != low
@@ -284,12 +295,14 @@ def test_every_option_that_can_change_an_answer_names_another_folder(tmp_path: P
     assert folder_of(openai("detail=low", "max_tokens_field=max_completion_tokens")) != low
     # Pace, patience and the account change no answer: the same folder, so a rerun resumes it.
     assert folder_of(openai("detail=low", "rpm=60", "tpm=1000", "timeout=5", "api_key_env=MY_CRED")) == low
-    assert folder_of(replace(openai("detail=low"), concurrency=3, max_attempts=2, rpm=5.0)) == low
-    assert folder_of(replace(openai("detail=low"), params=SamplingParams(max_tokens=64))) != low
-    assert folder_of(replace(openai("detail=low"), judge=parse_model_spec("random"))) != low
+    assert folder_of(openai("detail=low").updated(concurrency=3, max_attempts=2, rpm=5.0)) == low
+    assert folder_of(openai("detail=low").updated(params=SamplingParams(max_tokens=64))) != low
+    assert folder_of(openai("detail=low").updated(judge=parse_model_spec("random"))) != low
+    # The paper's multi-answer instruction changes what a multi-answer item is asked.
+    assert folder_of(openai("detail=low").updated(multi_answer_instruction=True)) != low
 
     # The endpoint the backend resolved (not only the one written in the spec) is part of it.
-    random_run = RunConfig(models=(parse_model_spec("random"),), data=(str(small_tsv),), out=tmp_path)
+    random_run = RunConfig.build(["random"], data=[str(small_tsv)], out=tmp_path)
     here = folder_of(random_run, {"random": Identified("http://a:8000/v1")})
     assert folder_of(random_run, {"random": Identified("http://b:8000/v1")}) != here
     assert folder_of(random_run, {"random": Identified("http://a:8000/v1")}) == here
@@ -302,25 +315,25 @@ def test_a_named_folder_holding_another_run_is_refused_saying_what_differs(tmp_p
     saved = (run_dir / "config.json").read_text()
     journal = (run_dir / "records.jsonl").read_text()
 
-    with_seed = RunConfig(**{**first.__dict__, "models": (parse_model_spec("random", ["seed=7"]),)})
+    with_seed = first.updated(models=[parse_model_spec("random", ["seed=7"])])
     with pytest.raises(ConfigError, match=r"holds another run.*models\.random\.options\.seed: not set in the folder"):
         run(with_seed)
-    other_model = RunConfig(**{**first.__dict__, "models": (parse_model_spec("random", ["label=other"]),)})
+    other_model = first.updated(models=[parse_model_spec("random", ["label=other"])])
     with pytest.raises(ConfigError, match="models: random in the folder, other here"):
         run(other_model)
     with pytest.raises(ConfigError, match=r"resolved\.models\.random\.endpoint"):
         run(first, backends={"random": Identified("http://elsewhere/v1")})
     with pytest.raises(ConfigError, match="a limit may only grow"):
-        run(RunConfig(**{**first.__dict__, "limit": 5}))
+        run(first.updated(limit=5))
     with pytest.raises(ConfigError, match=r"params\.temperature: 0\.0 in the folder, 0\.5 here"):
-        run(RunConfig(**{**first.__dict__, "params": SamplingParams(temperature=0.5)}))
+        run(first.updated(params=SamplingParams(temperature=0.5)))
     # Refused before anything was sent or rewritten: the folder still describes its own records.
     assert (run_dir / "config.json").read_text() == saved
     assert (run_dir / "records.jsonl").read_text() == journal
 
-    grown = run(RunConfig(**{**first.__dict__, "limit": 20}))  # a larger limit extends the run
+    grown = run(first.updated(limit=20))  # a larger limit extends the run
     assert len(grown.records) == 20
-    assert json.loads((run_dir / "config.json").read_text())["config"]["limit"] == 20
+    assert json.loads((run_dir / "config.json").read_text())["config"]["data"]["limit"] == 20
 
 
 # --- the run-folder lock (issue 13.7) ---------------------------------------------------------------
@@ -392,17 +405,17 @@ def test_a_full_disk_ends_the_run_promptly_keeping_what_was_recorded(
 def test_data_that_breaks_mid_file_ends_the_run_with_the_reason(
     tmp_path: Path, small_tsv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gmai_client import runner
+    from gmai_client.wiring import Items
 
-    real = runner._selected
+    real = Items.entries
 
-    def breaking(*args, **kwargs):
-        for n, entry in enumerate(real(*args, **kwargs)):
+    def breaking(self: Items):
+        for n, entry in enumerate(real(self)):
             if n == 30:
                 raise OSError(errno.EIO, "Input/output error", str(small_tsv))
             yield entry
 
-    monkeypatch.setattr(runner, "_selected", breaking)
+    monkeypatch.setattr(Items, "entries", breaking)
     result = run(config(tmp_path, small_tsv, concurrency=2))
     assert "reading the data failed" in result.failure and "Input/output error" in result.failure
     assert 0 < len(read_records(result.run_dir / "records.jsonl")) <= 30

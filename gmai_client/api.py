@@ -1,0 +1,83 @@
+"""The public entry point: ``run(config)`` wires a run, streams it, and writes its reports.
+
+    result = asyncio.run(gmai_client.run(config))
+    result.run_dir, result.records
+
+The three steps are three parts: ``wiring`` (config -> ready objects), ``runner`` (the loop,
+which writes records) and the report writers (``report.write_reports``), called here with the
+run's own figures (``run_figures``). Nothing is printed unless a console is given (the CLI gives
+the terminal's); the progress display follows ``config.output.progress``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING
+
+from gmai_client import report, rundir
+from gmai_client.backend import Backend
+from gmai_client.config import RunConfig
+from gmai_client.runner import RunResult, stream
+from gmai_client.wiring import wire
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+async def run(
+    config: RunConfig, *, backends: Mapping[str, Backend] | None = None, console: Console | None = None
+) -> RunResult:
+    """Run every model of ``config`` over the selected items; write the run folder; return the result.
+
+    ``backends`` maps a model label to an already built backend (for SDK users with their own
+    objects); the others are built from their specs through the registry. ``console``: where the
+    tables are printed (a ``rich`` console); None prints nothing.
+
+    Raises ``ConfigError`` before anything is sent when a value is bad, or the run folder holds
+    another run, is in use by another process or cannot be written. A failure after the start (a
+    full disk, a data file that breaks mid-way) ends the run at once: everything recorded stays,
+    and the result says why in ``failure``.
+    """
+    async with wire(config, backends=backends) as wired:
+        result = await stream(wired, config.policy)
+        # Still inside the folder's lock: no other process writes reports from half the records.
+        return write_reports(result, config, console=console)
+
+
+def write_reports(result: RunResult, config: RunConfig, *, console: Console | None = None) -> RunResult:
+    """The run's metrics and reports written into its folder; the result with their paths, or with
+    why they could not be written (the records are kept: ``report RUN_DIR`` writes them later)."""
+    order = [spec.label for spec in config.models]
+    try:
+        written = report.write_reports(
+            result.run_dir, result.records, run_figures(result, config), order=order, console=console
+        )
+    except OSError as exc:  # a full disk: the records are kept, the reports can be written later
+        reason = (
+            f"the reports could not be written ({exc}); `python -m gmai_client report {result.run_dir}` writes them"
+        )
+        return replace(result, failure=f"{result.failure}; {reason}" if result.failure else reason)
+    return replace(result, files=tuple(written))
+
+
+def run_figures(result: RunResult, config: RunConfig) -> rundir.RunFigures:
+    """What only the run knew, as the run folder's schema keeps it."""
+    models = tuple(
+        rundir.ModelFigures(
+            label=o.spec.label,
+            done=o.done,
+            errors=o.errors,
+            skipped=o.skipped,
+            stopped=o.stopped,
+            requests_sent=o.sent,
+            cache_hits=o.cache_hits,
+            throttled=o.throttled,
+            placement=tuple(o.placement),
+        )
+        for o in result.outcomes
+    )
+    judge = None
+    if result.judge is not None and config.protocol.judge is not None:
+        judge = rundir.JudgeFigures(model=config.protocol.judge.label, **asdict(result.judge))
+    return rundir.RunFigures(result.interrupted, result.elapsed_s, result.failure, models, judge)

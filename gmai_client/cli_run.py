@@ -1,0 +1,338 @@
+"""``python -m gmai_client run``: the configuration from the command line (or ``--resume``), the
+run through ``api.run`` with the terminal as its console, what went wrong said in one line each,
+and the exit status (the table in ``cli``'s docstring).
+
+Options of ``run`` default to "not given" (None): a new run fills them from the defaults
+(written once, in ``config``); ``--resume RUN_DIR`` runs the saved configuration, takes the pace
+and patience options given here as stated overrides (``config.POLICY_FIELDS``) and refuses any
+other option that differs from the saved run.
+
+Ctrl-C and SIGTERM are alike (``_Interrupts``): the first cancels the run, which keeps what
+finished and writes partial metrics; a second quits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.markup import escape
+
+from gmai_client.api import run
+from gmai_client.cli_common import (
+    EXIT_EMPTY,
+    EXIT_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    read_template,
+    sampling_params,
+    say_error,
+)
+from gmai_client.config import POLICY_FIELDS, ModelSpec, RunConfig, parse_model_spec, run_default
+from gmai_client.errors import ConfigError, redact
+from gmai_client.report import terminal_console
+from gmai_client.rundir import CONFIG_FILE, read_config
+from gmai_client.runner import RunResult
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if args.judge_options and not args.judge:
+        raise ConfigError("-J options need a --judge SPEC")
+    config = resumed_config(args) if args.resume is not None else new_config(args)
+    result: RunResult = _Interrupts().run(lambda: run(config, console=console))
+    status = exit_status(result)
+    folder = escape(str(result.run_dir))
+    console.print(f"run folder: {folder}")
+    for outcome in result.outcomes:
+        if outcome.stopped:
+            console.print(f"[red]{escape(outcome.spec.label)} stopped early:[/] {escape(redact(outcome.stopped))}")
+    if result.judge is not None and result.judge.stopped:
+        console.print(f"[red]the judge stopped:[/] {escape(redact(result.judge.stopped))}")
+    if result.failure:
+        say_error(
+            f"the run ended early: {result.failure}. Everything recorded is kept in {result.run_dir}; "
+            f"rerun the same command (or --resume {result.run_dir}) once it is fixed"
+        )
+    if result.interrupted:
+        console.print(
+            f"[yellow]interrupted: finished items are saved; resume with: "
+            f"python -m gmai_client run --resume {folder}[/]"
+        )
+        return status
+    _say_errored_items(result, folder)
+    if status == EXIT_EMPTY:
+        terminal_console(stderr=True).print(
+            "[yellow]warning:[/] no item was selected (a data file without rows, or a --select that matches "
+            "nothing): nothing was evaluated",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return status
+
+
+def _say_errored_items(result: RunResult, folder: str) -> None:
+    """Per model, how many items ended in an error, the first error, and how to send them again."""
+    errored = Counter(r.model for r in result.records if r.status == "error")
+    first: dict[str, str | None] = {}
+    for record in result.records:
+        if record.status == "error":
+            first.setdefault(record.model, record.error)
+    for label, n in errored.items():
+        example = redact(first[label] or "")
+        example = example if len(example) <= 200 else example[:197] + "..."
+        terminal_console(stderr=True).print(
+            f"[yellow]{escape(label)}: {n} item(s) ended in an error[/] (the first: {escape(example)}); "
+            f"send them again with: python -m gmai_client run --resume {folder} --retry-errors",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def exit_status(result: RunResult) -> int:
+    """The ``run`` exit status of a ``RunResult`` (the table in ``cli``'s docstring)."""
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    judge_stopped = result.judge is not None and bool(result.judge.stopped)
+    if result.failure or judge_stopped or any(outcome.stopped for outcome in result.outcomes):
+        return EXIT_STOPPED
+    if any(record.status == "error" for record in result.records):
+        return EXIT_ERRORS
+    if not result.records:
+        return EXIT_EMPTY
+    return EXIT_OK
+
+
+# --- the configuration ------------------------------------------------------------------------
+
+#: argparse destinations that are RunConfig fields of the same flat name and need no conversion.
+_PLAIN_FIELDS = (
+    "concurrency",
+    "limit",
+    "seed",
+    "out",
+    "run_name",
+    "data_dir",
+    "rpm",
+    "tpm",
+    "max_attempts",
+    "attempt_timeout",
+    "item_deadline",
+    "max_errors",
+    "token_budget",
+    "cache",
+    "cache_path",
+    "executor",
+    "ray_address",
+    "retry_errors",
+)
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields (by flat name) this command line gives; sampling parameters apart."""
+    given: dict[str, Any] = {name: getattr(args, name) for name in _PLAIN_FIELDS if getattr(args, name) is not None}
+    if args.models:
+        given["models"] = tuple(parse_model_spec(spec, options) for spec, options in args.models)
+    if args.data:
+        given["data"] = tuple(args.data)
+    if args.select:
+        given["select"] = tuple(args.select)
+    if args.template is not None:
+        given["template"] = read_template(args.template)
+    if args.judge:
+        given["judge"] = parse_model_spec(args.judge, args.judge_options or [])
+    if args.multi_answer_prompt:
+        given["multi_answer_instruction"] = True
+    if args.no_progress:
+        given["progress"] = False
+    return given
+
+
+def new_config(args: argparse.Namespace) -> RunConfig:
+    given = _given(args)
+    params = sampling_params(args, seed=given.get("seed", run_default("seed")))
+    return RunConfig.from_flat(**given, params=params)
+
+
+#: How the messages name a field: the option that sets it.
+_FLAGS = {
+    "models": "--model/-B",
+    "cache": "--cache/--no-cache",
+    "judge": "--judge/-J",
+    "params": "--temperature",
+    "multi_answer_instruction": "--multi-answer-prompt",
+}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def resumed_config(args: argparse.Namespace) -> RunConfig:
+    """The saved configuration of RUN_DIR. Pace and patience options given here override it (and
+    say so); any other option given here must agree with it (a larger --limit extends the run)."""
+    saved = _saved(args.resume)
+    overrides, notes, conflicts = _against_saved(saved, _given(args), args)
+    if conflicts:
+        raise ConfigError(
+            f"--resume {args.resume} runs its saved configuration, and this command differs from it: "
+            + "; ".join(conflicts)
+            + ". Drop those options, or start a new run without --resume"
+        )
+    console = terminal_console(stderr=True)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    return saved.updated(
+        out=args.resume.parent,
+        run_name=args.resume.name,
+        retry_errors=bool(args.retry_errors),
+        progress=not args.no_progress,
+        **{k: v for k, v in overrides.items() if k not in ("retry_errors", "progress")},
+    )
+
+
+def _saved(run_dir: Path) -> RunConfig:
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"--resume {run_dir}: no {CONFIG_FILE} there (is it a run folder?)")
+    document = read_config(run_dir)
+    if document is None:
+        raise ConfigError(f"--resume: {run_dir / CONFIG_FILE} is unreadable (not a JSON object with a config)")
+    try:
+        return RunConfig.from_dict(document.config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--resume: {run_dir / CONFIG_FILE} is unreadable: {exc}") from None
+
+
+def _against_saved(
+    saved: RunConfig, given: dict[str, Any], args: argparse.Namespace
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(the overrides to apply, the notes that say so, the conflicts that refuse the resume)."""
+    before_all = saved.flat()
+    overrides: dict[str, Any] = {}
+    notes: list[str] = []
+    conflicts = [f"{_flag(name)} (--resume names the run folder)" for name in ("out", "run_name") if name in given]
+    for name, value in given.items():
+        before = before_all[name]
+        if name in ("out", "run_name"):
+            continue
+        if name in POLICY_FIELDS:
+            if name not in ("retry_errors", "progress") and value != before:
+                notes.append(f"{_flag(name)} {_shown(value)} overrides the saved {_shown(before)}")
+            overrides[name] = value
+        elif name == "limit":
+            if before is not None and value > before:
+                notes.append(f"--limit {value} extends the saved run's {before} items")
+                overrides[name] = value
+            elif value != before:
+                conflicts.append(f"--limit {value} (the saved run has {_shown(before)}; a limit may only grow)")
+        elif name == "template" and value != before:
+            conflicts.append("--template (its text differs from the saved run's template)")
+        elif _comparable(name, value) != _comparable(name, before):
+            conflicts.append(f"{_flag(name)} {_shown(value)} (the saved run has {_shown(before)})")
+    for name in ("temperature", "max_tokens"):
+        value, before = getattr(args, name), getattr(saved.protocol.params, name)
+        if value is not None and value != before:
+            conflicts.append(f"--{name.replace('_', '-')} {value:g} (the saved run has {before:g})")
+    return overrides, notes, conflicts
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """A field's value as compared with the saved run (same files written two ways are equal)."""
+    if name == "data":
+        return tuple(str(Path(spec).resolve()) if Path(spec).exists() else spec for spec in value)
+    if name == "data_dir":
+        return str(Path(value).expanduser().resolve()) if value is not None else None
+    if name == "models":
+        return tuple(spec.as_dict() for spec in value)
+    if name == "judge":
+        return value.as_dict() if value is not None else None
+    return value
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ", ".join(_shown(item) for item in value) or "none"
+    if isinstance(value, ModelSpec):
+        saved = value.as_dict()  # secret-looking options redacted
+        return saved["label"] + "".join(f" -B {key}={option}" for key, option in sorted(saved["options"].items()))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# --- Ctrl-C and SIGTERM ----------------------------------------------------------------------
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM during a run, alike.
+
+    The first cancels the run, which keeps what finished, writes partial metrics and returns
+    ``interrupted``. A second one quits at once, with one line and no traceback: asyncio's own
+    answer to a second Ctrl-C is a KeyboardInterrupt raised wherever Python happens to be (in an
+    import, a finaliser, the loop's shutdown), which prints tracebacks and can leave the loop half
+    closed. Quitting loses nothing recorded: records.jsonl is written and flushed item by item, the
+    folder lock dies with the process and the cache's SQLite journal rolls back an open write; only
+    the metrics are left to ``report RUN_DIR``. A signal the shell set to be ignored (a background
+    job's SIGINT) stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task[Any] | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received += 1
+        loop, task = self.loop, self.task
+        if self.received == 1 and loop is not None and task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)  # the run's own Ctrl-C path
+            return
+        if self.received == 1:
+            raise KeyboardInterrupt  # outside the run (starting or printing): Python's own behaviour
+        _quit_now()
+
+    def run(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        async def attached() -> Any:
+            self.loop, self.task = asyncio.get_running_loop(), asyncio.current_task()
+            try:
+                return await make()
+            finally:
+                self.loop = self.task = None
+
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    previous[signum] = signal.signal(signum, self)
+        try:
+            return asyncio.run(attached())
+        except asyncio.CancelledError:  # interrupted before the run could catch it (opening the data)
+            raise KeyboardInterrupt from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _quit_now() -> NoReturn:
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(Exception):
+        sys.stderr.write(
+            "\ninterrupted again: quit at once. The items finished so far are saved (records.jsonl is written "
+            "item by item): rerun the same command to resume; `python -m gmai_client report RUN_DIR` writes "
+            "the metrics\n"
+        )
+        sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
