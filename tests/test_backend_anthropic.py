@@ -7,8 +7,6 @@ PNGs, system, max_tokens, temperature, exactly one HTTP request per generate) an
 from __future__ import annotations
 
 import asyncio
-import io
-import itertools
 import socket
 import subprocess
 import sys
@@ -19,16 +17,13 @@ import pytest
 pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
-from PIL import Image as PILImage
 
 from gmai_client import errors, registry
 from gmai_client.backends.anthropic import AnthropicBackend, AnthropicOptions
 from gmai_client.config import parse_model_spec
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.prompt import build_request
-from gmai_client.splits import sample_path
-from gmai_client.testing.fake_api import FakeAPI, Faults, request_key
+from gmai_client.testing.fake_api import FakeAPI, request_key
 from gmai_client.types import Image, Request, Response, SamplingParams
+from tests.api_backend_kit import fails, generate, png, sample_request, serve, wiped
 
 KEY = "sk-ant-test-SECRET123456789"
 MODEL = "claude-fake-1"
@@ -36,50 +31,22 @@ MODEL = "claude-fake-1"
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeAPI]:
-    with FakeAPI(faults=Faults(hang_seconds=10)) as api:
-        yield api
+    yield from serve()
 
 
 @pytest.fixture
 def api(server: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
-    """The module's server, wiped clean for one test; the key set in the environment."""
-    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-    server.reset()
-    server.answers, server.fallback, server.require_key = {}, "A", None
-    return server
+    return wiped(server, monkeypatch, "ANTHROPIC_API_KEY", KEY)
 
 
 @pytest.fixture(scope="module")
 def request_() -> Request:
-    item = next(i for i in itertools.islice(iter_items(open_dataset([sample_path()])), 20) if i.images_b64)
-    return build_request(item, params=SamplingParams(temperature=0.3, max_tokens=32, seed=7), system="Be brief.")
+    return sample_request()
 
 
 def backend(api: FakeAPI, **kwargs: object) -> AnthropicBackend:
     kwargs.setdefault("timeout", 2.0)
     return AnthropicBackend(MODEL, endpoint=api.base_url_anthropic, options=AnthropicOptions(**kwargs))  # type: ignore[arg-type]
-
-
-def generate(b: AnthropicBackend, request: Request) -> Response:
-    async def go() -> Response:
-        try:
-            return await b.generate(request)
-        finally:
-            await b.close()
-
-    return asyncio.run(go())
-
-
-def fails(b: AnthropicBackend, request: Request) -> errors.BackendError:
-    with pytest.raises(errors.BackendError) as caught:
-        generate(b, request)
-    return caught.value
-
-
-def png(width: int, height: int, color: int = 0) -> bytes:
-    out = io.BytesIO()
-    PILImage.new("RGB", (width, height), (color, 80, 160)).save(out, format="PNG")
-    return out.getvalue()
 
 
 # ---------------------------------------------------------------------- the request on the wire
