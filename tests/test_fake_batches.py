@@ -169,12 +169,15 @@ def test_anthropic_batch_ends_and_answers_like_the_live_endpoint(serve: Any) -> 
 
 
 def test_time_based_processing(serve: Any) -> None:
-    with serve(processing_s=0.4) as api:
+    with serve(processing_s=1.0) as api:
         client = openai_client(api)
+        started = time.time()
         batch = submit_openai(client, {"a": chat_body("q")})
         assert client.batches.retrieve(batch.id).status in ("validating", "in_progress")
-        time.sleep(0.45)
-        assert client.batches.retrieve(batch.id).status == "completed"
+        while client.batches.retrieve(batch.id).status != "completed":
+            assert time.time() - started < 10, "the batch never completed"
+            time.sleep(0.1)
+        assert time.time() - started >= 1.0  # not before its processing time
 
 
 # ---------------------------------------------------------------------- partial failures and expiry
@@ -411,15 +414,16 @@ def test_queue_limits(serve: Any) -> None:
 
 
 def test_polling_too_fast_gets_429_with_retry_after(serve: Any) -> None:
-    with serve(processing_polls=2, poll_interval=0.3) as api:
+    with serve(processing_polls=2, poll_interval=60) as api:
         client = openai_client(api)
         batch = submit_openai(client, {"a": chat_body("q")})
         assert client.batches.retrieve(batch.id).status == "in_progress"  # poll 1 of 2
         with pytest.raises(openai.RateLimitError) as early:
             client.batches.retrieve(batch.id)
-        assert early.value.response.headers["retry-after"] == "1"
-        time.sleep(0.3)
+        assert 59 <= int(early.value.response.headers["retry-after"]) <= 60
+        batches_of(api).poll_interval = None  # as if the interval had passed
         assert client.batches.retrieve(batch.id).status == "completed"  # the refused poll did not count
+        batches_of(api).poll_interval = 60
         assert client.batches.retrieve(batch.id).status == "completed"  # an ended batch is never refused
         assert api.stats()["batches"]["early_polls"] == 1
 
@@ -496,8 +500,9 @@ def test_a_restart_on_the_same_state_directory_keeps_every_batch(serve: Any, tmp
 def test_out_of_process_server_survives_sigkill(tmp_path: Path) -> None:
     def start(port: int) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "gmai_client.testing.fake_batches", "--port", str(port),
-                   "--state-dir", str(tmp_path), "--batch-polls", "3", "--batch-error-id", "b"]  # fmt: skip
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                   "--state-dir", str(tmp_path / "state"), "--batch-polls", "3", "--batch-error-id", "b"]  # fmt: skip
+        with (tmp_path / f"server-{port}.log").open("wb") as log:
+            server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -506,7 +511,8 @@ def test_out_of_process_server_survives_sigkill(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         server.kill()
-        raise AssertionError("the fake server did not start")
+        server.wait(10)
+        raise AssertionError(f"the fake server did not start: {(tmp_path / f'server-{port}.log').read_text()}")
 
     first, second = free_ports(2)
     server = start(first)
@@ -546,3 +552,32 @@ def test_every_call_is_recorded(serve: Any) -> None:
 
         api.reset()
         assert batches_of(api).calls == [] and api.stats()["batches"]["created"] == {"openai": 1}
+
+
+def test_injected_call_faults(serve: Any) -> None:
+    with serve() as api:
+        client, batches = openai_client(api), batches_of(api)
+        upload = client.files.create(file=("in.jsonl", batch_file({"a": chat_body("q")})), purpose="batch")
+
+        batches.inject("batches.create", "lost")  # created, but the answer never arrives
+        with pytest.raises(openai.APIConnectionError):
+            client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        (created,) = client.batches.list().data  # what a client finds when it looks before resubmitting
+        assert created.input_file_id == upload.id
+
+        batches.inject("batches.retrieve", "status", status=503, retry_after=2)
+        with pytest.raises(openai.InternalServerError) as unavailable:
+            client.batches.retrieve(created.id)
+        assert unavailable.value.response.headers["retry-after"] == "2"
+        assert client.batches.retrieve(created.id).status == "completed"
+
+        httpx.post(f"{api.base_url}/_fake/batches/inject", json={"endpoint": "*", "kind": "reset"}).raise_for_status()
+        with pytest.raises(anthropic.APIConnectionError):
+            anthropic_client(api).messages.batches.create(requests=[{"custom_id": "a", "params": messages_params("q")}])
+
+        stats = api.stats()["batches"]
+        assert stats["created"] == {"openai": 1}  # the reset create did nothing
+        assert stats["faults"] == {
+            "batches.create:lost": 1, "batches.retrieve:status": 1, "messages.batches.create:reset": 1,
+        }  # fmt: skip
+        assert [c.status for c in batches.calls if c.fault] == [0, 503, 0]  # 0: no answer reached the client

@@ -980,7 +980,7 @@ def api_from_args(args: argparse.Namespace) -> FakeAPI:
 
 
 def serve(api: FakeAPI) -> None:
-    """Run ``api`` until Ctrl-C or SIGTERM's KeyboardInterrupt, printing its address first."""
+    """Run ``api`` until the process is interrupted or killed, printing its address first."""
     with api:
         print(f"fake API on {api.base_url} (OpenAI: {api.base_url_openai})", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

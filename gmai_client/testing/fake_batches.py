@@ -46,7 +46,13 @@ Knobs (constructor arguments and public attributes; CLI flags in ``main``): proc
 seconds or in status polls; custom_ids (or a seeded fraction) that error or expire; batches (by
 creation number) that expire as a whole; a minimum interval between polls of an unfinished batch
 (429 with Retry-After when polled sooner); the vendors' size limits; OpenAI's enqueued-token limit
-and Anthropic's processing-queue limit.
+and Anthropic's processing-queue limit. ``inject`` (or ``POST /_fake/batches/inject``) makes the
+next call(s) to an endpoint fail: an error status, a reset connection, or a "lost" answer (the batch
+is created, the client never hears of it). The live endpoints' faults, latency and rate limit do not
+apply to these endpoints; ``require_key`` does.
+
+Records: every call (``calls``, persisted), each (api, model, custom_id)'s submissions and delivered
+results, and batches sent twice with the same requests; ``stats()`` / ``GET /_fake/stats`` sums them.
 
 State: files, batches, their items and results, and the call log live in ``state_dir`` (a temporary
 directory when none is given). A new server on the same directory (a restart in the middle) sees
@@ -66,10 +72,12 @@ import math
 import os
 import random
 import re
+import shutil
 import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -79,7 +87,15 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from gmai_client.testing.fake_api import FakeAPI, _credentials, _vendor_error, api_from_args, build_parser, serve
+from gmai_client.testing.fake_api import (
+    FakeAPI,
+    _credentials,
+    _reset_connection,
+    _vendor_error,
+    api_from_args,
+    build_parser,
+    serve,
+)
 
 OPENAI_MAX_REQUESTS = 50_000  # per input file
 OPENAI_MAX_BYTES = 200 * 1024 * 1024  # per input file
@@ -94,6 +110,9 @@ _VALIDATED, _FINALIZING = 0.1, 0.7
 _ENDED = frozenset({"completed", "expired", "cancelled", "failed", "ended"})
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # Anthropic's rule for custom_id
 _PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+#: What ``FakeBatches.inject`` can do to a call: answer an error status and do nothing, reset the
+#: connection and do nothing, or do the work and then reset the connection (the answer is lost).
+CALL_FAULTS = ("status", "reset", "lost")
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,7 @@ class BatchCall:
     file_id: str = ""
     requests: int = 0  # requests in the uploaded file or the created batch
     timestamp: float = 0.0
+    fault: str = ""  # the injected fault ("status", "reset", "lost"), if any
 
 
 @dataclass
@@ -215,8 +235,10 @@ class FakeBatches:
         self.anthropic_max_bytes = anthropic_max_bytes
         self.openai_enqueued_tokens = openai_enqueued_tokens
         self.anthropic_queue_limit = anthropic_queue_limit
-        self._tmp = tempfile.TemporaryDirectory(prefix="fake-batches-") if state_dir is None else None
-        self.state_dir = Path(self._tmp.name if self._tmp is not None else state_dir)  # type: ignore[arg-type]
+        if state_dir is None:  # a private directory, removed with this object
+            state_dir = tempfile.mkdtemp(prefix="fake-batches-")
+            weakref.finalize(self, shutil.rmtree, state_dir, ignore_errors=True)
+        self.state_dir = Path(state_dir)
         self._files_dir = self.state_dir / "files"
         self._batches_dir = self.state_dir / "batches"
         self._files_dir.mkdir(parents=True, exist_ok=True)
@@ -228,6 +250,7 @@ class FakeBatches:
         self._submissions: Counter[tuple[str, str, str]] = Counter()  # (api, model, custom_id)
         self._answers: Counter[tuple[str, str, str]] = Counter()  # results delivered (succeeded, errored)
         self._signatures: Counter[str] = Counter()
+        self._faults: list[tuple[str, str, int, float | None]] = []  # (endpoint, kind, status, retry_after)
         self._load()
         api.extensions.append(self)
 
@@ -261,6 +284,7 @@ class FakeBatches:
                 "batches": {
                     "calls": dict(Counter(c.endpoint for c in self._calls)),
                     "refused": dict(Counter(f"{c.endpoint}:{c.status}" for c in self._calls if c.status >= 400)),
+                    "faults": dict(Counter(f"{c.endpoint}:{c.fault}" for c in self._calls if c.fault)),
                     "early_polls": sum(1 for c in self._calls if c.endpoint.endswith("retrieve") and c.status == 429),
                     "files": len(self._files),
                     "created": dict(Counter(b.api for b in batches)),
@@ -274,10 +298,32 @@ class FakeBatches:
                 }
             }
 
+    def inject(
+        self, endpoint: str, kind: str, *, times: int = 1, status: int = 500, retry_after: float | None = None
+    ) -> None:
+        """The next ``times`` calls to ``endpoint`` (a ``BatchCall.endpoint`` name such as
+        "batches.create", or "*" for any) meet ``kind``: "status" answers the vendor's error JSON for
+        ``status`` (with Retry-After when given) and does nothing; "reset" resets the connection and
+        does nothing; "lost" does the work (uploads the file, creates the batch, cancels it) and then
+        resets the connection, so the client never learns the outcome."""
+        if kind not in CALL_FAULTS:
+            raise ValueError(f"unknown call fault {kind!r}; known: {', '.join(CALL_FAULTS)}")
+        with self._lock:
+            self._faults.extend((endpoint, kind, status, retry_after) for _ in range(times))
+
+    def _take_fault(self, endpoint: str) -> tuple[str, str, int, float | None] | None:
+        with self._lock:
+            for i, fault in enumerate(self._faults):
+                if fault[0] in (endpoint, "*"):
+                    return self._faults.pop(i)
+        return None
+
     def reset(self) -> None:
-        """Forget the recorded calls. Files and batches are the provider's state and stay."""
+        """Forget the recorded calls and pending injections. Files and batches are the provider's
+        state and stay."""
         with self._lock:
             self._calls.clear()
+            self._faults.clear()
             (self.state_dir / "calls.jsonl").unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- routes
@@ -301,19 +347,45 @@ class FakeBatches:
         ]  # fmt: skip
         for method, path, endpoint, api, handler in routes:
             app.router.add_route(method, path, self._endpoint(endpoint, api, handler))
+        app.router.add_post("/_fake/batches/inject", self._handle_inject)
 
     def _endpoint(self, endpoint: str, api: str, handler: Any) -> Any:
         async def handle(http: web.Request) -> web.StreamResponse:
             call = _Call(api, http.match_info.get("batch_id", ""), http.match_info.get("file_id", ""))
+            fault = self._take_fault(endpoint)
+            kind = fault[1] if fault else ""
             try:
                 self._check_key(api, http)
-                response = await handler(http, call)
+                if fault and kind == "status":
+                    retry_after = {} if fault[3] is None else {"retry-after": f"{fault[3]:g}"}
+                    raise _Refused(_vendor_error(api, fault[2], headers=retry_after))
+                if kind == "reset":
+                    await http.read()  # the body arrived; the answer never leaves
+                    response: web.StreamResponse = web.Response(status=500)
+                else:
+                    response = await handler(http, call)
             except _Refused as refused:
                 response = refused.response
-            self._record(BatchCall(endpoint, response.status, call.batch_id, call.file_id, call.requests, time.time()))
+            status = 0 if kind in ("reset", "lost") else response.status  # 0: the client got no answer
+            self._record(BatchCall(endpoint, status, call.batch_id, call.file_id, call.requests, time.time(), kind))
+            if kind in ("reset", "lost"):
+                _reset_connection(http)
             return response
 
         return handle
+
+    async def _handle_inject(self, http: web.Request) -> web.Response:
+        """``POST /_fake/batches/inject`` {"endpoint", "kind", "times", "status", "retry_after"}: ``inject``
+        for a server in another process."""
+        body = await http.json()
+        try:
+            self.inject(
+                str(body["endpoint"]), str(body["kind"]), times=int(body.get("times", 1)),
+                status=int(body.get("status", 500)), retry_after=body.get("retry_after"),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
 
     def _check_key(self, api: str, http: web.Request) -> None:
         if self.api.require_key is None:
@@ -424,13 +496,12 @@ class FakeBatches:
         file = self._file(body["input_file_id"])
         if file["purpose"] != "batch":
             return _error("openai", 400, "The input file must be uploaded with purpose 'batch'.", param="input_file_id")
-        data = (self._files_dir / f"{file['id']}.data").read_bytes()
-        batch = await asyncio.to_thread(self._new_openai_batch, data, file["id"], metadata)
+        batch = await asyncio.to_thread(self._new_openai_batch, file["id"], metadata)
         call.batch_id, call.requests = batch.id, batch.total
         return web.json_response(self._render(batch, http))
 
-    def _new_openai_batch(self, data: bytes, file_id: str, metadata: dict[str, str] | None) -> _Batch:
-        requests, errors = self._read_batch_file(data)
+    def _new_openai_batch(self, file_id: str, metadata: dict[str, str] | None) -> _Batch:
+        requests, errors = self._read_batch_file((self._files_dir / f"{file_id}.data").read_bytes())
         model = str(requests[0][1].get("model", "")) if requests else ""
         batch_id = f"batch_{uuid.uuid4().hex[:24]}"
         extra = {"input_file_id": file_id, "endpoint": OPENAI_ENDPOINT, "metadata": metadata, "model": model}
@@ -442,10 +513,7 @@ class FakeBatches:
         with self._lock:
             limit = self.openai_enqueued_tokens
             if limit is not None:
-                queued = sum(
-                    b.tokens for b in self._batches.values()
-                    if b.api == "openai" and b.model == model and b.status not in _ENDED
-                )  # fmt: skip
+                queued = sum(b.tokens for b in self._unfinished("openai") if b.model == model)
                 if queued + tokens > limit:
                     message = (
                         f"Enqueued token limit reached for {model} in organization org-fake. Limit: {limit:,} "
@@ -473,7 +541,7 @@ class FakeBatches:
         requests: list[tuple[str, dict[str, Any]]] = []
         errors: list[dict[str, Any]] = []
         seen: set[str] = set()
-        first_model: str | None = None
+        first_model: tuple[int, str] | None = None  # (line, model)
         for n, raw in lines:
             try:
                 line = json.loads(raw)
@@ -500,11 +568,11 @@ class FakeBatches:
                                     "body.model"))  # fmt: skip
                 continue
             if first_model is None:
-                first_model = body["model"]
-            elif body["model"] != first_model:
+                first_model = (n, body["model"])
+            elif body["model"] != first_model[1]:
                 errors.append(error("model_mismatch", n, f"Every request in a batch must use the same model: "
-                                    f"line {n} asks for {body['model']!r}, line {lines[0][0]} for "
-                                    f"{first_model!r}.", "body.model"))  # fmt: skip
+                                    f"line {n} asks for {body['model']!r}, line {first_model[0]} for "
+                                    f"{first_model[1]!r}.", "body.model"))  # fmt: skip
             if isinstance(custom_id, str) and custom_id:
                 seen.add(custom_id)
                 requests.append((custom_id, body))
@@ -552,13 +620,20 @@ class FakeBatches:
             checked.append((custom_id, params))
         with self._lock:
             queue = self.anthropic_queue_limit
-            queued = sum(b.total for b in self._batches.values() if b.api == "anthropic" and b.status not in _ENDED)
+            queued = sum(b.total for b in self._unfinished("anthropic"))
             if queue is not None and queued + len(checked) > queue:
                 raise _Refused(_error("anthropic", 429, f"Number of batch requests in the processing queue would "
                                       f"exceed your limit of {queue:,}."))  # fmt: skip
         items, fates = self._answer_all("anthropic", checked)
         with self._lock:
             return self._commit(f"msgbatch_{uuid.uuid4().hex[:24]}", "anthropic", items, fates)
+
+    def _unfinished(self, api: str) -> list[_Batch]:
+        """``api``'s batches still processing (called holding the lock)."""
+        now = time.time()
+        for batch in self._batches.values():
+            self._advance(batch, now)
+        return [b for b in self._batches.values() if b.api == api and b.status not in _ENDED]
 
     def _answer_all(self, api: str, requests: list[tuple[str, dict[str, Any]]]) -> tuple[list[dict[str, Any]], str]:
         """Each request's answer, as the live endpoint gives it, and its fate letter. Answered when the
@@ -632,7 +707,6 @@ class FakeBatches:
             wait = (batch.last_poll + self.poll_interval - now) if self.poll_interval and batch.last_poll else 0.0
             if wait > 0 and batch.status not in _ENDED:
                 # Too soon: refused, and not counted as a poll (a refused poll moves nothing).
-                self._save_batch(batch)
                 return _error(batch.api, 429, "Too many status requests for this batch; retry after the "
                               "interval in Retry-After.", headers={"retry-after": str(math.ceil(wait))})  # fmt: skip
             batch.polls += 1
@@ -717,7 +791,14 @@ class FakeBatches:
         return batch.total if fraction >= 1 else math.floor(batch.total * fraction)
 
     def _advance(self, batch: _Batch, now: float) -> None:
-        """Move ``batch`` to the state its schedule says it is in by ``now`` (called holding the lock)."""
+        """Move ``batch`` to the state its schedule says it is in by ``now``, and save any change
+        (called holding the lock)."""
+        before = (batch.status, batch.processed)
+        self._move(batch, now)
+        if (batch.status, batch.processed) != before:
+            self._save_batch(batch)
+
+    def _move(self, batch: _Batch, now: float) -> None:
         if batch.status in _ENDED:
             return
         if batch.cancel_processed is not None:
