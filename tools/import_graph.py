@@ -47,6 +47,7 @@ PARTS: dict[str, str] = {
     "backends.": "backends",
     "records": "results",
     "rundir": "results",
+    "rundir.": "results",
     "report": "results",
     "report_format": "results",
     "predictions": "results",
