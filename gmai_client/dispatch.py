@@ -41,7 +41,7 @@ from gmai_client.errors import (
     RateLimited,
     redact,
 )
-from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, estimate_tokens
+from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter
 from gmai_client.retry import AttemptClock, RetryPolicy, call_with_retry
 from gmai_client.types import Request, Response
 
@@ -173,7 +173,8 @@ class Dispatcher:
         return Sent(response, attempts, retries)
 
     async def _attempt(self, request: Request, clock: AttemptClock) -> Response:
-        estimate = estimate_tokens(request)
+        # The backend knows its provider's token rules (images by size); the answer's ceiling on top.
+        estimate = self.backend.estimate_input_tokens(request) + request.params.max_tokens
         self.reachability.check()
         async with self.concurrency.slot(self._waiting):
             if self.limiter is not None:

@@ -31,24 +31,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from gmai_client.errors import ConfigError, DeadlineExceeded
-from gmai_client.types import Request
 
 # Buckets hold one second of budget: providers enforce "per minute" limits over shorter windows
 # too (OpenAI documents 60,000 RPM enforced as 1,000 per second), so a run must never spend a
 # minute's budget in one burst; a second's worth keeps a sliding one-second window within limits.
 _BURST_SECONDS = 1.0
-# A rough, provider-neutral token estimate: ~4 characters per text token, and a flat cost per
-# image (OpenAI's high-detail 512 px tile is 255 tokens + 85 base; Claude's ~1.6k for 1 Mpx).
-_CHARS_PER_TOKEN = 4
-IMAGE_TOKENS = 800
 
 OnLimitWait = Callable[[str, float], None]
-
-
-def estimate_tokens(request: Request) -> int:
-    """Tokens the request will probably be billed for: prompt, images and the answer's ceiling."""
-    prompt = (len(request.text) + len(request.system)) // _CHARS_PER_TOKEN + 1
-    return prompt + IMAGE_TOKENS * len(request.images) + request.params.max_tokens
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from gmai_client.backends.scripted import ScriptedBackend
 from gmai_client.cache import ResponseCache, cache_key, key_fields
 from gmai_client.dispatch import Dispatcher, Reachability, Sent, TokenBudget
 from gmai_client.errors import ConnectFailed, DeadlineExceeded, EndpointUnreachable, RateLimited, ServerError
-from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, Limits, estimate_tokens
+from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, Limits
 from gmai_client.retry import RetryPolicy
 from gmai_client.types import Request, Response, SamplingParams, Usage
 
@@ -219,7 +219,7 @@ async def _send_all(dispatch: Dispatcher, batch: list[Request]) -> list[Sent | B
 
 def test_the_budget_spends_the_reported_usage_not_the_estimate() -> None:
     (request,) = requests(1)
-    estimate = estimate_tokens(request)
+    estimate = CachedScript(lambda r: Response("A")).estimate_input_tokens(request) + request.params.max_tokens
     reported = Usage(input_tokens=7, output_tokens=3)
     assert estimate > 50  # the two figures differ: spending the wrong one shows
     backend = CachedScript(lambda r: Response("A", usage=reported))
@@ -236,4 +236,5 @@ def test_the_budget_spends_the_estimate_when_no_usage_is_reported() -> None:
 
     send_all(dispatcher(CachedScript(lambda r: Response("A", usage=None)), budget=budget), [request])
 
-    assert budget.spent == estimate_tokens(request)
+    script = CachedScript(lambda r: Response("A", usage=None))
+    assert budget.spent == script.estimate_input_tokens(request) + request.params.max_tokens

@@ -16,15 +16,12 @@ import pytest
 
 from gmai_client.errors import ConfigError, DeadlineExceeded
 from gmai_client.limiter import (
-    IMAGE_TOKENS,
     AdaptiveConcurrency,
     EndpointLimiter,
     LimiterPool,
     Limits,
     TokenBucket,
-    estimate_tokens,
 )
-from gmai_client.types import Image, Request, SamplingParams
 
 
 class FakeClock:
@@ -57,17 +54,6 @@ def probe(limiter: EndpointLimiter, tokens: int = 1) -> tuple[str, float] | None
     except WouldWait as wait:
         return wait.reason, pytest.approx(wait.seconds)
     return None
-
-
-# -- estimate_tokens
-
-
-def test_estimate_counts_text_images_and_the_answer_ceiling() -> None:
-    text_only = Request("1", text="x" * 400, system="y" * 40, params=SamplingParams(max_tokens=64))
-    with_images = Request("1", text="x" * 400, system="y" * 40, images=(Image(b"a"), Image(b"b")))
-
-    assert estimate_tokens(text_only) == 440 // 4 + 1 + 64
-    assert estimate_tokens(with_images) - estimate_tokens(text_only) == 2 * IMAGE_TOKENS + (512 - 64)
 
 
 # -- TokenBucket
