@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,17 +50,25 @@ def batches_of(api: FakeAPI) -> FakeBatches:
     return extension
 
 
-@pytest.fixture
-def serve() -> Callable[..., Any]:
-    return running
+CLIENTS: list[Any] = []  # closed after each test
 
 
-def openai_client(api: FakeAPI, key: str = "sk-test-batch") -> Any:
-    return openai.OpenAI(api_key=key, base_url=api.base_url_openai, max_retries=0)
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    yield
+    while CLIENTS:
+        CLIENTS.pop().close()
+
+
+def openai_client(api: FakeAPI | str, key: str = "sk-test-batch") -> Any:
+    base_url = api if isinstance(api, str) else api.base_url_openai
+    CLIENTS.append(openai.OpenAI(api_key=key, base_url=base_url, max_retries=0))
+    return CLIENTS[-1]
 
 
 def anthropic_client(api: FakeAPI, key: str = "sk-ant-test-batch") -> Any:
-    return anthropic.Anthropic(api_key=key, base_url=api.base_url_anthropic, max_retries=0)
+    CLIENTS.append(anthropic.Anthropic(api_key=key, base_url=api.base_url_anthropic, max_retries=0))
+    return CLIENTS[-1]
 
 
 def chat_body(question: str, model: str = "gpt-4o") -> dict[str, Any]:
@@ -68,8 +77,9 @@ def chat_body(question: str, model: str = "gpt-4o") -> dict[str, Any]:
 
 
 def messages_params(question: str, model: str = "claude-sonnet") -> dict[str, Any]:
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": DATA_URL.split(",")[1]}}
-    return {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": [image, {"type": "text", "text": question}]}]}  # noqa: E501
+    source = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()}
+    content = [{"type": "image", "source": source}, {"type": "text", "text": question}]
+    return {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": content}]}
 
 
 def batch_file(bodies: dict[str, dict[str, Any]]) -> bytes:
@@ -113,8 +123,8 @@ ORACLE = {item_key(q, [PNG]): f"The answer is ({'ABCDE'[i % 5]})." for i, q in e
 # ---------------------------------------------------------------------- a batch completes
 
 
-def test_openai_batch_walks_the_statuses_and_answers_like_the_live_endpoint(serve: Any) -> None:
-    with serve(answers=ORACLE, processing_polls=4) as api:
+def test_openai_batch_walks_the_statuses_and_answers_like_the_live_endpoint() -> None:
+    with running(answers=ORACLE, processing_polls=4) as api:
         client = openai_client(api)
         batch = submit_openai(client, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
         assert batch.status == "validating" and batch.request_counts.total == 6 and batch.output_file_id is None
@@ -143,8 +153,8 @@ def test_openai_batch_walks_the_statuses_and_answers_like_the_live_endpoint(serv
         assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
 
 
-def test_anthropic_batch_ends_and_answers_like_the_live_endpoint(serve: Any) -> None:
-    with serve(answers=ORACLE, processing_polls=3) as api:
+def test_anthropic_batch_ends_and_answers_like_the_live_endpoint() -> None:
+    with running(answers=ORACLE, processing_polls=3) as api:
         client = anthropic_client(api)
         batch = client.messages.batches.create(
             requests=[{"custom_id": cid, "params": messages_params(q)} for cid, q in QUESTIONS.items()]
@@ -168,8 +178,8 @@ def test_anthropic_batch_ends_and_answers_like_the_live_endpoint(serve: Any) -> 
             assert message.content[0].text == ORACLE[item_key(question, [PNG])]
 
 
-def test_time_based_processing(serve: Any) -> None:
-    with serve(processing_s=1.0) as api:
+def test_time_based_processing() -> None:
+    with running(processing_s=1.0) as api:
         client = openai_client(api)
         started = time.time()
         batch = submit_openai(client, {"a": chat_body("q")})
@@ -183,8 +193,8 @@ def test_time_based_processing(serve: Any) -> None:
 # ---------------------------------------------------------------------- partial failures and expiry
 
 
-def test_openai_partial_failures_go_to_the_error_file(serve: Any) -> None:
-    with serve(answers=ORACLE, error_ids={"item-1", "item-4"}, error_status=500) as api:
+def test_openai_partial_failures_go_to_the_error_file() -> None:
+    with running(answers=ORACLE, error_ids={"item-1", "item-4"}, error_status=500) as api:
         client = openai_client(api)
         bodies = {cid: chat_body(q) for cid, q in QUESTIONS.items()}
         bodies["bad-body"] = {"model": "gpt-4o", "messages": []}  # the live endpoint refuses it too
@@ -203,8 +213,8 @@ def test_openai_partial_failures_go_to_the_error_file(serve: Any) -> None:
         assert errors["bad-body"]["response"]["body"]["error"]["type"] == "invalid_request_error"
 
 
-def test_an_item_that_expires_expires_the_openai_batch_with_partial_results(serve: Any) -> None:
-    with serve(answers=ORACLE, expire_ids={"item-2"}) as api:
+def test_an_item_that_expires_expires_the_openai_batch_with_partial_results() -> None:
+    with running(answers=ORACLE, expire_ids={"item-2"}) as api:
         client = openai_client(api)
         batch = submit_openai(client, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
         assert poll_openai(client, batch)[-1] == "expired"
@@ -216,8 +226,8 @@ def test_an_item_that_expires_expires_the_openai_batch_with_partial_results(serv
         assert expired["error"]["code"] == "batch_expired"
 
 
-def test_anthropic_errored_and_expired_results(serve: Any) -> None:
-    with serve(answers=ORACLE, error_ids={"item-0"}, expire_ids={"item-3"}) as api:
+def test_anthropic_errored_and_expired_results() -> None:
+    with running(answers=ORACLE, error_ids={"item-0"}, expire_ids={"item-3"}) as api:
         client = anthropic_client(api)
         requests = [{"custom_id": cid, "params": messages_params(q)} for cid, q in QUESTIONS.items()]
         no_max_tokens = {"model": "c", "messages": [{"role": "user", "content": "q"}]}
@@ -233,8 +243,8 @@ def test_anthropic_errored_and_expired_results(serve: Any) -> None:
         assert results["item-3"].type == "expired" and results["item-5"].type == "succeeded"
 
 
-def test_errors_for_the_first_submissions_only_then_a_resubmission_succeeds(serve: Any) -> None:
-    with serve(answers=ORACLE, error_ids={"item-1": 1}) as api:
+def test_errors_for_the_first_submissions_only_then_a_resubmission_succeeds() -> None:
+    with running(answers=ORACLE, error_ids={"item-1": 1}) as api:
         client = openai_client(api)
         first = submit_openai(client, {"item-1": chat_body(QUESTIONS["item-1"])})
         poll_openai(client, first)
@@ -249,11 +259,11 @@ def test_errors_for_the_first_submissions_only_then_a_resubmission_succeeds(serv
         assert batches_of(api).answers()[("openai", "gpt-4o", "item-1")] == 2  # an error, then the answer
 
 
-def test_error_rate_is_a_seeded_fraction(serve: Any) -> None:
+def test_error_rate_is_a_seeded_fraction() -> None:
     requests = [{"custom_id": f"r{i}", "params": messages_params(f"q{i}")} for i in range(40)]
 
     def errored(seed: int) -> set[str]:
-        with serve(error_rate=0.3, seed=seed) as api:
+        with running(error_rate=0.3, seed=seed) as api:
             client = anthropic_client(api)
             batch = client.messages.batches.create(requests=requests)
             poll_anthropic(client, batch)
@@ -263,8 +273,8 @@ def test_error_rate_is_a_seeded_fraction(serve: Any) -> None:
     assert 0 < len(first) < 40 and errored(seed=1) == first and errored(seed=2) != first
 
 
-def test_a_whole_batch_expires(serve: Any) -> None:
-    with serve(answers=ORACLE, expire_batches={2, 3}) as api:
+def test_a_whole_batch_expires() -> None:
+    with running(answers=ORACLE, expire_batches={2, 3}) as api:
         oa, an = openai_client(api), anthropic_client(api)
         kept = submit_openai(oa, {"a": chat_body("q")})  # batch 1 completes
         lost = submit_openai(oa, {"a": chat_body("q"), "b": chat_body("r")})  # batch 2 expires
@@ -283,8 +293,8 @@ def test_a_whole_batch_expires(serve: Any) -> None:
 # ---------------------------------------------------------------------- cancel
 
 
-def test_openai_cancel_keeps_what_was_processed(serve: Any) -> None:
-    with serve(answers=ORACLE, processing_polls=10) as api:
+def test_openai_cancel_keeps_what_was_processed() -> None:
+    with running(answers=ORACLE, processing_polls=10) as api:
         client = openai_client(api)
         batch = submit_openai(client, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
         for _ in range(5):
@@ -302,8 +312,8 @@ def test_openai_cancel_keeps_what_was_processed(serve: Any) -> None:
             client.batches.cancel(batch.id)
 
 
-def test_anthropic_cancel_cancels_the_rest(serve: Any) -> None:
-    with serve(answers=ORACLE, processing_polls=3, cancel_polls=2) as api:
+def test_anthropic_cancel_cancels_the_rest() -> None:
+    with running(answers=ORACLE, processing_polls=3, cancel_polls=2) as api:
         client = anthropic_client(api)
         batch = client.messages.batches.create(
             requests=[{"custom_id": cid, "params": messages_params(q)} for cid, q in QUESTIONS.items()]
@@ -321,8 +331,8 @@ def test_anthropic_cancel_cancels_the_rest(serve: Any) -> None:
 # ---------------------------------------------------------------------- limits and refusals
 
 
-def test_openai_request_count_limit_fails_the_batch(serve: Any) -> None:
-    with serve() as api:  # the vendor's 50,000
+def test_openai_request_count_limit_fails_the_batch() -> None:
+    with running() as api:  # the vendor's 50,000
         client = openai_client(api)
         batch = submit_openai(client, {f"r{i}": {"model": "m", "messages": [{"role": "user", "content": "q"}]}
                                        for i in range(50_001)})  # fmt: skip
@@ -332,10 +342,10 @@ def test_openai_request_count_limit_fails_the_batch(serve: Any) -> None:
         assert error.code == "too_many_tasks" and "50,000" in error.message
 
 
-def test_openai_file_size_limit_refuses_the_upload(serve: Any) -> None:
+def test_openai_file_size_limit_refuses_the_upload() -> None:
     bodies = {f"r{i}": chat_body(f"q{i}") for i in range(4)}
     size = len(batch_file(bodies))
-    with serve(openai_max_bytes=size) as api:
+    with running(openai_max_bytes=size) as api:
         client = openai_client(api)
         assert client.files.create(file=("ok.jsonl", batch_file(bodies)), purpose="batch").bytes == size
         bodies["r4"] = chat_body("q4")
@@ -347,7 +357,7 @@ def test_openai_file_size_limit_refuses_the_upload(serve: Any) -> None:
         assert api.stats()["batches"]["refused"] == {"files.create:400": 2}
 
 
-def test_openai_input_file_validation_errors(serve: Any) -> None:
+def test_openai_input_file_validation_errors() -> None:
     good = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": chat_body("q")}
     lines = [
         json.dumps(good),
@@ -356,7 +366,7 @@ def test_openai_input_file_validation_errors(serve: Any) -> None:
         json.dumps({**good, "custom_id": "b", "url": "/v1/embeddings"}),
         json.dumps({**good, "custom_id": "c", "body": chat_body("q", model="gpt-4o-mini")}),
     ]
-    with serve() as api:
+    with running() as api:
         client = openai_client(api)
         upload = client.files.create(file=("in.jsonl", "\n".join(lines).encode()), purpose="batch")
         batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
@@ -373,8 +383,8 @@ def test_openai_input_file_validation_errors(serve: Any) -> None:
             client.batches.retrieve("batch_nope")
 
 
-def test_anthropic_limits(serve: Any) -> None:
-    with serve() as api:  # the vendor's 100,000
+def test_anthropic_limits() -> None:
+    with running() as api:  # the vendor's 100,000
         client = anthropic_client(api)
         small = {"model": "c", "max_tokens": 4, "messages": [{"role": "user", "content": "q"}]}
         with pytest.raises(anthropic.BadRequestError, match="at most 100,000") as refused:
@@ -387,7 +397,7 @@ def test_anthropic_limits(serve: Any) -> None:
 
     requests = [{"custom_id": f"r{i}", "params": messages_params(f"q{i}")} for i in range(3)]
     size = len(json.dumps({"requests": requests}))
-    with serve(anthropic_max_bytes=size + 64) as api:
+    with running(anthropic_max_bytes=size + 64) as api:
         client = anthropic_client(api)
         assert client.messages.batches.create(requests=requests).request_counts.processing == 3
         requests.append({"custom_id": "r3", "params": messages_params("q3")})
@@ -397,8 +407,8 @@ def test_anthropic_limits(serve: Any) -> None:
         assert api.stats()["batches"]["created"] == {"anthropic": 1}
 
 
-def test_queue_limits(serve: Any) -> None:
-    with serve(processing_polls=5, openai_enqueued_tokens=60, anthropic_queue_limit=3) as api:
+def test_queue_limits() -> None:
+    with running(processing_polls=5, openai_enqueued_tokens=60, anthropic_queue_limit=3) as api:
         oa, an = openai_client(api), anthropic_client(api)
         first = submit_openai(oa, {"a": chat_body("x" * 100)})  # ~ 26 text + 85 image tokens: over 60
         failed = oa.batches.retrieve(first.id)
@@ -413,8 +423,8 @@ def test_queue_limits(serve: Any) -> None:
         assert an.messages.batches.create(requests=two).request_counts.processing == 2
 
 
-def test_polling_too_fast_gets_429_with_retry_after(serve: Any) -> None:
-    with serve(processing_polls=2, poll_interval=60) as api:
+def test_polling_too_fast_gets_429_with_retry_after() -> None:
+    with running(processing_polls=2, poll_interval=60) as api:
         client = openai_client(api)
         batch = submit_openai(client, {"a": chat_body("q")})
         assert client.batches.retrieve(batch.id).status == "in_progress"  # poll 1 of 2
@@ -428,8 +438,8 @@ def test_polling_too_fast_gets_429_with_retry_after(serve: Any) -> None:
         assert api.stats()["batches"]["early_polls"] == 1
 
 
-def test_batch_endpoints_check_the_key(serve: Any) -> None:
-    with serve() as api:
+def test_batch_endpoints_check_the_key() -> None:
+    with running() as api:
         api.require_key = "sk-right"
         with pytest.raises(openai.AuthenticationError):
             openai_client(api, key="sk-wrong").batches.list()
@@ -442,8 +452,8 @@ def test_batch_endpoints_check_the_key(serve: Any) -> None:
 # ---------------------------------------------------------------------- listing
 
 
-def test_listing_pages_newest_first(serve: Any) -> None:
-    with serve() as api:
+def test_listing_pages_newest_first() -> None:
+    with running() as api:
         oa, an = openai_client(api), anthropic_client(api)
         upload = oa.files.create(file=("in.jsonl", batch_file({"a": chat_body("q")})), purpose="batch")
         created = [
@@ -469,8 +479,8 @@ def test_listing_pages_newest_first(serve: Any) -> None:
 # ---------------------------------------------------------------------- restarts and records
 
 
-def test_a_restart_on_the_same_state_directory_keeps_every_batch(serve: Any, tmp_path: Path) -> None:
-    with serve(tmp_path, answers=ORACLE, processing_polls=3) as api:
+def test_a_restart_on_the_same_state_directory_keeps_every_batch(tmp_path: Path) -> None:
+    with running(tmp_path, answers=ORACLE, processing_polls=3) as api:
         oa, an = openai_client(api), anthropic_client(api)
         openai_batch = submit_openai(oa, {cid: chat_body(q) for cid, q in QUESTIONS.items()})
         anthropic_batch = an.messages.batches.create(
@@ -479,7 +489,7 @@ def test_a_restart_on_the_same_state_directory_keeps_every_batch(serve: Any, tmp
         assert oa.batches.retrieve(openai_batch.id).status == "in_progress"  # poll 1 of 3
         an.messages.batches.retrieve(anthropic_batch.id)
 
-    with serve(tmp_path, answers={}, processing_polls=1) as api:  # new port, new knobs, other answers
+    with running(tmp_path, answers={}, processing_polls=1) as api:  # new port, new knobs, other answers
         oa, an = openai_client(api), anthropic_client(api)
         assert oa.batches.retrieve(openai_batch.id).status == "in_progress"  # poll 2: its own schedule
         assert poll_openai(oa, oa.batches.retrieve(openai_batch.id))[-1] == "completed"
@@ -517,7 +527,7 @@ def test_out_of_process_server_survives_sigkill(tmp_path: Path) -> None:
     first, second = free_ports(2)
     server = start(first)
     try:
-        client = openai.OpenAI(api_key="k", base_url=f"http://127.0.0.1:{first}/v1", max_retries=0)
+        client = openai_client(f"http://127.0.0.1:{first}/v1")
         batch = submit_openai(client, {"a": chat_body("q"), "b": chat_body("r")})
         assert client.batches.retrieve(batch.id).status == "in_progress"
     finally:
@@ -526,7 +536,7 @@ def test_out_of_process_server_survives_sigkill(tmp_path: Path) -> None:
 
     server = start(second)
     try:
-        client = openai.OpenAI(api_key="k", base_url=f"http://127.0.0.1:{second}/v1", max_retries=0)
+        client = openai_client(f"http://127.0.0.1:{second}/v1")
         # polls 2 and 3 of 3: the count made before the kill was kept
         assert poll_openai(client, client.batches.retrieve(batch.id)) == ["in_progress", "completed"]
         done = client.batches.retrieve(batch.id)
@@ -538,8 +548,8 @@ def test_out_of_process_server_survives_sigkill(tmp_path: Path) -> None:
         server.wait(10)
 
 
-def test_every_call_is_recorded(serve: Any) -> None:
-    with serve() as api:
+def test_every_call_is_recorded() -> None:
+    with running() as api:
         client = openai_client(api)
         batch = submit_openai(client, {"a": chat_body("q"), "b": chat_body("r")})
         client.batches.retrieve(batch.id)
@@ -554,8 +564,8 @@ def test_every_call_is_recorded(serve: Any) -> None:
         assert batches_of(api).calls == [] and api.stats()["batches"]["created"] == {"openai": 1}
 
 
-def test_injected_call_faults(serve: Any) -> None:
-    with serve() as api:
+def test_injected_call_faults() -> None:
+    with running() as api:
         client, batches = openai_client(api), batches_of(api)
         upload = client.files.create(file=("in.jsonl", batch_file({"a": chat_body("q")})), purpose="batch")
 
@@ -581,3 +591,32 @@ def test_injected_call_faults(serve: Any) -> None:
             "batches.create:lost": 1, "batches.retrieve:status": 1, "messages.batches.create:reset": 1,
         }  # fmt: skip
         assert [c.status for c in batches.calls if c.fault] == [0, 503, 0]  # 0: no answer reached the client
+
+
+def test_async_clients() -> None:
+    """The runner is asyncio: the async SDK clients speak the same wire format (results streamed)."""
+
+    async def go(api: FakeAPI) -> tuple[str, list[str]]:
+        oa = openai.AsyncOpenAI(api_key="k", base_url=api.base_url_openai, max_retries=0)
+        an = anthropic.AsyncAnthropic(api_key="k", base_url=api.base_url_anthropic, max_retries=0)
+        requests = batch_file({"a": chat_body(QUESTIONS["item-0"])})
+        upload = await oa.files.create(file=("in.jsonl", requests), purpose="batch")
+        batch = await oa.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while batch.status not in ENDED:
+            batch = await oa.batches.retrieve(batch.id)
+        output = (await oa.files.content(batch.output_file_id)).text
+        message_batch = await an.messages.batches.create(
+            requests=[{"custom_id": "a", "params": messages_params(QUESTIONS["item-0"])}]
+        )
+        while message_batch.processing_status != "ended":
+            message_batch = await an.messages.batches.retrieve(message_batch.id)
+        texts = [r.result.message.content[0].text async for r in await an.messages.batches.results(message_batch.id)]
+        await oa.close()
+        await an.close()
+        return jsonl(output)["a"]["response"]["body"]["choices"][0]["message"]["content"], texts
+
+    with running(answers=ORACLE, processing_polls=2) as api:
+        expected = ORACLE[item_key(QUESTIONS["item-0"], [PNG])]
+        assert asyncio.run(go(api)) == (expected, [expected])
