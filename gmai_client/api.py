@@ -19,7 +19,7 @@ from gmai_client import report, rundir
 from gmai_client.backend import Backend
 from gmai_client.config import RunConfig
 from gmai_client.runner import RunResult, stream
-from gmai_client.wiring import wire
+from gmai_client.wiring import Wired, wire
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -40,9 +40,24 @@ async def run(
     and the result says why in ``failure``.
     """
     async with wire(config, backends=backends) as wired:
+        if console is not None:
+            for line in start_lines(wired):
+                console.print(line, markup=False, highlight=False)
         result = await stream(wired, config.policy)
         # Still inside the folder's lock: no other process writes reports from half the records.
         return write_reports(result, config, console=console)
+
+
+def start_lines(wired: Wired) -> list[str]:
+    """One line per model saying where its requests go: the endpoint it will really call (after
+    ``@URL``, ``base_url=``, ``OPENAI_BASE_URL``...), never a key."""
+    lines = []
+    for plan in wired.models:
+        identity = plan.backend.identity()
+        where = identity.get("endpoint") or "in this process"
+        model = identity.get("model") or plan.spec.target
+        lines.append(f"{plan.spec.label}: {identity.get('backend', plan.spec.backend)} {model} -> {where}")
+    return lines
 
 
 def write_reports(result: RunResult, config: RunConfig, *, console: Console | None = None) -> RunResult:
