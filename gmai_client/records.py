@@ -20,7 +20,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from gmai_client.errors import redact
+from gmai_client.errors import DataError, redact
 from gmai_client.types import Record
 
 RECORDS_FILE = "records.jsonl"
@@ -47,6 +47,20 @@ def record_from_dict(data: dict[str, Any]) -> Record:
         if key in values:
             values[key] = tuple(tuple(pair) for pair in values[key])
     return Record(**values)
+
+
+def _parse_record(path: Path, number: int, data: Any) -> Record:
+    """One journal line as a Record, or a DataError naming the file and the line (a file of another
+    shape is not a run's journal: say so rather than guess)."""
+    if not isinstance(data, dict):
+        raise DataError(f"record {number} is a JSON {type(data).__name__}, not a record", file=str(path))
+    missing = [name for name in ("index", "model", "status") if not isinstance(data.get(name), str)]
+    if missing:
+        raise DataError(f"record {number} has no {', '.join(missing)}: not a gmai_client record", file=str(path))
+    try:
+        return record_from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"record {number} is not a gmai_client record ({exc})", file=str(path)) from None
 
 
 def without_secrets(record: Record) -> Record:
@@ -84,8 +98,8 @@ def read_records(path: Path) -> list[Record]:
         return []
     lines, _ = _complete_lines(path)
     latest: dict[tuple[str, str], Record] = {}
-    for line in lines:
-        record = record_from_dict(json.loads(line))
+    for number, line in enumerate(lines, start=1):
+        record = _parse_record(path, number, json.loads(line))
         key = (record.model, record.index)
         latest.pop(key, None)  # keep file order of the latest occurrence
         latest[key] = record

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.cli import EXIT_EMPTY, EXIT_STOPPED, EXIT_USAGE, main
+from gmai_client.cli import main
+from gmai_client.cli_common import EXIT_EMPTY, EXIT_ERRORS, EXIT_STOPPED, EXIT_USAGE
 from gmai_client.splits import sample_path
 
 
@@ -48,6 +49,40 @@ def read_only_out(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         real(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
+
+
+def replay_file(name: str, content: bytes) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    def prepare(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        (tmp / name).write_bytes(content)
+
+    return prepare
+
+
+def sample_rows(edit: Callable[[list[str]], None]) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """{tmp}/d.tsv: the sample's header and first five rows, after ``edit`` (on the lines)."""
+
+    def prepare(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        lines = sample_path().read_text(encoding="utf-8").splitlines()[:6]
+        edit(lines)
+        (tmp / "d.tsv").write_bytes(("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape"))
+
+    return prepare
+
+
+def _stray_quote(lines: list[str]) -> None:
+    cells = lines[2].split("\t")
+    cells[1] = '"' + cells[1]
+    lines[2] = "\t".join(cells)
+
+
+def _not_utf8(lines: list[str]) -> None:
+    cells = lines[3].split("\t")
+    cells[1] += "\udcff"  # a lone 0xff byte once encoded with surrogateescape
+    lines[3] = "\t".join(cells)
+
+
+def _duplicate_index(lines: list[str]) -> None:
+    lines[4] = lines[1].split("\t", 1)[0] + "\t" + lines[4].split("\t", 1)[1]
 
 
 def a_finished_run(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,6 +161,36 @@ CASES: dict[str, Case] = {
     "unreadable-replay-file": Case(
         ("-m", "replay:{tmp}/nope.jsonl"), "stopped early: could not start", EXIT_STOPPED
     ),
+    "replay-line-is-a-number": Case(
+        ("-m", "replay:{tmp}/p.jsonl"), "p.jsonl, line 1: needs 'index' and 'prediction' fields", EXIT_STOPPED,
+        replay_file("p.jsonl", b"12\n"),
+    ),
+    "replay-line-is-a-list": Case(
+        ("-m", "replay:{tmp}/p.jsonl"), "p.jsonl, line 1: needs 'index' and 'prediction' fields", EXIT_STOPPED,
+        replay_file("p.jsonl", b'[1, "A"]\n'),
+    ),
+    "replay-binary-file": Case(
+        ("-m", "replay:{tmp}/p.jsonl"), "not UTF-8 text", EXIT_STOPPED, replay_file("p.jsonl", b"\xff\xfe\x00\x01\x02"),
+    ),
+    "replay-corrupt-xlsx": Case(
+        ("-m", "replay:{tmp}/p.xlsx"), "not a readable xlsx workbook", EXIT_STOPPED,
+        replay_file("p.xlsx", b"PK\x03\x04 not really a workbook"),
+    ),
+    # data files that are not what they should be, and rows that break
+    "data-is-an-xlsx": Case(
+        ("--data", "{tmp}/d.tsv"), "not a TSV: this is a zip archive", 2, replay_file("d.tsv", b"PK\x03\x04zip"),
+    ),
+    "data-is-a-csv": Case(
+        ("--data", "{tmp}/d.tsv"), "the header has commas and no tabs", 2,
+        replay_file("d.tsv", b"index,question,A,B,answer,image\n1,q,a,b,A,xx\n"),
+    ),
+    "row-with-a-stray-quote": Case(
+        ("--data", "{tmp}/d.tsv"), "a cell starts with a double quote that is never closed", EXIT_ERRORS,
+        sample_rows(_stray_quote),
+    ),
+    "row-not-utf8": Case(("--data", "{tmp}/d.tsv"), "not UTF-8 text", EXIT_ERRORS, sample_rows(_not_utf8)),
+    "duplicate-index": Case(("--data", "{tmp}/d.tsv"), "is used twice: already at row 1", EXIT_ERRORS,
+                            sample_rows(_duplicate_index)),
 }  # fmt: skip
 
 
@@ -161,3 +226,19 @@ def test_a_usage_error_creates_no_run_folder(tmp_path: Path, capsys: pytest.Capt
     for argv in (["-m", "random", "-B", "sed=1"], ["--rpm", "nan"], ["--template", str(tmp_path / "nope")]):
         assert run_main(["run", "--no-progress", "--out", str(tmp_path / "runs"), *argv]) == EXIT_USAGE
     assert not (tmp_path / "runs").exists()
+
+
+def test_report_on_a_folder_whose_records_are_not_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "records.jsonl").write_text('[1, 2]\n{"index": "1"}\n"text"\n', encoding="utf-8")
+    status = run_main(["report", str(tmp_path)])
+    text = " ".join(capsys.readouterr().err.split()) + " ".join(capsys.readouterr().out.split())
+    assert status == EXIT_USAGE and "Traceback" not in text
+
+
+def test_report_with_an_unknown_reference_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--no-progress", "--limit", "3", "--out", str(tmp_path), "--run-name", "r"]) == 0
+    capsys.readouterr()
+    status = run_main(["report", str(tmp_path / "r"), "--reference", "gpt-5"])
+    printed = capsys.readouterr()
+    assert status == EXIT_USAGE
+    assert "--reference 'gpt-5' is not a model of" in printed.out + printed.err and "random" in printed.err
