@@ -1109,7 +1109,7 @@ def main(argv: list[str] | None = None) -> None:
     batch.add_argument("--cancel-polls", type=int, default=1, help="polls a cancelling batch takes to end")
     batch.add_argument("--batch-error-id", action="append", default=[], metavar="ID[:N]",
                        help="this custom_id errors (in its first N submissions)")
-    batch.add_argument("--batch-error-rate", type=float, default=0.0)
+    batch.add_argument("--batch-error-rate", type=float, default=0.0, help="seeded by --seed, as faults are")
     batch.add_argument("--batch-error-status", type=int, default=500)
     batch.add_argument("--batch-expire-id", action="append", default=[], metavar="ID[:N]",
                        help="this custom_id expires (in its first N submissions)")
