@@ -142,14 +142,12 @@ class ModelActor:
     so that Ray does not wrap them and the driver re-raises them unchanged.
     """
 
-    def __init__(self, spec: ModelSpec, seed: int, torch_threads: int | None, crash_after: int | None):
+    def __init__(self, spec: ModelSpec, seed: int, torch_threads: int | None):
         import torch
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        context = ray.get_runtime_context()
-        self._restarted = bool(context.was_current_actor_reconstructed)
-        self._crash_after = None if self._restarted else crash_after
+        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self._backend = TorchBackend.from_spec(spec, seed=seed)
         self._served = 0
         self._began = time.time()
@@ -166,8 +164,6 @@ class ModelActor:
 
     async def generate(self, request: Request) -> tuple[str, Any]:
         self._served += 1
-        if self._crash_after is not None and self._served >= self._crash_after:
-            os._exit(1)  # tests only: die mid-request, as a crashed or preempted node would
         try:
             return "ok", await self._backend.generate(request)
         except BackendError as exc:
@@ -184,7 +180,7 @@ class ModelActor:
             "node": ray.util.get_node_ip_address(),
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "torch_threads": torch.get_num_threads(),
-            "restarted": self._restarted,
+            "restarted": self.restarted,
             "identity": dict(self._backend.identity()),
             "served": self._served,
             "generate_calls": stats.generate_calls,

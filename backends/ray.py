@@ -100,9 +100,6 @@ class RayOptions(BackendOptions):
     load_timeout_s: float = option(
         600.0, "seconds an actor may take to be placed and load its model", above=0, neutral=True
     )
-    test_crash_after: int | None = option(
-        None, "tests only: actor 0 exits (os._exit) when its Nth request arrives, once", minimum=1, neutral=True
-    )
 
 
 @dataclass(frozen=True)
@@ -137,7 +134,16 @@ class RayTorchBackend(Backend):
     name = "torch"
     Options = RayTorchOptions
 
-    def __init__(self, spec: ModelSpec, *, seed: int = 0, address: str | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        seed: int = 0,
+        address: str | None = None,
+        first_actor: type[ModelActor] | None = None,
+    ):
+        """``first_actor``: a ``ModelActor`` subclass for actor 0's first start (tests use one that
+        dies mid-request, ``gmai_client.testing.ray_hooks``); never a user option."""
         if spec.backend != "torch":
             raise ConfigError(f"the ray executor serves torch models only, not {spec.backend!r}")
         parsed = self.parse_options(spec)  # every option checked here, before any actor starts
@@ -154,6 +160,8 @@ class RayTorchBackend(Backend):
         self.slots: list[ActorSlot] = []
         self._identity: Mapping[str, str] | None = None
         self._actor_class: Any = None
+        self._first_actor = first_actor
+        self._first_actor_class: Any = None
         self._per_gpu = 0.0
         self._holds_ray = False
         self._started = False
@@ -185,12 +193,15 @@ class RayTorchBackend(Backend):
                 self._holds_ray = True
             try:
                 count, resources = self._actor_resources()
-                self._actor_class = ray.remote(ModelActor).options(
-                    max_restarts=self.options.max_restarts,
-                    max_task_retries=0,  # retries happen in one place: gmai_client.retry
-                    max_concurrency=self.options.max_concurrency,
+                settings = {
+                    "max_restarts": self.options.max_restarts,
+                    "max_task_retries": 0,  # retries happen in one place: gmai_client.retry
+                    "max_concurrency": self.options.max_concurrency,
                     **resources,
-                )
+                }
+                self._actor_class = ray.remote(ModelActor).options(**settings)
+                if self._first_actor is not None:
+                    self._first_actor_class = ray.remote(self._first_actor).options(**settings)
                 self.slots = [ActorSlot(i) for i in range(count)]
                 for slot in self.slots:
                     slot.handle = self._new_actor(slot.index, first=True)
@@ -240,8 +251,8 @@ class RayTorchBackend(Backend):
         threads = self.options.torch_threads
         if threads is None and not self._per_gpu:  # on CPU: as many threads as reserved CPUs
             threads = max(1, int(self.options.cpus_per_actor))
-        crash = self.options.test_crash_after if first and index == 0 else None
-        return self._actor_class.remote(self.spec, self.seed, threads, crash)
+        actor_class = self._first_actor_class if first and index == 0 and self._first_actor_class else None
+        return (actor_class or self._actor_class).remote(self.spec, self.seed, threads)
 
     async def _load(self, slot: ActorSlot, handle: Any) -> dict[str, Any]:
         """Wait for one actor to be placed and to load its model; its info, or a clear error."""

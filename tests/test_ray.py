@@ -25,6 +25,7 @@ from gmai_client.backends.torch import TorchBackend  # noqa: E402
 from gmai_client.config import RunConfig, parse_model_spec  # noqa: E402
 from gmai_client.errors import ConfigError, ConnectionLost, ModelNotFound  # noqa: E402
 from gmai_client.records import RECORDS_FILE  # noqa: E402
+from gmai_client.testing.ray_hooks import CrashingActor  # noqa: E402
 from gmai_client.testing.tiny_models import build_tiny_llava  # noqa: E402
 from gmai_client.types import Response, SamplingParams  # noqa: E402
 
@@ -137,8 +138,9 @@ def test_an_actor_dying_mid_run_loses_no_item(
     ray_cluster: None, llava: Path, small_tsv: Path, tmp_path: Path, closing_reports: list[dict[str, Any]]
 ) -> None:
     # Actor 0 exits (os._exit) when its 3rd request arrives: the requests it held are lost.
+    spec = parse_model_spec(spec_text(llava), ["actors=2"])
     config = RunConfig.build(
-        [parse_model_spec(spec_text(llava), ["actors=2", "test_crash_after=3"])],
+        [spec],
         data=[str(small_tsv)],
         out=tmp_path / "runs",
         limit=ITEMS,
@@ -148,7 +150,8 @@ def test_an_actor_dying_mid_run_loses_no_item(
         cache=False,
         executor="ray",
     )
-    result = asyncio.run(run(config))
+    crashing = RayTorchBackend(spec, first_actor=CrashingActor)
+    result = asyncio.run(run(config, backends={spec.label: crashing}))
     records = raw_records(result.run_dir)
     indices = [r["index"] for r in records]
     assert len(indices) == len(set(indices)) == ITEMS  # every item exactly once
@@ -185,8 +188,8 @@ def test_a_dead_actor_is_restarted_by_ray_then_replaced_when_it_cannot_be(
 ) -> None:
     # One restart allowed: the first death (os._exit mid-request) is a Ray restart; the second
     # (killed for good, as when a node is lost) needs a new actor in its place.
-    spec = parse_model_spec(spec_text(llava), ["actors=2", "test_crash_after=3", "max_restarts=1"])
-    backend = RayTorchBackend.from_spec(spec)
+    spec = parse_model_spec(spec_text(llava), ["actors=2", "max_restarts=1"])
+    backend = RayTorchBackend(spec, first_actor=CrashingActor)
 
     async def scenario() -> list[list[dict[str, Any]]]:
         await backend.start()
