@@ -122,32 +122,15 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_tiny_llava(path: str | os.PathLike[str], seed: int = 0) -> Path:
-    """Save a tiny random ``LlavaForConditionalGeneration`` (CLIP 32 px + 2-layer Llama) to ``path``."""
-    _require()
-    from transformers import (
-        CLIPImageProcessorPil,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
+# The vision tower and the Llama text model both families share: tiny, so a model builds and runs in seconds.
+_VISION_SIZES = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+_IMAGE_SIZE, _PATCH_SIZE = 32, 8
 
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    image_size, patch_size = 32, 8
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=32,
-    )
-    text = LlamaConfig(
+
+def _text_config(tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -159,42 +142,60 @@ def build_tiny_llava(path: str | os.PathLike[str], seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def _save_model(model_class, config, tokenizer, out: Path, seed: int) -> None:
+    """Initialise ``model_class(config)`` from ``seed`` with greedy generation defaults, and save it."""
+    _seed_everything(seed)
+    model = model_class(config).eval()
+    gen = model.generation_config
+    gen.bos_token_id = tokenizer.bos_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.do_sample = False
+    with _quiet():
+        model.save_pretrained(out)
+
+
+def build_tiny_llava(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Save a tiny random ``LlavaForConditionalGeneration`` (CLIP 32 px + 2-layer Llama) to ``path``."""
+    _require()
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    vision = CLIPVisionConfig(**_VISION_SIZES, image_size=_IMAGE_SIZE, patch_size=_PATCH_SIZE, projection_dim=32)
     config = LlavaConfig(
         vision_config=vision,
-        text_config=text,
+        text_config=_text_config(tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
         projector_hidden_act="gelu",
     )
-    _seed_everything(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    _set_generation_defaults(model, tokenizer)
-    with _quiet():
-        model.save_pretrained(out)
+    _save_model(LlavaForConditionalGeneration, config, tokenizer, out, seed)
 
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
+        size={"shortest_edge": _IMAGE_SIZE},
+        crop_size={"height": _IMAGE_SIZE, "width": _IMAGE_SIZE},
     )
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=patch_size,
+        patch_size=_PATCH_SIZE,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, which "default" then drops again
         chat_template=_CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
     )
     processor.save_pretrained(out)
     return out
-
-
-def _set_generation_defaults(model, tokenizer) -> None:
-    gen = model.generation_config
-    gen.bos_token_id = tokenizer.bos_token_id
-    gen.eos_token_id = tokenizer.eos_token_id
-    gen.pad_token_id = tokenizer.pad_token_id
-    gen.do_sample = False
 
 
 # Special tokens Idefics3Processor looks up by name; without them they would map to <unk>.
@@ -219,55 +220,30 @@ def build_tiny_idefics3(path: str | os.PathLike[str], seed: int = 0) -> Path:
         Idefics3ImageProcessorPil,
         Idefics3Processor,
         Idefics3VisionConfig,
-        LlamaConfig,
     )
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(_IDEFICS3_SPECIAL)
-    image_size, patch_size, scale_factor = 32, 8, 2
-    vision = Idefics3VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch_size,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    scale_factor = 2
     config = Idefics3Config(
-        vision_config=vision,
-        text_config=text,
+        vision_config=Idefics3VisionConfig(**_VISION_SIZES, image_size=_IMAGE_SIZE, patch_size=_PATCH_SIZE),
+        text_config=_text_config(tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         scale_factor=scale_factor,
         pad_token_id=tokenizer.pad_token_id,
     )
-    _seed_everything(seed)
-    model = Idefics3ForConditionalGeneration(config).eval()
-    _set_generation_defaults(model, tokenizer)
-    with _quiet():
-        model.save_pretrained(out)
+    _save_model(Idefics3ForConditionalGeneration, config, tokenizer, out, seed)
 
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False,
-        size={"longest_edge": image_size},
-        max_image_size={"longest_edge": image_size},
+        size={"longest_edge": _IMAGE_SIZE},
+        max_image_size={"longest_edge": _IMAGE_SIZE},
     )
     processor = Idefics3Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        image_seq_len=(image_size // patch_size) ** 2 // scale_factor**2,
+        image_seq_len=(_IMAGE_SIZE // _PATCH_SIZE) ** 2 // scale_factor**2,
         chat_template=_CHAT_TEMPLATE.replace("{{ image_token }}", "<image>"),
     )
     processor.save_pretrained(out)
