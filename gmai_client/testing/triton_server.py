@@ -273,7 +273,6 @@ def serve(
     repository API, so the repository index is empty), and the client names them when asked for a
     model that is not there. Pass False to keep per-model request counts private.
     """
-    from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy
     from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
 
     prepare_environment()
@@ -300,25 +299,32 @@ def serve(
                 security_config=TritonSecurityConfig(restricted_endpoints=restricted),
             ) as triton:
                 for binding in bindings:
-                    queue = QueuePolicy(max_queue_size=binding.max_queue_size) if binding.max_queue_size else None
-                    batcher = DynamicBatcher(
-                        max_queue_delay_microseconds=binding.max_queue_delay_us,
-                        **({"default_queue_policy": queue} if queue else {}),
-                    )
-                    triton.bind(
-                        model_name=binding.name,
-                        infer_func=binding.infer,
-                        inputs=contract_inputs(),
-                        outputs=contract_outputs(),
-                        config=ModelConfig(max_batch_size=binding.max_batch_size, batcher=batcher),
-                        strict=True,
-                    )
+                    _bind(triton, binding)
                 if on_ready is not None:
                     # bind() returns once each model is loaded; serve() below only waits.
                     on_ready()
                 triton.serve()
         except KeyboardInterrupt:
             LOG.info("stopping Triton")
+
+
+def _bind(triton: Any, binding: Binding) -> None:
+    """Load ``binding`` on ``triton`` behind the contract, with its batching and queue limits."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy
+
+    queue = QueuePolicy(max_queue_size=binding.max_queue_size) if binding.max_queue_size else None
+    batcher = DynamicBatcher(
+        max_queue_delay_microseconds=binding.max_queue_delay_us,
+        **({"default_queue_policy": queue} if queue else {}),
+    )
+    triton.bind(
+        model_name=binding.name,
+        infer_func=binding.infer,
+        inputs=contract_inputs(),
+        outputs=contract_outputs(),
+        config=ModelConfig(max_batch_size=binding.max_batch_size, batcher=batcher),
+        strict=True,
+    )
 
 
 def parse_binding(text: str, max_batch_size: int = 8, scratch: Path | None = None) -> Binding:
