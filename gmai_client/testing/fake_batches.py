@@ -87,15 +87,10 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from gmai_client.testing.fake_api import (
-    FakeAPI,
-    _credentials,
-    _reset_connection,
-    _vendor_error,
-    api_from_args,
-    build_parser,
-    serve,
-)
+from gmai_client.testing.fake_api import FakeAPI, api_from_args, build_parser, serve
+from gmai_client.testing.fake_errors import vendor_error as _vendor_error
+from gmai_client.testing.fake_faults import reset_connection as _reset_connection
+from gmai_client.testing.fake_wire import credentials as _credentials
 
 OPENAI_MAX_REQUESTS = 50_000  # per input file
 OPENAI_MAX_BYTES = 200 * 1024 * 1024  # per input file
