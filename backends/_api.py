@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -65,6 +65,47 @@ _IMAGE_PROBLEM = re.compile(
     r"\bimages?\b|image_url|image_parse|multi-?modal|\bvision\b|media[_ ]type|too many image", re.IGNORECASE
 )
 _WHITESPACE = re.compile(r"\s+")
+
+
+#: ``request_body``'s hook for the large strings of a body (image data): the identity for a body
+#: built to be kept (a batch line), a placeholder-maker for a body about to be encoded and sent.
+Embed = Callable[[str], str]
+
+_HOLE = re.compile(r"\\u0000(\d+)\\u0000")
+
+
+class Holes:
+    """Stands in for the large strings of a body while it is JSON-encoded; ``encode_body`` splices
+    them back in. Base64 image data needs no JSON escaping, and ``json.dumps`` scanning 2 MB of it
+    for characters to escape costs 5 ms per request (the splice: 0.06 ms)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def __call__(self, text: str) -> str:
+        self.pieces.append(text)
+        return f"\x00{len(self.pieces) - 1}\x00"
+
+
+def encode_body(body: Mapping[str, Any], pieces: Sequence[str] = ()) -> bytes:
+    """``body`` as compact JSON bytes, each placeholder ``Holes`` made replaced by its text."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    if not pieces:
+        return text.encode()
+    parts = _HOLE.split(text)
+    return b"".join(part.encode() if i % 2 == 0 else pieces[int(part)].encode("ascii") for i, part in enumerate(parts))
+
+
+def _socket_error_in(exc: BaseException) -> OSError | None:
+    """The socket error (not a timeout) somewhere in ``exc``'s chain of causes, if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(current, TimeoutError) and current.errno is not None:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def key_variable(default: str) -> Any:
@@ -209,6 +250,8 @@ class ApiBackend(Backend):
 
     Options: ClassVar[type[ApiOptions]] = ApiOptions
     sdk: ClassVar[Any]
+    path: ClassVar[str]  # the request's path under the API root
+    reply_type: ClassVar[Any]  # the SDK's model of an answer
     default_endpoint: ClassVar[str]
     endpoint_env: ClassVar[str]
     root_hint: ClassVar[str] = ""
@@ -268,8 +311,9 @@ class ApiBackend(Backend):
         """The SDK's async client, with ``max_retries=0`` and an explicit key and base URL."""
         raise NotImplementedError
 
-    async def send(self, client: Any, request: Request, images: tuple[Image, ...]) -> Any:
-        """Write ``request`` in the vendor's wire format and send it; the SDK's answer object."""
+    def request_body(self, request: Request, images: tuple[Image, ...], embed: Embed = str) -> dict[str, Any]:
+        """``request`` in the vendor's wire format: the JSON body of one request (also a batch
+        line's). Every image's data goes through ``embed``."""
         raise NotImplementedError
 
     def read_reply(self, reply: Any) -> Response:
@@ -290,6 +334,27 @@ class ApiBackend(Backend):
         if self._client is None:
             key = resolve_key(self.api_key_env, self.endpoint, self.default_endpoint, self.name)
             self._client = self.make_client(key)
+
+    def http_client(self) -> Any:
+        """The SDK's aiohttp-backed HTTP client when aiohttp is installed (the SDKs' own option:
+        2.5x less CPU per request than their default pool at 64 in flight), else None (default)."""
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:
+            return None
+        return self.sdk.DefaultAioHttpClient(timeout=self.timeout)
+
+    async def send(self, client: Any, request: Request, images: tuple[Image, ...]) -> Any:
+        """``request`` sent as a body encoded once (``encode_body``) through the SDK's own ``post``:
+        its auth, base URL, headers and errors, without its per-request transform of the body."""
+        holes = Holes()
+        content = encode_body(self.request_body(request, images, embed=holes), holes.pieces)
+        return await client.post(
+            self.path,
+            cast_to=self.reply_type,
+            content=content,
+            options={"headers": {"Content-Type": "application/json"}},
+        )
 
     async def generate(self, request: Request) -> Response:
         if self._client is None:
@@ -319,10 +384,12 @@ class ApiBackend(Backend):
     def map_error(self, exc: Any) -> BackendError:
         """An SDK exception as the project's error (see the table in the vendors' docstrings)."""
         sdk, where = self.sdk, self.endpoint
-        if isinstance(exc, sdk.APITimeoutError):
+        # The SDKs' aiohttp transport reports every socket error (a reset, a refusal) as a connect
+        # *timeout*: what failed is in the chain, and a socket error is a connection problem.
+        if isinstance(exc, sdk.APITimeoutError) and _socket_error_in(exc) is None:
             return RequestTimeout(f"{self.name}: no answer from {where} within {self.timeout:g} s")
         if isinstance(exc, sdk.APIConnectionError):
-            cause = exc.__cause__
+            cause = _socket_error_in(exc) or exc.__cause__
             reason = type(cause).__name__ if cause is not None else "connection error"
             if cause is not None and str(cause):
                 reason += f": {short(cause, 160)}"

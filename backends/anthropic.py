@@ -46,10 +46,11 @@ from gmai_client.errors import ConfigError, MissingExtra, ServerError
 
 try:
     import anthropic
+    from anthropic.types import Message
 except ImportError as exc:
     raise MissingExtra("anthropic", "anthropic", "anthropic") from exc
 
-from gmai_client.backends._api import ApiBackend, ApiOptions, VendorError, key_variable, short
+from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, key_variable, short
 from gmai_client.backends.token_rules import anthropic_image_tokens
 from gmai_client.options import option
 from gmai_client.types import FinishReason, Image, Request, Response, Usage
@@ -80,6 +81,8 @@ class AnthropicBackend(ApiBackend):
     name = "anthropic"
     Options = AnthropicOptions
     sdk = anthropic
+    path = "/v1/messages"
+    reply_type = Message
     default_endpoint = "https://api.anthropic.com"
     endpoint_env = "ANTHROPIC_BASE_URL"  # the SDK's own variable, honoured after the spec
     root_hint = "without /v1"
@@ -100,24 +103,26 @@ class AnthropicBackend(ApiBackend):
 
     def make_client(self, key: str) -> anthropic.AsyncAnthropic:
         # An explicit key and base_url keep the SDK from reading ANTHROPIC_* variables or profiles.
-        return anthropic.AsyncAnthropic(api_key=key, base_url=self.endpoint, max_retries=0, timeout=self.timeout)
+        return anthropic.AsyncAnthropic(
+            api_key=key, base_url=self.endpoint, max_retries=0, timeout=self.timeout, http_client=self.http_client()
+        )
 
-    async def send(self, client: anthropic.AsyncAnthropic, request: Request, images: tuple[Image, ...]) -> Any:
+    def request_body(self, request: Request, images: tuple[Image, ...], embed: Embed = str) -> dict[str, Any]:
         content: list[dict[str, Any]] = [
-            {"type": "image", "source": {"type": "base64", "media_type": image.mime, "data": image.b64}}
+            {"type": "image", "source": {"type": "base64", "media_type": image.mime, "data": embed(image.b64)}}
             for image in images
         ]
         content.append({"type": "text", "text": request.text})
-        kwargs: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": request.params.max_tokens,
             "messages": [{"role": "user", "content": content}],
         }
         if self.send_temperature:
-            kwargs["extra_body"] = {"temperature": request.params.temperature}
+            body["temperature"] = request.params.temperature
         if request.system:
-            kwargs["system"] = request.system
-        return await client.messages.create(**kwargs)
+            body["system"] = request.system
+        return body
 
     def read_reply(self, reply: Any) -> Response:
         blocks, stop_reason = reply.content, reply.stop_reason

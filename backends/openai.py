@@ -40,10 +40,11 @@ from gmai_client.errors import MissingExtra, ServerError
 
 try:
     import openai
+    from openai.types.chat import ChatCompletion
 except ImportError as exc:
     raise MissingExtra("openai", "openai", "openai") from exc
 
-from gmai_client.backends._api import ApiBackend, ApiOptions, VendorError, key_variable, short
+from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, key_variable, short
 from gmai_client.backends.token_rules import openai_image_tokens
 from gmai_client.options import option
 from gmai_client.types import FinishReason, Image, Request, Response, Usage
@@ -74,6 +75,8 @@ class OpenAIBackend(ApiBackend):
     name = "openai"
     Options = OpenAIOptions
     sdk = openai
+    path = "/chat/completions"
+    reply_type = ChatCompletion
     default_endpoint = "https://api.openai.com/v1"
     endpoint_env = "OPENAI_BASE_URL"  # the SDK's own variable, honoured after the spec
     root_hint = "e.g. ends in /v1"
@@ -96,13 +99,18 @@ class OpenAIBackend(ApiBackend):
         variable = self.options.organization_env
         organization = os.environ.get(variable) if variable else None
         return openai.AsyncOpenAI(
-            api_key=key, organization=organization or None, base_url=self.endpoint, max_retries=0, timeout=self.timeout
+            api_key=key,
+            organization=organization or None,
+            base_url=self.endpoint,
+            max_retries=0,
+            timeout=self.timeout,
+            http_client=self.http_client(),
         )
 
-    async def send(self, client: openai.AsyncOpenAI, request: Request, images: tuple[Image, ...]) -> Any:
+    def request_body(self, request: Request, images: tuple[Image, ...], embed: Embed = str) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         for image in images:
-            image_url: dict[str, str] = {"url": image.data_url()}
+            image_url: dict[str, str] = {"url": embed(image.data_url())}
             if self.detail is not None:
                 image_url["detail"] = self.detail
             content.append({"type": "image_url", "image_url": image_url})
@@ -112,11 +120,11 @@ class OpenAIBackend(ApiBackend):
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": content})
         params = request.params
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": params.temperature}
-        kwargs[self.options.max_tokens_field] = params.max_tokens
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": params.temperature}
+        body[self.options.max_tokens_field] = params.max_tokens
         if params.seed is not None:
-            kwargs["seed"] = params.seed
-        return await client.chat.completions.create(**kwargs)
+            body["seed"] = params.seed
+        return body
 
     def read_reply(self, reply: Any) -> Response:
         if not reply.choices:

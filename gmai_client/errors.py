@@ -180,19 +180,22 @@ _CONNECT_ERRNOS = frozenset(
 
 def is_connect_failure(exc: BaseException) -> bool:
     """True when ``exc`` (or what it wraps) says no connection could be opened at all: refused,
-    unknown host, no route. Backends use it to raise ``ConnectFailed`` rather than ``ConnectionLost``."""
-    seen: set[int] = set()
+    unknown host, no route. Backends use it to raise ``ConnectFailed`` rather than ``ConnectionLost``.
+
+    The socket error at the bottom of the chain decides when there is one: HTTP transports wrap a
+    reset of an open connection in their "connect" error types too (the SDKs' aiohttp transport does).
+    """
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError | socket.gaierror):
-            return True
-        if isinstance(current, OSError) and current.errno in _CONNECT_ERRNOS:
-            return True
-        if type(current).__name__ == "ConnectError":  # httpx's and httpcore's, whatever their version
-            return True
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
-    return False
+    if any(isinstance(error, socket.gaierror) for error in chain):
+        return True
+    socket_errors = [error for error in chain if isinstance(error, OSError) and error.errno is not None]
+    if socket_errors:
+        return any(error.errno in _CONNECT_ERRNOS for error in socket_errors)
+    return any(type(error).__name__ == "ConnectError" for error in chain)  # httpx's and httpcore's
 
 
 # Environment variables whose values are secrets wherever they appear: the standard ones
