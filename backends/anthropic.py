@@ -50,8 +50,10 @@ try:
 except ImportError as exc:
     raise MissingExtra("anthropic", "anthropic", "anthropic") from exc
 
+from gmai_client.backends._anthropic_batches import AnthropicBatches
 from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, key_variable, short
 from gmai_client.backends.token_rules import anthropic_image_tokens
+from gmai_client.batch_api import BatchOptions
 from gmai_client.options import option
 from gmai_client.types import FinishReason, Image, Request, Response, Usage
 
@@ -67,7 +69,7 @@ _FINISH: Mapping[str, FinishReason] = {
 
 
 @dataclass(frozen=True)
-class AnthropicOptions(ApiOptions):
+class AnthropicOptions(ApiOptions, BatchOptions):
     base_url: str = option(
         "", "API root without /v1, same as @URL in the spec", default_text="$ANTHROPIC_BASE_URL, else the public API"
     )
@@ -75,7 +77,7 @@ class AnthropicOptions(ApiOptions):
     temperature: Literal["send", "omit"] = option("send", "omit: leave temperature out, for models that refuse it")
 
 
-class AnthropicBackend(ApiBackend):
+class AnthropicBackend(ApiBackend, AnthropicBatches):
     """Anthropic Messages API (Claude) or a server speaking its wire format."""
 
     name = "anthropic"

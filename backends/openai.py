@@ -45,7 +45,9 @@ except ImportError as exc:
     raise MissingExtra("openai", "openai", "openai") from exc
 
 from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, key_variable, short
+from gmai_client.backends._openai_batches import OpenAIBatches
 from gmai_client.backends.token_rules import openai_image_tokens
+from gmai_client.batch_api import BatchOptions
 from gmai_client.options import option
 from gmai_client.types import FinishReason, Image, Request, Response, Usage
 
@@ -55,7 +57,7 @@ _FINISH: Mapping[str, FinishReason] = {"stop": "stop", "length": "length", "cont
 
 
 @dataclass(frozen=True)
-class OpenAIOptions(ApiOptions):
+class OpenAIOptions(ApiOptions, BatchOptions):
     base_url: str = option(
         "", "server URL ending in /v1, same as @URL in the spec", default_text="$OPENAI_BASE_URL, else the public API"
     )
@@ -69,7 +71,7 @@ class OpenAIOptions(ApiOptions):
     )
 
 
-class OpenAIBackend(ApiBackend):
+class OpenAIBackend(ApiBackend, OpenAIBatches):
     """OpenAI Chat Completions or any OpenAI-compatible server (vLLM, SGLang, Ollama, LM Studio)."""
 
     name = "openai"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from gmai_client import report, rundir
 from gmai_client.backend import Backend
+from gmai_client.batch import Collect
 from gmai_client.config import RunConfig
 from gmai_client.runner import RunResult, stream
 from gmai_client.wiring import Wired, wire
@@ -26,13 +27,18 @@ if TYPE_CHECKING:
 
 
 async def run(
-    config: RunConfig, *, backends: Mapping[str, Backend] | None = None, console: Console | None = None
+    config: RunConfig,
+    *,
+    backends: Mapping[str, Backend] | None = None,
+    console: Console | None = None,
+    collect: Collect | None = None,
 ) -> RunResult:
     """Run every model of ``config`` over the selected items; write the run folder; return the result.
 
     ``backends`` maps a model label to an already built backend (for SDK users with their own
     objects); the others are built from their specs through the registry. ``console``: where the
-    tables are printed (a ``rich`` console); None prints nothing.
+    tables are printed (a ``rich`` console); None prints nothing. ``collect``: send nothing, only
+    collect the batches the run folder's journal holds (``batches collect``).
 
     Raises ``ConfigError`` before anything is sent when a value is bad, or the run folder holds
     another run, is in use by another process or cannot be written. A failure after the start (a
@@ -43,7 +49,7 @@ async def run(
         if console is not None:
             for line in start_lines(wired):
                 console.print(line, markup=False, highlight=False)
-        result = await stream(wired, config.policy)
+        result = await stream(wired, config.policy, collect)
         # Still inside the folder's lock: no other process writes reports from half the records.
         return write_reports(result, config, console=console)
 
@@ -56,7 +62,8 @@ def start_lines(wired: Wired) -> list[str]:
         identity = plan.backend.identity()
         where = identity.get("endpoint") or "in this process"
         model = identity.get("model") or plan.spec.target
-        lines.append(f"{plan.spec.label}: {identity.get('backend', plan.spec.backend)} {model} -> {where}")
+        how = " (batch API)" if plan.batch is not None else ""
+        lines.append(f"{plan.spec.label}: {identity.get('backend', plan.spec.backend)} {model} -> {where}{how}")
     return lines
 
 

@@ -162,6 +162,7 @@ class PolicySection:
     cache: bool = True
     cache_path: Path | None = None  # None: the user cache dir (GMAI_CLIENT_CACHE_DIR overrides)
     retry_errors: bool = False  # send the items an earlier run recorded as errors again
+    batch: bool = False  # models with a batch API use it (``batch``); a model's -B batch= overrides
 
     def __post_init__(self) -> None:
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:

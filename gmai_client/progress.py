@@ -2,7 +2,7 @@
 
 The runner only calls ``add_model``/``advance``/``set_total``/``note``/``status``; how it is shown
 is decided here. ``status`` carries what a model is waiting on (a rate limit, a backoff), so a
-slow run never looks stuck.
+slow run never looks stuck; a model in batch mode shows its batches there (``batch_status``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gmai_client.errors import redact
+
+
+def batch_status(submitted: int, in_progress: int, done: int, answered: int) -> str:
+    """The status of a model in batch mode: its batches sent, still in progress and collected, and
+    the items their results answered so far."""
+    return f"batches: {submitted} sent, {in_progress} in progress, {done} done; {answered} items answered"
 
 
 class ModelTrack(Protocol):

@@ -23,6 +23,11 @@ breaks mid-way, a bug) ends the whole run at once, not just a worker: every mode
 reason is in ``RunResult.failure`` and everything recorded stays. Ctrl-C cancels in-flight
 requests, and the run returns (``interrupted=True``) with everything finished so far on disk.
 
+A model in batch mode (``ModelPlan.batch``) is handed to ``batch.BatchRun`` instead of the workers,
+with this loop's ways of recording (judge, write, count, stop); a model run live whose run folder
+still has batches in progress has them collected beside its workers, which leave their items
+alone; ``collect`` (``batches collect``) sends nothing and only collects the journaled batches.
+
 The loop writes records, never reports: its caller does (``api.run``, the CLI through it).
 """
 
@@ -39,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from gmai_client.backend import Backend
+from gmai_client.batch import BatchRun, Collect, Hooks, Ledger
+from gmai_client.batch_api import batch_api
 from gmai_client.config import ModelSpec, PolicySection
 from gmai_client.dispatch import Sent
 from gmai_client.errors import BackendError, DataError, GmaiError
@@ -90,8 +97,9 @@ class RunFailed(GmaiError):
     could not be read): the run ends at once, keeping what is recorded."""
 
 
-async def stream(wired: Wired, policy: PolicySection) -> RunResult:
+async def stream(wired: Wired, policy: PolicySection, collect: Collect | None = None) -> RunResult:
     """Stream every model of a wired run over its items; record each answer; return the result.
+    With ``collect``, nothing is sent: the batches the run folder's journal holds are collected.
 
     A failure after the start (a full disk, a data file that breaks mid-way) ends the run at once:
     everything recorded stays, and the result says why in ``failure``. Ctrl-C (a cancellation)
@@ -99,10 +107,11 @@ async def stream(wired: Wired, policy: PolicySection) -> RunResult:
     """
     outcomes = {plan.spec.label: ModelOutcome(plan.spec) for plan in wired.models}
     interrupted, failure = False, ""
+    ledger = Ledger.of(wired.run_dir)
     try:
         with wired.progress:
             tasks = [
-                asyncio.create_task(_run_model(wired, plan, outcomes[plan.spec.label], policy))
+                asyncio.create_task(_run_model(wired, plan, outcomes[plan.spec.label], policy, ledger, collect))
                 for plan in wired.models
             ]
             try:
@@ -165,16 +174,60 @@ def _too_many_errors(max_errors: float | None, outcome: ModelOutcome) -> bool:
     return outcome.done >= _MIN_ITEMS_FOR_ERROR_RATE and outcome.errors / outcome.done > max_errors
 
 
-async def _run_model(wired: Wired, plan: ModelPlan, outcome: ModelOutcome, policy: PolicySection) -> None:
+async def _run_model(
+    wired: Wired, plan: ModelPlan, outcome: ModelOutcome, policy: PolicySection, ledger: Ledger, collect: Collect | None
+) -> None:
     label = plan.spec.label
     track = wired.progress.add_model(label)
     try:
-        await plan.backend.start()
+        if collect is None:  # collecting starts a backend only when it has batches to follow
+            await plan.backend.start()
     except (GmaiError, OSError) as exc:
         outcome.stopped = f"could not start: {exc}"
         wired.progress.note(label, outcome.stopped)
         return
-    await _ModelRun(wired, plan, outcome, policy, track).run()
+    live = _ModelRun(wired, plan, outcome, policy, track)
+    mode = "collect" if collect is not None else "batch" if plan.batch is not None else "beside"
+    batches = _batch_run(wired, plan, live, ledger, mode, wait=collect.wait if collect is not None else True)
+    if mode == "beside" and not batches.pending_indexes:
+        await live.run()
+    elif mode == "beside":  # batches of an earlier run still in progress: collected beside the live loop
+        live.finished |= batches.pending_indexes
+        await _together(live.run(), batches.run(live.hooks()))
+    else:
+        await batches.run(live.hooks())
+
+
+def _batch_run(wired: Wired, plan: ModelPlan, live: _ModelRun, ledger: Ledger, mode: str, wait: bool) -> BatchRun:
+    dispatcher = live.dispatcher
+    return BatchRun(
+        label=plan.spec.label,
+        backend=batch_api(plan.backend),
+        mode=mode,  # type: ignore[arg-type]
+        wait=wait,
+        ledger=ledger,
+        run_dir=wired.run_dir,
+        entries=wired.items.entries,
+        ask=wired.ask,
+        identity=lambda: dict(plan.backend.identity()),
+        previous=[r for r in wired.previous if r.model == plan.spec.label],
+        finished=live.finished,
+        cache=dispatcher.cache,
+        budget=dispatcher.budget,
+        retry=dispatcher.retry,
+        progress=wired.progress,
+    )
+
+
+async def _together(*runs: Awaitable[None]) -> None:
+    """Run side by side; the first failure cancels the others."""
+    tasks = [asyncio.ensure_future(run) for run in runs]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _ModelRun:
@@ -235,7 +288,6 @@ class _ModelRun:
             await self.queue.put(None)
 
     async def _work(self) -> None:
-        judge: Judge | None = self.wired.judge
         while (entry := await self.queue.get()) is not None:
             if self.stop.is_set():
                 continue  # drain: the model has stopped, leave the rest for a resume
@@ -244,9 +296,23 @@ class _ModelRun:
             except _ModelStopped as stopped:  # unrecorded: a resume sends the item again
                 self._halt(stopped.reason)
                 continue
-            if judge is not None and isinstance(entry, Item) and judge.wants(entry, record):
-                record = await judge.rescue(entry, record)
-            self._keep(record)
+            await self.finish(entry, record)
+
+    async def finish(self, entry: Item | BadRow, record: Record) -> None:
+        """The judge's look at an answer no rule could read, then the record kept."""
+        judge: Judge | None = self.wired.judge
+        if judge is not None and isinstance(entry, Item) and judge.wants(entry, record):
+            record = await judge.rescue(entry, record)
+        self._keep(record)
+
+    def hooks(self) -> Hooks:
+        """This model's ways of recording, lent to a batch run."""
+
+        def skip() -> None:
+            self.outcome.skipped += 1
+            self.track.advance(skipped=True)
+
+        return Hooks(finish=self.finish, skip=skip, halt=self._halt, stop=self.stop, track=self.track)
 
     def _keep(self, record: Record) -> None:
         try:

@@ -16,6 +16,8 @@ On leaving, the writer, the cache, the folder lock and every backend are closed,
 
 Each model's ``Dispatcher`` is made by the loop through ``ModelPlan.dispatcher`` once the backend
 has started (the limiter scope reads the started backend's identity) and its progress line exists.
+``ModelPlan.batch`` says whether the model's items go through its vendor's batch API (``batch``):
+its ``-B batch=`` option, else the run's ``--batch``, for a backend that has one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from gmai_client import registry, rundir
 from gmai_client.backend import Backend, as_backend
+from gmai_client.batch_api import BatchApi, BatchSettings
 from gmai_client.cache import ResponseCache
 from gmai_client.config import ModelSpec, PolicySection, ProtocolSection, RunConfig
 from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
@@ -76,6 +79,7 @@ class ModelPlan:
     spec: ModelSpec
     backend: Backend
     dispatcher: Callable[[OnStatus], Dispatcher]
+    batch: BatchSettings | None = None  # set: through the vendor's batch API
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
                 spec,
                 built[spec.label],
                 partial(_dispatcher, built[spec.label], limits[spec.label], policy, shared),
+                batch_settings(built[spec.label], policy),
             )
             for spec in config.models
         )
@@ -163,6 +168,16 @@ def request_builder(protocol: ProtocolSection) -> Callable[[Item], Request]:
         params=protocol.params,
         multi_answer_instruction=protocol.multi_answer_instruction,
     )
+
+
+def batch_settings(backend: Backend, policy: PolicySection) -> BatchSettings | None:
+    """The batch settings of a model whose items go through its vendor's batch API: one whose
+    backend has one and whose ``-B batch=`` (else the run's ``--batch``) says so; None: live."""
+    if not isinstance(backend, BatchApi):
+        return None
+    settings = backend.batch_settings()
+    wanted = settings.enabled if settings.enabled is not None else policy.batch
+    return settings if wanted else None
 
 
 def model_limits(spec: ModelSpec, policy: PolicySection) -> Limits:

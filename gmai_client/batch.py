@@ -1,0 +1,626 @@
+"""Batch mode: a model's items sent through its vendor's batch API, answered into the same records.
+
+``run --batch`` (or ``-B batch=true``) hands a model whose backend has a batch API
+(``batch_api.BatchApi``: OpenAI, Anthropic) to a ``BatchRun`` instead of the live loop.
+It reads the items once, as the live loop does: an item finished in the run folder is skipped, one
+the response cache answers is recorded at once, and every other one becomes a line of a batch
+(the body a live call sends, ``BatchApi.batch_line``). Batches are cut by the vendor's limits (or
+``-B batch_size= batch_mb=``); at most ``-B batch_queue=`` of a model are in progress at once. Each
+batch is followed by its own poller (``-B batch_poll=`` seconds, growing 1.5x while nothing
+changes, to 2 minutes; every call through ``retry`` so a 429's Retry-After is honoured), and when it
+ends its results become records exactly as live answers do (``score_answer`` / ``score_error``,
+the judge, the cache under the live request's key, the token budget). A request the vendor failed,
+expired or canceled is an error record of that kind, which ``--retry-errors`` sends again (by
+batch, or live with ``--no-batch``).
+
+Crash safety is the journal's (``batch_journal``): each step is written before it is taken, and a
+rerun of the same command (or ``batches collect RUN_DIR``) first looks at what the journal holds:
+batches with an id are followed again, never sent again; a batch whose create answer never came
+(a kill, a lost answer) is looked for at the vendor (``BatchApi.find_batch``) and adopted if it is
+there, forgotten if not. A create that fails without an answer is looked for the same way before
+it is tried again, so no batch is paid twice. Creates of one vendor are made one at a time in a
+run, so the batch a lost create made is never confused with another of the run's.
+
+A model run live whose run folder still has batches in progress collects them beside the live
+loop, which leaves their items alone (``mode`` "beside"); ``batches collect`` (``Collect``) only
+collects, and says how many items were never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from gmai_client.batch_api import (
+    BatchApi,
+    BatchCanceled,
+    BatchExpired,
+    BatchResult,
+    BatchSettings,
+    BatchStatus,
+    counts_of,
+)
+from gmai_client.batch_journal import BatchJournal, JournalBatch
+from gmai_client.cache import ResponseCache, cache_key, key_fields
+from gmai_client.dispatch import TokenBudget
+from gmai_client.errors import (
+    BackendError,
+    DataError,
+    GmaiError,
+    RateLimited,
+    RetryableError,
+    ServerError,
+    UnsupportedInput,
+    redact,
+)
+from gmai_client.progress import ModelTrack, ProgressReporter, batch_status
+from gmai_client.retry import RetryPolicy, call_with_retry
+from gmai_client.scoring import score_answer, score_error
+from gmai_client.types import BadRow, Item, Record, Request, Response
+
+T = TypeVar("T")
+
+_READ_BATCH = 16
+#: A batch's poll interval grows to this while nothing changes (or to ``batch_poll`` if longer).
+MAX_POLL_S = 120.0
+_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what both vendors take as a custom_id
+SPOOL_FOLDER = "batch-spool"  # in the run folder: a batch's lines until it is created
+
+Mode = Literal["batch", "collect", "beside"]
+
+
+class Unresolved(BackendError):
+    """A create failed without an answer and the vendor could not be asked whether it made the
+    batch: the journal keeps the batch as an intent (never voided: it may exist and be paid for),
+    and the next run looks for it again. Stops the model."""
+
+    kind = "batch_unresolved"
+    stops_model = True
+
+
+@dataclass(frozen=True)
+class Collect:
+    """A ``batches collect`` run: the journaled batches are collected and nothing new is sent."""
+
+    wait: bool = True  # False: collect the batches that have ended, leave the others running
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the loop lends a model's batch run."""
+
+    finish: Callable[[Item | BadRow, Record], Awaitable[None]]  # judge, write and count one record
+    skip: Callable[[], None]  # one item finished in an earlier run
+    halt: Callable[[str], None]  # stop this model, saying why
+    stop: asyncio.Event  # set once the model is stopped
+    track: ModelTrack
+
+
+@dataclass
+class Ledger:
+    """What every model's batch run shares: the journal, the batch ids known to this run folder (a
+    lost create never adopts one of those), and one create at a time per vendor."""
+
+    journal: BatchJournal
+    known: set[str] = field(default_factory=set)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run_dir: Path) -> Ledger:
+        journal = BatchJournal(run_dir)
+        return cls(journal, {b.batch_id for b in journal.read().values() if b.batch_id})
+
+    def create_lock(self, vendor: str) -> asyncio.Lock:
+        return self._locks.setdefault(vendor, asyncio.Lock())
+
+
+def custom_id(index: str) -> str:
+    """An item's custom_id: its index when both vendors take it as one, else a hash of it."""
+    if _CUSTOM_ID.match(index):
+        return index
+    return "h" + hashlib.sha256(index.encode("utf-8")).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class _Stub:
+    """What collecting one item needs: the item without its images, its cache key and key fields."""
+
+    item: Item
+    key: str
+    fields: dict[str, Any]
+
+
+class _Chunk:
+    """The lines of one batch being gathered, spooled to a file in the run folder."""
+
+    def __init__(self, folder: Path):
+        self.key = uuid.uuid4().hex
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{self.key}.jsonl"
+        self._out = self.path.open("wb")
+        self.items: dict[str, str] = {}  # custom_id -> item index
+        self.size = 0
+
+    def fits(self, line: bytes, settings: BatchSettings) -> bool:
+        return len(self.items) < settings.max_requests and self.size + len(line) <= settings.max_bytes
+
+    def add(self, cid: str, index: str, line: bytes) -> None:
+        self._out.write(line)
+        self.items[cid] = index
+        self.size += len(line)
+
+    def close(self) -> None:
+        self._out.close()
+
+    def drop(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class BatchRun:
+    """One model's items through its vendor's batch API (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        backend: BatchApi | None,
+        mode: Mode,
+        wait: bool,
+        ledger: Ledger,
+        run_dir: Path,
+        entries: Callable[[], Iterator[Item | BadRow]],
+        ask: Callable[[Item], Request],
+        identity: Callable[[], dict[str, str]],
+        previous: list[Record],
+        finished: set[str],
+        cache: ResponseCache | None,
+        budget: TokenBudget | None,
+        retry: RetryPolicy,
+        progress: ProgressReporter,
+    ):
+        self.label, self.backend, self.mode, self.wait = label, backend, mode, wait
+        self.ledger, self.journal = ledger, ledger.journal
+        self.settings = backend.batch_settings() if backend is not None else None
+        self.spool = run_dir / SPOOL_FOLDER
+        self.entries, self.ask, self.identity = entries, ask, identity
+        self.latest = {r.index: r for r in previous}  # this model's last record per item
+        self.finished = finished
+        self.cache, self.budget, self.retry, self.progress = cache, budget, retry, progress
+        # A model that cannot batch (any more) has nothing to follow: its batches stay journaled.
+        self.open = self.journal.open_batches(label) if backend is not None else []
+        self.pending = {index: b.key for b in self.open for index in b.items.values()}
+        self.stubs: dict[str, _Stub] = {}
+        self.scanned = asyncio.Event()
+        self.ended = asyncio.Condition()  # notified whenever one of this model's batches ends
+        self.in_flight = self.ended_count = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.counts = {"submitted": 0, "done": 0, "answered": 0, "cached": 0, "unsent": 0, "running_left": 0}
+        self.hooks: Hooks | None = None
+
+    @property
+    def pending_indexes(self) -> set[str]:
+        """Items in batches sent earlier: the live loop leaves them to this run ("beside")."""
+        return set(self.pending)
+
+    # ---------------------------------------------------------------- the whole run
+
+    async def run(self, hooks: Hooks) -> None:
+        self.hooks = hooks
+        try:
+            for batch in self.open:
+                if batch.state == "intent":
+                    batch = await self._resolve(batch)
+                if batch.open:
+                    self.counts["submitted"] += 1
+                    await self._take_slot(force=True)
+                    self._follow(batch, None)
+            await self._scan()
+            self.scanned.set()
+            while self.tasks:
+                await asyncio.gather(*list(self.tasks))
+        except BackendError as exc:
+            if not exc.stops_model:
+                raise
+            hooks.halt(str(exc))
+        finally:
+            self.scanned.set()
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            self._say_what_is_left()
+
+    def _say_what_is_left(self) -> None:
+        assert self.hooks is not None
+        counts = self.counts
+        if counts["unsent"] and self.mode == "collect":
+            self.hooks.halt(
+                f"{counts['unsent']} item(s) were never sent: rerun the run command (or run --resume RUN_DIR) "
+                "to send them"
+            )
+        if counts["running_left"]:
+            self.hooks.halt(
+                f"{counts['running_left']} batch(es) are still in progress at the vendor: collect them later "
+                "with python -m gmai_client batches collect RUN_DIR"
+            )
+
+    def _show(self) -> None:
+        if self.hooks is not None:
+            counts = self.counts
+            running = self.in_flight
+            self.hooks.track.status(batch_status(counts["submitted"], running, counts["done"], counts["answered"]))
+
+    # ---------------------------------------------------------------- reading the items
+
+    async def _scan(self) -> None:
+        assert self.hooks is not None
+        entries = self.entries()
+        chunk: _Chunk | None = None
+        total = 0
+        try:
+            while not self.hooks.stop.is_set():
+                read = await asyncio.to_thread(lambda: list(islice(entries, _READ_BATCH)))
+                if not read:
+                    break
+                for entry in read:
+                    if self.hooks.stop.is_set():
+                        break
+                    total += 1
+                    chunk = await self._take(entry, chunk)
+            if chunk is not None and chunk.items and not self.hooks.stop.is_set():
+                submitting, chunk = chunk, None
+                await self._submit(submitting)
+        finally:
+            if chunk is not None:
+                chunk.drop()
+        if self.mode != "beside":
+            self.hooks.track.set_total(total)
+
+    async def _take(self, entry: Item | BadRow, chunk: _Chunk | None) -> _Chunk | None:
+        """Deal with one item; the chunk being gathered afterwards (a full one is submitted)."""
+        assert self.hooks is not None
+        index = entry.index if isinstance(entry, Item) else entry.record_index
+        if index in self.pending:  # in a batch sent earlier: collected, never sent again
+            if isinstance(entry, Item):
+                with contextlib.suppress(DataError):
+                    self.stubs[index] = self._stub(entry, self.ask(entry))
+            return chunk
+        if self.mode == "beside":
+            return chunk  # the live loop's item
+        if index in self.finished:
+            self.hooks.skip()
+            return chunk
+        if isinstance(entry, BadRow):
+            await self._finish(entry, score_error(entry, self.label, DataError(entry.message)))
+            return chunk
+        try:
+            request = self.ask(entry)
+        except DataError as exc:
+            await self._finish(entry, score_error(entry, self.label, exc))
+            return chunk
+        stub = self._stub(entry, request)
+        hit = await self.cache.get(stub.key) if self.cache is not None else None
+        if hit is not None:
+            self.counts["cached"] += 1
+            await self._finish(entry, score_answer(entry, self.label, _without_secrets(hit), attempts=0, cached=True))
+            return chunk
+        if self.mode == "collect" or self.backend is None or self.settings is None:
+            self.counts["unsent"] += 1
+            return chunk
+        cid = custom_id(index)
+        try:
+            line = await self.backend.batch_line(cid, request)
+        except BackendError as exc:  # an image the vendor cannot take: this item's error, as live
+            await self._finish(entry, score_error(entry, self.label, exc))
+            return chunk
+        if len(line) > self.settings.max_bytes:
+            too_big = UnsupportedInput(
+                f"{self.label}: this request is {len(line) / 2**20:.1f} MiB; a batch takes at most "
+                f"{self.settings.max_bytes / 2**20:.1f} MiB (send it live with --no-batch, or raise -B batch_mb)"
+            )
+            await self._finish(entry, score_error(entry, self.label, too_big))
+            return chunk
+        if chunk is not None and not chunk.fits(line, self.settings):
+            submitting, chunk = chunk, None
+            await self._submit(submitting)
+        if chunk is None:
+            chunk = _Chunk(self.spool)
+        chunk.add(cid, index, line)
+        self.stubs[index] = stub
+        return chunk
+
+    def _stub(self, item: Item, request: Request) -> _Stub:
+        fields = key_fields(self.identity(), request)
+        return _Stub(replace(item, images_b64=()), cache_key(fields), fields)
+
+    # ---------------------------------------------------------------- submitting
+
+    async def _take_slot(self, *, force: bool = False) -> None:
+        """One of the model's ``batch_queue`` places for a batch in progress (waits for one to end)."""
+        async with self.ended:
+            if not force and self.settings is not None:
+                await self.ended.wait_for(lambda: self.in_flight < self.settings.queue)  # type: ignore[union-attr]
+            self.in_flight += 1
+        self._show()
+
+    async def _release_slot(self) -> None:
+        async with self.ended:
+            self.in_flight -= 1
+            self.ended_count += 1
+            self.ended.notify_all()
+        self._show()
+
+    async def _submit(self, chunk: _Chunk) -> None:
+        """Journal, upload and create one batch, then follow it. A batch that cannot be created
+        leaves error records for its items (``--retry-errors`` sends them again)."""
+        assert self.backend is not None and self.settings is not None
+        chunk.close()
+        await self._take_slot()
+        key, entry = chunk.key, None
+        try:
+            if self.budget is not None:
+                self.budget.check()
+            entry = self.journal.intent(
+                key=key, model=self.label, vendor=self.settings.vendor, items=chunk.items,
+                requests=len(chunk.items), size=chunk.size,
+            )  # fmt: skip
+            file_id = await self._retrying(f"upload batch {key[:8]}", lambda: self.backend.upload_input(chunk.path))
+            if file_id:
+                self.journal.uploaded(key, file_id)
+                entry = replace(entry, file_id=file_id)
+            status = await self._create(entry, chunk.path)
+        except BackendError as exc:
+            if entry is not None and not isinstance(exc, Unresolved):
+                self.journal.void(key, f"not created: {exc}")
+            await self._release_slot()
+            if exc.stops_model:
+                raise
+            for index in chunk.items.values():
+                await self._record_error(index, exc)
+            return
+        except BaseException:
+            await self._release_slot()
+            raise
+        finally:
+            chunk.drop()
+        self.journal.submitted(key, status.batch_id)
+        self.ledger.known.add(status.batch_id)
+        self.counts["submitted"] += 1
+        self._follow(replace(entry, state="submitted", batch_id=status.batch_id), status)
+
+    async def _create(self, entry: JournalBatch, spool: Path | None) -> BatchStatus:
+        """Create the batch; when a try fails without an answer that says it was not made, look for
+        it before trying again (never twice the same batch)."""
+        assert self.backend is not None
+        backend = self.backend
+        attempt = 0
+        while True:
+            attempt += 1
+            async with self.ledger.create_lock(backend.name):
+                try:
+                    return await backend.create_batch(spool, entry.file_id, entry.key, entry.requests)
+                except RetryableError as exc:
+                    failure = exc
+                try:
+                    found = await self._find(entry)
+                except RetryableError as exc:
+                    raise Unresolved(
+                        f"{self.label}: creating batch {entry.key} failed without an answer ({failure}) and the "
+                        f"vendor cannot be asked whether it exists ({exc}); rerun to look for it again"
+                    ) from None
+            if found is not None:
+                self._note(
+                    f"the answer to creating batch {found.batch_id} was lost; found it at the vendor ({failure})"
+                )
+                return found
+            if isinstance(failure, RateLimited) and self.in_flight > 1:
+                await self._until_one_ends(self.retry.max_delay)  # the vendor's queue is full: wait for room
+                continue
+            if attempt >= self.retry.max_attempts:
+                raise failure
+            await asyncio.sleep(self.retry.wait_after(failure, attempt))
+
+    async def _find(self, entry: JournalBatch) -> BatchStatus | None:
+        assert self.backend is not None
+        backend = self.backend
+        return await self._retrying(
+            f"look for batch {entry.key[:8]}",
+            lambda: backend.find_batch(entry.key, entry.requests, entry.created, frozenset(self.ledger.known)),
+        )
+
+    async def _resolve(self, entry: JournalBatch) -> JournalBatch:
+        """A batch journaled but never heard of (a kill or a lost answer during its create): adopted
+        if the vendor has it, forgotten (its items sent again) if not."""
+        if self.backend is None:
+            return entry
+        async with self.ledger.create_lock(self.backend.name):
+            found = await self._find(entry)
+        if found is None:
+            self.journal.void(entry.key, "never created: the vendor has no such batch")
+            if entry.file_id:
+                with contextlib.suppress(BackendError):
+                    await self.backend.delete_input(entry.file_id)
+            return replace(entry, state="void")
+        self._note(f"found batch {found.batch_id}, created before the last run heard back: following it")
+        self.journal.submitted(entry.key, found.batch_id)
+        self.ledger.known.add(found.batch_id)
+        return replace(entry, state="submitted", batch_id=found.batch_id)
+
+    # ---------------------------------------------------------------- following a batch
+
+    def _follow(self, entry: JournalBatch, status: BatchStatus | None) -> None:
+        task = asyncio.create_task(self._watch(entry, status))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _watch(self, entry: JournalBatch, status: BatchStatus | None) -> None:
+        assert self.backend is not None and self.settings is not None
+        poll_s = self.settings.poll_s
+        try:
+            if status is None:
+                status = await self._poll(entry, None)
+            await self._follow_to_end(entry, status, poll_s)
+        except BackendError as exc:
+            if exc.stops_model:
+                raise
+            self._note(f"batch {entry.batch_id} cannot be followed now ({exc}); it stays in the journal")
+            self.counts["running_left"] += 1
+        finally:
+            await self._release_slot()
+
+    async def _follow_to_end(self, entry: JournalBatch, status: BatchStatus, poll_s: float) -> None:
+        """Poll until the batch ends (or, without waiting, once), then collect it."""
+        interval, recreated = poll_s, 0
+        while True:
+            if status.ended and status.queue_full and entry.file_id and recreated < self.retry.max_attempts:
+                recreated += 1
+                entry, status = await self._recreate(entry, status)
+                interval = poll_s
+                continue
+            if status.ended:
+                break
+            if not self.wait:
+                self.counts["running_left"] += 1
+                return
+            await asyncio.sleep(interval)
+            before = status.processed
+            status = await self._poll(entry, status)
+            interval = poll_s if status.processed != before else min(max(MAX_POLL_S, poll_s), interval * 1.5)
+        await self._collect(entry, status)
+
+    async def _poll(self, entry: JournalBatch, last: BatchStatus | None) -> BatchStatus:
+        """The batch's status; when the vendor keeps failing to say, the last one known (tried later)."""
+        assert self.backend is not None
+        backend, batch_id = self.backend, entry.batch_id
+        try:
+            return await self._retrying(f"poll batch {batch_id}", lambda: backend.poll_batch(batch_id))
+        except RetryableError as exc:
+            if last is None:
+                raise
+            self._note(f"cannot poll batch {batch_id} for now ({exc}); trying again later")
+            return last
+
+    async def _recreate(self, entry: JournalBatch, status: BatchStatus) -> tuple[JournalBatch, BatchStatus]:
+        """The vendor refused the batch for a full queue, having processed nothing: once another of
+        the model's batches ends (or after a backoff), the same input is created again, as a new batch."""
+        self.journal.void(entry.key, f"failed, nothing processed: {status.failure}")
+        self._note(f"batch {entry.batch_id}: the vendor's queue is full; sending it again when there is room")
+        await self._until_one_ends(self.retry.max_delay)
+        again = self.journal.intent(
+            key=uuid.uuid4().hex, model=self.label, vendor=entry.vendor, items=entry.items,
+            requests=entry.requests, size=entry.bytes,
+        )  # fmt: skip
+        self.journal.uploaded(again.key, entry.file_id)
+        again = replace(again, file_id=entry.file_id)
+        created = await self._create(again, None)
+        self.journal.submitted(again.key, created.batch_id)
+        self.ledger.known.add(created.batch_id)
+        return replace(again, state="submitted", batch_id=created.batch_id), created
+
+    async def _until_one_ends(self, timeout: float) -> None:
+        async with self.ended:
+            seen = self.ended_count
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.ended.wait_for(lambda: self.ended_count > seen), timeout)
+
+    # ---------------------------------------------------------------- collecting
+
+    async def _collect(self, entry: JournalBatch, status: BatchStatus) -> None:
+        """Record every item of an ended batch: its answer, or the error that stands for it."""
+        assert self.backend is not None
+        backend = self.backend
+        if any(index not in self.stubs for index in entry.items.values()):
+            await self.scanned.wait()  # a batch of an earlier run: its items are known once read
+        self.journal.collecting(entry.key)
+        results: list[BatchResult] = []
+        if status.failure is None:
+            results = await self._retrying(
+                f"read the results of batch {status.batch_id}", lambda: backend.batch_results(status)
+            )
+        by_id = {result.custom_id: result for result in results}
+        took = max(time.time() - entry.created, 0.0)
+        for cid, index in entry.items.items():
+            stub = self.stubs.get(index)
+            if stub is None or self._recorded(index, entry):
+                continue
+            result = by_id.get(cid) or BatchResult(cid, error=status.failure or _unanswered(status, entry))
+            await self._record(stub, result, took)
+        self.journal.collected(entry.key, status.vendor_status, counts_of(results))
+        self.counts["done"] += 1
+        if entry.file_id:
+            with contextlib.suppress(GmaiError):
+                await backend.delete_input(entry.file_id)
+
+    def _recorded(self, index: str, entry: JournalBatch) -> bool:
+        """Whether the item already has its record: an answer, or (when an earlier collect of this
+        very batch was cut short) the error it wrote then."""
+        latest = self.latest.get(index)
+        if latest is None:
+            return False
+        return latest.status != "error" or entry.state == "collecting"
+
+    async def _record(self, stub: _Stub, result: BatchResult, took: float) -> None:
+        if result.response is not None:
+            response = _without_secrets(result.response)
+            if self.cache is not None:
+                await self.cache.put(stub.key, stub.fields, stub.item.index, response)
+            if self.budget is not None and response.usage is not None:
+                self.budget.spend(response.usage.input_tokens + response.usage.output_tokens)
+            record = score_answer(stub.item, self.label, response, latency_s=took, attempts=1)
+        else:
+            error = result.error or ServerError(f"{self.label}: no result")
+            record = score_error(stub.item, self.label, error, latency_s=took, attempts=1)
+        self.counts["answered"] += 1
+        await self._finish(stub.item, record)
+
+    async def _record_error(self, index: str, error: BackendError) -> None:
+        stub = self.stubs.get(index)
+        if stub is not None:
+            await self._finish(stub.item, score_error(stub.item, self.label, error, attempts=0))
+
+    async def _finish(self, entry: Item | BadRow, record: Record) -> None:
+        assert self.hooks is not None
+        await self.hooks.finish(entry, record)
+        self.latest[record.index] = record
+        self._show()
+
+    # ---------------------------------------------------------------- helpers
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """One vendor call under the run's retry policy (backoff, Retry-After honoured)."""
+        assert self.hooks is not None
+        track = self.hooks.track
+
+        def waiting(seconds: float, error: BaseException) -> None:
+            track.status(f"{what}: retry in {seconds:.1f} s after {getattr(error, 'kind', type(error).__name__)}")
+
+        result, _, _ = await call_with_retry(lambda clock: clock.timed(call()), self.retry, on_wait=waiting)
+        self._show()
+        return result
+
+    def _note(self, message: str) -> None:
+        self.progress.note(self.label, message)
+
+
+def _unanswered(status: BatchStatus, entry: JournalBatch) -> BackendError:
+    """The error of a request an ended batch holds no result for."""
+    where = f"{entry.vendor}: batch {status.batch_id}"
+    if status.vendor_status == "expired":
+        return BatchExpired(f"{where} expired before this request ran")
+    if entry.cancel_asked or status.vendor_status in ("cancelled", "cancelling"):
+        return BatchCanceled(f"{where} was canceled before this request ran")
+    return ServerError(f"{where} ({status.vendor_status}) holds no result for this request")
+
+
+def _without_secrets(response: Response) -> Response:
+    text, model = redact(response.text), redact(response.model)
+    return response if (text, model) == (response.text, response.model) else replace(response, text=text, model=model)
