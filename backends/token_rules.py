@@ -69,7 +69,8 @@ def estimate_tokens(
     ``DEFAULT_IMAGE_TOKENS`` when its size or the rule is unknown."""
     total = text_tokens(request.system) + text_tokens(request.text)
     for image in request.images:
-        size = image_size(image.data)
+        # The header alone (PNG, GIF, BMP, WebP); a JPEG's size may sit further in.
+        size = image_size(image.head(64)) or (image_size(image.data) if image.mime == "image/jpeg" else None)
         tokens = None
         if size is not None and min(size) > 0:
             width, height = size

@@ -68,7 +68,7 @@ def key_fields(identity: Mapping[str, str], request: Request) -> dict[str, Any]:
         "identity": dict(sorted(identity.items())),
         "system": request.system,
         "text": request.text,
-        "images": [hashlib.sha256(image.data).hexdigest() for image in request.images],
+        "images": [image.sha256 for image in request.images],  # of the base64 text: no decode
         "temperature": params.temperature,
         "max_tokens": params.max_tokens,
         "seed": params.seed,

@@ -174,7 +174,10 @@ class Dispatcher:
 
     async def _attempt(self, request: Request, clock: AttemptClock) -> Response:
         # The backend knows its provider's token rules (images by size); the answer's ceiling on top.
-        estimate = self.backend.estimate_input_tokens(request) + request.params.max_tokens
+        # Only a limiter or a budget needs it.
+        estimate = 0
+        if self.limiter is not None or self.budget is not None:
+            estimate = self.backend.estimate_input_tokens(request) + request.params.max_tokens
         self.reachability.check()
         async with self.concurrency.slot(self._waiting):
             if self.limiter is not None:

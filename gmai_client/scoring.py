@@ -77,6 +77,11 @@ def score_error(
             error_kind="bad_row",
             source=str(item.source),
         )
+    message = redact(str(error) or type(error).__name__)
+    if kind == "unsupported_input" and item.images_b64:
+        # The images are checked cheaply before sending (not decoded): a server or local model that
+        # refuses one is pointed at the cell it came from, as a check here would have been.
+        message = f"{item.source}: field 'image': {message}"
     return Record(
         index=item.index,
         model=model,
@@ -86,7 +91,7 @@ def score_error(
         answer_cell=item.answer_cell,
         correct=None if item.answer is None else False,
         lenient_correct=None if item.answer is None else False,
-        error=redact(str(error) or type(error).__name__),
+        error=message,
         error_kind=str(kind),
         latency_s=round(latency_s, 4),
         attempts=attempts,

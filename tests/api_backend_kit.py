@@ -4,6 +4,7 @@ request, and running a backend once (then closing it) as the runner would."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import itertools
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.prompt import build_request
 from gmai_client.splits import sample_path
 from gmai_client.testing.fake_api import FakeAPI, Faults
-from gmai_client.types import Request, Response, SamplingParams
+from gmai_client.types import Image, Request, Response, SamplingParams
 
 
 def serve() -> Iterator[FakeAPI]:
@@ -60,3 +61,8 @@ def png(width: int, height: int, color: int = 0) -> bytes:
     out = io.BytesIO()
     PILImage.new("RGB", (width, height), (color, 80, 160)).save(out, format="PNG")
     return out.getvalue()
+
+
+def pixels_sha(image: Image) -> str:
+    """What the fake server records of an image it received: the sha256 of its bytes."""
+    return hashlib.sha256(image.data).hexdigest()

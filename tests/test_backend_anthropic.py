@@ -23,7 +23,7 @@ from gmai_client.backends.anthropic import AnthropicBackend, AnthropicOptions
 from gmai_client.config import parse_model_spec
 from gmai_client.testing.fake_api import FakeAPI, request_key
 from gmai_client.types import Image, Request, Response, SamplingParams
-from tests.api_backend_kit import fails, generate, png, sample_request, serve, wiped
+from tests.api_backend_kit import fails, generate, pixels_sha, png, sample_request, serve, wiped
 
 KEY = "sk-ant-test-SECRET123456789"
 MODEL = "claude-fake-1"
@@ -44,6 +44,7 @@ def request_() -> Request:
     return sample_request()
 
 
+
 def backend(api: FakeAPI, **kwargs: object) -> AnthropicBackend:
     kwargs.setdefault("timeout", 2.0)
     return AnthropicBackend(MODEL, endpoint=api.base_url_anthropic, options=AnthropicOptions(**kwargs))  # type: ignore[arg-type]
@@ -62,7 +63,7 @@ def test_request_on_the_wire(api: FakeAPI, request_: Request) -> None:
     assert seen.api == "anthropic" and seen.model == MODEL
     assert seen.roles == ("user",) and seen.system == "Be brief."  # system is a parameter, not a turn
     assert seen.content_types == ("image", "text")
-    assert seen.image_sha256 == (request_.images[0].sha256,)
+    assert seen.image_sha256 == (pixels_sha(request_.images[0]),)
     assert seen.image_mimes == ("image/png",)
     assert seen.text == request_.text
     assert seen.params["max_tokens"] == 32 and seen.params["temperature"] == 0.3
@@ -78,7 +79,7 @@ def test_several_images_keep_their_order(api: FakeAPI) -> None:
 
     (seen,) = api.requests
     assert seen.content_types == ("image", "image", "text")
-    assert seen.image_sha256 == (first.sha256, second.sha256)
+    assert seen.image_sha256 == (pixels_sha(first), pixels_sha(second))
     assert "system" not in seen.params and seen.system == ""
     assert "temperature" not in seen.params  # temperature=omit
 

@@ -24,7 +24,7 @@ from gmai_client.config import parse_model_spec
 from gmai_client.images import downscale, shutdown_pool
 from gmai_client.testing.fake_api import FakeAPI, request_key
 from gmai_client.types import Image, Request, Response, SamplingParams
-from tests.api_backend_kit import fails, generate, png, sample_request, serve, wiped
+from tests.api_backend_kit import fails, generate, pixels_sha, png, sample_request, serve, wiped
 
 KEY = "sk-test-SECRET123456789"
 MODEL = "gpt-4o-fake"
@@ -45,6 +45,7 @@ def request_() -> Request:
     return sample_request()
 
 
+
 def backend(api: FakeAPI, **kwargs: object) -> OpenAIBackend:
     kwargs.setdefault("timeout", 2.0)
     return OpenAIBackend(MODEL, endpoint=api.base_url_openai, options=OpenAIOptions(**kwargs))  # type: ignore[arg-type]
@@ -63,7 +64,7 @@ def test_request_on_the_wire(api: FakeAPI, request_: Request) -> None:
     assert seen.api == "openai" and seen.model == MODEL
     assert seen.roles == ("system", "user") and seen.system == "Be brief."
     assert seen.content_types == ("image", "text")  # images first, as the reference protocol does
-    assert seen.image_sha256 == (request_.images[0].sha256,)  # the item's PNG, byte for byte
+    assert seen.image_sha256 == (pixels_sha(request_.images[0]),)  # the item's PNG, byte for byte
     assert seen.image_mimes == ("image/png",)
     assert seen.image_details == (None,)  # not sent unless asked for
     assert seen.text == request_.text
@@ -80,7 +81,7 @@ def test_several_images_keep_their_order_and_detail(api: FakeAPI) -> None:
 
     (seen,) = api.requests
     assert seen.content_types == ("image", "image", "text")
-    assert seen.image_sha256 == (first.sha256, second.sha256)
+    assert seen.image_sha256 == (pixels_sha(first), pixels_sha(second))
     assert seen.image_details == ("low", "low")
     assert seen.roles == ("user",)  # no system message when the request has none
     assert seen.params["max_completion_tokens"] == 512 and "max_tokens" not in seen.params
@@ -94,7 +95,7 @@ def test_max_image_side_downscales_before_sending(api: FakeAPI) -> None:
     finally:
         shutdown_pool()
     (seen,) = api.requests
-    assert seen.image_sha256 == (downscale(big, 64).sha256, small.sha256)  # the small one untouched
+    assert seen.image_sha256 == (pixels_sha(downscale(big, 64)), pixels_sha(small))  # the small one untouched
 
 
 def test_refusal_and_content_filter_are_responses(api: FakeAPI, request_: Request) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 import struct
 import zlib
 
 import pytest
+from PIL import Image as PILImage
 
 from gmai_client.errors import ConfigError, DataError
 from gmai_client.prompt import (
@@ -244,6 +246,9 @@ def test_unknown_bytes_are_not_images(data: bytes) -> None:
     [
         ("iVBORw0KGgo!!!!", "not valid base64"),
         ("iVBORw0KGgo", "not valid base64"),  # bad padding
+        (b64(PNG)[:-4], "is cut short"),  # a PNG ends with its IEND chunk
+        (b64(PNG)[:20] + '"' + b64(PNG)[21:], "outside the base64 alphabet"),  # would break the JSON body
+        (b64(PNG)[:-8] + "@@@@" + b64(PNG)[-4:], "not valid base64"),  # a damaged last block
         ("", "is empty"),
         ("   \n", "is empty"),
         (b64(b"%PDF-1.7 not an image"), "is not a PNG, JPEG, GIF, WebP or BMP image"),
@@ -261,3 +266,17 @@ def test_bad_image_raises_data_error_naming_where(encoded: str, why: str) -> Non
 def test_single_image_error_does_not_number_the_image() -> None:
     with pytest.raises(DataError, match=r"field 'image': image is not valid base64"):
         build_request(make_item(images=("@@@@",)))
+
+
+def test_the_image_text_is_checked_not_decoded() -> None:
+    # A damage in the middle passes the cheap checks: the server's refusal names the cell instead
+    # (scoring.score_error); nothing here decodes the ~2 MB of a real item.
+    buffer = io.BytesIO()
+    PILImage.effect_noise((64, 64), 40).save(buffer, format="PNG")
+    text = b64(buffer.getvalue())
+    middle = len(text) // 2 // 4 * 4
+    damaged = text[:middle] + "@@@@" + text[middle + 4 :]
+    (image,) = build_request(make_item(images=(damaged,))).images
+    assert image.mime == "image/png" and image.encoded == damaged
+    with pytest.raises(ValueError, match="not valid base64"):
+        image.data  # noqa: B018  (decoding is what fails, when a backend asks for the bytes)
