@@ -1,37 +1,24 @@
-"""``python -m gmai_client.testing.fake_batches``: the fake API with its batch APIs, out of process.
+"""The command-line flags of ``python -m gmai_client.testing.fake_batches`` (see ``fake_batches.main``).
 
 Owns the batch flags (``--state-dir``, ``--batch-polls``, ``--batch-error-id ID[:N]``, ...), added to
-every ``fake_api`` flag; ``GET /_fake/stats`` then has a ``batches`` entry.
+every ``fake_api`` flag, and how they become ``FakeBatches`` knobs.
 """
 
 from __future__ import annotations
 
-from gmai_client.testing.fake_api import api_from_args, build_parser, serve
-from gmai_client.testing.fake_batches import (
+import argparse
+from typing import Any
+
+from gmai_client.testing.fake_batch_wire import (
     ANTHROPIC_MAX_BYTES,
     ANTHROPIC_MAX_REQUESTS,
     OPENAI_MAX_BYTES,
     OPENAI_MAX_REQUESTS,
-    FakeBatches,
 )
 
 
-def _ids(values: list[str]) -> dict[str, int] | set[str]:
-    """``ID`` (every submission) or ``ID:N`` (the first N) flags -> ``error_ids`` / ``expire_ids``."""
-    always, first = set(), {}
-    for value in values:
-        custom_id, _, times = value.rpartition(":")
-        if custom_id and times.isdigit():
-            first[custom_id] = int(times)
-        else:
-            always.add(value)
-    if always and first:
-        raise SystemExit("give every id the same way: all ID or all ID:N")
-    return first or always
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser("A fake OpenAI/Anthropic API with the batch APIs, for batch-mode tests.")
+def add_batch_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the batch APIs' flags to ``parser`` (``fake_api.build_parser()``, which has ``--seed``)."""
     batch = parser.add_argument_group("batch APIs")
     batch.add_argument("--state-dir", default=None, help="keep files and batches here (a restart resumes them)")
     batch.add_argument("--batch-seconds", type=float, default=None, help="a batch ends this long after creation")
@@ -69,10 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     batch.add_argument("--anthropic-max-bytes", type=int, default=ANTHROPIC_MAX_BYTES)
     batch.add_argument("--openai-enqueued-tokens", type=int, default=None, help="enqueued input tokens per model")
     batch.add_argument("--anthropic-queue-limit", type=int, default=None, help="requests processing at once")
-    args = parser.parse_args(argv)
-    api = api_from_args(args)
-    FakeBatches(
-        api, state_dir=args.state_dir, processing_s=args.batch_seconds, processing_polls=args.batch_polls,
+
+
+def batch_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``FakeBatches`` keyword arguments the flags in ``args`` ask for."""
+    return dict(
+        state_dir=args.state_dir, processing_s=args.batch_seconds, processing_polls=args.batch_polls,
         cancel_polls=args.cancel_polls, error_ids=_ids(args.batch_error_id), error_rate=args.batch_error_rate,
         error_status=args.batch_error_status, expire_ids=_ids(args.batch_expire_id),
         expire_rate=args.batch_expire_rate, seed=args.seed, expire_batches=frozenset(args.expire_batch),
@@ -81,4 +70,17 @@ def main(argv: list[str] | None = None) -> None:
         anthropic_max_bytes=args.anthropic_max_bytes, openai_enqueued_tokens=args.openai_enqueued_tokens,
         anthropic_queue_limit=args.anthropic_queue_limit,
     )  # fmt: skip
-    serve(api)
+
+
+def _ids(values: list[str]) -> dict[str, int] | set[str]:
+    """``ID`` (every submission) or ``ID:N`` (the first N) flags -> ``error_ids`` / ``expire_ids``."""
+    always, first = set(), {}
+    for value in values:
+        custom_id, _, times = value.rpartition(":")
+        if custom_id and times.isdigit():
+            first[custom_id] = int(times)
+        else:
+            always.add(value)
+    if always and first:
+        raise SystemExit("give every id the same way: all ID or all ID:N")
+    return first or always

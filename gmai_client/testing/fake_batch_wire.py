@@ -32,6 +32,10 @@ from gmai_client.testing.fake_batch_store import Batch
 from gmai_client.testing.fake_errors import vendor_error
 
 OPENAI_ENDPOINT = "/v1/chat/completions"  # the one batch endpoint this fake serves
+OPENAI_MAX_REQUESTS = 50_000  # per input file
+OPENAI_MAX_BYTES = 200 * 1024 * 1024  # per input file
+ANTHROPIC_MAX_REQUESTS = 100_000  # per batch
+ANTHROPIC_MAX_BYTES = 256 * 1024 * 1024  # per batch-creation request body
 WINDOW_S = 24 * 3600
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # Anthropic's rule for custom_id
 _PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")

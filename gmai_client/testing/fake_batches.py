@@ -65,10 +65,19 @@ from typing import Any
 from aiohttp import web
 
 from gmai_client.testing import fake_batch_wire as wire
-from gmai_client.testing.fake_api import FakeAPI
+from gmai_client.testing.fake_api import FakeAPI, api_from_args, build_parser, serve
+from gmai_client.testing.fake_batch_cli import add_batch_flags, batch_knobs
 from gmai_client.testing.fake_batch_states import ENDED, advance, draw_fate, input_tokens, start_cancel
 from gmai_client.testing.fake_batch_store import FILE_LIFETIME_S, Batch, BatchCall, BatchStore, signature
-from gmai_client.testing.fake_batch_wire import OPENAI_ENDPOINT, WINDOW_S, Refused
+from gmai_client.testing.fake_batch_wire import (
+    ANTHROPIC_MAX_BYTES,
+    ANTHROPIC_MAX_REQUESTS,
+    OPENAI_ENDPOINT,
+    OPENAI_MAX_BYTES,
+    OPENAI_MAX_REQUESTS,
+    WINDOW_S,
+    Refused,
+)
 from gmai_client.testing.fake_errors import vendor_error
 from gmai_client.testing.fake_faults import reset_connection
 from gmai_client.testing.fake_wire import credentials
@@ -87,10 +96,6 @@ __all__ = [
     "main",
 ]
 
-OPENAI_MAX_REQUESTS = 50_000  # per input file
-OPENAI_MAX_BYTES = 200 * 1024 * 1024  # per input file
-ANTHROPIC_MAX_REQUESTS = 100_000  # per batch
-ANTHROPIC_MAX_BYTES = 256 * 1024 * 1024  # per batch-creation request body
 #: What ``FakeBatches.inject`` can do to a call: answer an error status and do nothing, reset the
 #: connection and do nothing, or do the work and then reset the connection (the answer is lost).
 CALL_FAULTS = ("status", "reset", "lost")
@@ -475,10 +480,13 @@ def _origin(http: web.Request) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m gmai_client.testing.fake_batches``: the flags are in ``fake_batch_cli``."""
-    from gmai_client.testing.fake_batch_cli import main as run
-
-    run(argv)
+    """``python -m gmai_client.testing.fake_batches``: every ``fake_api`` flag and the batch flags."""
+    parser = build_parser("A fake OpenAI/Anthropic API with the batch APIs, for batch-mode tests.")
+    add_batch_flags(parser)
+    args = parser.parse_args(argv)
+    api = api_from_args(args)
+    FakeBatches(api, **batch_knobs(args))
+    serve(api)
 
 
 if __name__ == "__main__":
