@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -151,7 +151,7 @@ def iter_items(files: Sequence[DatasetFile]) -> Iterator[Item | BadRow]:
                 if first is not entry.source:
                     where = f"row {first.row}" if first.file == entry.source.file else f"{first.file}, row {first.row}"
                     entry = BadRow(
-                        SourceRef(entry.source.file, entry.source.row),
+                        SourceRef(entry.source.file, entry.source.row, offset=entry.source.offset),
                         _INDEX,
                         f"index {entry.index} is used twice: already at {where}",
                     )
@@ -174,9 +174,10 @@ def _iter_file(dataset_file: DatasetFile, only: set[str] | None = None) -> Itera
                 if only is not None:
                     continue
                 field = dataset_file.header[record.cell] if record.cell < len(dataset_file.header) else ""
-                yield BadRow(SourceRef(name, row_number, record.index), field.strip(), record.message)
+                where = SourceRef(name, row_number, record.index, reader.record_offset)
+                yield BadRow(where, field.strip(), record.message)
                 continue
-            entry = _parse_row(name, row_number, dataset_file, record)
+            entry = _parse_row(SourceRef(name, row_number, offset=reader.record_offset), dataset_file, record)
             if only is None or (isinstance(entry, Item) and entry.index in only):
                 yield entry  # a quoted row is parsed before its index can be compared
 
@@ -207,14 +208,20 @@ class _RecordReader:
     def __init__(self, handle: BinaryIO, width: int, only: set[str] | None = None):
         self._handle = handle
         self._width = width
-        self._pending: list[bytes] = []  # lines given back after a stray quote
+        self._pending: list[tuple[int, bytes]] = []  # (offset, line) given back after a stray quote
+        self._position = handle.tell()  # where the next line read from the file starts
+        self.line_offset = self._position  # where the line last returned starts
+        self.record_offset = -1  # where the record last returned starts
         # Indexes wanted (the index being the first cell): other rows come back as _SKIPPED unsplit.
         self._only = {index.encode() for index in only} if only is not None else None
 
     def next_line(self) -> bytes | None:
         if self._pending:
-            return self._pending.pop()
+            self.line_offset, line = self._pending.pop()
+            return line
         line = self._handle.readline()
+        self.line_offset = self._position
+        self._position += len(line)
         return line or None
 
     def next_record(self) -> list[str] | _Broken | None:  # or _SKIPPED
@@ -223,6 +230,7 @@ class _RecordReader:
             if raw is None:
                 return None
             if raw.strip(b"\r\n"):
+                self.record_offset = self.line_offset
                 break  # pandas skips blank lines
         if self._only is not None and b'"' not in raw and raw.split(b"\t", 1)[0].strip() not in self._only:
             return _SKIPPED
@@ -240,7 +248,7 @@ class _RecordReader:
         return _Broken(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the row)", cell, index)
 
     def _quoted(self, first_raw: bytes, text: str) -> list[str] | _Broken:
-        pulled: list[bytes] = []  # continuation lines, given back if the quote turns out stray
+        pulled: list[tuple[int, bytes]] = []  # continuation lines, given back if the quote turns out stray
         cells: list[str] = []
         position = 0
         while True:
@@ -286,15 +294,15 @@ class _RecordReader:
             )
         return cells
 
-    def _continue(self, pulled: list[bytes], first_raw: bytes) -> str | None:
+    def _continue(self, pulled: list[tuple[int, bytes]], first_raw: bytes) -> str | None:
         """The next line of a quoted cell, or None when the quote has run on too far."""
-        size = len(first_raw) + sum(len(line) for line in pulled)
+        size = len(first_raw) + sum(len(line) for _, line in pulled)
         if len(pulled) >= MAX_QUOTED_LINES or size > MAX_QUOTED_BYTES:
             return None
-        raw = self._handle.readline() if not self._pending else self._pending.pop()
+        raw = self.next_line()
         if not raw:
             return None
-        pulled.append(raw)
+        pulled.append((self.line_offset, raw))
         if raw.count(b"\t") >= self._width - 1:
             return None  # a whole row's worth of cells: the next row, not the rest of a cell
         try:
@@ -302,7 +310,7 @@ class _RecordReader:
         except UnicodeDecodeError:
             return None
 
-    def _give_back(self, pulled: list[bytes]) -> None:
+    def _give_back(self, pulled: list[tuple[int, bytes]]) -> None:
         self._pending.extend(reversed(pulled))
 
 
@@ -324,11 +332,11 @@ def _first_cell(text: str) -> str:
     return "" if '"' in cell or "\n" in cell else cell.strip()
 
 
-def _parse_row(file: str, row: int, dataset_file: DatasetFile, cells: list[str]) -> Item | BadRow:
+def _parse_row(where: SourceRef, dataset_file: DatasetFile, cells: list[str]) -> Item | BadRow:
     columns = dataset_file.columns
     values = dict(zip(columns, cells, strict=False))  # a length mismatch is reported below
     index = values.get(_INDEX, "").strip()
-    source = SourceRef(file, row, index)
+    source = SourceRef(where.file, where.row, index, where.offset)
     if len(cells) != len(columns):
         return BadRow(source, "", f"expected {len(columns)} cells, found {len(cells)} (truncated row?)")
     if is_missing(index):
@@ -403,11 +411,18 @@ def _split_images(cell: str) -> tuple[str, ...]:
     return (cell,)
 
 
-def find_items(files: Sequence[DatasetFile], wanted: Iterable[str]) -> Iterator[Item]:
+def find_items(
+    files: Sequence[DatasetFile], wanted: Iterable[str], at: Mapping[str, tuple[str, int]] | None = None
+) -> Iterator[Item]:
     """The items whose index is in ``wanted``, read by the same rules as ``iter_items`` but parsing
-    only those rows: a row's index cell is compared before the rest of its (megabyte-long) cells are
-    split, and the scan stops once every wanted item was found (the real VAL file is 9 GB)."""
+    only those rows. ``at`` maps an index to (file, byte offset of its row), as records keep them:
+    those rows are read where they are; the others are found by a scan in which a row's index
+    cell is compared before the rest of its (megabyte-long) cells are split, stopping once every
+    wanted item was found (the real VAL file is 9 GB)."""
     remaining = set(wanted)
+    for item in _read_at(files, {index: at[index] for index in remaining if at and index in at}):
+        remaining.discard(item.index)
+        yield item
     for dataset_file in files:
         if not remaining:
             return
@@ -420,6 +435,22 @@ def find_items(files: Sequence[DatasetFile], wanted: Iterable[str]) -> Iterator[
             yield item
             if not remaining:
                 return
+
+
+def _read_at(files: Sequence[DatasetFile], places: Mapping[str, tuple[str, int]]) -> Iterator[Item]:
+    """The rows at known byte offsets (a row that is not the item expected there is skipped)."""
+    by_name = {str(f.path): f for f in files}
+    for index, (name, offset) in sorted(places.items(), key=lambda entry: entry[1]):
+        dataset_file = by_name.get(name)
+        if dataset_file is None or offset < 0:
+            continue
+        with dataset_file.path.open("rb") as handle:
+            handle.seek(offset)
+            record = _RecordReader(handle, len(dataset_file.columns)).next_record()
+        if isinstance(record, list):
+            entry = _parse_row(SourceRef(name, 0, offset=offset), dataset_file, record)
+            if isinstance(entry, Item) and entry.index == index:
+                yield entry
 
 
 def count_items(files: Sequence[DatasetFile], keep: Callable[[Item | BadRow], bool]) -> int:

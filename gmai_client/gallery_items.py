@@ -50,9 +50,25 @@ def data_files(saved_files: Iterable[str], records: Iterable[Record]) -> list[Pa
     return [Path(f) for f in dict.fromkeys(files) if Path(f).is_file()]
 
 
-def load_gallery_items(paths: Sequence[Path], wanted: Collection[str], *, workers: int | None = None) -> GalleryItems:
+def row_places(records: Iterable[Record], wanted: Collection[str]) -> dict[str, tuple[str, int]]:
+    """Where the rows of the ``wanted`` items are: (file, byte offset), as the records keep them."""
+    places = {}
+    for record in records:
+        if record.index in wanted and record.source_offset >= 0 and ", row " in record.source:
+            places[record.index] = (record.source.rsplit(", row ", 1)[0], record.source_offset)
+    return places
+
+
+def load_gallery_items(
+    paths: Sequence[Path],
+    wanted: Collection[str],
+    *,
+    at: Mapping[str, tuple[str, int]] | None = None,
+    workers: int | None = None,
+) -> GalleryItems:
     """Questions and thumbnails of the ``wanted`` indexes found in ``paths`` (a DataError when a file
-    cannot be opened as a dataset). An image that cannot be decoded gets no thumbnail."""
+    cannot be opened as a dataset). ``at``: where their rows are (read there, no scan of the file).
+    An image that cannot be decoded gets no thumbnail."""
     wanted = set(wanted)
     if not wanted:
         return GalleryItems()
@@ -64,7 +80,7 @@ def load_gallery_items(paths: Sequence[Path], wanted: Collection[str], *, worker
     # faster than the decoding keeps megabytes, not hundreds of them.
     slots = threading.BoundedSemaphore(2 * workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for item in find_items(open_dataset(paths), wanted):
+        for item in find_items(open_dataset(paths), wanted, at):
             if item.index not in wanted or item.index in questions:
                 continue  # a row find_items did not filter, or a second row with the same index
             questions[item.index] = item.question.strip()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gmai_client.charts import ViewChart
-from gmai_client.gallery_items import GalleryItems, data_files, load_gallery_items
+from gmai_client.gallery_items import GalleryItems, data_files, load_gallery_items, row_places
 from gmai_client.html_gallery import gallery, select_gallery
 from gmai_client.html_page import Page, build_page, palette_css
 from gmai_client.html_paper import paper
@@ -119,7 +119,7 @@ def _gallery_items(page: Page) -> tuple[GalleryItems, str]:
     if not paths:
         return GalleryItems(), f"{unavailable}: the run's data files are not known."
     try:
-        items = load_gallery_items(paths, wanted)
+        items = load_gallery_items(paths, wanted, at=row_places(page.records, wanted))
     except Exception as exc:  # a moved or unreadable data file costs the thumbnails only
         return GalleryItems(), f"{unavailable}: {type(exc).__name__}: {exc}"
     if not items.questions:

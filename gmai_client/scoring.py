@@ -108,6 +108,7 @@ def _groups(item: Item) -> dict:
         "modality": item.modality,
         "category": item.category,
         "source": str(item.source),
+        "source_offset": item.source.offset,
         "options": item.options,
         "row": item.row,
     }

@@ -59,6 +59,7 @@ class SourceRef:
     file: str
     row: int  # 1-based data row (the header is row 0)
     index: str = ""
+    offset: int = field(default=-1, compare=False)  # byte offset of the row in the file (-1: unknown)
 
     def __str__(self) -> str:
         where = f"{self.file}, row {self.row}"
@@ -303,6 +304,7 @@ class Record:
     retries: tuple[str, ...] = ()  # the error kind of every failed attempt, in order
     cached: bool = False
     source: str = ""
+    source_offset: int = -1  # byte offset of the item's row in its file: the report seeks, not scans
     row: tuple[tuple[str, str], ...] = ()  # the item's cells but the image (for the prediction file)
 
     @property

@@ -272,3 +272,16 @@ def test_find_items_parses_only_the_wanted_rows(tmp_path: Path) -> None:
     found = list(find_items(open_dataset([path]), ["7", "3", "48", "999"]))
     assert sorted(item.index for item in found) == ["3", "48", "7"]
     assert all(item.question == f"Question {item.index}?" for item in found)
+
+
+def test_every_item_knows_the_byte_offset_of_its_row_and_find_items_seeks_there(tmp_path: Path) -> None:
+    rows = [row(str(i)) for i in range(1, 30)]
+    rows[4][1] = '"quoted"'  # a quoted row too
+    path = write_rows(tmp_path / "v.tsv", HEADER, rows)
+    data = path.read_bytes()
+    items = [e for e in read(path) if isinstance(e, Item)]
+    assert all(data[item.source.offset :].startswith(f"{item.index}\t".encode()) for item in items)
+    at = {item.index: (str(path), item.source.offset) for item in items if item.index in {"3", "5", "27"}}
+    at["28"] = (str(path), 0)  # a wrong offset: the row there is the header, so 28 is found by a scan
+    found = {item.index: item for item in find_items(open_dataset([path]), ["3", "5", "27", "28"], at)}
+    assert sorted(found) == ["27", "28", "3", "5"] and found["5"].question == "quoted"

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from gmai_client import gallery_items
+from gmai_client import dataset, gallery_items
+from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.errors import DataError
-from gmai_client.gallery_items import THUMB_PX, data_files, load_gallery_items, thumbnail
+from gmai_client.gallery_items import THUMB_PX, data_files, load_gallery_items, row_places, thumbnail
 from gmai_client.testing.synthetic import write_tsv
-from gmai_client.types import Record
+from gmai_client.types import Item, Record
 from tests.conftest import write_rows
 
 
@@ -113,3 +114,26 @@ def test_data_files_come_from_the_config_or_the_records(tmp_path: Path) -> None:
     assert data_files(saved, []) == [present]  # missing files dropped, duplicates once
     record = Record(index="1", model="m", status="ok", prediction="A", source=f"{present}, row 3, index 1")
     assert data_files((), [record]) == [present]
+
+
+def test_rows_whose_offsets_the_records_keep_are_read_there_without_a_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_tsv(tmp_path / "d.tsv", 30, seed=2, image_size=32)
+    items = [e for e in iter_items(open_dataset([path])) if isinstance(e, Item)]
+    records = [
+        Record(
+            index=i.index, model="m", status="ok", prediction="A", source=str(i.source), source_offset=i.source.offset
+        )
+        for i in items
+    ]
+    wanted = {items[3].index, items[17].index}
+    places = row_places(records, wanted)
+    assert places == {i.index: (str(path), i.source.offset) for i in items if i.index in wanted}
+
+    def no_scan(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the file was scanned")
+
+    monkeypatch.setattr(dataset, "_iter_file", no_scan)
+    found = load_gallery_items([path], wanted, at=places)
+    assert set(found.questions) == wanted and set(found.thumbnails) == wanted
