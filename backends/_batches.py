@@ -36,8 +36,9 @@ T = TypeVar("T")
 
 #: The metadata key an OpenAI batch carries the client's journal key under (how a lost create is found).
 KEY_METADATA = "gmai_client_key"
-#: How far apart the vendor's clock and ours may be when a batch is looked for by its creation time.
-CLOCK_SLACK_S = 300.0
+#: How far apart the vendor's clock and ours may be when a batch is looked for by its creation time
+#: (wider would let a batch made just before, by another run of the same account, pass for ours).
+CLOCK_SLACK_S = 60.0
 #: Room left in a batch's byte limit for what wraps the lines (Anthropic's ``{"requests":[...]}``; each
 #: line's newline stands for the comma between two requests there, so lines count as sent).
 ENVELOPE_BYTES = 1024

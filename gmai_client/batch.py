@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -49,13 +47,15 @@ from gmai_client.batch_api import (
     BatchStatus,
     counts_of,
 )
-from gmai_client.batch_journal import BatchJournal, JournalBatch
+from gmai_client.batch_journal import JournalBatch
+from gmai_client.batch_ledger import Ledger, Unresolved, custom_id, retrying
 from gmai_client.cache import ResponseCache, cache_key, key_fields
 from gmai_client.dispatch import TokenBudget
 from gmai_client.errors import (
     BackendError,
     DataError,
     GmaiError,
+    Overloaded,
     RateLimited,
     RetryableError,
     ServerError,
@@ -63,7 +63,7 @@ from gmai_client.errors import (
     redact,
 )
 from gmai_client.progress import ModelTrack, ProgressReporter, batch_status
-from gmai_client.retry import RetryPolicy, call_with_retry
+from gmai_client.retry import RetryPolicy
 from gmai_client.scoring import score_answer, score_error
 from gmai_client.types import BadRow, Item, Record, Request, Response
 
@@ -72,19 +72,9 @@ T = TypeVar("T")
 _READ_BATCH = 16
 #: A batch's poll interval grows to this while nothing changes (or to ``batch_poll`` if longer).
 MAX_POLL_S = 120.0
-_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what both vendors take as a custom_id
 SPOOL_FOLDER = "batch-spool"  # in the run folder: a batch's lines until it is created
 
 Mode = Literal["batch", "collect", "beside"]
-
-
-class Unresolved(BackendError):
-    """A create failed without an answer and the vendor could not be asked whether it made the
-    batch: the journal keeps the batch as an intent (never voided: it may exist and be paid for),
-    and the next run looks for it again. Stops the model."""
-
-    kind = "batch_unresolved"
-    stops_model = True
 
 
 @dataclass(frozen=True)
@@ -103,31 +93,6 @@ class Hooks:
     halt: Callable[[str], None]  # stop this model, saying why
     stop: asyncio.Event  # set once the model is stopped
     track: ModelTrack
-
-
-@dataclass
-class Ledger:
-    """What every model's batch run shares: the journal, the batch ids known to this run folder (a
-    lost create never adopts one of those), and one create at a time per vendor."""
-
-    journal: BatchJournal
-    known: set[str] = field(default_factory=set)
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, run_dir: Path) -> Ledger:
-        journal = BatchJournal(run_dir)
-        return cls(journal, {b.batch_id for b in journal.read().values() if b.batch_id})
-
-    def create_lock(self, vendor: str) -> asyncio.Lock:
-        return self._locks.setdefault(vendor, asyncio.Lock())
-
-
-def custom_id(index: str) -> str:
-    """An item's custom_id: its index when both vendors take it as one, else a hash of it."""
-    if _CUSTOM_ID.match(index):
-        return index
-    return "h" + hashlib.sha256(index.encode("utf-8")).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -392,35 +357,33 @@ class BatchRun:
             raise
         finally:
             chunk.drop()
-        self.journal.submitted(key, status.batch_id)
-        self.ledger.known.add(status.batch_id)
         self.counts["submitted"] += 1
-        self._follow(replace(entry, state="submitted", batch_id=status.batch_id), status)
+        self._follow(self.ledger.adopt(entry, status.batch_id), status)
 
     async def _create(self, entry: JournalBatch, spool: Path | None) -> BatchStatus:
-        """Create the batch; when a try fails without an answer that says it was not made, look for
-        it before trying again (never twice the same batch)."""
+        """Create the batch. A try that failed without saying the batch was refused (no answer, a
+        5xx) is looked for at the vendor before the next try: no batch is created twice."""
         assert self.backend is not None
         backend = self.backend
         attempt = 0
         while True:
             attempt += 1
+            found = None
             async with self.ledger.create_lock(backend.name):
                 try:
                     return await backend.create_batch(spool, entry.file_id, entry.key, entry.requests)
                 except RetryableError as exc:
                     failure = exc
-                try:
-                    found = await self._find(entry)
-                except RetryableError as exc:
-                    raise Unresolved(
-                        f"{self.label}: creating batch {entry.key} failed without an answer ({failure}) and the "
-                        f"vendor cannot be asked whether it exists ({exc}); rerun to look for it again"
-                    ) from None
+                if not isinstance(failure, (RateLimited, Overloaded)):  # those are refusals: nothing was made
+                    try:
+                        found = await self._find(entry)
+                    except RetryableError as exc:
+                        raise Unresolved(
+                            f"{self.label}: creating batch {entry.key} failed without an answer ({failure}) and "
+                            f"the vendor cannot be asked whether it exists ({exc}); rerun to look for it again"
+                        ) from None
             if found is not None:
-                self._note(
-                    f"the answer to creating batch {found.batch_id} was lost; found it at the vendor ({failure})"
-                )
+                self._note(f"creating batch {found.batch_id} lost its answer ({failure}); found it at the vendor")
                 return found
             if isinstance(failure, RateLimited) and self.in_flight > 1:
                 await self._until_one_ends(self.retry.max_delay)  # the vendor's queue is full: wait for room
@@ -431,29 +394,15 @@ class BatchRun:
 
     async def _find(self, entry: JournalBatch) -> BatchStatus | None:
         assert self.backend is not None
-        backend = self.backend
-        return await self._retrying(
-            f"look for batch {entry.key[:8]}",
-            lambda: backend.find_batch(entry.key, entry.requests, entry.created, frozenset(self.ledger.known)),
-        )
+        return await self.ledger.find(entry, self.backend, self.retry, self._waiting(f"look for batch {entry.key[:8]}"))
 
     async def _resolve(self, entry: JournalBatch) -> JournalBatch:
-        """A batch journaled but never heard of (a kill or a lost answer during its create): adopted
-        if the vendor has it, forgotten (its items sent again) if not."""
-        if self.backend is None:
-            return entry
-        async with self.ledger.create_lock(self.backend.name):
-            found = await self._find(entry)
-        if found is None:
-            self.journal.void(entry.key, "never created: the vendor has no such batch")
-            if entry.file_id:
-                with contextlib.suppress(BackendError):
-                    await self.backend.delete_input(entry.file_id)
-            return replace(entry, state="void")
-        self._note(f"found batch {found.batch_id}, created before the last run heard back: following it")
-        self.journal.submitted(entry.key, found.batch_id)
-        self.ledger.known.add(found.batch_id)
-        return replace(entry, state="submitted", batch_id=found.batch_id)
+        """A batch journaled but never heard of (a kill or a lost answer during its create)."""
+        assert self.backend is not None
+        resolved = await self.ledger.resolve(entry, self.backend, self.retry, self._waiting("look for a batch"))
+        if resolved.batch_id:
+            self._note(f"found batch {resolved.batch_id}, created before the last run heard back: following it")
+        return resolved
 
     # ---------------------------------------------------------------- following a batch
 
@@ -522,9 +471,7 @@ class BatchRun:
         self.journal.uploaded(again.key, entry.file_id)
         again = replace(again, file_id=entry.file_id)
         created = await self._create(again, None)
-        self.journal.submitted(again.key, created.batch_id)
-        self.ledger.known.add(created.batch_id)
-        return replace(again, state="submitted", batch_id=created.batch_id), created
+        return self.ledger.adopt(again, created.batch_id), created
 
     async def _until_one_ends(self, timeout: float) -> None:
         async with self.ended:
@@ -596,16 +543,18 @@ class BatchRun:
     # ---------------------------------------------------------------- helpers
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One vendor call under the run's retry policy (backoff, Retry-After honoured)."""
-        assert self.hooks is not None
-        track = self.hooks.track
-
-        def waiting(seconds: float, error: BaseException) -> None:
-            track.status(f"{what}: retry in {seconds:.1f} s after {getattr(error, 'kind', type(error).__name__)}")
-
-        result, _, _ = await call_with_retry(lambda clock: clock.timed(call()), self.retry, on_wait=waiting)
+        """One vendor call under the run's retry policy, its waits shown on the progress line."""
+        result = await retrying(self.retry, call, self._waiting(what))
         self._show()
         return result
+
+    def _waiting(self, what: str) -> Callable[[float, BaseException], None]:
+        def waiting(seconds: float, error: BaseException) -> None:
+            if self.hooks is not None:
+                kind = getattr(error, "kind", type(error).__name__)
+                self.hooks.track.status(f"{what}: retry in {seconds:.1f} s after {kind}")
+
+        return waiting
 
     def _note(self, message: str) -> None:
         self.progress.note(self.label, message)

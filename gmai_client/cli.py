@@ -1,4 +1,4 @@
-"""Command line: ``python -m gmai_client run | tree | report | backends | cache``.
+"""Command line: ``python -m gmai_client run | batches | tree | report | backends | cache``.
 
 Exit status of ``run`` (what a CI job reads; everything done is written whatever the status):
 
@@ -8,14 +8,17 @@ Exit status of ``run`` (what a CI job reads; everything done is written whatever
     3    stopped by a fatal error: a model stopped early (bad key 401/403, unknown model 404,
          exhausted quota, unreachable endpoint, unreadable replay file, --max-errors, the token
          budget), the judge stopped, or the whole run ended early (a full disk, unreadable data)
-    4    finished, but some items ended in an error (``--resume RUN_DIR --retry-errors`` sends them again)
+    4    finished, but some items ended in an error (``--resume RUN_DIR --retry-errors`` sends them again;
+         with --batch: a request its batch failed, expired or canceled)
     5    nothing was evaluated: no item was selected (a header-only file, a --select that matches nothing)
     130  interrupted (Ctrl-C or SIGTERM): finished items are saved, the metrics cover them
 
 A higher-listed status wins (3 over 4 over 5). Every message the user can act on is one line,
 never a traceback; any text that may carry vendor output goes through ``errors.redact``.
 
-The commands live in ``cli_run`` (run) and ``cli_commands`` (tree, report, backends, cache).
+The commands live in ``cli_run`` (run), ``cli_batches`` (batches: collect, cancel, list a run
+folder's batches; ``collect`` exits as ``run`` does, 3 while batches are still in progress or items
+were never sent) and ``cli_commands`` (tree, report, backends, cache).
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--reference", default=None, help="model label the deltas are taken against")
     commands.add_parser("backends", help="list backends, whether installed, and their options")
     _add_cache(commands)
+    _add_batches(commands)
     return parser
 
 
@@ -238,6 +242,12 @@ def _add_policy_options(run: argparse.ArgumentParser) -> None:
         help="read and write the response cache (default: yes; --no-cache: neither)",
     )
     limits.add_argument("--cache-path", type=Path, help="response cache file (default: user cache dir)")
+    limits.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        help="models with a batch API (openai, anthropic) send through it: about half price, answers within "
+        "24 h (-B batch= per model; default: no)",
+    )
 
 
 def _add_tree(commands: Any) -> None:
@@ -263,6 +273,20 @@ def _add_cache(commands: Any) -> None:
     cache.add_argument("--data", "-d", nargs="+", action="extend", default=None, metavar="PATH")
     cache.add_argument("--data-dir", type=Path, default=None)
     cache.add_argument("--only-model", default=None, help="clear: only entries of this model name")
+
+
+def _add_batches(commands: Any) -> None:
+    batches = commands.add_parser(
+        "batches",
+        help="collect, cancel or list the batches a --batch run sent",
+        description="collect: wait for the run folder's batches and record their answers (rerunning the run "
+        "command does the same and also sends what is left); cancel: ask the vendors to stop them; "
+        "list: what the folder's journal holds",
+    )
+    batches.add_argument("action", choices=("collect", "cancel", "list"))
+    batches.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    batches.add_argument("--no-wait", action="store_true", help="collect: only the batches that have ended")
+    batches.add_argument("--no-progress", action="store_true", help="collect: no progress display")
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -307,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_commands.cmd_backends(console)
         if args.command == "cache":
             return cli_commands.cmd_cache(args, console)
+        if args.command == "batches":
+            from gmai_client.cli_batches import cmd_batches
+
+            return cmd_batches(args, console)
     except GmaiError as exc:
         say_error(str(exc))
         return EXIT_USAGE

@@ -8,7 +8,9 @@ and patience options given here as stated overrides (``config.POLICY_FIELDS``) a
 other option that differs from the saved run.
 
 Ctrl-C and SIGTERM are alike (``_Interrupts``): the first cancels the run, which keeps what
-finished and writes partial metrics; a second quits at once.
+finished and writes partial metrics; a second quits at once. Batches a ``--batch`` run sent keep
+running at the vendor: whenever a run ends with batches still in progress, the commands that
+collect and cancel them are printed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gmai_client.api import run
+from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli_common import (
     EXIT_EMPTY,
     EXIT_ERRORS,
@@ -40,7 +43,7 @@ from gmai_client.cli_common import (
     say_error,
 )
 from gmai_client.config import POLICY_FIELDS, ModelSpec, RunConfig, parse_model_spec, run_default
-from gmai_client.errors import ConfigError, redact
+from gmai_client.errors import ConfigError, GmaiError, redact
 from gmai_client.report import terminal_console
 from gmai_client.rundir import CONFIG_FILE, read_config
 from gmai_client.runner import RunResult
@@ -51,6 +54,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("-J options need a --judge SPEC")
     config = resumed_config(args) if args.resume is not None else new_config(args)
     result: RunResult = _Interrupts().run(lambda: run(config, console=console))
+    return say_result(result, console)
+
+
+def say_result(result: RunResult, console: Console) -> int:
+    """What a run (or a collect) left, one line each, and its exit status."""
     status = exit_status(result)
     folder = escape(str(result.run_dir))
     console.print(f"run folder: {folder}")
@@ -64,6 +72,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             f"the run ended early: {result.failure}. Everything recorded is kept in {result.run_dir}; "
             f"rerun the same command (or --resume {result.run_dir}) once it is fixed"
         )
+    _say_open_batches(result.run_dir, folder, console)
     if result.interrupted:
         console.print(
             f"[yellow]interrupted: finished items are saved; resume with: "
@@ -79,6 +88,22 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             soft_wrap=True,
         )
     return status
+
+
+def _say_open_batches(run_dir: Path, folder: str, console: Console) -> None:
+    """Batches still in progress at the vendor (paid for, answering on): how to collect or cancel them."""
+    try:
+        open_batches = BatchJournal(run_dir).open_batches()
+    except (GmaiError, OSError):
+        return
+    if open_batches:
+        items = sum(b.requests for b in open_batches)
+        console.print(
+            f"[yellow]{len(open_batches)} batch(es) of {items} request(s) are still in progress at the vendor[/] "
+            f"(they keep running and are paid for): collect them with python -m gmai_client batches collect "
+            f"{folder} (or rerun the same command); cancel them with python -m gmai_client batches cancel {folder}",
+            soft_wrap=True,
+        )
 
 
 def _say_errored_items(result: RunResult, folder: str) -> None:
@@ -135,6 +160,7 @@ _PLAIN_FIELDS = (
     "executor",
     "ray_address",
     "retry_errors",
+    "batch",
 )
 
 
@@ -171,6 +197,7 @@ _FLAGS = {
     "judge": "--judge/-J",
     "params": "--temperature",
     "multi_answer_instruction": "--multi-answer-prompt",
+    "batch": "--batch/--no-batch",
 }
 
 
@@ -181,7 +208,7 @@ def _flag(name: str) -> str:
 def resumed_config(args: argparse.Namespace) -> RunConfig:
     """The saved configuration of RUN_DIR. Pace and patience options given here override it (and
     say so); any other option given here must agree with it (a larger --limit extends the run)."""
-    saved = _saved(args.resume)
+    saved = saved_config(args.resume, "--resume")
     overrides, notes, conflicts = _against_saved(saved, _given(args), args)
     if conflicts:
         raise ConfigError(
@@ -201,16 +228,17 @@ def resumed_config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _saved(run_dir: Path) -> RunConfig:
+def saved_config(run_dir: Path, who: str) -> RunConfig:
+    """The configuration a run folder was made with (``who`` names the option or command in errors)."""
     if not (run_dir / CONFIG_FILE).is_file():
-        raise ConfigError(f"--resume {run_dir}: no {CONFIG_FILE} there (is it a run folder?)")
+        raise ConfigError(f"{who} {run_dir}: no {CONFIG_FILE} there (is it a run folder?)")
     document = read_config(run_dir)
     if document is None:
-        raise ConfigError(f"--resume: {run_dir / CONFIG_FILE} is unreadable (not a JSON object with a config)")
+        raise ConfigError(f"{who}: {run_dir / CONFIG_FILE} is unreadable (not a JSON object with a config)")
     try:
         return RunConfig.from_dict(document.config)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--resume: {run_dir / CONFIG_FILE} is unreadable: {exc}") from None
+        raise ConfigError(f"{who}: {run_dir / CONFIG_FILE} is unreadable: {exc}") from None
 
 
 def _against_saved(

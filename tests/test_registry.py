@@ -159,7 +159,8 @@ def test_answer_neutral_options_come_from_the_option_dataclasses(plugins: list[E
     assert registry.answer_neutral_options("scripted") == every | {"latency"}
     if importlib.util.find_spec("openai") is not None:
         batch = {"batch", "batch_size", "batch_mb", "batch_queue", "batch_poll"}  # how, never what, is asked
-        assert registry.answer_neutral_options("openai") == every | batch | {"timeout", "api_key_env", "organization_env"}
+        account = {"timeout", "api_key_env", "organization_env"}
+        assert registry.answer_neutral_options("openai") == every | batch | account
 
 
 def test_torch_models_leave_rays_placement_options_out_of_the_identity(plugins: list[EntryPoint]) -> None:

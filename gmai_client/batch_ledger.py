@@ -1,0 +1,160 @@
+"""What a run's batches share, and what can be done with a run folder's batches from its journal alone.
+
+``Ledger``: the run folder's journal (``batch_journal``), the batch ids it knows (a lost create is
+never taken for one of those), and one create at a time per vendor in a run, so that the batch a
+lost create made cannot be confused with another create of the same run. ``Ledger.resolve`` settles
+a batch the journal holds as an intent only (its create was cut short by a kill or its answer was
+lost): adopted when the vendor has it, voided when it does not, never voided while the vendor
+cannot be asked (``Unresolved``: the next run asks again).
+
+``cancel_batches`` (``batches cancel RUN_DIR``) asks the vendor to stop every batch of a run folder
+that is still in progress; what they answered before the cancel is collected by the next run or
+``batches collect``, the rest becomes ``batch_canceled`` error records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+from gmai_client import registry, rundir
+from gmai_client.batch_api import BatchApi, BatchStatus, batch_api
+from gmai_client.batch_journal import BatchJournal, JournalBatch
+from gmai_client.config import RunConfig
+from gmai_client.errors import BackendError, GmaiError, RetryableError
+from gmai_client.retry import OnWait, RetryPolicy, call_with_retry
+
+T = TypeVar("T")
+
+_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what both vendors take as a custom_id
+
+
+class Unresolved(BackendError):
+    """A create failed without an answer and the vendor could not be asked whether it made the
+    batch: the journal keeps the batch as an intent (never voided: it may exist and be paid for),
+    and the next run looks for it again. Stops the model."""
+
+    kind = "batch_unresolved"
+    stops_model = True
+
+
+def custom_id(index: str) -> str:
+    """An item's custom_id: its index when both vendors take it as one, else a hash of it."""
+    if _CUSTOM_ID.match(index):
+        return index
+    return "h" + hashlib.sha256(index.encode("utf-8")).hexdigest()[:40]
+
+
+async def retrying(policy: RetryPolicy, call: Callable[[], Awaitable[T]], on_wait: OnWait | None = None) -> T:
+    """One vendor call under the run's retry policy (backoff with jitter, Retry-After honoured)."""
+    result, _, _ = await call_with_retry(lambda clock: clock.timed(call()), policy, on_wait=on_wait)
+    return result
+
+
+@dataclass
+class Ledger:
+    """What every model's batch run shares (see the module docstring)."""
+
+    journal: BatchJournal
+    known: set[str] = field(default_factory=set)  # batch ids the run folder knows
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run_dir: Path) -> Ledger:
+        journal = BatchJournal(run_dir)
+        return cls(journal, {b.batch_id for b in journal.read().values() if b.batch_id})
+
+    def create_lock(self, vendor: str) -> asyncio.Lock:
+        """Held around a create and the search that may follow it (one at a time per vendor)."""
+        return self._locks.setdefault(vendor, asyncio.Lock())
+
+    async def find(
+        self, entry: JournalBatch, backend: BatchApi, policy: RetryPolicy, on_wait: OnWait | None = None
+    ) -> BatchStatus | None:
+        """The batch ``entry``'s create made, if the vendor has it."""
+        known = frozenset(self.known)
+        return await retrying(
+            policy, lambda: backend.find_batch(entry.key, entry.requests, entry.created, known), on_wait
+        )
+
+    def adopt(self, entry: JournalBatch, batch_id: str) -> JournalBatch:
+        self.journal.submitted(entry.key, batch_id)
+        self.known.add(batch_id)
+        return replace(entry, state="submitted", batch_id=batch_id)
+
+    async def resolve(
+        self, entry: JournalBatch, backend: BatchApi, policy: RetryPolicy, on_wait: OnWait | None = None
+    ) -> JournalBatch:
+        """A batch journaled as an intent only: adopted if the vendor has it, voided (its items
+        are sent again) if not. ``Unresolved`` when the vendor cannot be asked."""
+        try:
+            async with self.create_lock(backend.name):
+                found = await self.find(entry, backend, policy, on_wait)
+        except RetryableError as exc:
+            raise Unresolved(f"cannot tell whether batch {entry.key} was created: {exc}; rerun to ask again") from None
+        if found is not None:
+            return self.adopt(entry, found.batch_id)
+        self.journal.void(entry.key, "never created: the vendor has no such batch")
+        if entry.file_id:
+            with contextlib.suppress(GmaiError):
+                await backend.delete_input(entry.file_id)
+        return replace(entry, state="void")
+
+
+# --------------------------------------------------------------------- batches cancel
+
+
+@dataclass(frozen=True)
+class Canceled:
+    """What ``cancel_batches`` did with one batch."""
+
+    model: str
+    batch_id: str  # "" when the batch turned out never to have been created
+    requests: int
+    outcome: str  # "cancel asked", "already ended", "never created", or why it could not be canceled
+
+
+async def cancel_batches(config: RunConfig, run_dir: Path) -> list[Canceled]:
+    """Ask the vendor to stop every batch of ``run_dir`` still in progress (the folder is locked
+    meanwhile: a run in it must be stopped first)."""
+    done: list[Canceled] = []
+    with rundir.RunLock(run_dir):
+        ledger = Ledger.of(run_dir)
+        specs = {spec.label: spec for spec in config.models}
+        policy = RetryPolicy(max_attempts=config.policy.max_attempts, deadline=config.policy.item_deadline)
+        for label in dict.fromkeys(b.model for b in ledger.journal.open_batches()):
+            spec = specs.get(label)
+            backend = batch_api(registry.create(spec, seed=config.execution.seed)) if spec is not None else None
+            if backend is None:
+                raise GmaiError(f"{run_dir}: the batches of {label!r} cannot be canceled: its model has no batch API")
+            try:
+                for entry in ledger.journal.open_batches(label):
+                    done.append(await _cancel_one(ledger, entry, backend, policy))
+            finally:
+                with contextlib.suppress(Exception):
+                    await backend.close()  # type: ignore[attr-defined]
+    return done
+
+
+async def _cancel_one(ledger: Ledger, entry: JournalBatch, backend: BatchApi, policy: RetryPolicy) -> Canceled:
+    if entry.state == "intent":
+        entry = await ledger.resolve(entry, backend, policy)
+        if entry.state == "void":
+            return Canceled(entry.model, "", entry.requests, "never created")
+    try:
+        status = await retrying(policy, lambda: backend.cancel_batch(entry.batch_id))
+    except BackendError as exc:
+        if exc.stops_model:
+            raise
+        status = await retrying(policy, lambda: backend.poll_batch(entry.batch_id))
+        if not status.ended:
+            return Canceled(entry.model, entry.batch_id, entry.requests, f"not canceled: {exc}")
+        return Canceled(entry.model, entry.batch_id, entry.requests, "already ended")
+    ledger.journal.cancel(entry.key)
+    return Canceled(entry.model, entry.batch_id, entry.requests, "cancel asked")
