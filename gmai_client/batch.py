@@ -1,55 +1,47 @@
 """Batch mode: a model's items sent through its vendor's batch API, answered into the same records.
 
 ``run --batch`` (or ``-B batch=true``) hands a model whose backend has a batch API
-(``batch_api.BatchApi``: OpenAI, Anthropic) to a ``BatchRun`` instead of the live loop.
-It reads the items once, as the live loop does: an item finished in the run folder is skipped, one
-the response cache answers is recorded at once, and every other one becomes a line of a batch
-(the body a live call sends, ``BatchApi.batch_line``). Batches are cut by the vendor's limits (or
-``-B batch_size= batch_mb=``); at most ``-B batch_queue=`` of a model are in progress at once. Each
-batch is followed by its own poller (``-B batch_poll=`` seconds, growing 1.5x while nothing
-changes, to 2 minutes; every call through ``retry`` so a 429's Retry-After is honoured), and when it
-ends its results become records exactly as live answers do (``score_answer`` / ``score_error``,
-the judge, the cache under the live request's key, the token budget). A request the vendor failed,
-expired or canceled is an error record of that kind, which ``--retry-errors`` sends again (by
-batch, or live with ``--no-batch``).
+(``batch_api.BatchApi``: OpenAI, Anthropic) to a ``BatchRun`` instead of the live workers. It reads
+the items once, as they do: an item finished in the run folder is skipped, one the response cache
+answers is recorded at once, every other one becomes a line of a batch (the body a live call
+sends). Batches are cut by the vendor's limits (or ``-B batch_size= batch_mb=``), at most
+``-B batch_queue=`` of a model in progress at once; each is followed by its own poller
+(``-B batch_poll=`` seconds, growing 1.5x while nothing changes, to 2 minutes; every vendor call
+goes through ``retry``, so a 429's Retry-After is honoured). An ended batch's results become records
+exactly as live answers do (``batch_records``).
 
-Crash safety is the journal's (``batch_journal``): each step is written before it is taken, and a
-rerun of the same command (or ``batches collect RUN_DIR``) first looks at what the journal holds:
-batches with an id are followed again, never sent again; a batch whose create answer never came
-(a kill, a lost answer) is looked for at the vendor (``BatchApi.find_batch``) and adopted if it is
-there, forgotten if not. A create that fails without an answer is looked for the same way before
-it is tried again, so no batch is paid twice. Creates of one vendor are made one at a time in a
-run, so the batch a lost create made is never confused with another of the run's.
+Crash safety is the journal's (``batch_journal``): each step is written before it is taken. A rerun
+of the same command (or ``batches collect RUN_DIR``) follows the batches journaled with an id and
+never sends them again; one whose create answer never came (a kill, a lost answer) is looked for
+at the vendor and adopted if there, forgotten if not (``batch_ledger``). A create that fails
+without an answer is looked for the same way before it is tried again: no batch is paid twice.
 
-A model run live whose run folder still has batches in progress collects them beside the live
-loop, which leaves their items alone (``mode`` "beside"); ``batches collect`` (``Collect``) only
-collects, and says how many items were never sent.
+Modes: "batch" (the above), "beside" (a model run live whose folder still has batches in progress:
+they are collected beside the live workers, which leave their items alone), "collect"
+(``batches collect``: nothing is sent; items never sent are counted and said).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from gmai_client.batch_api import (
     BatchApi,
-    BatchCanceled,
-    BatchExpired,
     BatchResult,
     BatchSettings,
     BatchStatus,
-    counts_of,
 )
 from gmai_client.batch_journal import JournalBatch
 from gmai_client.batch_ledger import Ledger, Unresolved, custom_id, retrying
-from gmai_client.cache import ResponseCache, cache_key, key_fields
+from gmai_client.batch_records import BatchRecords, without_secrets
+from gmai_client.cache import ResponseCache
 from gmai_client.dispatch import TokenBudget
 from gmai_client.errors import (
     BackendError,
@@ -58,14 +50,12 @@ from gmai_client.errors import (
     Overloaded,
     RateLimited,
     RetryableError,
-    ServerError,
     UnsupportedInput,
-    redact,
 )
 from gmai_client.progress import ModelTrack, ProgressReporter, batch_status
 from gmai_client.retry import RetryPolicy
 from gmai_client.scoring import score_answer, score_error
-from gmai_client.types import BadRow, Item, Record, Request, Response
+from gmai_client.types import BadRow, Item, Record, Request
 
 T = TypeVar("T")
 
@@ -93,15 +83,6 @@ class Hooks:
     halt: Callable[[str], None]  # stop this model, saying why
     stop: asyncio.Event  # set once the model is stopped
     track: ModelTrack
-
-
-@dataclass(frozen=True)
-class _Stub:
-    """What collecting one item needs: the item without its images, its cache key and key fields."""
-
-    item: Item
-    key: str
-    fields: dict[str, Any]
 
 
 class _Chunk:
@@ -158,24 +139,21 @@ class BatchRun:
         self.settings = backend.batch_settings() if backend is not None else None
         self.spool = run_dir / SPOOL_FOLDER
         self.entries, self.ask, self.identity = entries, ask, identity
-        self.latest = {r.index: r for r in previous}  # this model's last record per item
         self.finished = finished
-        self.cache, self.budget, self.retry, self.progress = cache, budget, retry, progress
+        self.budget, self.retry, self.progress = budget, retry, progress
         # A model that cannot batch (any more) has nothing to follow: its batches stay journaled.
         self.open = self.journal.open_batches(label) if backend is not None else []
-        self.pending = {index: b.key for b in self.open for index in b.items.values()}
-        self.stubs: dict[str, _Stub] = {}
+        # Items in batches sent earlier: collected, never sent again (a live loop beside leaves them).
+        self.pending_indexes = {index for b in self.open for index in b.items.values()}
+        self.records = BatchRecords(
+            label=label, previous=previous, journal=self.journal, cache=cache, budget=budget, finish=self._kept
+        )
         self.scanned = asyncio.Event()
         self.ended = asyncio.Condition()  # notified whenever one of this model's batches ends
         self.in_flight = self.ended_count = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self.counts = {"submitted": 0, "done": 0, "answered": 0, "cached": 0, "unsent": 0, "running_left": 0}
+        self.counts = {"submitted": 0, "done": 0, "cached": 0, "unsent": 0, "running_left": 0}
         self.hooks: Hooks | None = None
-
-    @property
-    def pending_indexes(self) -> set[str]:
-        """Items in batches sent earlier: the live loop leaves them to this run ("beside")."""
-        return set(self.pending)
 
     # ---------------------------------------------------------------- the whole run
 
@@ -205,24 +183,22 @@ class BatchRun:
             self._say_what_is_left()
 
     def _say_what_is_left(self) -> None:
+        """What this run leaves undone stops the model, so the exit status is never 0 for it."""
         assert self.hooks is not None
-        counts = self.counts
-        if counts["unsent"] and self.mode == "collect":
-            self.hooks.halt(
-                f"{counts['unsent']} item(s) were never sent: rerun the run command (or run --resume RUN_DIR) "
-                "to send them"
-            )
-        if counts["running_left"]:
-            self.hooks.halt(
-                f"{counts['running_left']} batch(es) are still in progress at the vendor: collect them later "
-                "with python -m gmai_client batches collect RUN_DIR"
-            )
+        left = []
+        if self.counts["running_left"]:
+            left.append(f"{self.counts['running_left']} batch(es) are still in progress at the vendor (collect them "
+                        "later with python -m gmai_client batches collect RUN_DIR)")  # fmt: skip
+        if self.counts["unsent"] and self.mode == "collect":
+            left.append(f"{self.counts['unsent']} item(s) were never sent (the run command sends them)")
+        if left:
+            self.hooks.halt("; ".join(left))
 
     def _show(self) -> None:
         if self.hooks is not None:
             counts = self.counts
-            running = self.in_flight
-            self.hooks.track.status(batch_status(counts["submitted"], running, counts["done"], counts["answered"]))
+            status = batch_status(counts["submitted"], self.in_flight, counts["done"], self.records.answered)
+            self.hooks.track.status(status)
 
     # ---------------------------------------------------------------- reading the items
 
@@ -247,6 +223,8 @@ class BatchRun:
         finally:
             if chunk is not None:
                 chunk.drop()
+            with contextlib.suppress(OSError):
+                self.spool.rmdir()  # gone once empty: nothing is spooled between runs
         if self.mode != "beside":
             self.hooks.track.set_total(total)
 
@@ -254,10 +232,10 @@ class BatchRun:
         """Deal with one item; the chunk being gathered afterwards (a full one is submitted)."""
         assert self.hooks is not None
         index = entry.index if isinstance(entry, Item) else entry.record_index
-        if index in self.pending:  # in a batch sent earlier: collected, never sent again
+        if index in self.pending_indexes:  # in a batch sent earlier: collected, never sent again
             if isinstance(entry, Item):
                 with contextlib.suppress(DataError):
-                    self.stubs[index] = self._stub(entry, self.ask(entry))
+                    self.records.stubs[index] = self.records.stub(entry, self.ask(entry), self.identity())
             return chunk
         if self.mode == "beside":
             return chunk  # the live loop's item
@@ -265,18 +243,20 @@ class BatchRun:
             self.hooks.skip()
             return chunk
         if isinstance(entry, BadRow):
-            await self._finish(entry, score_error(entry, self.label, DataError(entry.message)))
+            await self.records.finish(entry, score_error(entry, self.label, DataError(entry.message)))
             return chunk
         try:
             request = self.ask(entry)
         except DataError as exc:
-            await self._finish(entry, score_error(entry, self.label, exc))
+            await self.records.finish(entry, score_error(entry, self.label, exc))
             return chunk
-        stub = self._stub(entry, request)
-        hit = await self.cache.get(stub.key) if self.cache is not None else None
+        stub = self.records.stub(entry, request, self.identity())
+        hit = await self.records.cached(stub)
         if hit is not None:
             self.counts["cached"] += 1
-            await self._finish(entry, score_answer(entry, self.label, _without_secrets(hit), attempts=0, cached=True))
+            await self.records.finish(
+                entry, score_answer(entry, self.label, without_secrets(hit), attempts=0, cached=True)
+            )
             return chunk
         if self.mode == "collect" or self.backend is None or self.settings is None:
             self.counts["unsent"] += 1
@@ -285,14 +265,14 @@ class BatchRun:
         try:
             line = await self.backend.batch_line(cid, request)
         except BackendError as exc:  # an image the vendor cannot take: this item's error, as live
-            await self._finish(entry, score_error(entry, self.label, exc))
+            await self.records.finish(entry, score_error(entry, self.label, exc))
             return chunk
         if len(line) > self.settings.max_bytes:
             too_big = UnsupportedInput(
                 f"{self.label}: this request is {len(line) / 2**20:.1f} MiB; a batch takes at most "
                 f"{self.settings.max_bytes / 2**20:.1f} MiB (send it live with --no-batch, or raise -B batch_mb)"
             )
-            await self._finish(entry, score_error(entry, self.label, too_big))
+            await self.records.finish(entry, score_error(entry, self.label, too_big))
             return chunk
         if chunk is not None and not chunk.fits(line, self.settings):
             submitting, chunk = chunk, None
@@ -300,12 +280,8 @@ class BatchRun:
         if chunk is None:
             chunk = _Chunk(self.spool)
         chunk.add(cid, index, line)
-        self.stubs[index] = stub
+        self.records.stubs[index] = stub
         return chunk
-
-    def _stub(self, item: Item, request: Request) -> _Stub:
-        fields = key_fields(self.identity(), request)
-        return _Stub(replace(item, images_b64=()), cache_key(fields), fields)
 
     # ---------------------------------------------------------------- submitting
 
@@ -349,8 +325,7 @@ class BatchRun:
             await self._release_slot()
             if exc.stops_model:
                 raise
-            for index in chunk.items.values():
-                await self._record_error(index, exc)
+            await self.records.record_errors(list(chunk.items.values()), exc)
             return
         except BaseException:
             await self._release_slot()
@@ -482,62 +457,26 @@ class BatchRun:
     # ---------------------------------------------------------------- collecting
 
     async def _collect(self, entry: JournalBatch, status: BatchStatus) -> None:
-        """Record every item of an ended batch: its answer, or the error that stands for it."""
+        """Read an ended batch's results and record every one of its items."""
         assert self.backend is not None
         backend = self.backend
-        if any(index not in self.stubs for index in entry.items.values()):
+        if not self.records.knows(entry):
             await self.scanned.wait()  # a batch of an earlier run: its items are known once read
-        self.journal.collecting(entry.key)
         results: list[BatchResult] = []
         if status.failure is None:
             results = await self._retrying(
                 f"read the results of batch {status.batch_id}", lambda: backend.batch_results(status)
             )
-        by_id = {result.custom_id: result for result in results}
-        took = max(time.time() - entry.created, 0.0)
-        for cid, index in entry.items.items():
-            stub = self.stubs.get(index)
-            if stub is None or self._recorded(index, entry):
-                continue
-            result = by_id.get(cid) or BatchResult(cid, error=status.failure or _unanswered(status, entry))
-            await self._record(stub, result, took)
-        self.journal.collected(entry.key, status.vendor_status, counts_of(results))
+        await self.records.record_batch(entry, status, results)
         self.counts["done"] += 1
         if entry.file_id:
             with contextlib.suppress(GmaiError):
                 await backend.delete_input(entry.file_id)
 
-    def _recorded(self, index: str, entry: JournalBatch) -> bool:
-        """Whether the item already has its record: an answer, or (when an earlier collect of this
-        very batch was cut short) the error it wrote then."""
-        latest = self.latest.get(index)
-        if latest is None:
-            return False
-        return latest.status != "error" or entry.state == "collecting"
-
-    async def _record(self, stub: _Stub, result: BatchResult, took: float) -> None:
-        if result.response is not None:
-            response = _without_secrets(result.response)
-            if self.cache is not None:
-                await self.cache.put(stub.key, stub.fields, stub.item.index, response)
-            if self.budget is not None and response.usage is not None:
-                self.budget.spend(response.usage.input_tokens + response.usage.output_tokens)
-            record = score_answer(stub.item, self.label, response, latency_s=took, attempts=1)
-        else:
-            error = result.error or ServerError(f"{self.label}: no result")
-            record = score_error(stub.item, self.label, error, latency_s=took, attempts=1)
-        self.counts["answered"] += 1
-        await self._finish(stub.item, record)
-
-    async def _record_error(self, index: str, error: BackendError) -> None:
-        stub = self.stubs.get(index)
-        if stub is not None:
-            await self._finish(stub.item, score_error(stub.item, self.label, error, attempts=0))
-
-    async def _finish(self, entry: Item | BadRow, record: Record) -> None:
+    async def _kept(self, entry: Item | BadRow, record: Record) -> None:
+        """The loop's ``finish``, then the progress line."""
         assert self.hooks is not None
         await self.hooks.finish(entry, record)
-        self.latest[record.index] = record
         self._show()
 
     # ---------------------------------------------------------------- helpers
@@ -558,18 +497,3 @@ class BatchRun:
 
     def _note(self, message: str) -> None:
         self.progress.note(self.label, message)
-
-
-def _unanswered(status: BatchStatus, entry: JournalBatch) -> BackendError:
-    """The error of a request an ended batch holds no result for."""
-    where = f"{entry.vendor}: batch {status.batch_id}"
-    if status.vendor_status == "expired":
-        return BatchExpired(f"{where} expired before this request ran")
-    if entry.cancel_asked or status.vendor_status in ("cancelled", "cancelling"):
-        return BatchCanceled(f"{where} was canceled before this request ran")
-    return ServerError(f"{where} ({status.vendor_status}) holds no result for this request")
-
-
-def _without_secrets(response: Response) -> Response:
-    text, model = redact(response.text), redact(response.model)
-    return response if (text, model) == (response.text, response.model) else replace(response, text=text, model=model)

@@ -71,6 +71,7 @@ PARTS: dict[str, str] = {
     "plan": "runner",
     "batch": "runner",
     "batch_ledger": "runner",
+    "batch_records": "runner",
     "cli": "face",
     "cli_run": "face",
     "cli_commands": "face",
