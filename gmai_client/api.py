@@ -19,6 +19,7 @@ from gmai_client import report, rundir
 from gmai_client.backend import Backend
 from gmai_client.batch import Collect
 from gmai_client.config import RunConfig
+from gmai_client.gallery_items import GalleryItems
 from gmai_client.runner import RunResult, stream
 from gmai_client.wiring import Wired, wire
 
@@ -51,7 +52,7 @@ async def run(
                 console.print(line, markup=False, highlight=False)
         result = await stream(wired, config.policy, collect)
         # Still inside the folder's lock: no other process writes reports from half the records.
-        return write_reports(result, config, console=console)
+        return write_reports(result, config, console=console, gallery=wired.gallery.collected())
 
 
 def start_lines(wired: Wired) -> list[str]:
@@ -67,13 +68,15 @@ def start_lines(wired: Wired) -> list[str]:
     return lines
 
 
-def write_reports(result: RunResult, config: RunConfig, *, console: Console | None = None) -> RunResult:
+def write_reports(
+    result: RunResult, config: RunConfig, *, console: Console | None = None, gallery: GalleryItems | None = None
+) -> RunResult:
     """The run's metrics and reports written into its folder; the result with their paths, or with
     why they could not be written (the records are kept: ``report RUN_DIR`` writes them later)."""
     order = [spec.label for spec in config.models]
     try:
         written = report.write_reports(
-            result.run_dir, result.records, run_figures(result, config), order=order, console=console
+            result.run_dir, result.records, run_figures(result, config), order=order, console=console, gallery=gallery
         )
     except OSError as exc:  # a full disk: the records are kept, the reports can be written later
         reason = (

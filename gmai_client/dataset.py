@@ -420,7 +420,7 @@ def find_items(
     cell is compared before the rest of its (megabyte-long) cells are split, stopping once every
     wanted item was found (the real VAL file is 9 GB)."""
     remaining = set(wanted)
-    for item in _read_at(files, {index: at[index] for index in remaining if at and index in at}):
+    for item in read_at(files, {index: at[index] for index in remaining if at and index in at}):
         remaining.discard(item.index)
         yield item
     for dataset_file in files:
@@ -437,7 +437,7 @@ def find_items(
                 return
 
 
-def _read_at(files: Sequence[DatasetFile], places: Mapping[str, tuple[str, int]]) -> Iterator[Item]:
+def read_at(files: Sequence[DatasetFile], places: Mapping[str, tuple[str, int]]) -> Iterator[Item]:
     """The rows at known byte offsets (a row that is not the item expected there is skipped)."""
     by_name = {str(f.path): f for f in files}
     for index, (name, offset) in sorted(places.items(), key=lambda entry: entry[1]):

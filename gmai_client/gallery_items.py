@@ -5,7 +5,10 @@ again through the dataset reader (``dataset.find_items``: the run's own parsing 
 wanted rows parsed, the scan stopping once all are found) and returns them as ``GalleryItems``.
 
 Thumbnails are the report's costliest step at real image sizes: a 1400 px PNG takes ~15 ms to
-decode, and no PNG decoder can skip pixels. So they are made in a thread pool while the file is
+decode, and no PNG decoder can skip pixels. During a run, ``ThumbnailCollector`` makes the ones the
+gallery would show so far on a thread of its own (the run's event loop uses one core; the other is
+mostly idle), reading each row back by its byte offset, so that the report tail finds them done;
+the report makes any other one it needs itself. So they are made in a thread pool while the file is
 still being scanned (Pillow releases the GIL while it inflates, resizes and encodes, so threads use
 every core without copying megabytes of base64 to worker processes, or starting any; and unlike a
 process pool they never import the user's main script), an image shared by several items is decoded
@@ -20,17 +23,28 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image as PILImage
 
-from gmai_client.dataset import find_items, open_dataset
+from gmai_client.dataset import DatasetFile, find_items, open_dataset, read_at
 from gmai_client.types import Record
 
 THUMB_PX = 96
+def outcome(record: Record) -> str:
+    """How a record ended, as the gallery groups items."""
+    if record.status == "error":
+        return "errored"
+    if record.status in ("unparsed", "refused"):
+        return "unparsed"
+    if record.correct is True:
+        return "correct"
+    if record.correct is False:
+        return "wrong"
+    return "answered"  # no key (TEST): neither right nor wrong
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,73 @@ def load_gallery_items(
                 futures[item.index].add_done_callback(lambda _: slots.release())
         thumbnails = {index: uri for index, future in futures.items() if (uri := future.result()) is not None}
     return GalleryItems(thumbnails, questions)
+
+
+class ThumbnailCollector:
+    """Gallery thumbnails made while a run goes (see the module docstring).
+
+    ``offer(record)`` is cheap (it keeps the record, which says where the item's row is) and is
+    called as records are kept. A worker thread applies the gallery's own choice (``select``) to the
+    records so far, every ``REFRESH_S`` at most, and makes the thumbnails of the chosen items it
+    has not made yet, reading each row back by its offset: as a run goes the choice settles, so
+    the report tail finds nearly all of them made. Nothing but the thumbnails stays in memory.
+    ``collected()`` stops the worker (the report makes what it had not reached) and returns them.
+    """
+
+    REFRESH_S = 1.0
+
+    def __init__(self, files: Sequence[DatasetFile], select: Callable[[Sequence[Record]], Sequence[str]]):
+        self._files = tuple(files)
+        self._select = select
+        self._records: list[Record] = []
+        self._stopping = threading.Event()
+        self._questions: dict[str, str] = {}
+        self._thumbnails: dict[str, str] = {}
+        self._tried: set[str] = set()
+        self._cache = _ThumbnailCache()
+        self._thread: threading.Thread | None = None
+
+    def offer(self, record: Record) -> None:
+        if record.source_offset < 0 or ", row " not in record.source:
+            return
+        self._records.append(record)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="gmai-thumbnails", daemon=True)
+            self._thread.start()
+
+    @property
+    def made(self) -> int:
+        """How many thumbnails are made so far."""
+        return len(self._thumbnails)
+
+    def collected(self) -> GalleryItems:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return GalleryItems(dict(self._thumbnails), dict(self._questions))
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            records = list(self._records)  # appended to by the run: a snapshot
+            at = {r.index: (r.source.rsplit(", row ", 1)[0], r.source_offset) for r in records}
+            todo = [index for index in self._select(records) if index not in self._tried]
+            for index in todo:
+                if self._stopping.is_set():
+                    return
+                self._tried.add(index)
+                self._make(index, at[index])
+            if not todo:
+                self._stopping.wait(self.REFRESH_S)
+
+    def _make(self, index: str, place: tuple[str, int]) -> None:
+        try:
+            for item in read_at(self._files, {index: place}):
+                if item.images_b64 and (uri := self._cache.thumbnail(item.images_b64[0])) is not None:
+                    self._thumbnails[index] = uri
+                    self._questions[index] = item.question.strip()
+        except Exception:  # a file gone or unreadable: the report says what it could not show
+            return
 
 
 class _ThumbnailCache:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from gmai_client.gallery_items import THUMB_PX
+from gmai_client.gallery_items import THUMB_PX, outcome
 from gmai_client.html_page import Page, swatch
 from gmai_client.report_format import esc, index_key
 from gmai_client.types import Record
@@ -28,18 +28,6 @@ _FILTERS = (
     ("errored", "errored"),
     ("correct", "correct"),
 )
-
-
-def outcome(record: Record) -> str:
-    if record.status == "error":
-        return "errored"
-    if record.status in ("unparsed", "refused"):
-        return "unparsed"
-    if record.correct is True:
-        return "correct"
-    if record.correct is False:
-        return "wrong"
-    return "answered"  # no key (TEST): neither right nor wrong
 
 
 def select_gallery(records: Sequence[Record], labels: Sequence[str], cap: int = GALLERY_CAP) -> list[str]:

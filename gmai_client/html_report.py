@@ -19,6 +19,7 @@ the gallery filters, the heatmap's reference choice and tree expand/collapse but
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import cache
@@ -71,6 +72,7 @@ def write_visual_reports(
     *,
     figures: RunFigures | None = None,
     console: Console | None = None,
+    gallery: GalleryItems | None = None,
 ) -> list[Path]:
     """Write the chart files (SVG; PNG too when matplotlib is installed) and report.html; return the paths.
 
@@ -78,10 +80,12 @@ def write_visual_reports(
     unreadable data file or a bug here becomes a printed note (and a note in the page), not an error.
     """
     page = build_page(run_dir, records, metrics, comparison, saved=read_config(run_dir), figures=figures)
-    # One after the other: drawing the PNGs in a thread during the gallery's scan was measured no
-    # faster (matplotlib holds the GIL the scan and the thumbnail threads keep needing back).
-    written, notes = _write_plots(run_dir, page.charts)
-    items, note = _gallery_items(page)
+    # The gallery's rows are read by their offsets and decoded in threads that release the GIL:
+    # the plots are drawn meanwhile (with a scan of the whole file, that overlap did not pay).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_gallery_items, page, gallery)
+        written, notes = _write_plots(run_dir, page.charts)
+        items, note = pending.result()
     notes += [note] if note else []
     page = replace(page, thumbnails=items.thumbnails, questions=items.questions)
     try:
@@ -109,11 +113,15 @@ def _write_plots(run_dir: Path, charts: Sequence[ViewChart]) -> tuple[list[Path]
     return written, notes
 
 
-def _gallery_items(page: Page) -> tuple[GalleryItems, str]:
-    """The gallery's questions and thumbnails, and a note when they are (all) unavailable."""
-    wanted = select_gallery(page.records, page.labels)
+def _gallery_items(page: Page, made: GalleryItems | None = None) -> tuple[GalleryItems, str]:
+    """The gallery's questions and thumbnails, and a note when they are (all) unavailable. ``made``:
+    what a ``ThumbnailCollector`` made during the run; only the rest is read back here."""
+    chosen = select_gallery(page.records, page.labels)
+    made = made or GalleryItems()
+    done = {index for index in chosen if index in made.thumbnails and index in made.questions}
+    wanted = [index for index in chosen if index not in done]
     if not wanted:
-        return GalleryItems(), ""
+        return _only(made, chosen), ""
     unavailable = "Gallery thumbnails and questions unavailable"
     paths = data_files(page.saved.data_files if page.saved else (), page.records)
     if not paths:
@@ -121,10 +129,17 @@ def _gallery_items(page: Page) -> tuple[GalleryItems, str]:
     try:
         items = load_gallery_items(paths, wanted, at=row_places(page.records, wanted))
     except Exception as exc:  # a moved or unreadable data file costs the thumbnails only
-        return GalleryItems(), f"{unavailable}: {type(exc).__name__}: {exc}"
-    if not items.questions:
-        return items, f"{unavailable}: the items were not found in " + ", ".join(str(p) for p in paths)
-    return items, ""
+        return _only(made, chosen), f"{unavailable}: {type(exc).__name__}: {exc}"
+    merged = GalleryItems({**made.thumbnails, **items.thumbnails}, {**made.questions, **items.questions})
+    if not merged.questions:
+        return merged, f"{unavailable}: the items were not found in " + ", ".join(str(p) for p in paths)
+    return _only(merged, chosen), ""
+
+
+def _only(items: GalleryItems, indexes: Sequence[str]) -> GalleryItems:
+    keep = set(indexes)
+    thumbnails = {i: uri for i, uri in items.thumbnails.items() if i in keep}
+    return GalleryItems(thumbnails, {i: q for i, q in items.questions.items() if i in keep})
 
 
 # --- the page ------------------------------------------------------------------------------------

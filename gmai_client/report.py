@@ -28,6 +28,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gmai_client.errors import ConfigError
+from gmai_client.gallery_items import GalleryItems
 from gmai_client.html_report import write_visual_reports
 from gmai_client.metrics import (
     GROUP_FIELDS,
@@ -69,9 +70,11 @@ def write_reports(
     order: Sequence[str] | None = None,
     console: Console | None = None,
     reference: str | None = None,
+    gallery: GalleryItems | None = None,
 ) -> list[str]:
     """Write metrics and every report of a run folder from its records; print the tables to
-    ``console`` when one is given (nothing is printed otherwise)."""
+    ``console`` when one is given (nothing is printed otherwise). ``gallery``: thumbnails made
+    during the run (``gallery_items.ThumbnailCollector``)."""
     records = list(records)
     figures = figures or RunFigures()
     metrics = compute_metrics(records)
@@ -93,7 +96,9 @@ def write_reports(
         for line in incomplete_lines(metrics, run_dir):
             console.print(f"[bold yellow]{escape(line)}")
     # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
-    written += write_visual_reports(run_dir, records, metrics, comparison, figures=figures, console=console)
+    written += write_visual_reports(
+        run_dir, records, metrics, comparison, figures=figures, console=console, gallery=gallery
+    )
     return [str(path) for path in written]
 
 

@@ -236,6 +236,7 @@ class _ModelRun:
     def __init__(self, wired: Wired, plan: ModelPlan, outcome: ModelOutcome, policy: PolicySection, track: ModelTrack):
         self.wired, self.outcome, self.policy, self.track = wired, outcome, policy, track
         self.label = plan.spec.label
+        self.shows_gallery = plan is wired.models[0]  # one model's stream offers the report's items
         self.finished = {
             r.index
             for r in wired.previous
@@ -319,6 +320,8 @@ class _ModelRun:
             self.wired.writer.write(record)
         except OSError as exc:  # a full disk, a vanished folder: nothing more can be kept
             raise RunFailed(f"cannot append to {self.wired.writer.path}: {exc}") from exc
+        if self.shows_gallery:
+            self.wired.gallery.offer(record)  # cheap: notes where the row is, for a thumbnail
         outcome = self.outcome
         outcome.done += 1
         outcome.sent += record.attempts

@@ -38,6 +38,8 @@ from gmai_client.config import ModelSpec, PolicySection, ProtocolSection, RunCon
 from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
 from gmai_client.dispatch import Dispatcher, TokenBudget
 from gmai_client.errors import ConfigError, GmaiError
+from gmai_client.gallery_items import ThumbnailCollector
+from gmai_client.html_gallery import select_gallery
 from gmai_client.judge import Judge
 from gmai_client.limiter import AdaptiveConcurrency, LimiterPool, Limits
 from gmai_client.options import model_policy
@@ -96,6 +98,7 @@ class Wired:
     progress: ProgressReporter
     count_total: bool  # count the selection for the progress bar (a second full parse)
     started: float  # time.monotonic() when wiring began
+    gallery: ThumbnailCollector  # the report's thumbnails, made while the run goes
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,8 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
         )
         judge = await _start_judge(judge_spec, judge_backend, policy, shared)
         previous = tuple(read_records(run_dir / RECORDS_FILE))
+        gallery = ThumbnailCollector(files, partial(select_gallery, labels=[plans[0].spec.label]))
+        stack.callback(gallery.collected)  # its worker stops with the run, however the run ends
         yield Wired(
             run_dir=run_dir,
             items=items,
@@ -157,6 +162,7 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
             progress=make_progress(enabled=config.output.progress),
             count_total=config.output.progress,
             started=started,
+            gallery=gallery,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,23 @@ def test_rows_whose_offsets_the_records_keep_are_read_there_without_a_scan(
     monkeypatch.setattr(dataset, "_iter_file", no_scan)
     found = load_gallery_items([path], wanted, at=places)
     assert set(found.questions) == wanted and set(found.thumbnails) == wanted
+
+
+def test_the_collector_makes_the_chosen_thumbnails_while_records_come_in(tmp_path: Path) -> None:
+    path = write_tsv(tmp_path / "d.tsv", 40, seed=4, image_size=32)
+    items = [e for e in iter_items(open_dataset([path])) if isinstance(e, Item)]
+    records = [
+        Record(
+            index=i.index, model="m", status="ok", prediction="A", source=str(i.source), source_offset=i.source.offset
+        )
+        for i in items
+    ]
+    chosen = [r.index for r in records[::3]]  # the gallery's choice, as a function of the records
+    collector = gallery_items.ThumbnailCollector(open_dataset([path]), lambda seen: [r.index for r in seen[::3]])
+    for record in records:
+        collector.offer(record)
+    deadline = time.monotonic() + 30
+    while collector.made < len(chosen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    made = collector.collected()
+    assert set(made.thumbnails) == set(chosen) and set(made.questions) == set(chosen)
