@@ -3,8 +3,8 @@
 Owns the chart data (``ViewChart``: for one view of ``metrics.VIEW_FIELDS``, each keyed model's
 accuracy per category with its 95% interval, and the uniform-guessing level), built once from the
 metrics by ``view_charts``, and ``render_svg``, which draws it. report.html inlines the SVG;
-plots.py writes the same SVG to plots/ and, when matplotlib is installed, draws the same data as a
-PNG. Also the chance levels and the series colours that every chart and report uses.
+plots.py writes the same SVG to plots/ and draws the same data as a PNG. Also the chance levels
+and the series colours that every chart and report uses.
 
 Bars are horizontal because category names are long ("Otolaryngology (ENT)/Head and Neck
 Surgery"): each label gets full lines and is wrapped rather than cut. Styling is written as

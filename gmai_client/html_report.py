@@ -74,10 +74,10 @@ def write_visual_reports(
     console: Console | None = None,
     gallery: GalleryItems | None = None,
 ) -> list[Path]:
-    """Write the chart files (SVG; PNG too when matplotlib is installed) and report.html; return the paths.
+    """Write the chart files (SVG and PNG) and report.html; return the paths.
 
-    Never fails the run: the records and metrics are already on disk, so a missing matplotlib, an
-    unreadable data file or a bug here becomes a printed note (and a note in the page), not an error.
+    Never fails the run: the records and metrics are already on disk, so an unreadable data file
+    or a bug here becomes a printed note (and a note in the page), not an error.
     """
     page = build_page(run_dir, records, metrics, comparison, saved=read_config(run_dir), figures=figures)
     # The gallery's rows are read by their offsets and decoded in threads that release the GIL:
@@ -106,8 +106,6 @@ def _write_plots(run_dir: Path, charts: Sequence[ViewChart]) -> tuple[list[Path]
     try:
         written += write_svg_plots(run_dir, charts)
         written += write_png_plots(run_dir, charts)
-    except ImportError:
-        notes.append("PNG plots were not written: matplotlib is not installed (pip install 'gmai-client[report]').")
     except Exception as exc:  # a plotting failure must not lose the HTML report
         notes.append(f"Plots were not all written: {type(exc).__name__}: {exc}")
     return written, notes

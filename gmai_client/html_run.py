@@ -41,7 +41,7 @@ def _versions(page: Page) -> str:
         ("gmai_client", (page.saved.gmai_client if page.saved else "") or version()),
         ("python", (page.saved.python if page.saved else "") or platform.python_version()),
         ("platform (where this page was written)", platform.platform(terse=True)),
-        *((package, package_version(package)) for package in ("Pillow", "matplotlib")),
+        ("Pillow", package_version("Pillow")),
     ]
     rows = [f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in versions]
     return table(["", ""], rows, caption="Versions", head=False)

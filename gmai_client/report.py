@@ -7,7 +7,7 @@
         metrics.csv        one row per (model, view, category)
         report.md          the same tables in Markdown
         report.html        one self-contained page: charts, heatmap, lexical tree, gallery (html_report.py)
-        plots/             the per-view charts as PNG and SVG, when matplotlib is installed (plots.py)
+        plots/             the per-view charts as PNG and SVG (plots.py)
         predictions/<model>.xlsx  VLMEvalKit's prediction file (every dataset column but the image,
                                   plus ``prediction``): what its evaluation reads, and what the
                                   benchmark's authors take for TEST; ``<model>.tsv`` is its twin
@@ -95,7 +95,7 @@ def write_reports(
             console.print(escape(line))
         for line in incomplete_lines(metrics, run_dir):
             console.print(f"[bold yellow]{escape(line)}")
-    # report.html and plots/: never fail the run (a missing matplotlib only skips PNG/SVG, with a note).
+    # report.html and plots/: never fail the run (a failure there becomes a note).
     written += write_visual_reports(
         run_dir, records, metrics, comparison, figures=figures, console=console, gallery=gallery
     )
