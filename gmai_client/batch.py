@@ -39,7 +39,7 @@ from gmai_client.batch_api import (
     BatchStatus,
 )
 from gmai_client.batch_journal import JournalBatch
-from gmai_client.batch_ledger import Ledger, Unresolved, custom_id, retrying
+from gmai_client.batch_ledger import SPOOL_FOLDER, Ledger, Unresolved, custom_id, retrying
 from gmai_client.batch_records import BatchRecords, without_secrets
 from gmai_client.cache import ResponseCache
 from gmai_client.dispatch import TokenBudget
@@ -62,7 +62,6 @@ T = TypeVar("T")
 _READ_BATCH = 16
 #: A batch's poll interval grows to this while nothing changes (or to ``batch_poll`` if longer).
 MAX_POLL_S = 120.0
-SPOOL_FOLDER = "batch-spool"  # in the run folder: a batch's lines until it is created
 
 Mode = Literal["batch", "collect", "beside"]
 
@@ -196,9 +195,8 @@ class BatchRun:
 
     def _show(self) -> None:
         if self.hooks is not None:
-            counts = self.counts
-            status = batch_status(counts["submitted"], self.in_flight, counts["done"], self.records.answered)
-            self.hooks.track.status(status)
+            counts, answered = self.counts, self.records.answered
+            self.hooks.track.status(batch_status(counts["submitted"], self.in_flight, counts["done"], answered))
 
     # ---------------------------------------------------------------- reading the items
 
@@ -305,7 +303,11 @@ class BatchRun:
         leaves error records for its items (``--retry-errors`` sends them again)."""
         assert self.backend is not None and self.settings is not None
         chunk.close()
-        await self._take_slot()
+        try:
+            await self._take_slot()
+        except BaseException:  # Ctrl-C while waiting for room: nothing was sent
+            chunk.drop()
+            raise
         key, entry = chunk.key, None
         try:
             if self.budget is not None:
@@ -342,7 +344,6 @@ class BatchRun:
         backend = self.backend
         attempt = 0
         while True:
-            attempt += 1
             found = None
             async with self.ledger.create_lock(backend.name):
                 try:
@@ -352,7 +353,7 @@ class BatchRun:
                 if not isinstance(failure, (RateLimited, Overloaded)):  # those are refusals: nothing was made
                     try:
                         found = await self._find(entry)
-                    except RetryableError as exc:
+                    except BackendError as exc:  # whatever it is, the batch may exist: never forget it
                         raise Unresolved(
                             f"{self.label}: creating batch {entry.key} failed without an answer ({failure}) and "
                             f"the vendor cannot be asked whether it exists ({exc}); rerun to look for it again"
@@ -362,7 +363,8 @@ class BatchRun:
                 return found
             if isinstance(failure, RateLimited) and self.in_flight > 1:
                 await self._until_one_ends(self.retry.max_delay)  # the vendor's queue is full: wait for room
-                continue
+                continue  # not a failed try: a wait for room
+            attempt += 1
             if attempt >= self.retry.max_attempts:
                 raise failure
             await asyncio.sleep(self.retry.wait_after(failure, attempt))
@@ -474,8 +476,7 @@ class BatchRun:
                 await backend.delete_input(entry.file_id)
 
     async def _kept(self, entry: Item | BadRow, record: Record) -> None:
-        """The loop's ``finish``, then the progress line."""
-        assert self.hooks is not None
+        assert self.hooks is not None  # the loop's finish, then the progress line
         await self.hooks.finish(entry, record)
         self._show()
 
@@ -490,8 +491,7 @@ class BatchRun:
     def _waiting(self, what: str) -> Callable[[float, BaseException], None]:
         def waiting(seconds: float, error: BaseException) -> None:
             if self.hooks is not None:
-                kind = getattr(error, "kind", type(error).__name__)
-                self.hooks.track.status(f"{what}: retry in {seconds:.1f} s after {kind}")
+                self.hooks.track.status(f"{what}: retry in {seconds:.1f} s after {getattr(error, 'kind', 'an error')}")
 
         return waiting
 

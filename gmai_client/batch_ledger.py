@@ -27,12 +27,14 @@ from gmai_client import registry, rundir
 from gmai_client.batch_api import BatchApi, BatchStatus, batch_api
 from gmai_client.batch_journal import BatchJournal, JournalBatch
 from gmai_client.config import RunConfig
-from gmai_client.errors import BackendError, GmaiError, RetryableError
+from gmai_client.errors import BackendError, GmaiError
 from gmai_client.retry import OnWait, RetryPolicy, call_with_retry
 
 T = TypeVar("T")
 
 _CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what both vendors take as a custom_id
+#: In the run folder: a batch's lines, from the first one until its create returns.
+SPOOL_FOLDER = "batch-spool"
 
 
 class Unresolved(BackendError):
@@ -67,6 +69,10 @@ class Ledger:
 
     @classmethod
     def of(cls, run_dir: Path) -> Ledger:
+        """The ledger of a run folder held by this process (its lock): what a killed process left
+        spooled is dropped (its batches are rebuilt from the data, or found at the vendor)."""
+        for stale in (run_dir / SPOOL_FOLDER).glob("*.jsonl"):
+            stale.unlink(missing_ok=True)
         journal = BatchJournal(run_dir)
         return cls(journal, {b.batch_id for b in journal.read().values() if b.batch_id})
 
@@ -96,7 +102,7 @@ class Ledger:
         try:
             async with self.create_lock(backend.name):
                 found = await self.find(entry, backend, policy, on_wait)
-        except RetryableError as exc:
+        except BackendError as exc:  # whatever it is, the batch may exist: never forget it
             raise Unresolved(f"cannot tell whether batch {entry.key} was created: {exc}; rerun to ask again") from None
         if found is not None:
             return self.adopt(entry, found.batch_id)

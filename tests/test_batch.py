@@ -280,11 +280,14 @@ def test_a_create_whose_answer_is_lost_is_found_not_sent_again(tmp_path: Path, v
     assert sorted(r.index for r in records_of(tmp_path)) == sorted(i.index for i in items)
 
 
-def test_a_lost_create_that_cannot_be_looked_for_stops_the_model_and_is_never_forgotten(tmp_path: Path) -> None:
+@pytest.mark.parametrize("status", [503, 400])  # a failure worth retrying, and one that is not
+def test_a_lost_create_that_cannot_be_looked_for_stops_the_model_and_is_never_forgotten(
+    tmp_path: Path, status: int
+) -> None:
     items = sample_items(4)
     api, batches = serve(items)
     batches.inject("batches.create", "lost")
-    batches.inject("batches.list", "status", status=503, times=100)
+    batches.inject("batches.list", "status", status=status, times=100)
     with api:
         command = ("--limit", "4", "--no-cache", "--batch", "--out", str(tmp_path), "--max-attempts", "2",
                    "-m", spec(api, "openai"), *FAST)  # fmt: skip

@@ -167,6 +167,7 @@ def test_killed_right_after_a_create_whose_answer_was_lost_the_rerun_finds_that_
     journal = BatchJournal(run_dir).read()
     assert journal[intent.key].batch_id == batches.batch_ids(vendor)[0]
     assert set(recorded_lines(run_dir).values()) == {1} and len(recorded_lines(run_dir)) == 12
+    assert not any((run_dir / "batch-spool").glob("*"))  # what the killed run had spooled is gone
 
 
 # ---------------------------------------------------------------------- the server restarts
