@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections import Counter
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,23 @@ def test_openai_enqueued_token_limit_resubmits_the_same_file(tmp_path: Path) -> 
     assert stats["calls"]["files.create"] == 3  # ...and created again from the file already uploaded
     assert stats["max_submissions_per_item"] == 1
     assert len(records_of(tmp_path)) == 12
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_polls_honour_the_vendors_retry_after(tmp_path: Path, vendor: str) -> None:
+    items = sample_items(4)
+    # Polls of one batch closer than 0.5 s apart get 429 with Retry-After (1 s, rounded up); the
+    # client would poll every 0.02 s.
+    api, batches = serve(items, processing_polls=3, poll_interval=0.5)
+    with api:
+        code = run_cli("--limit", "4", "--no-cache", "--batch", "--out", str(tmp_path), "-m", spec(api, vendor), *FAST)
+        polls = [c for c in batches.calls if c.endpoint.endswith("batches.retrieve")]
+    assert code == EXIT_OK and len(records_of(tmp_path)) == 4
+    refused = [c for c in polls if c.status == 429]
+    assert refused  # the client was told to wait...
+    for early, then in pairwise(polls):
+        if early.status == 429:  # ...and waited as long as it was told before polling again
+            assert then.status == 200 and then.timestamp - early.timestamp >= 1.0
 
 
 # ---------------------------------------------------------------------- lost answers
