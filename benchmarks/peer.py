@@ -6,8 +6,9 @@
 
 Every client runs as its own process, whole (start to exit: reading the TSV, the requests, and
 for gmai_client the records, metrics and every report), against the project's fake
-OpenAI-compatible server in a process of its own (``python -m gmai_client.testing.fake_api``,
-answering after ``--latency`` s), on the same items:
+OpenAI-compatible server in a process of its own (``python -m gmai_client.testing.fake_api --blind``:
+it reads each body whole but parses none of it, and answers after ``--latency`` s, so that at 2 MB
+per request the server is not the bottleneck being measured), on the same items:
 
 * ``bare``: ``benchmarks/peer_bare.py``, twenty lines of ``AsyncOpenAI`` and ``asyncio.gather``;
 * ``gmai_client``: ``python -m gmai_client run --no-cache --no-progress``;
@@ -117,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench-0000", "INSPECT_LOG_LEVEL": "error"}
     results: list[Measured] = []
     mb_per_row: dict[str, float] = {}
-    with _common.workdir("peer", keep=args.keep) as folder, _common.FakeServer(latency=args.latency) as server:
+    server_args = ["--blind"]  # reads every body, parses none: the clients, not the server, are measured
+    with (
+        _common.workdir("peer", keep=args.keep) as folder,
+        _common.FakeServer(latency=args.latency, args=server_args) as server,
+    ):
         url = server.openai_url
         for size in args.sizes:
             tsv, n, mb_per_row[size] = make_data(folder, size, args)

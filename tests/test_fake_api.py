@@ -270,3 +270,15 @@ def test_stop_does_not_wait_for_a_hanging_request() -> None:
     started = time.perf_counter()
     api.stop()
     assert time.perf_counter() - started < 3
+
+
+def test_blind_mode_reads_no_body_and_answers_the_fallback_in_both_formats() -> None:
+    openai = pytest.importorskip("openai")
+    anthropic = pytest.importorskip("anthropic")
+    with FakeAPI(blind=True, fallback="C") as api:
+        o = openai.OpenAI(base_url=api.base_url_openai, api_key="sk-blind-test", max_retries=0)
+        reply = o.chat.completions.create(model="m", messages=[{"role": "user", "content": "not parsed"}])
+        a = anthropic.Anthropic(base_url=api.base_url_anthropic, api_key="sk-blind-test", max_retries=0)
+        message = a.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert reply.choices[0].message.content == "C" and message.content[0].text == "C"
+    assert reply.usage.prompt_tokens > 0 and api.requests == []  # nothing parsed, nothing recorded

@@ -125,8 +125,12 @@ class FakeAPI(LoopbackServer):
         tolerance: float = 0.05,
         host: str = "127.0.0.1",
         port: int = 0,
+        blind: bool = False,
     ):
         super().__init__(host=host, port=port)
+        # Blind: read each body but parse none of it, answer the fallback (load benchmarks: a
+        # server that JSON-parses 2 MB bodies would be the bottleneck it is meant to measure).
+        self.blind = blind
         self.answers: Answers = answers if answers is not None else {}
         self.fallback = fallback
         self.latency = latency
@@ -276,6 +280,8 @@ class FakeAPI(LoopbackServer):
 
     async def _handle(self, http: web.Request, api: str) -> web.StreamResponse:
         arrived_wall, arrived = time.time(), time.monotonic()
+        if self.blind:
+            return await self._blind(http, api)
         try:
             received = parse_request(api, await http.json(loads=json.loads))
         except (BadInput, json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
@@ -304,6 +310,24 @@ class FakeAPI(LoopbackServer):
             await self._sleep(self.latency)
         echo = presented[0] if self.echo_key and presented else ""
         return await self._respond(http, received, forced, extra_headers, echo)
+
+    async def _blind(self, http: web.Request, api: str) -> web.StreamResponse:
+        size = len(await http.read())
+        with self._lock:
+            self._sequence += 1
+            self._counts[f"blind:{size}"] += 1
+        if self.latency > 0:
+            await self._sleep(self.latency)
+        usage = {"prompt_tokens": size // 4, "completion_tokens": 1, "total_tokens": size // 4 + 1}
+        if api == "openai":
+            message = {"role": "assistant", "content": self.fallback}
+            body = {"id": f"chatcmpl-{self._sequence}", "object": "chat.completion", "created": 0, "model": "blind",
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": message}], "usage": usage}  # fmt: skip
+        else:
+            body = {"id": f"msg_{self._sequence}", "type": "message", "role": "assistant", "model": "blind",
+                    "content": [{"type": "text", "text": self.fallback}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": size // 4, "output_tokens": 1}}  # fmt: skip
+        return web.json_response(body)
 
     def _check_retry_hint(self, client: tuple[str, str, str], now: float, now_wall: float) -> None:
         pending = self._not_before.get(client)
@@ -420,6 +444,7 @@ def build_parser(description: str = "A fake OpenAI/Anthropic API for load and fa
     parser.add_argument("--answers", default=None, help="JSON file: item_key -> answer text")
     parser.add_argument("--fallback", default="A")
     parser.add_argument("--echo-key", action="store_true", help="echo the key sent in every error and answer")
+    parser.add_argument("--blind", action="store_true", help="parse no request body, answer --fallback (load tests)")
     return parser
 
 
@@ -430,7 +455,7 @@ def api_from_args(args: argparse.Namespace) -> FakeAPI:
         answers=answers, fallback=args.fallback, latency=args.latency,
         faults=Faults(rates, seed=args.seed, retry_after=args.retry_after),
         rate_limit=args.rate_limit, rate_window=args.rate_window, host=args.host, port=args.port,
-        echo_key=args.echo_key,
+        echo_key=args.echo_key, blind=args.blind,
     )  # fmt: skip
 
 
