@@ -229,7 +229,7 @@ class _RecordReader:
             raw = self.next_line()
             if raw is None:
                 return None
-            if raw.strip(b"\r\n"):
+            if len(raw) > 2 or raw.strip(b"\r\n"):  # (no copy of a megabyte line to test that)
                 self.record_offset = self.line_offset
                 break  # pandas skips blank lines
         if self._only is not None and b'"' not in raw and raw.split(b"\t", 1)[0].strip() not in self._only:
@@ -239,7 +239,9 @@ class _RecordReader:
         except UnicodeDecodeError as exc:
             return self._not_utf8(raw, exc)
         if '"' not in line:
-            return line.rstrip("\r\n").split("\t")
+            cells = line.split("\t")  # then the line end off the last cell: one copy of the line, not two
+            cells[-1] = cells[-1].rstrip("\r\n")
+            return cells
         return self._quoted(raw, line)
 
     def _not_utf8(self, raw: bytes, exc: UnicodeDecodeError) -> _Broken:

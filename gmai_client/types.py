@@ -43,9 +43,13 @@ PANDAS_NA_STRINGS: frozenset[str] = frozenset(
 )  # fmt: skip
 
 
+_LONGEST_NA = max(len(text) for text in PANDAS_NA_STRINGS)
+
+
 def is_missing(cell: str) -> bool:
     """Whether pandas reads ``cell`` as a missing value (NaN): no stripping, ``"none"`` is a value."""
-    return cell in PANDAS_NA_STRINGS
+    # The length first: hashing a 2 MB image cell for a set lookup costs 0.3 ms.
+    return len(cell) <= _LONGEST_NA and cell in PANDAS_NA_STRINGS
 
 
 def _frozen_mapping(values: Mapping[str, str] | None = None) -> Mapping[str, str]:
