@@ -35,11 +35,10 @@ from typing import Literal, TypeVar
 from gmai_client.batch_api import (
     BatchApi,
     BatchResult,
-    BatchSettings,
     BatchStatus,
 )
 from gmai_client.batch_journal import JournalBatch
-from gmai_client.batch_ledger import SPOOL_FOLDER, Ledger, Unresolved, custom_id, retrying
+from gmai_client.batch_ledger import SPOOL_FOLDER, Chunk, Ledger, Unresolved, custom_id, retrying
 from gmai_client.batch_records import BatchRecords, without_secrets
 from gmai_client.cache import ResponseCache
 from gmai_client.dispatch import TokenBudget
@@ -82,33 +81,6 @@ class Hooks:
     halt: Callable[[str], None]  # stop this model, saying why
     stop: asyncio.Event  # set once the model is stopped
     track: ModelTrack
-
-
-class _Chunk:
-    """The lines of one batch being gathered, spooled to a file in the run folder."""
-
-    def __init__(self, folder: Path):
-        self.key = uuid.uuid4().hex
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{self.key}.jsonl"
-        self._out = self.path.open("wb")
-        self.items: dict[str, str] = {}  # custom_id -> item index
-        self.size = 0
-
-    def fits(self, line: bytes, settings: BatchSettings) -> bool:
-        return len(self.items) < settings.max_requests and self.size + len(line) <= settings.max_bytes
-
-    def add(self, cid: str, index: str, line: bytes) -> None:
-        self._out.write(line)
-        self.items[cid] = index
-        self.size += len(line)
-
-    def close(self) -> None:
-        self._out.close()
-
-    def drop(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
 
 
 class BatchRun:
@@ -203,7 +175,7 @@ class BatchRun:
     async def _scan(self) -> None:
         assert self.hooks is not None
         entries = self.entries()
-        chunk: _Chunk | None = None
+        chunk: Chunk | None = None
         total = 0
         try:
             while not self.hooks.stop.is_set():
@@ -223,10 +195,10 @@ class BatchRun:
                 chunk.drop()
             with contextlib.suppress(OSError):
                 self.spool.rmdir()  # gone once empty: nothing is spooled between runs
-        if self.mode != "beside":
+        if self.mode != "beside":  # beside, the live loop counts the items
             self.hooks.track.set_total(total)
 
-    async def _take(self, entry: Item | BadRow, chunk: _Chunk | None) -> _Chunk | None:
+    async def _take(self, entry: Item | BadRow, chunk: Chunk | None) -> Chunk | None:
         """Deal with one item; the chunk being gathered afterwards (a full one is submitted)."""
         assert self.hooks is not None
         index = entry.index if isinstance(entry, Item) else entry.record_index
@@ -276,7 +248,7 @@ class BatchRun:
             submitting, chunk = chunk, None
             await self._submit(submitting)
         if chunk is None:
-            chunk = _Chunk(self.spool)
+            chunk = Chunk(self.spool)
         chunk.add(cid, index, line)
         self.records.stubs[index] = stub
         return chunk
@@ -298,7 +270,7 @@ class BatchRun:
             self.ended.notify_all()
         self._show()
 
-    async def _submit(self, chunk: _Chunk) -> None:
+    async def _submit(self, chunk: Chunk) -> None:
         """Journal, upload and create one batch, then follow it. A batch that cannot be created
         leaves error records for its items (``--retry-errors`` sends them again)."""
         assert self.backend is not None and self.settings is not None
@@ -308,7 +280,7 @@ class BatchRun:
         except BaseException:  # Ctrl-C while waiting for room: nothing was sent
             chunk.drop()
             raise
-        key, entry = chunk.key, None
+        key, entry = chunk.key, None  # entry: once journaled
         try:
             if self.budget is not None:
                 self.budget.check()
@@ -324,6 +296,8 @@ class BatchRun:
         except BackendError as exc:
             if entry is not None and not isinstance(exc, Unresolved):
                 self.journal.void(key, f"not created: {exc}")
+                with contextlib.suppress(GmaiError):  # the input uploaded for it is of no use now
+                    await self.backend.delete_input(entry.file_id)
             await self._release_slot()
             if exc.stops_model:
                 raise
@@ -371,7 +345,7 @@ class BatchRun:
 
     async def _find(self, entry: JournalBatch) -> BatchStatus | None:
         assert self.backend is not None
-        return await self.ledger.find(entry, self.backend, self.retry, self._waiting(f"look for batch {entry.key[:8]}"))
+        return await self.ledger.find(entry, self.backend, self.retry, self._waiting(f"look for batch {entry.key}"))
 
     async def _resolve(self, entry: JournalBatch) -> JournalBatch:
         """A batch journaled but never heard of (a kill or a lost answer during its create)."""
@@ -399,7 +373,7 @@ class BatchRun:
             if exc.stops_model:
                 raise
             self._note(f"batch {entry.batch_id} cannot be followed now ({exc}); it stays in the journal")
-            self.counts["running_left"] += 1
+            self.counts["running_left"] += 1  # said when the run ends; batches collect follows it later
         finally:
             await self._release_slot()
 

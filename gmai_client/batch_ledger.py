@@ -2,10 +2,11 @@
 
 ``Ledger``: the run folder's journal (``batch_journal``), the batch ids it knows (a lost create is
 never taken for one of those), and one create at a time per vendor in a run, so that the batch a
-lost create made cannot be confused with another create of the same run. ``Ledger.resolve`` settles
-a batch the journal holds as an intent only (its create was cut short by a kill or its answer was
-lost): adopted when the vendor has it, voided when it does not, never voided while the vendor
-cannot be asked (``Unresolved``: the next run asks again).
+lost create made cannot be confused with another create of the same run; ``Chunk``: one batch's
+lines while they are gathered, in the run folder's spool (emptied by the next run after a kill).
+``Ledger.resolve`` settles a batch the journal holds as an intent only (its create was cut short
+by a kill or its answer was lost): adopted when the vendor has it, voided when it does not, never
+voided while the vendor cannot be asked (``Unresolved``: the next run asks again).
 
 ``cancel_batches`` (``batches cancel RUN_DIR``) asks the vendor to stop every batch of a run folder
 that is still in progress; what they answered before the cancel is collected by the next run or
@@ -18,13 +19,14 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 from gmai_client import registry, rundir
-from gmai_client.batch_api import BatchApi, BatchStatus, batch_api
+from gmai_client.batch_api import BatchApi, BatchSettings, BatchStatus, batch_api
 from gmai_client.batch_journal import BatchJournal, JournalBatch
 from gmai_client.config import RunConfig
 from gmai_client.errors import BackendError, GmaiError
@@ -57,6 +59,34 @@ async def retrying(policy: RetryPolicy, call: Callable[[], Awaitable[T]], on_wai
     """One vendor call under the run's retry policy (backoff with jitter, Retry-After honoured)."""
     result, _, _ = await call_with_retry(lambda clock: clock.timed(call()), policy, on_wait=on_wait)
     return result
+
+
+class Chunk:
+    """The lines of one batch being gathered, spooled to a file in the run folder's spool folder
+    (dropped once the batch is created, or by the next run of the folder)."""
+
+    def __init__(self, folder: Path):
+        self.key = uuid.uuid4().hex
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{self.key}.jsonl"
+        self._out = self.path.open("wb")
+        self.items: dict[str, str] = {}  # custom_id -> item index
+        self.size = 0
+
+    def fits(self, line: bytes, settings: BatchSettings) -> bool:
+        return len(self.items) < settings.max_requests and self.size + len(line) <= settings.max_bytes
+
+    def add(self, cid: str, index: str, line: bytes) -> None:
+        self._out.write(line)
+        self.items[cid] = index
+        self.size += len(line)
+
+    def close(self) -> None:
+        self._out.close()
+
+    def drop(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
 
 
 @dataclass
