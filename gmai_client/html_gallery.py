@@ -16,6 +16,11 @@ from gmai_client.report_format import esc, index_key
 from gmai_client.types import Record
 
 GALLERY_CAP = 200
+#: A smaller run shows fewer items: one in ``GALLERY_SHARE``, and at least ``GALLERY_MIN``. Every
+#: card's thumbnail costs a full decode of a real-size image (15-45 ms): 200 of them cost more than
+#: a whole 300-item run's requests, and a fifth of a small run is as telling as two thirds of it.
+GALLERY_MIN = 60
+GALLERY_SHARE = 5
 #: Of the gallery's places, how many go first to items some model got wrong, left unparsed or errored
 #: on; the rest show items every model answered correctly (filled with problem items when too few).
 GALLERY_PROBLEM_PLACES = 160
@@ -30,8 +35,13 @@ _FILTERS = (
 )
 
 
-def select_gallery(records: Sequence[Record], labels: Sequence[str], cap: int = GALLERY_CAP) -> list[str]:
-    """The indexes the gallery shows, at most ``cap``.
+def gallery_cap(items: int) -> int:
+    """How many items the gallery of a run of ``items`` items shows."""
+    return min(GALLERY_CAP, max(GALLERY_MIN, items // GALLERY_SHARE))
+
+
+def select_gallery(records: Sequence[Record], labels: Sequence[str], cap: int | None = None) -> list[str]:
+    """The indexes the gallery shows, at most ``cap`` (default: ``gallery_cap`` of the run's items).
 
     Problem items first (errored, then unparsed or refused, then wrong), up to
     ``GALLERY_PROBLEM_PLACES``, the rest items every model answered correctly; whichever kind runs
@@ -47,6 +57,7 @@ def select_gallery(records: Sequence[Record], labels: Sequence[str], cap: int = 
         outcomes = {outcome(r) for r in rows}
         tier = next((t for t, kind in enumerate(("errored", "unparsed", "wrong")) if kind in outcomes), 3)
         tiers[tier].append((rows[0].task, index))
+    cap = gallery_cap(len(by_index)) if cap is None else cap
     ordered = [_round_robin(sorted(tiers[t], key=lambda pair: index_key(pair[1]))) for t in range(4)]
     problems = [i for tier in ordered[:3] for i in tier]
     others = ordered[3]
@@ -89,9 +100,10 @@ def gallery(page: Page) -> str:
     )
     cards = "".join(_card(page, index, by_index[index]) for index in indexes)
     return (
-        f"<p>{len(indexes)} of {len(by_index)} items are shown (the gallery holds at most {GALLERY_CAP}: up to "
-        f"{GALLERY_PROBLEM_PLACES} that some model got wrong, left unparsed or errored on, the rest answered "
-        f"correctly by every model; thumbnails at most {THUMB_PX} px, JPEG, so that a full VAL report stays a "
+        f"<p>{len(indexes)} of {len(by_index)} items are shown (the gallery holds one item in {GALLERY_SHARE}, at "
+        f"least {GALLERY_MIN} and at most {GALLERY_CAP}: four in five that some model got wrong, left unparsed or "
+        f"errored on, the rest answered correctly by every model; thumbnails at most {THUMB_PX} px, JPEG, so that "
+        "a full VAL report stays a "
         f"few megabytes). Items of this run with at least one answer that is {counts}. "
         f"{thumbs} thumbnail{'s' if thumbs != 1 else ''} included.</p>"
         '<div id="gallery-filters" class="js-only" hidden role="group" aria-label="Filter items">'

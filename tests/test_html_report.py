@@ -20,7 +20,7 @@ from PIL import Image as PILImage
 
 import gmai_client
 from gmai_client.config import RunConfig, parse_model_spec
-from gmai_client.html_gallery import GALLERY_CAP, select_gallery
+from gmai_client.html_gallery import GALLERY_CAP, gallery_cap, select_gallery
 from gmai_client.html_paper import FULL_VAL_ITEMS
 from gmai_client.html_report import REPORT_FILE, asset, write_html_report, write_visual_reports
 from gmai_client.metrics import compare, compute_metrics
@@ -91,8 +91,8 @@ def test_two_model_report_holds_every_section_and_the_numbers_of_metrics_json(tw
     assert section(html, "tree").count('<details class="tree-view">') == 3
     # 300 items of which fewer than 200 problem items would leave no correct ones: both kinds shown.
     gallery = section(html, "gallery")
-    assert gallery.count('<article class="card"') == GALLERY_CAP
-    assert gallery.count("data:image/jpeg;base64,") == GALLERY_CAP  # thumbnails from the data file
+    assert gallery.count('<article class="card"') == gallery_cap(300) == 60  # one in five, at least 60
+    assert gallery.count("data:image/jpeg;base64,") == 60  # thumbnails from the data file
     assert re.search(r'data-wrong="" data-unparsed="" data-errored="" data-correct="0 1"', gallery)
     assert "Which " in gallery  # question text looked up in the data file
     # Not the full VAL split: the paper's figures are withheld, with the reason.
@@ -354,9 +354,13 @@ def test_without_javascript_everything_is_shown(browser, two_models: Path) -> No
     tab = browser.new_page(java_script_enabled=False)
     tab.goto((two_models / REPORT_FILE).resolve().as_uri())
     assert tab.locator("#gallery-filters").is_hidden()  # the buttons would do nothing
-    assert tab.locator(".gallery .card:not([hidden])").count() == GALLERY_CAP
+    assert tab.locator(".gallery .card:not([hidden])").count() == gallery_cap(300)
     assert tab.locator("#headline table").is_visible() and tab.locator("#views svg").count() == 4
     summary = tab.locator("#tree details.tree-view > summary").first
     summary.click()  # <details> needs no script
     assert summary.locator("..").evaluate("d => d.open") is True
     tab.close()
+
+
+def test_the_gallery_grows_with_the_run_up_to_its_cap() -> None:
+    assert [gallery_cap(n) for n in (10, 300, 500, 1000, 4550)] == [60, 60, 100, 200, GALLERY_CAP]
