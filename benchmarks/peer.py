@@ -16,10 +16,10 @@ per request the server is not the bottleneck being measured), on the same items:
   environment: ``python -m venv .bench-venv && .bench-venv/bin/pip install inspect-ai==0.3.285 openai``;
   ``--inspect`` points at its ``inspect`` command; skipped with a note when missing).
 
-Items: synthetic GMAI rows with 512 px PNGs, and "real" ones whose base64 is about 2 MB per row
-like the released VAL file (``--real-px``). For each size and concurrency the clients run
-interleaved, ``--repeats`` times, in rotating order; medians are shown with the ratios
-gmai_client / bare and gmai_client / inspect_ai, each client's peak RSS and CPU seconds, and the
+Items: synthetic GMAI rows with 512 px PNGs, and "real" ones like the released VAL file's: a
+distinct 1400 px RGB PNG of ~1.5 MB per row, ~2 MB of base64 (``_common.realistic_tsv``). For
+each size and concurrency the clients run interleaved, ``--repeats`` times, in rotating order;
+medians are shown with the ratios gmai_client / bare and gmai_client / inspect_ai, each client's peak RSS and CPU seconds, and the
 fake server's CPU (a server near 100% of a core would be the bottleneck being measured).
 
 Prints a table; writes benchmarks/results/peer.json.
@@ -92,10 +92,11 @@ def run_one(
 
 
 def make_data(folder: Path, size: str, args: argparse.Namespace) -> tuple[Path, int, float]:
-    n = args.items if size == "512" else args.real_items
-    px = 512 if size == "512" else args.real_px
-    tsv = _common.synthetic_tsv(folder / f"items-{size}.tsv", n, image_size=px, seed=11)
-    return tsv, n, tsv.stat().st_size / n / 1e6
+    if size == "512":
+        tsv = _common.synthetic_tsv(folder / "items-512.tsv", args.items, image_size=512, seed=11)
+        return tsv, args.items, tsv.stat().st_size / args.items / 1e6
+    tsv = _common.realistic_tsv(folder / "items-real.tsv", args.real_items, side=args.real_px, seed=11)
+    return tsv, args.real_items, tsv.stat().st_size / args.real_items / 1e6
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", nargs="+", default=["512", "real"], choices=["512", "real"])
     parser.add_argument("--items", type=int, default=1000, help="items at 512 px")
     parser.add_argument("--real-items", type=int, default=300, help="items at real size")
-    parser.add_argument("--real-px", type=int, default=2300, help="side of the real-size PNGs (about 2 MB base64)")
+    parser.add_argument("--real-px", type=int, default=1400, help="side of the real-size PNGs (~1.5 MB, distinct)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--latency", type=float, default=0.05)
