@@ -17,10 +17,11 @@ per request the server is not the bottleneck being measured), on the same items:
   ``--inspect`` points at its ``inspect`` command; skipped with a note when missing).
 
 Items: synthetic GMAI rows with 512 px PNGs, and "real" ones like the released VAL file's: a
-distinct 1400 px RGB PNG of ~1.5 MB per row, ~2 MB of base64 (``_common.realistic_tsv``). For
-each size and concurrency the clients run interleaved, ``--repeats`` times, in rotating order;
-medians are shown with the ratios gmai_client / bare and gmai_client / inspect_ai, each client's peak RSS and CPU seconds, and the
-fake server's CPU (a server near 100% of a core would be the bottleneck being measured).
+distinct 1400 px RGB PNG of ~1.5 MB per row, ~2 MB of base64 (``_common.realistic_tsv``). For each
+size and concurrency the clients run interleaved, ``--repeats`` times, in rotating order; medians
+are shown with the ratios gmai_client / bare and gmai_client / inspect_ai, each client's peak RSS
+and CPU seconds, and the fake server's CPU (a server near 100% of a core would be the bottleneck
+being measured).
 
 Prints a table; writes benchmarks/results/peer.json.
 """
