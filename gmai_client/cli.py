@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m gmai_client", description="GMAI-MMBench evaluation client")
     commands = parser.add_subparsers(dest="command")
     _add_run(commands)
+    _add_run(commands, "plan", "what a run would send and cost, before sending anything (run --dry-run)")
     _add_tree(commands)
     report = commands.add_parser("report", help="re-render a run folder's metrics and tables (no model calls)")
     report.add_argument("run_dir", type=Path)
@@ -153,11 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run(commands: Any) -> None:
+def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
     params = run_default("params")
     run = commands.add_parser(
-        "run",
-        help="evaluate models (default: random baseline on the bundled sample)",
+        name,
+        help=about or "evaluate models (default: random baseline on the bundled sample)",
         epilog=_EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -207,6 +208,13 @@ def _add_run(commands: Any) -> None:
         help=f"ray: torch models run on Ray actors (default {_default('executor')})",
     )
     run.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start one)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=name == "plan",
+        help="send nothing: say what the run would send and cost (same as the `plan` command)",
+    )
+    run.add_argument("--prices", type=Path, metavar="FILE", help="token prices laid over the shipped table (plan)")
 
 
 def _add_policy_options(run: argparse.ArgumentParser) -> None:
@@ -315,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = terminal_console()
     try:
-        if args.command in (None, "run"):
+        if args.command in (None, "run", "plan"):
             from gmai_client.cli_run import cmd_run  # imported per command: `backends` starts fast
 
             if args.command is None:

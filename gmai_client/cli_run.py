@@ -53,6 +53,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.judge_options and not args.judge:
         raise ConfigError("-J options need a --judge SPEC")
     config = resumed_config(args) if args.resume is not None else new_config(args)
+    if args.dry_run:
+        from gmai_client.cli_plan import print_plan
+
+        return print_plan(config, args.prices, console)
     result: RunResult = _Interrupts().run(lambda: run(config, console=console))
     return say_result(result, console)
 

@@ -54,6 +54,7 @@ class Sent:
     attempts: int  # requests actually sent (0 for a cache hit)
     retries: tuple[str, ...] = ()  # the error kind of each failed attempt
     cached: bool = False
+    estimated_input_tokens: int | None = None  # the backend's estimate, beside what the server reported
 
 
 class TokenBudget:
@@ -170,7 +171,9 @@ class Dispatcher:
         response = _without_secrets(response)  # a server may echo the key: never cache or record it
         if self.cache is not None and key is not None and fields is not None:
             await self.cache.put(key, fields, request.item_index, response)
-        return Sent(response, attempts, retries)
+        # The estimate (a few microseconds: image sizes come from their headers), kept beside the
+        # usage the server reports, so that the estimator's error shows in the reports.
+        return Sent(response, attempts, retries, estimated_input_tokens=self.backend.estimate_input_tokens(request))
 
     async def _attempt(self, request: Request, clock: AttemptClock) -> Response:
         # The backend knows its provider's token rules (images by size); the answer's ceiling on top.

@@ -79,6 +79,9 @@ class ModelMetrics:
     mcq: McqStats
     input_tokens: int = 0
     output_tokens: int = 0
+    # The estimate and the reported count over the same answers (those with both): the estimator's error.
+    estimated_input_tokens: int = 0
+    reported_input_tokens: int = 0
     mean_latency_s: float | None = None
     cached: int = 0
 
@@ -184,6 +187,7 @@ def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
         accuracies = [s.accuracy for s in groups[view].values() if s.accuracy is not None]
         macro[view] = sum(accuracies) / len(accuracies) if accuracies else None
     latencies = [r.latency_s for r in records if r.status != "error" and not r.cached]
+    both = [r for r in records if r.estimated_input_tokens is not None and r.input_tokens is not None and not r.cached]
     return ModelMetrics(
         model=model,
         has_key=has_key,
@@ -193,6 +197,8 @@ def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
         mcq=mcq_stats(records),
         input_tokens=sum(r.input_tokens or 0 for r in records),
         output_tokens=sum(r.output_tokens or 0 for r in records),
+        estimated_input_tokens=sum(r.estimated_input_tokens or 0 for r in both),
+        reported_input_tokens=sum(r.input_tokens or 0 for r in both),
         mean_latency_s=sum(latencies) / len(latencies) if latencies else None,
         cached=sum(r.cached for r in records),
     )

@@ -7,17 +7,29 @@ and images (``Backend.estimate_input_tokens``); the output tokens, bounded by ``
 the cost live and through the batch API at the prices of ``prices`` (which say where they come
 from and how old they are); and the time the rate limits imply (requests / rpm, tokens / tpm).
 
-Pure arithmetic over what the caller gathered: the caller (the CLI, through the wiring) builds
-the requests and knows the cache and the run folder.
+``plan_model`` is the arithmetic; ``plan_run`` gathers what it needs for a configuration, with no
+request sent and nothing written: the items through the run's own selection and prompt, the
+backends built but not started, the run folder a run of this configuration would use (only read),
+the response cache (only looked up).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from gmai_client.prices import Price
-from gmai_client.types import Request
+from gmai_client import registry, rundir
+from gmai_client.backend import Backend
+from gmai_client.cache import ResponseCache, cache_key, key_fields
+from gmai_client.config import RunConfig
+from gmai_client.dataset import open_dataset
+from gmai_client.errors import DataError
+from gmai_client.prices import Price, PriceTable
+from gmai_client.records import read_records
+from gmai_client.select import parse_selection
+from gmai_client.splits import resolve_data
+from gmai_client.types import Item, Request
+from gmai_client.wiring import Items, model_limits, request_builder
 
 
 @dataclass(frozen=True)
@@ -79,3 +91,56 @@ def plan_model(
             input_tokens += estimate(request)
             output_max += request.params.max_tokens
     return ModelPlan(label, selected, done, cached, to_send, input_tokens, output_max, price, rpm, tpm)
+
+
+def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
+    """Every model's plan for ``config`` (see the module docstring); nothing is sent or written."""
+    data, policy, seed = config.data, config.policy, config.execution.seed
+    files = tuple(open_dataset(resolve_data(data.files, data_dir=data.data_dir)))
+    items = Items(files, parse_selection(data.select or None), data.limit)
+    backends = {spec.label: registry.create(spec, seed=seed) for spec in config.models}
+    judge = registry.create(config.protocol.judge, seed=seed) if config.protocol.judge else None
+    ident = rundir.identity(config, [str(f.path) for f in files], backends, judge, registry.answer_neutral_options)
+    previous = read_records(config.output.out / rundir.folder_name(config, ident) / rundir.RECORDS_FILE)
+    cache = ResponseCache(policy.cache_path) if policy.cache else None
+    ask = request_builder(config.protocol)
+    plans = []
+    try:
+        for spec in config.models:
+            backend = backends[spec.label]
+            finished = {
+                r.index for r in previous if r.model == spec.label and not (policy.retry_errors and r.status == "error")
+            }
+            limits = model_limits(spec, policy)
+            plans.append(
+                plan_model(
+                    spec.label,
+                    _requests(items, ask),
+                    finished=finished,
+                    is_cached=_cached(cache, backend),
+                    estimate=backend.estimate_input_tokens,
+                    price=prices.price(spec.backend, spec.target, spec.options),
+                    rpm=limits.rpm,
+                    tpm=limits.tpm,
+                )
+            )
+    finally:
+        if cache is not None:
+            cache.close()
+    return plans
+
+
+def _requests(items: Items, ask: Callable[[Item], Request]) -> Iterator[Request]:
+    for entry in items.entries():
+        if isinstance(entry, Item):
+            try:
+                yield ask(entry)
+            except DataError:
+                continue  # an unreadable image is an error record in a run: nothing is sent for it
+
+
+def _cached(cache: ResponseCache | None, backend: Backend) -> Callable[[Request], bool]:
+    if cache is None or not backend.cacheable():
+        return lambda request: False
+    identity = backend.identity()
+    return lambda request: cache.lookup(cache_key(key_fields(identity, request))) is not None

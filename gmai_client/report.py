@@ -82,7 +82,7 @@ def write_reports(
         metrics = {label: metrics[label] for label in order if label in metrics}
     comparison = compare(metrics, records, reference) if len(metrics) > 1 else None
     document = MetricsDocument(metrics, comparison, figures, PROTOCOL)
-    notes = judge_lines(figures)
+    notes = judge_lines(figures) + token_lines(metrics)
     written = [
         write_metrics(run_dir, document),
         _write_csv(run_dir / "metrics.csv", metrics),
@@ -240,6 +240,19 @@ _OVERALL_HEADER = [
     "ACC_mcq",
     "Recall_mcq",
 ]
+
+
+def token_lines(metrics: dict[str, ModelMetrics]) -> list[str]:
+    """The input-token estimate (``plan``'s rules) beside what the provider reported, per model."""
+    lines = []
+    for label, m in metrics.items():
+        if m.reported_input_tokens > 0:
+            error = (m.estimated_input_tokens - m.reported_input_tokens) / m.reported_input_tokens
+            lines.append(
+                f"{label}: input tokens reported {m.reported_input_tokens:,}, estimated before sending "
+                f"{m.estimated_input_tokens:,} ({100 * error:+.1f}%)"
+            )
+    return lines
 
 
 def judge_lines(figures: RunFigures) -> list[str]:

@@ -388,6 +388,7 @@ async def _answer(entry: Item | BadRow, label: str, send: Send, ask: Callable[[I
         attempts=sent.attempts,
         retries=sent.retries,
         cached=sent.cached,
+        estimated_input_tokens=sent.estimated_input_tokens,
     )
 
 

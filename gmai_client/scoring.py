@@ -30,6 +30,7 @@ def score_answer(
     attempts: int = 1,
     retries: tuple[str, ...] = (),
     cached: bool = False,
+    estimated_input_tokens: int | None = None,
 ) -> Record:
     """A record for an answer, read by both extractions."""
     usage = response.usage
@@ -43,6 +44,7 @@ def score_answer(
         latency_s=round(latency_s, 4),
         input_tokens=usage.input_tokens if usage else None,
         output_tokens=usage.output_tokens if usage else None,
+        estimated_input_tokens=estimated_input_tokens,
         attempts=attempts,
         retries=retries,
         cached=cached,

@@ -304,6 +304,7 @@ class Record:
     latency_s: float = 0.0
     input_tokens: int | None = None
     output_tokens: int | None = None
+    estimated_input_tokens: int | None = None  # the backend's estimate before sending (plan's rules)
     attempts: int = 0
     retries: tuple[str, ...] = ()  # the error kind of every failed attempt, in order
     cached: bool = False

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from gmai_client.metrics import compute_metrics
-from gmai_client.report import incomplete_lines, judge_lines, write_reports
+from gmai_client.report import incomplete_lines, judge_lines, token_lines, write_reports
 from gmai_client.rundir import JudgeFigures, RunFigures, read_metrics
 from gmai_client.types import Record
 
@@ -58,3 +59,14 @@ def test_metrics_json_reads_back_into_the_same_types(tmp_path: Path) -> None:
     document = read_metrics(tmp_path)
     assert document is not None and document.schema == 2 and document.run == figures
     assert document.models["m"] == compute_metrics([rec("1"), rec("2", correct=False), rec("3", status="error")])["m"]
+
+
+def test_the_token_estimate_is_shown_beside_the_reported_count(tmp_path: Path) -> None:
+    records = [replace(rec(str(i)), input_tokens=1000, estimated_input_tokens=900) for i in range(3)] + [
+        replace(rec("9"), input_tokens=None, estimated_input_tokens=500)
+    ]  # no usage reported: left out
+    metrics = compute_metrics(records)
+    assert (metrics["m"].reported_input_tokens, metrics["m"].estimated_input_tokens) == (3000, 2700)
+    assert token_lines(metrics) == ["m: input tokens reported 3,000, estimated before sending 2,700 (-10.0%)"]
+    write_reports(tmp_path, records)
+    assert "estimated before sending 2,700" in (tmp_path / "report.md").read_text()

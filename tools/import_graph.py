@@ -76,6 +76,7 @@ PARTS: dict[str, str] = {
     "cli_run": "face",
     "cli_commands": "face",
     "cli_common": "face",
+    "cli_plan": "face",
     "cli_batches": "face",
     "api": "face",
     "__main__": "face",

@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+
+from PIL import Image as PILImage
 
 # Headers never recorded: credentials, and anything else that looks like one.
 _SECRET_HEADER_WORDS = ("authorization", "api-key", "token", "secret", "cookie")
@@ -64,6 +68,7 @@ class ReceivedRequest:
     image_sha256: tuple[str, ...]  # decoded image bytes, in order
     image_mimes: tuple[str, ...]
     image_details: tuple[str | None, ...]  # OpenAI's "detail" per image (None for Anthropic)
+    image_sizes: tuple[tuple[int, int] | None, ...]  # (width, height) per image, None when unreadable
     key: str  # item_key(text, images)
     attempt: int  # 1 for this model's first request with this key, 2 for its next, ...
     params: Mapping[str, Any]  # every other body field: max_tokens, temperature, seed, ...
@@ -134,6 +139,7 @@ def parse_request(api: str, body: Any) -> ReceivedRequest:
         image_sha256=tuple(hashlib.sha256(image.data).hexdigest() for image in images),
         image_mimes=tuple(image.mime for image in images),
         image_details=tuple(image.detail for image in images),
+        image_sizes=tuple(_size(image.data) for image in images),
         key=item_key(text, [image.data for image in images]),
         attempt=0,
         params=MappingProxyType({k: v for k, v in body.items() if k not in dialect.not_params}),
@@ -254,13 +260,43 @@ def tokens(text: str) -> int:
     return len(text) // 4 + 1 if text else 0
 
 
+def image_tokens(received: ReceivedRequest) -> int:
+    """What the vendor documents an image costs (gpt-4o's tiles, Claude's pixels): the usage this
+    server reports, written here apart from the client's estimator so that a test can compare them."""
+    total = 0
+    for size, detail in zip(received.image_sizes, received.image_details, strict=True):
+        if size is None:
+            total += 85
+        elif received.api == "anthropic":
+            width, height = size
+            shrink = min(1.0, 1568 / max(width, height), (1092 * 1092 / (width * height)) ** 0.5)
+            total += math.ceil(width * shrink * height * shrink / 750)
+        elif detail == "low":
+            total += 85
+        else:
+            width, height = size
+            fit = min(1.0, 2048 / max(width, height))
+            width, height = width * fit, height * fit
+            fit = min(1.0, 768 / min(width, height))
+            total += 85 + 170 * math.ceil(width * fit / 512) * math.ceil(height * fit / 512)
+    return total
+
+
+def _size(data: bytes) -> tuple[int, int] | None:
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:  # the header only: no pixel is decoded
+            return image.size
+    except Exception:
+        return None
+
+
 def success_body(received: ReceivedRequest, kind: str, answer: str, sequence: int, echo: str = "") -> dict[str, Any]:
     """The vendor's JSON answer to ``received``, saying ``answer`` (cut at its max_tokens). ``kind``
     "refusal", "content_filter" or "empty" shapes it as such; ``echo`` is a key to repeat in it."""
     answer = _REFUSAL_TEXT if kind == "refusal" else answer
     if echo:
         answer = f"[your key is {echo}] {answer}"
-    prompt_tokens = tokens(received.text) + tokens(received.system) + 85 * len(received.image_sha256)
+    prompt_tokens = tokens(received.text) + tokens(received.system) + image_tokens(received)
     stop = "stop"
     limit = received.max_tokens
     if limit is not None and tokens(answer) > limit:

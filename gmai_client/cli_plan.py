@@ -1,0 +1,77 @@
+"""``python -m gmai_client plan`` (and ``run --dry-run``): what a run would send and cost, as a table.
+
+Takes every option ``run`` takes; sends nothing and writes nothing (``plan.plan_run``). The prices
+come from the shipped table, laid over by ``--prices FILE`` (or ``$GMAI_CLIENT_PRICES``) and
+``-B price_in= price_out=``; the output says which prices each model got and how old they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from gmai_client.cli_common import EXIT_OK
+from gmai_client.config import RunConfig
+from gmai_client.plan import ModelPlan, plan_run
+from gmai_client.prices import load_prices
+
+_HEADER = (
+    "model", "items", "finished", "cached", "to send", "input tokens / item", "input tokens", "output tokens (max)",
+    "cost live", "cost batch", "minutes at the limits",
+)  # fmt: skip
+
+
+def print_plan(config: RunConfig, prices_file: Path | None, console: Console) -> int:
+    plans = plan_run(config, load_prices(prices_file))
+    table = Table(title="What the run would send (nothing was sent)")
+    for column in _HEADER:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for plan in plans:
+        table.add_row(*_row(plan))
+    console.print(table)
+    for plan in plans:
+        console.print(escape(_price_line(plan)), highlight=False)
+    console.print(
+        "Input tokens follow each provider's documented rules (text: ~4 characters a token; images: OpenAI's "
+        "tiles or patches, Anthropic's pixels); output tokens are bounded by --max-tokens, so the costs are upper "
+        "bounds for the answers. After a run, metrics.json puts the estimate beside the tokens reported.",
+        highlight=False,
+    )
+    return EXIT_OK
+
+
+def _row(plan: ModelPlan) -> list[str]:
+    per_item = plan.input_tokens_per_item
+    minutes = plan.minutes
+    return [
+        plan.label,
+        f"{plan.selected:,}",
+        f"{plan.finished:,}",
+        f"{plan.cached:,}",
+        f"{plan.to_send:,}",
+        "—" if per_item is None else f"{per_item:,.0f}",
+        f"{plan.input_tokens:,}",
+        f"{plan.output_tokens_max:,}",
+        _money(plan.cost()),
+        _money(plan.cost(batch=True)),
+        "no limit set" if minutes is None else f"{minutes:,.1f}",
+    ]
+
+
+def _money(value: float | None) -> str:
+    return "no price" if value is None else f"${value:,.2f}"
+
+
+def _price_line(plan: ModelPlan) -> str:
+    price = plan.price
+    if price is None:
+        return f"{plan.label}: no price known (give -B price_in=USD_PER_1M -B price_out=USD_PER_1M, or --prices FILE)"
+    age = price.age_days()
+    dated = f", {age} days old" if age is not None else ""
+    return (
+        f"{plan.label}: ${price.input_per_m:g} / ${price.output_per_m:g} per 1M input / output tokens, "
+        f"batch x{price.batch_discount:g}, from {price.source}{dated}"
+    )
