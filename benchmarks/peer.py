@@ -21,7 +21,8 @@ distinct 1400 px RGB PNG of ~1.5 MB per row, ~2 MB of base64 (``_common.realisti
 size and concurrency the clients run interleaved, ``--repeats`` times, in rotating order; medians
 are shown with the ratios gmai_client / bare and gmai_client / inspect_ai, each client's peak RSS
 and CPU seconds, and the fake server's CPU (a server near 100% of a core would be the bottleneck
-being measured).
+being measured). Before the runs, the CPU per item of each step gmai_client adds around a request
+(``runner_overhead.stage_costs``), so that the next regression shows where it is.
 
 Prints a table; writes benchmarks/results/peer.json.
 """
@@ -41,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common
+import runner_overhead
 
 HERE = Path(__file__).resolve().parent
 CLIENTS = ("bare", "gmai_client", "inspect_ai")
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     env = {**os.environ, "OPENAI_API_KEY": "sk-bench-0000", "INSPECT_LOG_LEVEL": "error"}
     results: list[Measured] = []
     mb_per_row: dict[str, float] = {}
+    stages: dict[str, dict[str, float]] = {}  # size -> step -> CPU ms per item
     server_args = ["--blind"]  # reads every body, parses none: the clients, not the server, are measured
     with (
         _common.workdir("peer", keep=args.keep) as folder,
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         for size in args.sizes:
             tsv, n, mb_per_row[size] = make_data(folder, size, args)
             print(f"{size}: {n} items, {mb_per_row[size]:.2f} MB per row")
+            stages[size] = runner_overhead.stage_costs(tsv, min(n, 200), folder, repeats=1)
+            for step, ms in stages[size].items():
+                print(f"  CPU per item, {step}: {ms:.3f} ms")
             for concurrency in args.concurrency:
                 for repeat in range(args.repeats):
                     order = clients[repeat % len(clients) :] + clients[: repeat % len(clients)]
@@ -143,7 +149,13 @@ def main(argv: list[str] | None = None) -> None:
     print(_common.table(list(summary[0]), [list(row.values()) for row in summary]))
     _common.write_result(
         "peer",
-        {"args": vars(args), "mb_per_row": mb_per_row, "summary": summary, "runs": [asdict(r) for r in results]},
+        {
+            "args": vars(args),
+            "mb_per_row": mb_per_row,
+            "cpu_ms_per_item_by_step": stages,
+            "summary": summary,
+            "runs": [asdict(r) for r in results],
+        },
     )
 
 

@@ -166,6 +166,8 @@ async def run_runner_instant(tsv: Path, n: int, concurrency: int, out: Path, nam
 
 def stage_costs(tsv: Path, n: int, work: Path, repeats: int = 3) -> dict[str, float]:
     """CPU milliseconds per item of each step the runner adds around a request (medians of passes)."""
+    from gmai_client.backends._api import Holes, encode_body
+    from gmai_client.backends.openai import OpenAIBackend
     from gmai_client.dataset import iter_items, open_dataset
     from gmai_client.dispatch import Dispatcher
     from gmai_client.limiter import AdaptiveConcurrency
@@ -176,6 +178,8 @@ def stage_costs(tsv: Path, n: int, work: Path, repeats: int = 3) -> dict[str, fl
     from gmai_client.types import Item, Response, Usage
 
     response = Response("The answer is (A).", usage=Usage(input_tokens=150, output_tokens=5), model="fake")
+    estimator = OpenAIBackend("gpt-4o", endpoint="http://127.0.0.1:9/v1")
+    body_of = estimator.request_body
     timings: dict[str, list[float]] = {}
 
     def note(name: str, seconds: float) -> None:
@@ -187,11 +191,16 @@ def stage_costs(tsv: Path, n: int, work: Path, repeats: int = 3) -> dict[str, fl
         note("read + parse TSV row (reader thread)", time.process_time() - started)
         started = time.process_time()
         requests = [build_request(item) for item in items]
-        note("build_request (prompt, base64 decode)", time.process_time() - started)
+        note("build_request (prompt, cheap image checks)", time.process_time() - started)
         started = time.process_time()
         for request in requests:
-            [image.data_url() for image in request.images]
-        note("[in both] backend: re-encode image to data URL", time.process_time() - started)
+            holes = Holes()
+            encode_body(body_of(request, request.images, embed=holes), holes.pieces)
+        note("request body encoded (OpenAI wire format)", time.process_time() - started)
+        started = time.process_time()
+        for request in requests:
+            estimator.estimate_input_tokens(request)
+        note("input-token estimate (image headers)", time.process_time() - started)
 
         async def dispatch_all(requests=requests) -> None:
             dispatcher = Dispatcher(InstantBackend(), retry=RetryPolicy(), concurrency=AdaptiveConcurrency(64))
