@@ -35,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -80,18 +81,41 @@ def command(client: str, tsv: Path, url: str, concurrency: int, out: Path, inspe
 def run_one(
     argv: list[str], env: dict[str, str], server: _common.FakeServer
 ) -> tuple[bool, float, float, float, float]:
-    """(exit 0, wall s, peak RSS MB, CPU s of the process and its children, server CPU % of a core)."""
+    """(exit 0, wall s, peak RSS MB, CPU s of the process, server CPU % of a core).
+
+    The peak RSS is the child's own VmHWM, read while it runs: ``wait4``'s ``ru_maxrss`` would
+    count this (large) process's memory, which the child shares between its fork and its exec.
+    """
     server_cpu = server.cpu_s()
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        print(f"  {Path(argv[1]).name if 'python' in argv[0] else argv[0]} exited {proc.returncode}: "
-              f"{(proc.stderr.read() if proc.stderr else b'').decode(errors='replace')[-400:]}")  # fmt: skip
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(argv, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=errors)
+        peak_kb = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kb = max(peak_kb, _vm_hwm_kb(proc.pid))
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        proc.returncode = code
+        if code != 0:
+            errors.seek(0)
+            name = Path(argv[1]).name if "python" in argv[0] else argv[0]
+            print(f"  {name} exited {code}: {errors.read().decode(errors='replace')[-400:]}")
     server_pct = 100 * (server.cpu_s() - server_cpu) / wall
-    return proc.returncode == 0, wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, server_pct
+    return code == 0, wall, peak_kb / 1024, usage.ru_utime + usage.ru_stime, server_pct
+
+
+def _vm_hwm_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def make_data(folder: Path, size: str, args: argparse.Namespace) -> tuple[Path, int, float]:
