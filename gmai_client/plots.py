@@ -45,7 +45,7 @@ def write_png_plots(run_dir: Path, charts: Sequence[ViewChart]) -> list[Path]:
             continue
         path = plot_path(run_dir, chart, "png")
         path.parent.mkdir(exist_ok=True)
-        _draw(chart).save(path, optimize=False)
+        _draw(chart).save(path, compress_level=1)  # a chart compresses well anyway: 4x faster than the default
         written.append(path)
     return written
 
