@@ -133,7 +133,14 @@ class ThumbnailCollector:
     def offer(self, record: Record) -> None:
         if record.source_offset < 0 or ", row " not in record.source:
             return
-        self._records.append(record)
+        # What the gallery's choice reads, no more: a run's records would otherwise all stay alive,
+        # scattered among the requests' short-lived objects, and the process would grow with them.
+        self._records.append(
+            Record(
+                index=record.index, model=record.model, status=record.status, prediction=None,
+                correct=record.correct, task=record.task, source=record.source, source_offset=record.source_offset,
+            )
+        )  # fmt: skip
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="gmai-thumbnails", daemon=True)
             self._thread.start()

@@ -37,7 +37,8 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -275,9 +276,19 @@ class _ModelRun:
 
     async def _produce(self) -> None:
         entries = self.wired.items.entries()
+        # One thread of its own, not the loop's pool: a row's megabytes are then always allocated
+        # (and freed) in the same malloc arena, rather than spread over as many as the pool has
+        # threads, where freed blocks pile up and the process grows with the items read.
+        loop, reader = asyncio.get_running_loop(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="gmai-reader")
+        try:
+            await self._read(entries, loop, reader)
+        finally:
+            reader.shutdown(wait=False)
+
+    async def _read(self, entries: Iterator[Item | BadRow], loop: asyncio.AbstractEventLoop, reader: Executor) -> None:
         while not self.stop.is_set():
             try:
-                batch = await asyncio.to_thread(lambda: list(islice(entries, _READ_BATCH)))
+                batch = await loop.run_in_executor(reader, lambda: list(islice(entries, _READ_BATCH)))
             except (GmaiError, OSError) as exc:
                 raise RunFailed(f"reading the data failed: {exc}") from exc
             if not batch:
