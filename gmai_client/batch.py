@@ -198,6 +198,9 @@ class BatchRun:
         if self.mode != "beside":  # beside, the live loop counts the items
             self.hooks.track.set_total(total)
 
+    def _estimate(self, request: Request) -> int | None:
+        return self.backend.estimate_input_tokens(request) if self.backend is not None else None
+
     async def _take(self, entry: Item | BadRow, chunk: Chunk | None) -> Chunk | None:
         """Deal with one item; the chunk being gathered afterwards (a full one is submitted)."""
         assert self.hooks is not None
@@ -205,7 +208,10 @@ class BatchRun:
         if index in self.pending_indexes:  # in a batch sent earlier: collected, never sent again
             if isinstance(entry, Item):
                 with contextlib.suppress(DataError):
-                    self.records.stubs[index] = self.records.stub(entry, self.ask(entry), self.identity())
+                    request = self.ask(entry)
+                    self.records.stubs[index] = self.records.stub(
+                        entry, request, self.identity(), self._estimate(request)
+                    )
             return chunk
         if self.mode == "beside":
             return chunk  # the live loop's item
@@ -220,7 +226,7 @@ class BatchRun:
         except DataError as exc:
             await self.records.finish(entry, score_error(entry, self.label, exc))
             return chunk
-        stub = self.records.stub(entry, request, self.identity())
+        stub = self.records.stub(entry, request, self.identity(), self._estimate(request))
         hit = await self.records.cached(stub)
         if hit is not None:
             self.counts["cached"] += 1

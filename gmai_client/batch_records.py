@@ -38,6 +38,7 @@ class Stub:
     item: Item
     key: str
     fields: dict[str, Any]
+    estimate: int | None = None  # the input tokens the backend expects (beside what the vendor reports)
 
 
 class BatchRecords:
@@ -58,9 +59,9 @@ class BatchRecords:
         self.latest = {r.index: r for r in previous}  # this model's last record per item
         self.answered = 0  # items recorded from batch results
 
-    def stub(self, item: Item, request: Request, identity: Mapping[str, str]) -> Stub:
+    def stub(self, item: Item, request: Request, identity: Mapping[str, str], estimate: int | None = None) -> Stub:
         fields = key_fields(identity, request)
-        return Stub(replace(item, images_b64=()), cache_key(fields), fields)
+        return Stub(replace(item, images_b64=()), cache_key(fields), fields, estimate)
 
     def knows(self, entry: JournalBatch) -> bool:
         """Whether every item of ``entry`` has been read (a batch of an earlier run: not before the
@@ -107,7 +108,9 @@ class BatchRecords:
                 await self.cache.put(stub.key, stub.fields, stub.item.index, response)
             if self.budget is not None and response.usage is not None:
                 self.budget.spend(response.usage.input_tokens + response.usage.output_tokens)
-            record = score_answer(stub.item, self.label, response, latency_s=took, attempts=1)
+            record = score_answer(
+                stub.item, self.label, response, latency_s=took, attempts=1, estimated_input_tokens=stub.estimate
+            )
         else:
             error = result.error or ServerError(f"{self.label}: no result")
             record = score_error(stub.item, self.label, error, latency_s=took, attempts=1)

@@ -98,7 +98,6 @@ def test_plot_files_are_the_page_svg_and_a_png(tmp_path: Path) -> None:
         "accuracy_by_modality.svg",
     ]
     assert svgs[1].read_text(encoding="utf-8") == render_svg(charts[1], standalone=True) + "\n"
-    pytest.importorskip("matplotlib", reason="matplotlib is the 'report' extra")
     pngs = write_png_plots(tmp_path, charts)
     assert [p.with_suffix(".svg") for p in pngs] == svgs
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
