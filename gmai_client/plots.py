@@ -27,7 +27,10 @@ def plot_path(run_dir: Path, chart: ViewChart, fmt: str) -> Path:
 def write_svg_plots(run_dir: Path, charts: Sequence[ViewChart]) -> list[Path]:
     """One SVG file per view that has categories; none when no model has an answer key."""
     return _write(
-        run_dir, charts, "svg", lambda chart, path: path.write_text(render_svg(chart, standalone=True) + "\n")
+        run_dir,
+        charts,
+        "svg",
+        lambda chart, path: path.write_text(render_svg(chart, standalone=True) + "\n", encoding="utf-8"),
     )
 
 
