@@ -215,7 +215,7 @@ def overall_rows(metrics: dict[str, ModelMetrics]) -> list[list[str]]:
                 str(o.unparsed),
                 str(o.refused),
                 str(o.errored),
-                _pct(o.answered_accuracy) if o.errored else "",
+                _pct(o.answered_accuracy),  # equal to acc when nothing errored
                 _pct(o.lenient_accuracy),
                 str(o.differs),
                 _pct(m.mcq.acc_mcq) if m.mcq.n else "",
