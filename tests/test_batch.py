@@ -23,7 +23,7 @@ pytest.importorskip("aiohttp")
 
 from gmai_client import RunConfig
 from gmai_client.api import run
-from gmai_client.batch_journal import BatchJournal
+from gmai_client.batch_journal import JOURNAL_FILE, BatchJournal
 from gmai_client.cli import EXIT_ERRORS, EXIT_OK, main
 from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.records import read_records
@@ -322,12 +322,18 @@ def test_a_lost_create_that_cannot_be_looked_for_stops_the_model_and_is_never_fo
 # ---------------------------------------------------------------------- batches left in progress
 
 
-def interrupted_once_created(config: RunConfig, batches: FakeBatches, count: int) -> RunResult:
-    """``run(config)`` cancelled (as Ctrl-C does) once the vendor holds ``count`` batches."""
+def interrupted_once_created(config: RunConfig, batches: FakeBatches, count: int, out: Path) -> RunResult:
+    """``run(config)`` (run folders under ``out``) cancelled, as Ctrl-C does, once the vendor holds
+    ``count`` batches and the run's journal says they were submitted. (Cancelled between the two,
+    a batch stays "intent" in the journal and the next run finds it at the vendor: tested apart.)"""
+
+    def journaled() -> int:
+        folders = {path.parent for path in out.glob(f"*/{JOURNAL_FILE}")}
+        return sum(b.state == "submitted" for folder in folders for b in BatchJournal(folder).open_batches())
 
     async def go() -> RunResult:
         task = asyncio.create_task(run(config))
-        while len(batches.batch_ids()) < count:
+        while len(batches.batch_ids()) < count or journaled() < count:
             assert not task.done(), "the run ended before its batches were created"
             await asyncio.sleep(0.01)
         task.cancel()
@@ -344,7 +350,7 @@ def test_an_interrupted_run_leaves_its_batches_running_and_says_how_to_collect_t
     with api:
         config = RunConfig.build([spec(api, "openai")], limit=6, cache=False, batch=True, out=str(tmp_path),
                                  progress=False)  # fmt: skip
-        result = interrupted_once_created(config, batches, 1)
+        result = interrupted_once_created(config, batches, 1, tmp_path)
         assert result.interrupted and result.records == ()
         (entry,) = BatchJournal(result.run_dir).open_batches()
         assert entry.state == "submitted" and entry.requests == 6
@@ -363,7 +369,7 @@ def test_a_live_run_collects_an_earlier_runs_batches_beside_and_sends_the_rest_l
         # run of 12: it collects that batch beside its workers and sends only the other 6 live.
         config = RunConfig.build([model], limit=6, cache=False, batch=True, out=str(tmp_path), progress=False)
         config = config.updated(models=(replace(config.models[0], options={"batch_poll": "0.02"}),))
-        run_dir = interrupted_once_created(config, batches, 1).run_dir
+        run_dir = interrupted_once_created(config, batches, 1, tmp_path).run_dir
         assert run_cli("--resume", str(run_dir), "--limit", "12", "--no-batch") == EXIT_OK
         live = Counter(r.key for r in api.requests)
         stats = api.stats()["batches"]
