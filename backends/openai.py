@@ -141,8 +141,21 @@ class OpenAIBackend(ApiBackend, OpenAIBatches):
         model = str(getattr(reply, "model", "") or self.model)
         if refusal:
             return Response(str(refusal), finish_reason="refused", usage=tokens, model=model)
-        text = "" if message.content is None else str(message.content)
+        text = self._message_text(message.content)
         return Response(text, finish_reason=_FINISH.get(str(choice.finish_reason), "other"), usage=tokens, model=model)
+
+    def _message_text(self, content: Any) -> str:
+        """The answer's text: ``content`` is a string, or (some OpenAI-compatible servers) a list of
+        parts whose text parts are joined, as the Anthropic backend joins its text blocks."""
+        if content is None or isinstance(content, str):
+            return content or ""
+        if isinstance(content, list):
+            texts = [_part_text(part) for part in content]
+            if content and all(text is None for text in texts):
+                kinds = ", ".join(sorted({str(_part_field(part, "type")) for part in content}))
+                raise ServerError(f"openai: {self.endpoint} answered with content parts holding no text ({kinds})")
+            return "".join(text for text in texts if text is not None)
+        raise ServerError(f"openai: {self.endpoint} answered with content of type {type(content).__name__}")
 
     def vendor_error(self, exc: openai.APIStatusError) -> VendorError:
         body = exc.body  # the "error" object of a JSON body, else the raw text (an HTML page)
@@ -153,3 +166,13 @@ class OpenAIBackend(ApiBackend, OpenAIBatches):
         if "max_completion_tokens" in message and self.options.max_tokens_field == "max_tokens":
             return " (this model needs the option max_tokens_field=max_completion_tokens)"
         return ""
+
+
+def _part_field(part: Any, name: str) -> Any:
+    return part.get(name) if isinstance(part, Mapping) else getattr(part, name, None)
+
+
+def _part_text(part: Any) -> str | None:
+    """The text of one content part (``{"type": "text", "text": ...}``), None for another kind."""
+    text = _part_field(part, "text")
+    return text if isinstance(text, str) and _part_field(part, "type") in ("text", "output_text", None) else None

@@ -17,12 +17,14 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("aiohttp")
 
+from aiohttp import web
 
 from gmai_client import errors, registry
 from gmai_client.backends.openai import OpenAIBackend, OpenAIOptions
 from gmai_client.config import parse_model_spec
 from gmai_client.images import downscale, shutdown_pool
 from gmai_client.testing.fake_api import FakeAPI, request_key
+from gmai_client.testing.fake_loopback import LoopbackServer
 from gmai_client.types import Image, Request, Response, SamplingParams
 from tests.api_backend_kit import fails, generate, pixels_sha, png, sample_request, serve, wiped
 
@@ -112,6 +114,34 @@ def test_answer_cut_by_max_tokens_is_length(api: FakeAPI) -> None:
     api.fallback = "The answer is B, because " + "of many reasons " * 20
     response = generate(backend(api), Request("long", "Why?", params=SamplingParams(max_tokens=4)))
     assert response.finish_reason == "length" and len(response.text) == 16
+
+
+class _PartsServer(LoopbackServer):
+    """Answers every chat completion with ``content`` as a list of parts, as some
+    OpenAI-compatible servers do."""
+
+    def __init__(self, content: object):
+        super().__init__()
+        self.content = content
+
+    def _routes(self, app: web.Application) -> None:
+        async def answer(_: web.Request) -> web.Response:
+            message = {"role": "assistant", "content": self.content}
+            return web.json_response(
+                {"id": "c1", "object": "chat.completion", "created": 0, "model": MODEL,
+                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+            )  # fmt: skip
+
+        app.router.add_post("/v1/chat/completions", answer)
+
+
+def test_content_given_as_a_list_of_text_parts_is_joined_as_text(request_: Request) -> None:
+    parts = [{"type": "text", "text": "The answer is "}, {"type": "text", "text": "B."}]
+    with _PartsServer(parts) as server:
+        b = OpenAIBackend(MODEL, endpoint=server.base_url + "/v1", options=OpenAIOptions(timeout=5.0))
+        response = generate(b, request_)
+    assert response.text == "The answer is B."  # not "[{'type': 'text', ...}]", which would be scored
+    assert response.finish_reason == "stop"
 
 
 # ---------------------------------------------------------------------- errors
