@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +23,27 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120  # a cold 2-core machine: torch import + tiny model build + Triton + 4 model loads
+
+
+PRIVATE_ROOT = Path(tempfile.mkdtemp(prefix="gmai-tests-"))  # this session's own home, cache and config dirs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any fixture of any scope (a module-scoped run once started before the per-test cache below
+    and wrote to the user's cache dir): home, XDG dirs and the response cache point into a private folder."""
+    for variable, folder in (
+        ("HOME", "home"),
+        ("XDG_CACHE_HOME", "home/.cache"),
+        ("XDG_CONFIG_HOME", "home/.config"),
+        ("XDG_DATA_HOME", "home/.local/share"),
+        ("GMAI_CLIENT_CACHE_DIR", "cache"),
+    ):
+        (PRIVATE_ROOT / folder).mkdir(parents=True, exist_ok=True)
+        os.environ[variable] = str(PRIVATE_ROOT / folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(PRIVATE_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

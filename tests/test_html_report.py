@@ -287,7 +287,6 @@ def test_report_in_chromium(browser, two_models: Path, tmp_path: Path) -> None:
         assert shown == f"{100 * m['overall']['accuracy']:.2f}"
 
     tab.screenshot(path=str(tmp_path / "report_top.png"))
-    shutil.copy(tmp_path / "report_top.png", "/tmp/report_screenshot.png")
 
     # The tree opens on click, without any script involved.
     node = tab.locator("#tree details.tree-view").first
