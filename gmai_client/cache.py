@@ -20,8 +20,14 @@ The cache is an optimisation, so a broken cache never costs an answer. A file SQ
 naming both files, and the run goes on with a fresh cache; a file that cannot be used for another
 reason (an unwritable folder) means running without a cache, also said once. A lookup that fails
 is a miss (the request is sent); a store that fails is skipped. The commands that inspect the file
-(``stats``, ``explain``) say that it is corrupt instead (``CacheError``), and ``clear`` deletes an
-unreadable file outright, so it always works.
+(``stats``, ``explain``) say that it is corrupt instead (``CacheError``), and ``clear`` deletes a
+damaged cache file outright, so it always works on the cache.
+
+Nothing is ever written into, or deleted from, a file that is not provably this cache: before
+anything else the file's schema is read, and an SQLite database holding other tables (another
+program's) is left as it is (a run goes on without a cache, the commands refuse it). ``clear``
+deletes a damaged file only when its schema shows the cache's table; a file that is not SQLite at
+all (a TSV given as ``--cache-path`` by mistake) is refused, not deleted.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ CACHE_FILE = "responses.sqlite"
 _SCHEMA_VERSION = 1
 # SQLite's primary result codes for a damaged file (extended codes share the low byte).
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_COLUMNS = frozenset({"key", "backend", "model", "item_index", "fields", "response", "created"})
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +116,11 @@ class ResponseCache:
         self._failure: Exception | None = None  # why the file could not be opened, if it could not
         self.disabled = False  # True: running without a cache from now on (said once)
         self.moved_to: Path | None = None  # where a corrupt file was moved, if one was
+        self._ours = False  # the file's schema was read and is this cache's (or the file is new)
         self._warned: set[str] = set()
         try:
             self._db = self._open()
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, CacheError) as exc:
             self._failure = exc
         self.hits = 0
         self.misses = 0
@@ -122,6 +130,12 @@ class ResponseCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
         try:
+            # Read before anything is written: switching to WAL or creating the table would change
+            # another program's database. A file that is not SQLite at all raises here (NOTADB).
+            foreign = _foreign_schema(db)
+            if foreign:
+                raise NotTheCache(f"{self.path} {foreign}: not a response cache")
+            self._ours = True
             _use_wal(db, timeout=self.busy_timeout)
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             db.execute(
@@ -235,10 +249,14 @@ class ResponseCache:
         return CacheStats(str(self.path), entries, size, tuple((b, m, n) for b, m, n in by_model))
 
     def clear(self, *, model: str | None = None) -> int:
-        """Delete every entry (or one model's); returns how many were deleted. A file that cannot be
-        read (corrupt, not a database) is deleted whole, with a warning, and 0 is returned."""
+        """Delete every entry (or one model's); returns how many were deleted. A damaged cache file
+        is deleted whole, with a warning, and 0 is returned. A file that is not provably this cache
+        (not SQLite, another program's database, a schema that cannot be read) is a ``CacheError``
+        and stays as it is."""
         with self._lock:
             failure = self._failure
+            if isinstance(failure, CacheError):
+                raise CacheError(f"{failure}; not deleted") from None
             if self._db is not None:
                 try:
                     # A damaged file may take a DELETE without complaint and stay damaged.
@@ -255,6 +273,11 @@ class ResponseCache:
                     if not _is_corrupt(exc):
                         raise CacheError(f"cannot clear the cache file {self.path}: {exc}") from None
                     failure = exc
+            if not self._ours:
+                raise CacheError(
+                    f"{self.path} cannot be read ({_describe(failure)}), so nothing shows that it is a response "
+                    "cache: not deleted (delete it yourself if it is one)"
+                )
             if model is not None:
                 raise CacheError(
                     f"{self._corrupt_message(_describe(failure))}; its entries of one model cannot be told "
@@ -270,7 +293,7 @@ class ResponseCache:
             self._failure = None
             try:
                 self._db = self._open()
-            except (sqlite3.Error, OSError) as exc:
+            except (sqlite3.Error, OSError, CacheError) as exc:
                 self._failure = exc
             return 0
 
@@ -287,6 +310,8 @@ class ResponseCache:
         return self._db
 
     def _inspectable(self) -> sqlite3.Connection:
+        if isinstance(self._failure, CacheError):
+            raise self._failure
         if self._db is None:
             raise self._broken(self._failure or sqlite3.Error("closed"))
         return self._db
@@ -378,6 +403,23 @@ def _use_wal(db: sqlite3.Connection, timeout: float) -> None:
 
 class _Damaged(sqlite3.DatabaseError):
     """What ``PRAGMA quick_check`` found wrong with a file that still opens."""
+
+
+class NotTheCache(CacheError):
+    """The file is an SQLite database of something else: never written into, never deleted."""
+
+
+def _foreign_schema(db: sqlite3.Connection) -> str:
+    """Why the open file is not this cache ("" when it is, or when it holds no table yet: new)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return ""
+    if tables != {"responses"}:
+        return f"is an SQLite database with other tables ({', '.join(sorted(tables)[:5])})"
+    columns = {row[1] for row in db.execute("PRAGMA table_info(responses)")}
+    if columns != _COLUMNS:
+        return f"has a table 'responses' with other columns ({', '.join(sorted(columns)[:7])})"
+    return ""
 
 
 def _is_corrupt(exc: BaseException | None) -> bool:

@@ -425,13 +425,12 @@ def test_stats_and_explain_say_the_file_is_corrupt_and_leave_it(tmp_path: Path, 
     assert path.read_bytes() == bad  # inspecting moves nothing
 
 
-@pytest.mark.parametrize("damage", [garbage, damage_pages], ids=["garbage", "damaged pages"])
-def test_clear_deletes_an_unreadable_file(tmp_path: Path, damage: Callable, caplog: pytest.LogCaptureFixture) -> None:
+def test_clear_deletes_a_damaged_cache_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from gmai_client.errors import CacheError
 
     path = tmp_path / "responses.sqlite"
     filled(path, 30)
-    damage(path)
+    damage_pages(path)  # the schema page is intact: the file is provably the response cache
 
     cache = ResponseCache(path)
     with pytest.raises(CacheError, match="without --only-model"):
@@ -443,6 +442,71 @@ def test_clear_deletes_an_unreadable_file(tmp_path: Path, damage: Callable, capl
     assert [p.name for p in tmp_path.iterdir() if "corrupt" in p.name] == []  # deleted, not moved
     (said,) = warnings_of(caplog)
     assert "deleted it" in said and str(path) in said
+
+
+def a_tsv(path: Path) -> bytes:
+    data = b"index\tquestion\tA\tB\tanswer\n1\tWhich organ?\tliver\tlung\tA\n" * 50
+    path.write_bytes(data)
+    return data
+
+
+def another_database(path: Path) -> bytes:
+    """An SQLite database of something else: same file format, none of the cache's tables."""
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE patients (id INTEGER PRIMARY KEY, name TEXT)")
+    db.executemany("INSERT INTO patients (name) VALUES (?)", [(f"patient {n}",) for n in range(100)])
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+def table_named_responses(path: Path) -> bytes:
+    """Another program's table that happens to be called ``responses``."""
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE responses (survey TEXT, answer TEXT)")
+    db.execute("INSERT INTO responses VALUES ('q1', 'yes')")
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+NOT_OURS = [garbage, a_tsv, another_database, table_named_responses]
+
+
+@pytest.mark.parametrize("make", NOT_OURS, ids=["garbage", "tsv", "other database", "other responses table"])
+def test_cache_clear_refuses_a_file_that_is_not_the_response_cache(
+    tmp_path: Path, make: Callable[[Path], bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gmai_client.cli import main
+
+    path = tmp_path / "data.tsv"
+    before = make(path)
+
+    assert main(["cache", "clear", "--cache-path", str(path)]) == 2
+    assert main(["cache", "clear", "--cache-path", str(path), "--only-model", "gpt-4o"]) == 2
+
+    assert path.read_bytes() == before  # not deleted, not emptied, no table added
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.tsv"]  # nothing moved or left beside it
+    said = capsys.readouterr().err
+    assert str(path) in " ".join(said.split()) and "not deleted" in said
+
+
+@pytest.mark.parametrize("make", [another_database, table_named_responses], ids=["other database", "responses table"])
+def test_a_run_never_writes_into_another_programs_database(
+    tmp_path: Path, make: Callable[[Path], bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "app.sqlite"
+    before = make(path)
+
+    cache = ResponseCache(path)
+    key = key_of(IDENTITY, REQUEST)
+    assert cache.lookup(key) is None
+    assert cache.store(key, key_fields(IDENTITY, REQUEST), REQUEST.item_index, ANSWER) is False
+    cache.close()
+
+    assert path.read_bytes() == before
+    (said,) = warnings_of(caplog)
+    assert "without a cache" in said and str(path) in said and "not a response cache" in said
 
 
 def test_an_unusable_cache_folder_means_running_without_a_cache(
