@@ -73,11 +73,8 @@ def one_run(port: int, vendor: str, data: Path, out: Path, items: int, batch: bo
     after = stats(port)
     created = sum(after["batches"]["created"].values()) - sum(before["batches"]["created"].values())
     journal = next(out.iterdir()) / "batches.jsonl"
-    sizes = (
-        [e["bytes"] for e in map(json.loads, journal.read_text().splitlines()) if e["event"] == "intent"]
-        if batch
-        else []
-    )
+    events = [json.loads(line) for line in journal.read_text(encoding="utf-8").split("\n") if line] if batch else []
+    sizes = [e["bytes"] for e in events if e["event"] == "intent"]
     return {
         "vendor": vendor,
         "mode": "batch" if batch else "live",

@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             for repeat in range(args.repeats):
                 go(f"cached-{repeat}", cache)
             half = n // 2
-            lines = (runs / "fill" / "records.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+            lines = (runs / "fill" / "records.jsonl").read_text(encoding="utf-8").split("\n")
+            lines = [line + "\n" for line in lines if line]  # "\n" only: answers may hold U+2028...
             for repeat in range(args.repeats):
                 folder = runs / f"resume-{repeat}"
                 shutil.rmtree(folder, ignore_errors=True)

@@ -79,7 +79,9 @@ def _complete_lines(path: Path) -> tuple[list[str], int]:
     """The file's complete lines, and the byte length they cover (a torn tail is excluded)."""
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    lines = data[:end].decode("utf-8", errors="replace").splitlines()
+    # Split at "\n" only: ``str.splitlines`` also breaks at U+2028, U+2029, U+0085, \x1c-\x1e...,
+    # which ``json.dumps(ensure_ascii=False)`` leaves raw inside an answer's text.
+    lines = data[:end].decode("utf-8", errors="replace").split("\n")
     good: list[str] = []
     for line in lines:
         if not line.strip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,39 @@ def test_a_key_a_server_echoed_never_reaches_the_journal(tmp_path: Path, monkeyp
     assert secret not in path.read_text(encoding="utf-8")
     (record,) = read_records(path)
     assert (record.prediction, record.error) == ("A (your key: [REDACTED])", "HTTP 500: bad key [REDACTED]")
+
+
+#: Every character ``str.splitlines`` breaks a line at; only "\n" ends a journal line.
+LINE_BREAKS = ("\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def test_every_unicode_line_separator_in_an_answer_survives_the_journal(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    answers = {str(i): f"The answer{sep}is A" for i, sep in enumerate(LINE_BREAKS)}
+    with RecordWriter(path) as writer:
+        for index, text in answers.items():
+            writer.write(dataclasses.replace(make(index), prediction=text))
+    assert {r.index: r.prediction for r in read_records(path)} == answers
+    with RecordWriter(path) as writer:  # reopening must not take a separator for a torn tail
+        writer.write(make("last"))
+    assert len(read_records(path)) == len(LINE_BREAKS) + 1
+
+
+def test_answers_with_line_separators_are_kept_on_resume_and_by_rescore(tmp_path: Path) -> None:
+    from gmai_client.cli import main
+
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({str(i): f"It is{sep}A" for i, sep in enumerate(LINE_BREAKS)}), encoding="utf-8")
+    run = ["run", "--no-progress", "--out", str(tmp_path), "--run-name", "r", "--limit", str(len(LINE_BREAKS))]
+    run += ["-m", f"scripted:{script}", "-B", "label=s"]
+    assert main(run) == 0
+    run_dir = tmp_path / "r"
+    assert len(read_records(run_dir / "records.jsonl")) == len(LINE_BREAKS)
+
+    assert main(run) == 0  # a rerun finds every item done: nothing is sent again
+    figures = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))["run"]["models"]["s"]
+    assert (figures["skipped"], figures["requests_sent"]) == (len(LINE_BREAKS), 0)
+
+    assert main(["report", str(run_dir), "--rescore"]) == 0
+    kept = read_records(run_dir / "records.jsonl")
+    assert sorted(r.prediction for r in kept) == sorted(f"It is{sep}A" for sep in LINE_BREAKS)
