@@ -25,6 +25,8 @@ from gmai_client.types import Record
 PREDICTIONS_DIR = "predictions"
 #: What an item that got no answer is written with: VLMEvalKit's own failure text, scored wrong.
 FAILURE_PREDICTION = API_FAILURE_TEXT + "."
+#: The longest file-name stem made from a model label, in UTF-8 bytes (hash included).
+MAX_STEM = 80
 
 _INTEGER = re.compile(r"[+-]?\d+")
 # Characters an xlsx cell cannot hold (XML 1.0 forbids them); openpyxl refuses them.
@@ -51,12 +53,15 @@ def write_prediction_files(folder: Path, records: Iterable[Record]) -> list[Path
 
 def file_stems(labels: Sequence[str]) -> dict[str, str]:
     """A file-name stem per label: the label made safe, plus a short hash when it had to change,
-    so that labels such as ``m/1`` and ``m:1`` never share a file."""
+    so that labels such as ``m/1`` and ``m:1`` never share a file. A long label (a spec with
+    several endpoints) is cut to ``MAX_STEM`` bytes before its hash: a file name holds 255
+    bytes, and the ``.xlsx.tmp`` written first must fit too."""
     stems: dict[str, str] = {}
     for label in labels:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label).strip("._") or "model"
-        if safe != label:
-            safe = f"{safe}-{hashlib.sha256(label.encode()).hexdigest()[:6]}"
+        if safe != label or len(safe.encode()) > MAX_STEM:
+            cut = safe.encode()[: MAX_STEM - 7].decode(errors="ignore").rstrip("._-")  # bytes: a name's limit
+            safe = f"{cut}-{hashlib.sha256(label.encode()).hexdigest()[:6]}"
         stems[label] = safe
     return stems
 

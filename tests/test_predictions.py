@@ -46,6 +46,33 @@ def test_labels_that_make_the_same_file_name_get_different_files(tmp_path: Path)
     assert len(paths) == 4 and len({p.name for p in paths}) == 4
 
 
+#: The label a documented five-endpoint spec used to get: far past a file name's 255 bytes.
+LONG_LABEL = "openai:llava-hf/llava-1.5-7b-hf@" + ",".join(
+    f"http://gpu-node-{n:02d}.cluster.example.org:8000/v1" for n in range(5)
+)
+
+
+def test_a_long_label_gets_a_bounded_file_name_that_stays_unique(tmp_path: Path) -> None:
+    other = LONG_LABEL.replace("gpu-node-04", "gpu-node-99")  # differs only past the cut
+    stems = file_stems([LONG_LABEL, other])
+    assert all(len(stem.encode()) <= 100 for stem in stems.values())
+    assert stems[LONG_LABEL] != stems[other]
+    paths = write_prediction_files(tmp_path, [record("1", model=LONG_LABEL), record("1", model=other)])
+    assert len({p.name for p in paths}) == 4 and all(p.is_file() for p in paths)
+
+
+def test_a_run_with_a_long_label_writes_every_report(tmp_path: Path) -> None:
+    from gmai_client.cli import main
+
+    code = main(["run", "-m", "random", "-B", f"label={LONG_LABEL}", "--limit", "4", "--no-progress",
+                 "--no-cache", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert len([p for p in (run_dir / "predictions").iterdir() if p.suffix in (".xlsx", ".tsv")]) == 2
+    assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
+    assert any((run_dir / "plots").glob("*.svg"))
+
+
 def test_bad_rows_are_left_out_and_both_files_hold_the_same_table(tmp_path: Path) -> None:
     bad = Record(index="f.tsv:row9", model="m", status="error", prediction=None, error_kind="bad_row")
     xlsx, tsv = write_prediction_files(tmp_path, [record("1", prediction="two\nlines\tand a tab"), bad])
