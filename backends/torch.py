@@ -33,34 +33,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import io
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType, ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 from PIL import Image as PILImage
 
 from gmai_client.backend import Backend
-from gmai_client.backends._torch_model import (  # torch from there: it names the pip extra when missing
-    SharedModel,
-    acquire,
-    fingerprint,
-    first_line,
-    load_count,
-    release,
-    resolve_device,
-    resolve_dtype,
-    torch,
-)
 from gmai_client.config import ModelSpec
 from gmai_client.errors import BackendError, BadRequest, ConfigError, FatalError, Overloaded, UnsupportedInput
 from gmai_client.options import BackendOptions, option
 from gmai_client.types import FinishReason, Request, Response, Usage
 
+if TYPE_CHECKING:
+    from gmai_client.backends._torch_model import SharedModel
+
 __all__ = ["TorchBackend", "TorchOptions", "TorchStats", "fingerprint", "load_count"]
+
+
+def _lib() -> ModuleType:
+    """torch, transformers and the shared model loader, imported when a model is built, never when
+    this module is: listing the backends (``backends``, the registry) reads the options here and
+    would otherwise wait 20-30 s for torch. Missing, they raise ``MissingExtra`` naming the extra."""
+    return importlib.import_module("gmai_client.backends._torch_model")
+
+
+def fingerprint(path: str) -> str:
+    """A short hash of a model directory's small config files (``_torch_model.fingerprint``)."""
+    return str(_lib().fingerprint(path))
+
+
+def load_count() -> int:
+    """How many models this process has loaded (``_torch_model.load_count``)."""
+    return int(_lib().load_count())
 
 
 @dataclass(frozen=True)
@@ -125,14 +136,16 @@ class TorchBackend(Backend):
 
     name = "torch"
     Options = TorchOptions
+    requires = MappingProxyType({"torch": "torch", "transformers": "torch"})
 
     def __init__(self, path: str, options: TorchOptions | None = None):
         if not path:
             raise ConfigError("torch needs a model directory: torch:/path/to/model")
         self.path = path
         options = options or TorchOptions()
-        device = resolve_device(options.device)  # "auto" becomes what this machine has
-        self.options = replace(options, device=device, dtype=resolve_dtype(options.dtype, device))
+        lib = _lib()
+        device = lib.resolve_device(options.device)  # "auto" becomes what this machine has
+        self.options = replace(options, device=device, dtype=lib.resolve_dtype(options.dtype, device))
         self.stats = TorchStats()
         self._fingerprint = fingerprint(path)
         self._shared: SharedModel | None = None
@@ -159,12 +172,12 @@ class TorchBackend(Backend):
     async def start(self) -> None:
         if self._shared is None:
             device, dtype, remote = self.options.device, self.options.dtype, self.options.trust_remote_code
-            self._shared = acquire(self.path, device, dtype, remote, self._fingerprint)
+            self._shared = _lib().acquire(self.path, device, dtype, remote, self._fingerprint)
         try:
             await asyncio.wrap_future(self._shared.start_loading())
         except BaseException:
             shared, self._shared = self._shared, None
-            release(shared)
+            _lib().release(shared)
             raise
 
     async def close(self) -> None:
@@ -179,7 +192,7 @@ class TorchBackend(Backend):
         self._jobs.clear()
         if self._shared is not None:
             shared, self._shared = self._shared, None
-            release(shared)
+            _lib().release(shared)
 
     @property
     def model(self) -> Any:
@@ -219,7 +232,7 @@ class TorchBackend(Backend):
                 pil = pil.convert("RGB")
             except Exception as exc:  # PIL raises many types for bad bytes
                 # PIL names the BytesIO object (with its address): noise in a record, drop it.
-                reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", first_line(exc))
+                reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", _lib().first_line(exc))
                 raise UnsupportedInput(
                     f"torch: item {request.item_index}: {which} cannot be decoded ({image.mime}): {reason}"
                 ) from exc
@@ -289,6 +302,8 @@ class TorchBackend(Backend):
 
     def _run_batch(self, shared: SharedModel, batch: Sequence[_Prepared]) -> list[Response | BaseException]:
         """Runs on the model's worker thread; returns one Response or exception per request."""
+        lib = _lib()
+        torch, first_line = lib.torch, lib.first_line
         try:
             return list(self._generate(shared, batch))
         except torch.cuda.OutOfMemoryError:
@@ -314,6 +329,7 @@ class TorchBackend(Backend):
             return [kind(f"torch: item {batch[0].request.item_index}: {type(exc).__name__}: {first_line(exc)}")]
 
     def _generate(self, shared: SharedModel, batch: Sequence[_Prepared]) -> list[Response]:
+        torch = _lib().torch
         processor, model = shared.processor, shared.model
         if model is None:
             raise FatalError("torch: backend closed")

@@ -30,6 +30,9 @@ Optional, with the defaults written here::
                               four characters a token and a flat cost per image)
     answer_neutral_options    option names that cannot change an answer, besides those marked
                               ``neutral`` in ``Options`` (a run folder's identity leaves them out)
+    requires                  packages the backend imports only when a model is built, each
+                              with the pip extra that installs it: ``backends`` finds them
+                              without importing them (default: none)
 
 A backend written to the earlier, duck-typed protocol (the same methods, and ``cacheable`` /
 ``api_key_env`` / ``placement`` as plain attributes) still works: ``as_backend`` wraps it.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from gmai_client.config import ModelSpec
@@ -63,6 +67,7 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type[BackendOptions]] = NoOptions
     answer_neutral_options: ClassVar[frozenset[str]] = frozenset()
+    requires: ClassVar[Mapping[str, str]] = MappingProxyType({})  # import name -> pip extra
 
     # ---------------------------------------------------------------- building
 

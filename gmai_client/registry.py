@@ -195,5 +195,19 @@ def describe() -> list[BackendInfo]:
             continue
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         options = option_help(cls.Options) if _is_backend_class(cls) else dict(getattr(cls, "OPTIONS", {}))
-        infos.append(BackendInfo(name, target, True, "", options, doc))
+        problem = _missing_requirement(name, getattr(cls, "requires", {}))
+        infos.append(BackendInfo(name, target, not problem, problem, options, doc))
     return infos
+
+
+def _missing_requirement(backend: str, requires: Mapping[str, str]) -> str:
+    """Why a backend cannot run here ("" when it can): the first package it needs that is not
+    installed. Found, not imported: importing torch and transformers takes 20-30 s."""
+    for package, extra in requires.items():
+        try:
+            found = importlib.util.find_spec(package) is not None
+        except (ImportError, ValueError):  # a broken or half-imported package
+            found = False
+        if not found:
+            return str(MissingExtra(backend, extra, package))
+    return ""

@@ -4,6 +4,8 @@ built-in's name), options checked and listed, and which options leave a run fold
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
 import sys
 import textwrap
 from importlib.metadata import EntryPoint
@@ -178,3 +180,45 @@ def test_the_backends_command_lists_every_backend(capsys: pytest.CaptureFixture[
     for name in registry.builtin_targets():
         assert name in out
     assert "rpm" in out and "max_image_side" in out
+
+
+def test_the_backends_command_learns_what_is_installed_without_importing_torch(tmp_path: Path) -> None:
+    # Importing torch and transformers took 22-30 s of every `backends`; finding them is enough.
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        pytest.skip("torch's extra is not installed: the listing has nothing to find")
+    script = (
+        "import sys\n"
+        "from gmai_client.cli import main\n"
+        "code = main(['backends'])\n"
+        "print('IMPORTED:', sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "IMPORTED: []" in done.stdout
+    torch_row = next(line for line in done.stdout.splitlines() if line.strip("│ ").startswith("torch "))
+    assert "yes" in torch_row  # found installed, and its options still listed
+    assert "max_batch_size" in done.stdout
+
+
+class NeedsAbsentPackage(Backend):
+    """A backend whose heavy package is imported only when a model is built."""
+
+    name = "needy"
+    requires = {"gmai_no_such_package": "needy"}  # noqa: RUF012 - a class attribute of the contract
+
+    def identity(self) -> dict[str, str]:
+        return {"backend": self.name, "model": "", "endpoint": ""}
+
+    async def generate(self, request: Any) -> Any:
+        raise AssertionError("never built here")
+
+
+def test_a_backend_whose_package_is_missing_is_listed_with_the_extra_to_install(plugins: list[EntryPoint]) -> None:
+    plugins.append(plugin("needy", f"{__name__}:NeedsAbsentPackage"))
+    info = next(i for i in registry.describe() if i.name == "needy")
+    assert not info.available
+    assert "gmai_no_such_package" in info.problem and "pip install 'gmai-client[needy]'" in info.problem
