@@ -47,6 +47,7 @@ from gmai_client.report_format import signed as _delta
 from gmai_client.rundir import (
     MetricsDocument,
     RunFigures,
+    RunLock,
     read_config,
     read_metrics,
     write_metrics,
@@ -105,10 +106,24 @@ def write_reports(
 def render(
     run_dir: Path, *, rescore_answers: bool = False, console: Console | None = None, reference: str | None = None
 ) -> list[str]:
-    """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first."""
+    """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first.
+
+    Holds the folder's lock throughout, as a run does: a run still writing the folder is not
+    reported on half its records, nor has its journal replaced under it (a ``ConfigError`` names
+    its pid instead)."""
     path = run_dir / RECORDS_FILE
     if not path.exists():
         raise ConfigError(f"{run_dir} has no {RECORDS_FILE}: not a run folder")
+    with RunLock(run_dir, advice=_BUSY_ADVICE):
+        return _render(run_dir, rescore_answers=rescore_answers, console=console, reference=reference)
+
+
+#: What ``report`` says to do when a run holds the folder.
+_BUSY_ADVICE = "the run is still going and writes the reports when it ends; report it then, or stop it first"
+
+
+def _render(run_dir: Path, *, rescore_answers: bool, console: Console | None, reference: str | None) -> list[str]:
+    path = run_dir / RECORDS_FILE
     records = read_records(path)
     if rescore_answers:
         records = [rescore(record) for record in records]

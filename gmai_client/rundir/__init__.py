@@ -23,7 +23,9 @@ came from another configuration and must not be counted as this one's. ``limit``
 
 ``RunLock`` keeps a second process out of a folder in use: ``fcntl.flock`` on ``.lock``, which the
 kernel drops when its holder dies (a stale lock never blocks); the file holds the holder's pid for
-the error message. Where ``fcntl`` is missing (Windows) there is no lock.
+the error message, and goes when its holder lets go (``lock``'s docstring says why that is safe). A
+``run``, ``report`` and ``batches cancel`` each hold it. Where ``fcntl`` is missing (Windows) there is
+no lock.
 
 The folder's documents are read and written here and nowhere else, typed and versioned
 (``SCHEMA_VERSION``): ``config.json`` (``SavedConfig``: the resolved configuration without secrets,
