@@ -9,14 +9,21 @@ headline here does. Rows that could not be read at all (no cells to copy) are le
 
 Integer indexes are written as numbers, as pandas reads them from the TSV, so that VLMEvalKit
 matches the file's rows with its dataset's.
+
+An xlsx cell holds at most 32,767 characters: a longer answer is cut there (as VLMEvalKit's own
+file would cut it), never silently: a warning names the file and items, and the folder's
+``README.md`` (written every time: what each file is) lists them and points at the TSV twin,
+which keeps every answer whole.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from gmai_client.reference import API_FAILURE_TEXT, is_missing
@@ -25,6 +32,9 @@ from gmai_client.types import Record
 PREDICTIONS_DIR = "predictions"
 #: What an item that got no answer is written with: VLMEvalKit's own failure text, scored wrong.
 FAILURE_PREDICTION = API_FAILURE_TEXT + "."
+#: The most characters an xlsx cell holds (Excel's limit; xlsxwriter cuts longer strings).
+XLSX_CELL_LIMIT = 32_767
+README = "README.md"
 #: The longest file-name stem made from a model label, in UTF-8 bytes (hash included).
 MAX_STEM = 80
 
@@ -34,9 +44,21 @@ _ILLEGAL_XLSX = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # Columns of a record written without its row (records from before rows were kept, or replays).
 _FALLBACK_COLUMNS = ("index", "category", "clinical VQA task", "department", "perceptual granularity", "modality")
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CutCell:
+    """A cell the xlsx could not hold whole: its row's index, its column and its full length."""
+
+    index: str
+    column: str
+    length: int
+
 
 def write_prediction_files(folder: Path, records: Iterable[Record]) -> list[Path]:
-    """One xlsx and one TSV per model; file names are unique per model label."""
+    """One xlsx and one TSV per model (their paths are returned), file names unique per model
+    label, and the folder's ``README.md`` saying what they are and which cells the xlsx cut."""
     folder.mkdir(exist_ok=True)
     by_model: dict[str, list[Record]] = {}
     for record in records:
@@ -44,11 +66,61 @@ def write_prediction_files(folder: Path, records: Iterable[Record]) -> list[Path
             continue
         by_model.setdefault(record.model, []).append(record)
     paths: list[Path] = []
+    cut: dict[str, list[CutCell]] = {}
     for label, stem in file_stems(list(by_model)).items():
         header, rows = prediction_table(by_model[label])
         paths.append(_write_xlsx(folder / f"{stem}.xlsx", header, rows))
         paths.append(_write_tsv(folder / f"{stem}.tsv", header, rows))
+        cut[stem] = cells_too_long(header, rows)
+        if cut[stem]:
+            log.warning(
+                "%s: %d cell(s) longer than an xlsx cell's %s characters were cut there (%s); "
+                "%s holds them whole",
+                folder / f"{stem}.xlsx", len(cut[stem]), f"{XLSX_CELL_LIMIT:,}",
+                _describe_cut(cut[stem], 5), folder / f"{stem}.tsv",
+            )  # fmt: skip
+    if by_model:
+        _write_readme(folder / README, cut)
     return paths
+
+
+def cells_too_long(header: Sequence[str], rows: Iterable[Sequence[str | int]]) -> list[CutCell]:
+    """The cells of ``rows`` an xlsx cell cannot hold whole."""
+    return [
+        CutCell(str(row[0]) if header and header[0].strip().lower() == "index" else "?", column, len(cell))
+        for row in rows
+        for column, cell in zip(header, row, strict=True)
+        if isinstance(cell, str) and len(cell) > XLSX_CELL_LIMIT
+    ]
+
+
+def _describe_cut(cells: Sequence[CutCell], most: int) -> str:
+    shown = ", ".join(f"index {c.index} {c.column!r}: {c.length:,} characters" for c in cells[:most])
+    return shown + (f", and {len(cells) - most} more" if len(cells) > most else "")
+
+
+def _write_readme(path: Path, cut: dict[str, list[CutCell]]) -> None:
+    lines = [
+        "# Prediction files",
+        "",
+        "Per model, `<model>.xlsx` is VLMEvalKit's prediction file (the file its evaluation reads and "
+        "GMAI-MMBench's authors ask for), and `<model>.tsv` holds the same table as text.",
+        f"An xlsx cell holds at most {XLSX_CELL_LIMIT:,} characters; the TSV keeps every cell whole.",
+        "",
+    ]
+    for stem, cells in cut.items():
+        if cells:
+            lines += [
+                f"## {stem}.xlsx: {len(cells)} cell(s) cut to {XLSX_CELL_LIMIT:,} characters",
+                "",
+                f"The whole text is in `{stem}.tsv`; VLMEvalKit reading `{stem}.xlsx` sees the cut text.",
+                "",
+                *(f"- index {c.index}, column `{c.column}`: {c.length:,} characters" for c in cells),
+                "",
+            ]
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
 
 
 def file_stems(labels: Sequence[str]) -> dict[str, str]:

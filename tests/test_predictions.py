@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 from openpyxl import load_workbook
 
 from gmai_client.predictions import FAILURE_PREDICTION, file_stems, prediction_table, write_prediction_files
@@ -71,6 +72,29 @@ def test_a_run_with_a_long_label_writes_every_report(tmp_path: Path) -> None:
     assert len([p for p in (run_dir / "predictions").iterdir() if p.suffix in (".xlsx", ".tsv")]) == 2
     assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
     assert any((run_dir / "plots").glob("*.svg"))
+
+
+def test_an_answer_too_long_for_an_xlsx_cell_is_said_and_kept_whole_in_the_tsv(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    long_answer = "The lesion is benign. " * 2000 + "Answer: B"  # 44,009 characters
+    xlsx, tsv = write_prediction_files(tmp_path, [record("7", prediction=long_answer), record("8")])
+
+    sheet = list(load_workbook(xlsx, read_only=True).active.iter_rows(values_only=True))
+    assert len(sheet[1][-1]) == 32_767  # Excel's limit: the xlsx cannot hold more
+    with tsv.open(newline="", encoding="utf-8") as handle:
+        assert list(csv.reader(handle, delimiter="\t"))[1][-1] == long_answer  # the TSV twin keeps it all
+
+    said = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "m.xlsx" in said and "32,767" in said and "m.tsv" in said and "7" in said
+    note = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "m.xlsx" in note and "m.tsv" in note and "index 7" in note and "44,009" in note
+
+
+def test_the_note_says_nothing_was_cut_when_nothing_was(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_prediction_files(tmp_path, [record("1", prediction="B")])
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "cut" not in (tmp_path / "README.md").read_text(encoding="utf-8")
 
 
 def test_bad_rows_are_left_out_and_both_files_hold_the_same_table(tmp_path: Path) -> None:
