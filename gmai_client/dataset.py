@@ -9,7 +9,11 @@ prompts and scores are the reference) reads the same file: a cell is missing exa
 text is one of pandas' missing-value strings (``types.PANDAS_NA_STRINGS``: ``"N/A"`` is
 missing, ``"none"`` is an option); every other cell is kept as is, surrounding whitespace included;
 a cell that starts with ``"`` is quoted (``""`` inside is one quote, tabs and line breaks inside
-are part of it); a UTF-8 byte-order mark before the header is dropped; blank lines are skipped.
+are part of it); a UTF-8 byte-order mark before the header is dropped; blank lines are skipped;
+columns are named as pandas names them (``tsv.column_names``: a repeated ``A`` is kept as ``A.1``,
+and where a column the benchmark needs is repeated, the first is the one used). An image cell of
+at most 64 characters is VLMEvalKit's image reference: the index of the row (in the same file)
+whose image this row shares (``_SharedImages``).
 
 Where pandas would quietly do the wrong thing, the reader says so instead and goes on:
 - a quote that opens a cell and is not closed within the row (pandas would swallow the following
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gmai_client.errors import DataError
+from gmai_client.tsv import READ_BUFFER, SKIPPED, Broken, RecordReader, column_names
 from gmai_client.types import NO_DEPARTMENT, BadRow, Item, SourceRef, is_missing
 
 #: Option columns: single-letter headers, as VLMEvalKit reads options (GMAI-MMBench uses A-E).
@@ -49,12 +54,6 @@ _GROUP_COLUMNS = {
 }
 _REQUIRED = (_INDEX, _QUESTION, "a", "b", _IMAGE)
 _KNOWN = {_INDEX, _QUESTION, _ANSWER, _IMAGE, _HINT, *_GROUP_COLUMNS, *(x.lower() for x in OPTION_LETTERS)}
-
-# A quoted cell may span lines; one that has not closed after this many lines or bytes is a stray
-# quote, not a cell (the released files have no multi-line cells at all).
-MAX_QUOTED_LINES = 200
-MAX_QUOTED_BYTES = 32 << 20
-READ_BUFFER = 8 << 20
 
 _KEY_SEPARATORS = re.compile(r"[\s,;]+")
 _KEY_LETTERS = frozenset("ABCDE")
@@ -111,8 +110,9 @@ def _open_one(path: Path) -> DatasetFile:
         raise DataError(f"the header is not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(path)) from None
     if not text.strip():
         raise DataError("empty file: no header row", file=str(path))
-    header = tuple(text.split("\t"))
-    columns = tuple(name.strip().lower() for name in header)
+    # Named as pandas names them (a repeated "A" is "A.1"): a second column never replaces the first.
+    header = column_names(text.split("\t"))
+    columns = column_names([name.strip().lower() for name in header])
     missing = [name for name in _REQUIRED if name not in columns]
     if missing:
         raise DataError(f"missing required column(s) {', '.join(missing)}; found {', '.join(header)}", file=str(path))
@@ -162,179 +162,29 @@ def _iter_file(dataset_file: DatasetFile, only: set[str] | None = None) -> Itera
     """Every row of one file; with ``only`` (the index is the first column), just those items."""
     name = str(dataset_file.path)
     # A large buffer: readline over megabyte-long rows is 4x cheaper with 8 MB than with the default.
-    with dataset_file.path.open("rb", buffering=READ_BUFFER) as handle:
-        reader = _RecordReader(handle, len(dataset_file.columns), only)
+    with dataset_file.path.open("rb", buffering=READ_BUFFER) as handle, _SharedImages(dataset_file) as shared:
+        reader = RecordReader(handle, len(dataset_file.columns), only)
         reader.next_line()  # the header, checked by open_dataset
         row_number = 0
         while (record := reader.next_record()) is not None:
             row_number += 1
-            if record is _SKIPPED:
+            if record is SKIPPED:
                 continue
-            if isinstance(record, _Broken):
+            if isinstance(record, Broken):
                 if only is not None:
                     continue
                 field = dataset_file.header[record.cell] if record.cell < len(dataset_file.header) else ""
                 where = SourceRef(name, row_number, record.index, reader.record_offset)
                 yield BadRow(where, field.strip(), record.message)
                 continue
-            entry = _parse_row(SourceRef(name, row_number, offset=reader.record_offset), dataset_file, record)
+            if only is None:
+                shared.note(record, reader.record_offset)
+            entry = _parse_row(SourceRef(name, row_number, offset=reader.record_offset), dataset_file, record, shared)
             if only is None or (isinstance(entry, Item) and entry.index in only):
                 yield entry  # a quoted row is parsed before its index can be compared
 
 
-@dataclass(frozen=True)
-class _Broken:
-    """A record the reader could not split into cells."""
-
-    message: str
-    cell: int = -1  # the cell where it went wrong, when known
-    index: str = ""
-
-
-_SKIPPED: list[str] = []  # a row ``find_items`` did not want (never parsed)
-
-
-class _RecordReader:
-    """Splits a TSV byte stream into records of cells with pandas' quoting rules.
-
-    Lines without a quote (all released rows) are split on tabs directly: twice as fast as a
-    general parser on megabyte-long base64 cells. A line with a quote is scanned cell by cell;
-    a quoted cell may pull in the following lines, up to ``MAX_QUOTED_LINES``/``MAX_QUOTED_BYTES``.
-    When that fails (a stray quote), the lines it pulled in are given back and read as rows. A
-    pulled line that holds a whole row's worth of tabs is taken for the next row, not the rest of
-    a cell: pandas would swallow it, silently.
-    """
-
-    def __init__(self, handle: BinaryIO, width: int, only: set[str] | None = None):
-        self._handle = handle
-        self._width = width
-        self._pending: list[tuple[int, bytes]] = []  # (offset, line) given back after a stray quote
-        self._position = handle.tell()  # where the next line read from the file starts
-        self.line_offset = self._position  # where the line last returned starts
-        self.record_offset = -1  # where the record last returned starts
-        # Indexes wanted (the index being the first cell): other rows come back as _SKIPPED unsplit.
-        self._only = {index.encode() for index in only} if only is not None else None
-
-    def next_line(self) -> bytes | None:
-        if self._pending:
-            self.line_offset, line = self._pending.pop()
-            return line
-        line = self._handle.readline()
-        self.line_offset = self._position
-        self._position += len(line)
-        return line or None
-
-    def next_record(self) -> list[str] | _Broken | None:  # or _SKIPPED
-        while True:
-            raw = self.next_line()
-            if raw is None:
-                return None
-            if len(raw) > 2 or raw.strip(b"\r\n"):  # (no copy of a megabyte line to test that)
-                self.record_offset = self.line_offset
-                break  # pandas skips blank lines
-        if self._only is not None and b'"' not in raw and raw.split(b"\t", 1)[0].strip() not in self._only:
-            return _SKIPPED
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return self._not_utf8(raw, exc)
-        if '"' not in line:
-            cells = line.split("\t")  # then the line end off the last cell: one copy of the line, not two
-            cells[-1] = cells[-1].rstrip("\r\n")
-            return cells
-        return self._quoted(raw, line)
-
-    def _not_utf8(self, raw: bytes, exc: UnicodeDecodeError) -> _Broken:
-        cell = raw[: exc.start].count(b"\t")
-        index = raw.split(b"\t", 1)[0].decode("utf-8", errors="replace")
-        return _Broken(f"not UTF-8 text ({exc.reason} at byte {exc.start} of the row)", cell, index)
-
-    def _quoted(self, first_raw: bytes, text: str) -> list[str] | _Broken:
-        pulled: list[tuple[int, bytes]] = []  # continuation lines, given back if the quote turns out stray
-        cells: list[str] = []
-        position = 0
-        while True:
-            if text.startswith('"', position):
-                parts: list[str] = []
-                start = position + 1
-                while True:
-                    close = text.find('"', start)
-                    if close == -1:
-                        more = self._continue(pulled, first_raw)
-                        if more is None:
-                            self._give_back(pulled)
-                            return _Broken(
-                                "a cell starts with a double quote that is never closed on this row "
-                                "(pandas would read the following rows into it)",
-                                len(cells),
-                                _first_cell(text),
-                            )
-                        text += more
-                        continue
-                    if text.startswith('"', close + 1):  # "" inside a quoted cell is one quote
-                        parts.append(text[start : close + 1])
-                        start = close + 2
-                        continue
-                    parts.append(text[start:close])
-                    position = close + 1
-                    break
-                end, last = _cell_end(text, position)
-                cells.append("".join(parts) + text[position:end])
-            else:
-                end, last = _cell_end(text, position)
-                cells.append(text[position:end])
-            if last:
-                break
-            position = end + 1
-        if pulled and len(cells) != self._width:
-            # The quote closed, but only by pairing with another stray quote rows later.
-            self._give_back(pulled)
-            return _Broken(
-                "a quoted cell runs over several lines and leaves the row with "
-                f"{len(cells)} cells instead of {self._width} (a stray double quote?)",
-                index=_first_cell(text),
-            )
-        return cells
-
-    def _continue(self, pulled: list[tuple[int, bytes]], first_raw: bytes) -> str | None:
-        """The next line of a quoted cell, or None when the quote has run on too far."""
-        size = len(first_raw) + sum(len(line) for _, line in pulled)
-        if len(pulled) >= MAX_QUOTED_LINES or size > MAX_QUOTED_BYTES:
-            return None
-        raw = self.next_line()
-        if not raw:
-            return None
-        pulled.append((self.line_offset, raw))
-        if raw.count(b"\t") >= self._width - 1:
-            return None  # a whole row's worth of cells: the next row, not the rest of a cell
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-
-    def _give_back(self, pulled: list[tuple[int, bytes]]) -> None:
-        self._pending.extend(reversed(pulled))
-
-
-def _cell_end(text: str, position: int) -> tuple[int, bool]:
-    """Where the cell starting at ``position`` ends, and whether it is the row's last cell."""
-    tab = text.find("\t", position)
-    if tab != -1:
-        return tab, False
-    end = len(text)
-    if text.endswith("\r\n"):
-        end -= 2
-    elif text.endswith("\n"):
-        end -= 1
-    return end, True
-
-
-def _first_cell(text: str) -> str:
-    cell = text.split("\t", 1)[0]
-    return "" if '"' in cell or "\n" in cell else cell.strip()
-
-
-def _parse_row(where: SourceRef, dataset_file: DatasetFile, cells: list[str]) -> Item | BadRow:
+def _parse_row(where: SourceRef, dataset_file: DatasetFile, cells: list[str], shared: _SharedImages) -> Item | BadRow:
     columns = dataset_file.columns
     values = dict(zip(columns, cells, strict=False))  # a length mismatch is reported below
     index = values.get(_INDEX, "").strip()
@@ -368,7 +218,13 @@ def _parse_row(where: SourceRef, dataset_file: DatasetFile, cells: list[str]) ->
                 source, _ANSWER, f"answer {','.join(outside)} is not among the options {','.join(dict(options))}"
             )
 
-    images = _split_images(values[_IMAGE])
+    image_cell = values[_IMAGE].strip()
+    if len(image_cell) <= IMAGE_REFERENCE_MAX and not is_missing(image_cell):
+        images = shared.images_of(image_cell)  # another row's index: that row's image
+        if isinstance(images, str):
+            return BadRow(source, _IMAGE, images)
+    else:
+        images = _split_images(image_cell)
     if not images:
         return BadRow(source, _IMAGE, "empty image cell")
 
@@ -442,17 +298,114 @@ def find_items(
 def read_at(files: Sequence[DatasetFile], places: Mapping[str, tuple[str, int]]) -> Iterator[Item]:
     """The rows at known byte offsets (a row that is not the item expected there is skipped)."""
     by_name = {str(f.path): f for f in files}
-    for index, (name, offset) in sorted(places.items(), key=lambda entry: entry[1]):
-        dataset_file = by_name.get(name)
-        if dataset_file is None or offset < 0:
-            continue
-        with dataset_file.path.open("rb") as handle:
-            handle.seek(offset)
-            record = _RecordReader(handle, len(dataset_file.columns)).next_record()
-        if isinstance(record, list):
-            entry = _parse_row(SourceRef(name, 0, offset=offset), dataset_file, record)
-            if isinstance(entry, Item) and entry.index == index:
-                yield entry
+    shared: dict[str, _SharedImages] = {}
+    try:
+        for index, (name, offset) in sorted(places.items(), key=lambda entry: entry[1]):
+            dataset_file = by_name.get(name)
+            if dataset_file is None or offset < 0:
+                continue
+            record = _record_at(dataset_file.path, offset, len(dataset_file.columns))
+            if isinstance(record, list):
+                images = shared.setdefault(name, _SharedImages(dataset_file))
+                entry = _parse_row(SourceRef(name, 0, offset=offset), dataset_file, record, images)
+                if isinstance(entry, Item) and entry.index == index:
+                    yield entry
+    finally:
+        for images in shared.values():
+            images.close()
+
+
+def _record_at(path: Path, offset: int, width: int, handle: BinaryIO | None = None) -> list[str] | Broken | None:
+    """The record whose row starts at byte ``offset``."""
+    if handle is None:
+        with path.open("rb") as own:
+            return _record_at(path, offset, width, own)
+    handle.seek(offset)
+    return RecordReader(handle, width).next_record()
+
+
+#: VLMEvalKit reads an image cell of at most this many characters as the index of another row whose
+#: image this row shares (files save space that way); a base64 image is far longer.
+IMAGE_REFERENCE_MAX = 64
+
+
+class _SharedImages:
+    """VLMEvalKit's image references within one file (``ImageBaseDataset.__init__``): an image cell of
+    at most 64 characters is the index of the row whose image(s) this row shares. That row may come
+    before or after; its own image cell must be an image, not another reference.
+
+    Only where rows start is held (index -> byte offset), never images: a row referred to is read
+    again from disk, and only the last one is kept (rows sharing an image usually come together).
+    ``note`` is told of every row the caller reads, in file order; a reference to a row not read yet
+    scans ahead for it from the last row noted, noting what it passes, so nothing is scanned twice.
+    """
+
+    def __init__(self, dataset_file: DatasetFile):
+        self._file = dataset_file
+        self._index = dataset_file.columns.index(_INDEX)
+        self._image = dataset_file.columns.index(_IMAGE)
+        self._offsets: dict[str, int] = {}
+        self._noted_to = -1  # every row before this offset was noted (-1: none yet)
+        self._handle: BinaryIO | None = None
+        self._last: tuple[str, tuple[str, ...]] = ("", ())
+
+    def __enter__(self) -> _SharedImages:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def note(self, cells: list[str], offset: int) -> None:
+        if len(cells) > self._index:
+            self._offsets.setdefault(cells[self._index].strip(), offset)  # a repeated index: the first row
+        self._noted_to = max(self._noted_to, offset)
+
+    def images_of(self, reference: str) -> tuple[str, ...] | str:
+        """The images of the row whose index is ``reference``, or why there are none."""
+        if reference == self._last[0]:
+            return self._last[1]
+        offset = self._offsets.get(reference)
+        if offset is None:
+            offset = self._scan_for(reference)
+        if offset is None:
+            return (
+                f"the image cell {reference!r} is too short to be an image, and no row of this file has the "
+                f"index {reference!r} (VLMEvalKit reads an image cell of at most {IMAGE_REFERENCE_MAX} characters "
+                "as the index of the row whose image it shares)"
+            )
+        record = _record_at(self._file.path, offset, len(self._file.columns), self._open())
+        cell = record[self._image].strip() if isinstance(record, list) and len(record) > self._image else ""
+        images = _split_images(cell)
+        if not images or any(len(image) <= IMAGE_REFERENCE_MAX for image in images):
+            return (
+                f"the image cell {reference!r} refers to the row of index {reference!r}, whose own image cell "
+                "holds no image (VLMEvalKit follows a reference once, to a row with an image)"
+            )
+        self._last = (reference, images)
+        return images
+
+    def _open(self) -> BinaryIO:
+        if self._handle is None:
+            self._handle = self._file.path.open("rb", buffering=READ_BUFFER)
+        return self._handle
+
+    def _scan_for(self, wanted: str) -> int | None:
+        handle = self._open()
+        handle.seek(max(self._noted_to, 0))
+        reader = RecordReader(handle, len(self._file.columns))
+        if self._noted_to < 0:
+            reader.next_line()  # the header
+        while (record := reader.next_record()) is not None:
+            if isinstance(record, list):
+                self.note(record, reader.record_offset)
+                if record[self._index].strip() == wanted:
+                    return reader.record_offset
+        return None
 
 
 def count_items(files: Sequence[DatasetFile], keep: Callable[[Item | BadRow], bool]) -> int:

@@ -285,3 +285,72 @@ def test_every_item_knows_the_byte_offset_of_its_row_and_find_items_seeks_there(
     at["28"] = (str(path), 0)  # a wrong offset: the row there is the header, so 28 is found by a scan
     found = {item.index: item for item in find_items(open_dataset([path]), ["3", "5", "27", "28"], at)}
     assert sorted(found) == ["27", "28", "3", "5"] and found["5"].question == "quoted"
+
+
+# --- column names as pandas gives them (a repeated header name) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ["A", "A", "A"],
+        ["A", "A", "A.1"],  # the suffix pandas would give is taken: it skips to A.2
+        ["x", "x.1", "x", "x.1", "x"],
+        ["", "A", "", "A"],  # blank names are "Unnamed: <position>", numbered after the named ones
+        ["a", "A", "a"],  # pandas compares names case-sensitively
+    ],
+)
+def test_column_names_are_pandas_names(header: list[str]) -> None:
+    pandas = pytest.importorskip("pandas")
+    from gmai_client.tsv import column_names
+
+    text = "\t".join(header) + "\n" + "\t".join("1" for _ in header) + "\n"
+    assert column_names(header) == tuple(pandas.read_csv(io.StringIO(text), sep="\t").columns)
+
+
+def test_a_repeated_column_is_kept_under_pandas_name_and_the_first_is_the_one_used(tmp_path: Path) -> None:
+    header = [*HEADER, "A", "answer"]  # a second option A and a second answer column
+    path = write_rows(tmp_path / "v.tsv", header, [[*row("1"), "second A", "B"]])
+    (item,) = read(path)
+    assert isinstance(item, Item)
+    assert item.options[0] == ("A", "cat") and item.answer == ("A",)  # the first of each, as pandas' df["A"]
+    cells = dict(item.row)  # what the prediction file holds: both columns, named as pandas names them
+    assert (cells["A"], cells["A.1"], cells["answer"], cells["answer.1"]) == ("cat", "second A", "A", "B")
+    assert item.extra["a.1"] == "second A"
+
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(path, sep="\t", dtype=str)
+    assert [name for name in frame.columns if name != "image"] == [name for name, _ in item.row]
+
+
+# --- VLMEvalKit's image references: a short image cell is another row's index -------------------
+
+
+def test_an_image_cell_holding_another_rows_index_shares_that_rows_image(tmp_path: Path) -> None:
+    # VLMEvalKit (ImageBaseDataset.__init__): an image cell of at most 64 characters is the index of
+    # the row whose image it shares, before or after it in the file.
+    rows = [row("1", image="3"), row("2"), row("3"), row("4", image="2"), row("5", image="2")]
+    images = {"2": png_b64(), "3": png_b64().replace("A", "B", 1)}
+    rows[1][8], rows[2][8] = images["2"], images["3"]
+    path = write_rows(tmp_path / "v.tsv", HEADER, rows)
+    items = {e.index: e for e in read(path)}
+    assert all(isinstance(e, Item) for e in items.values())
+    assert items["1"].images_b64 == (images["3"],)  # a row further on
+    assert items["4"].images_b64 == items["5"].images_b64 == (images["2"],)  # a row before
+    # Read one at a time (resume, the report's gallery) the same holds.
+    found = {item.index: item for item in find_items(open_dataset([path]), ["1", "5"])}
+    assert found["1"].images_b64 == (images["3"],) and found["5"].images_b64 == (images["2"],)
+    at = {"4": (str(path), items["4"].source.offset)}
+    assert [item.images_b64 for item in find_items(open_dataset([path]), ["4"], at)] == [(images["2"],)]
+
+
+def test_an_image_reference_to_no_row_or_to_another_reference_fails_its_row_only(tmp_path: Path) -> None:
+    rows = [row("1"), row("2", image="99"), row("3", image="1"), row("4", image="3"), row("5", image="abc=")]
+    entries = {e.source.index: e for e in read(write_rows(tmp_path / "v.tsv", HEADER, rows))}
+    assert isinstance(entries["1"], Item) and isinstance(entries["3"], Item)
+    for index in ("2", "4", "5"):
+        bad = entries[index]
+        assert isinstance(bad, BadRow) and bad.field == "image", index
+    assert "no row of this file has the index '99'" in entries["2"].message
+    assert "holds no image" in entries["4"].message  # VLMEvalKit follows a reference once
+    assert "too short to be an image" in entries["5"].message

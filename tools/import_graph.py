@@ -29,6 +29,7 @@ PARTS: dict[str, str] = {
     "backend": "vocabulary",
     "batch_api": "vocabulary",
     "dataset": "data",
+    "tsv": "data",
     "splits": "data",
     "select": "data",
     "prompt": "protocol",
