@@ -4,6 +4,7 @@ built-in's name), options checked and listed, and which options leave a run fold
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import subprocess
 import sys
@@ -222,3 +223,16 @@ def test_a_backend_whose_package_is_missing_is_listed_with_the_extra_to_install(
     info = next(i for i in registry.describe() if i.name == "needy")
     assert not info.available
     assert "gmai_no_such_package" in info.problem and "pip install 'gmai-client[needy]'" in info.problem
+
+
+def test_the_backends_command_shows_the_install_hint_with_its_brackets(
+    plugins: list[EntryPoint], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "[needy]" is console markup to rich: printed unescaped, the hint read "pip install 'gmai-client'".
+    plugins.append(plugin("needy", f"{__name__}:NeedsAbsentPackage"))
+    assert main(["backends"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first = next(n for n, line in enumerate(lines) if line.startswith("│ needy "))
+    row = [lines[first], *itertools.takewhile(lambda line: line.startswith("│  "), lines[first + 1 :])]
+    installed = " ".join(line.split("│")[2].strip() for line in row)  # the column's wrapped lines
+    assert "pip install 'gmai-client[needy]'" in installed
