@@ -48,7 +48,7 @@ from gmai_client.backend import Backend
 from gmai_client.batch import BatchRun, Collect, Hooks, Ledger
 from gmai_client.batch_api import batch_api
 from gmai_client.config import ModelSpec, PolicySection
-from gmai_client.dispatch import Sent
+from gmai_client.dispatch import Dispatcher, Sent
 from gmai_client.errors import BackendError, DataError, GmaiError
 from gmai_client.judge import Judge, JudgeCounts
 from gmai_client.progress import ModelTrack
@@ -179,21 +179,17 @@ def _too_many_errors(max_errors: float | None, outcome: ModelOutcome) -> bool:
 async def _run_model(
     wired: Wired, plan: ModelPlan, outcome: ModelOutcome, policy: PolicySection, ledger: Ledger, collect: Collect | None
 ) -> None:
-    label = plan.spec.label
-    track = wired.progress.add_model(label)
-    try:
-        if collect is None:  # collecting starts a backend only when it has batches to follow
-            await plan.backend.start()
-    except (GmaiError, OSError) as exc:
-        outcome.stopped = f"could not start: {exc}"
-        wired.progress.note(label, outcome.stopped)
-        return
+    track = wired.progress.add_model(plan.spec.label)
     live = _ModelRun(wired, plan, outcome, policy, track)
     mode = "collect" if collect is not None else "batch" if plan.batch is not None else "beside"
     batches = _batch_run(wired, plan, live, ledger, mode, wait=collect.wait if collect is not None else True)
     if mode == "beside" and not batches.pending_indexes:
-        await live.run()
-    elif mode == "beside":  # batches of an earlier run still in progress: collected beside the live loop
+        await live.run()  # starts the backend at the first item left to send: none when all are done
+        return
+    # Collecting starts a backend only when it has batches to follow (``BatchRun``).
+    if mode != "collect" and not await live.start():
+        return
+    if mode == "beside":  # batches of an earlier run still in progress: collected beside the live loop
         live.finished |= batches.pending_indexes
         await _together(live.run(), batches.run(live.hooks()))
     else:
@@ -201,7 +197,7 @@ async def _run_model(
 
 
 def _batch_run(wired: Wired, plan: ModelPlan, live: _ModelRun, ledger: Ledger, mode: str, wait: bool) -> BatchRun:
-    dispatcher = live.dispatcher
+    shared = plan.shared
     return BatchRun(
         label=plan.spec.label,
         backend=batch_api(plan.backend),
@@ -214,9 +210,9 @@ def _batch_run(wired: Wired, plan: ModelPlan, live: _ModelRun, ledger: Ledger, m
         identity=lambda: dict(plan.backend.identity()),
         previous=[r for r in wired.previous if r.model == plan.spec.label],
         finished=live.finished,
-        cache=dispatcher.cache,
-        budget=dispatcher.budget,
-        retry=dispatcher.retry,
+        cache=shared.cache,
+        budget=shared.budget,
+        retry=shared.retry,
         progress=wired.progress,
     )
 
@@ -244,7 +240,9 @@ class _ModelRun:
             for r in wired.previous
             if r.model == self.label and not (policy.retry_errors and r.status == "error")
         }
-        self.dispatcher = plan.dispatcher(track.status)
+        self.plan = plan
+        self._dispatcher: Dispatcher | None = None
+        self._started: asyncio.Future[bool] | None = None
         # Items read ahead of the workers: each holds its image (~2 MB of base64 in the released
         # files), and reading one takes ~3 ms against a request's 50 ms and more: a short queue
         # keeps the workers fed and the memory flat.
@@ -252,6 +250,34 @@ class _ModelRun:
         self.queue: asyncio.Queue[Item | BadRow | None] = asyncio.Queue()
         self.ahead = asyncio.Semaphore(_READ_AHEAD)
         self.stop = asyncio.Event()
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The model's dispatcher, made on first use, once its backend has started (the limiter
+        scope reads the started backend's identity)."""
+        if self._dispatcher is None:
+            self._dispatcher = self.plan.dispatcher(self.track.status)
+        return self._dispatcher
+
+    async def start(self) -> bool:
+        """Start the backend, once (False: it could not start, and the model is stopped saying so).
+        A live run calls it for the first item left to send, so reopening a finished run starts
+        nothing (Ray actors took 34 s to start and then had nothing to do)."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self.plan.backend.start()
+            except (GmaiError, OSError) as exc:
+                self.outcome.stopped = f"could not start: {exc}"
+                self.wired.progress.note(self.label, self.outcome.stopped)
+                self.stop.set()
+                self._started.set_result(False)
+            except BaseException:
+                self._started.cancel()
+                raise
+            else:
+                self._started.set_result(True)
+        return await asyncio.shield(self._started)
 
     async def run(self) -> None:
         # The total only feeds the progress bar's ETA; counting is a second full parse of the files.
@@ -298,6 +324,8 @@ class _ModelRun:
                     self.outcome.skipped += 1
                     self.track.advance(skipped=True)
                     continue
+                if not await self.start():
+                    break  # stopped: the end marks below let the workers go
                 await self.ahead.acquire()
                 self.queue.put_nowait(entry)
         # One end mark per worker, sent only when the producer ends normally: after a failure or a

@@ -75,12 +75,24 @@ class Items:
 
 
 @dataclass(frozen=True)
+class Shared:
+    """What every model of a run shares: one cache, one limiter per endpoint, one budget, one policy."""
+
+    cache: ResponseCache | None
+    limiters: LimiterPool
+    budget: TokenBudget | None
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True)
 class ModelPlan:
-    """One model of the run: its spec, its built (not yet started) backend, and its dispatcher."""
+    """One model of the run: its spec, its built (not yet started) backend, its dispatcher (made
+    once the backend has started), and what it shares with the other models."""
 
     spec: ModelSpec
     backend: Backend
     dispatcher: Callable[[OnStatus], Dispatcher]
+    shared: Shared
     batch: BatchSettings | None = None  # set: through the vendor's batch API
 
 
@@ -99,16 +111,6 @@ class Wired:
     count_total: bool  # count the selection for the progress bar (a second full parse)
     started: float  # time.monotonic() when wiring began
     gallery: ThumbnailCollector  # the report's thumbnails, made while the run goes
-
-
-@dataclass(frozen=True)
-class _Shared:
-    """What every model of a run shares: one cache, one limiter per endpoint, one budget, one policy."""
-
-    cache: ResponseCache | None
-    limiters: LimiterPool
-    budget: TokenBudget | None
-    retry: RetryPolicy
 
 
 @contextlib.asynccontextmanager
@@ -143,6 +145,7 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
                 spec,
                 built[spec.label],
                 partial(_dispatcher, built[spec.label], limits[spec.label], policy, shared),
+                shared,
                 batch_settings(built[spec.label], policy),
             )
             for spec in config.models
@@ -223,12 +226,12 @@ def _claim_folder(
     return run_dir
 
 
-def _shared(policy: PolicySection, stack: contextlib.AsyncExitStack) -> _Shared:
+def _shared(policy: PolicySection, stack: contextlib.AsyncExitStack) -> Shared:
     """What every model shares; the cache is closed with ``stack``."""
     cache = ResponseCache(policy.cache_path) if policy.cache else None
     if cache is not None:
         stack.callback(cache.close)
-    return _Shared(
+    return Shared(
         cache=cache,
         limiters=LimiterPool(),
         budget=TokenBudget(policy.token_budget) if policy.token_budget else None,
@@ -239,7 +242,7 @@ def _shared(policy: PolicySection, stack: contextlib.AsyncExitStack) -> _Shared:
 
 
 def _dispatcher(
-    backend: Backend, limits: Limits, policy: PolicySection, shared: _Shared, on_status: OnStatus
+    backend: Backend, limits: Limits, policy: PolicySection, shared: Shared, on_status: OnStatus
 ) -> Dispatcher:
     # One account's budget: same backend, endpoint and key variable (never the key itself).
     limiter = shared.limiters.get(backend.limit_scope(), limits) if limits != Limits() else None
@@ -255,7 +258,7 @@ def _dispatcher(
 
 
 async def _start_judge(
-    spec: ModelSpec | None, backend: Backend | None, policy: PolicySection, shared: _Shared
+    spec: ModelSpec | None, backend: Backend | None, policy: PolicySection, shared: Shared
 ) -> Judge | None:
     if spec is None or backend is None:
         return None

@@ -127,6 +127,29 @@ def test_same_command_resumes_and_sends_nothing_twice(tmp_path: Path, small_tsv:
     assert sorted(sent, key=int) == [str(i) for i in range(60)]  # every item sent exactly once
 
 
+class CountsStarts(ScriptedBackend):
+    """A scripted backend that counts its starts (a Ray model's start launches its actors)."""
+
+    starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+
+
+def test_reopening_a_finished_run_starts_no_backend(tmp_path: Path, small_tsv: Path) -> None:
+    # `--executor ray` spent 34 s starting actors to reopen a run that had nothing left to send.
+    cfg = config(tmp_path, small_tsv, models=("scripted:x",), run_name="done")
+    first = CountsStarts(lambda request: "A")
+    run(cfg, backends={"scripted:x": first})
+    assert first.starts == 1 and len(first.requests) == 60
+
+    again = CountsStarts(lambda request: "A")
+    result = run(cfg, backends={"scripted:x": again})
+    assert again.starts == 0 and again.requests == []
+    (outcome,) = result.outcomes
+    assert outcome.skipped == 60 and outcome.stopped == "" and len(result.records) == 60
+
+
 def test_a_failing_item_is_isolated_and_recorded(tmp_path: Path, small_tsv: Path) -> None:
     def answer(request: Request) -> str | Exception:
         return ServerError("boom 500", status=500) if request.item_index in ("3", "7") else "A"
