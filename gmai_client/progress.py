@@ -52,12 +52,30 @@ class _Counts:
         elapsed = time.monotonic() - self.started
         return (self.done - self.skipped) / elapsed if elapsed > 0 else 0.0
 
+    @property
+    def nothing_sent(self) -> bool:
+        """Every item so far was done in an earlier run (a rerun of a finished run sends nothing)."""
+        return self.done > 0 and self.done == self.skipped
+
+    def rate_text(self) -> str:
+        """Items per second of this run's own items: none when it had none (a rate of 0.0 would look stuck)."""
+        return "" if self.nothing_sent else f"{self.rate():.1f} it/s"
+
+    def state_text(self) -> str:
+        """What the model waits on, after what an earlier run had done."""
+        earlier = ""
+        if self.nothing_sent:
+            earlier = "already done in an earlier run: nothing sent"
+        elif self.skipped:
+            earlier = f"{self.skipped} from an earlier run"
+        return "; ".join(part for part in (earlier, self.state) if part)
+
 
 class _RichTrack:
     def __init__(self, progress: Progress, counts: _Counts):
         self._progress, self.counts = progress, counts
         # The columns are rich markup: a label or a status with brackets ("m[v2]") prints as text.
-        self._task = progress.add_task(escape(counts.label), total=None, errors=0, rate=0.0, state="")
+        self._task = progress.add_task(escape(counts.label), total=None, errors=0, rate="", state="")
 
     def advance(self, *, error: bool = False, skipped: bool = False) -> None:
         self.counts.done += 1
@@ -78,8 +96,8 @@ class _RichTrack:
             self._task,
             advance=advance,
             errors=self.counts.errors,
-            rate=self.counts.rate(),
-            state=escape(self.counts.state),
+            rate=self.counts.rate_text(),
+            state=escape(self.counts.state_text()),
         )
 
 
@@ -90,7 +108,7 @@ class RichProgress:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.1f} it/s"),
+            TextColumn("{task.fields[rate]}"),
             TextColumn("[red]{task.fields[errors]} err"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
@@ -157,11 +175,12 @@ class PlainProgress:
             c = track.counts
             total = f"/{c.total}" if c.total is not None else ""
             state = f" ({c.state})" if c.state else ""
-            print(
-                f"[{c.label}] {c.done}{total} items, {c.rate():.1f} it/s, {c.errors} errors{state}",
-                file=self.stream,
-                flush=True,
-            )
+            if c.nothing_sent:
+                line = f"[{c.label}] {c.done}{total} items already done in an earlier run: nothing sent{state}"
+            else:
+                earlier = f" ({c.skipped} done in an earlier run)" if c.skipped else ""
+                line = f"[{c.label}] {c.done}{total} items{earlier}, {c.rate_text()}, {c.errors} errors{state}"
+            print(line, file=self.stream, flush=True)
 
     def __enter__(self) -> PlainProgress:
         return self
