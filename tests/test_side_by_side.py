@@ -18,7 +18,7 @@ pytest.importorskip("aiohttp")
 from gmai_client.cli import EXIT_STOPPED, main
 from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.records import read_records
-from gmai_client.reference import judge_prompt
+from gmai_client.reference import REFUSAL_PHRASES, judge_prompt
 from gmai_client.splits import sample_path
 from gmai_client.testing.fake_api import FakeAPI, item_key, oracle
 from gmai_client.types import Item
@@ -164,6 +164,37 @@ def test_a_judge_with_a_bad_key_is_stopped_once(tmp_path: Path, monkeypatch: pyt
     judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
     assert judge["requests"] == 1 and judge["fallback"] == 4 and judge["stopped"]
     assert all("stopped" in r.rule for r in read_records(run_dir / "records.jsonl"))
+
+
+def test_the_judge_is_never_asked_about_an_answer_the_rules_read_as_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # VLMEvalKit asks its judge only where its rules find no letter; a refusal (Z) is a finding.
+    items = [item for item in sample_items(20) if not item.is_multi_answer][:4]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-judge-0123456789")
+    _write_subset(items, tmp_path / "d.tsv")
+    said = [REFUSAL_PHRASES[0], "I would say Z.", "Hard to say, more or less.", REFUSAL_PHRASES[3]]
+    answers = {key: said[number] for number, key in enumerate(oracle(items))}
+    for item in items:
+        answers[item_key(judge_prompt(item.question, item.options, said[2]), [])] = item.options[0][0]
+    with FakeAPI(answers=answers) as api:
+        code = main(
+            [
+                "run", "--no-progress", "--no-cache", "--out", str(tmp_path / "runs"),
+                "--data", str(tmp_path / "d.tsv"),
+                "--model", f"openai:gpt-4o@{api.base_url_openai}", "--judge", f"openai:judge@{api.base_url_openai}",
+            ]
+        )  # fmt: skip
+        judge_calls = [r for r in api.requests if r.model == "judge"]
+    assert code == 0
+    assert len(judge_calls) == 1  # the one answer no rule could read
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    records = {r.prediction: r for r in read_records(run_dir / "records.jsonl")}
+    for refusal in (said[0], said[1], said[3]):
+        assert records[refusal].status == "refused" and not records[refusal].rule.startswith("judge")
+    assert records[said[2]].rule.startswith("judge")
+    judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
+    assert judge["asked"] == 1
 
 
 def _write_subset(items: list[Item], path: Path) -> None:

@@ -1,0 +1,32 @@
+"""The judge is asked exactly where VLMEvalKit asks its judge: where the reference rules found no
+letter. An answer they read as a refusal (Z) is a finding, never a question for the judge.
+(The judge end to end, through the command line, is in test_side_by_side.)"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from gmai_client.dataset import iter_items, open_dataset
+from gmai_client.judge import Judge
+from gmai_client.reference import REFUSAL_PHRASES
+from gmai_client.scoring import score_answer
+from gmai_client.splits import sample_path
+from gmai_client.types import Item, Response
+
+
+@pytest.mark.parametrize(
+    ("answer", "asked"),
+    [
+        ("Hard to say, more or less.", True),  # no letter found: VLMEvalKit asks its judge
+        ("B", False),
+        *[(phrase, False) for phrase in REFUSAL_PHRASES],  # refused (Z) by the rules
+        ("I would say Z.", False),  # a Z token and no option letter: refused too
+    ],
+)
+def test_the_judge_is_asked_only_where_the_rules_found_nothing(answer: str, asked: bool) -> None:
+    item = next(e for e in iter_items(open_dataset([sample_path()])) if isinstance(e, Item) and not e.is_multi_answer)
+    judge = Judge(cast(Any, None), "judge")  # deciding whom to ask sends nothing
+    record = score_answer(item, "model", Response(answer))
+    assert judge.wants(item, record) is asked
