@@ -6,7 +6,8 @@ judge's own variable. The fake server echoes the key it was sent in every error 
 every answer, so each key comes back in error bodies, in successful answers (some of which only
 the judge can read), and in the reason a model was stopped. Then every file under the run folder
 (inside the xlsx archives too), the cache file, the log and the captured stdout/stderr are searched
-for each canary.
+for each canary. So are the values of variables no backend reads but whose names say they hold a
+secret (``HF_TOKEN``, ``*_SECRET``, ``*_PASSWORD``, ...): the fake model quotes them in its answers.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ CANARIES = {
     "MY_CRED": "canary-custom-c4a9e7f2d1",  # a name no "secret-looking name" rule would catch
     "JUDGE_CRED": "canary-judge-b2f8a1e6c3",
 }
+#: Secrets no backend reads, known only by their variable's name (none shaped like a known key).
+NAMED_CANARIES = {
+    "HF_TOKEN": "canary-hf-token-9e1d7c3b",
+    "GITHUB_TOKEN": "canary-github-token-4a6f2e8d",
+    "CLIENT_SECRET": "canary-client-secret-7b3c9d1e",
+    "DB_PASSWORD": "canary-db-password-2f8e6a4c",
+    "SMTP_PASSWD": "canary-smtp-passwd-5d1b7f3a",
+    "SERVICE_CREDENTIALS": "canary-credentials-8c2a4e6f",
+    "STRIPE_KEY": "canary-stripe-key-6e4c2a8b",
+}
 
 
 def file_texts(folder: Path) -> dict[str, str]:
@@ -56,15 +67,19 @@ def file_texts(folder: Path) -> dict[str, str]:
 def test_a_canary_in_every_key_variable_reaches_no_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for name, value in CANARIES.items():
+    for name, value in {**CANARIES, **NAMED_CANARIES}.items():
         monkeypatch.setenv(name, value)
     items = [e for e in iter_items(open_dataset([sample_path()])) if isinstance(e, Item)][:12]
     keys = [request_key(build_request(item, params=SamplingParams())) for item in items]
     unreadable = set(keys[1::3])  # answers only the judge can read
+    quoting = set(keys[2::3])  # answers that quote the environment's secrets
+    environment = " ".join(f"{name}={value}" for name, value in NAMED_CANARIES.items())
 
     def answer(received) -> str:
         if received.model == "judge":
             return "B"
+        if received.key in quoting:
+            return f"A (the server's environment: {environment})"
         return "Hard to tell from this image." if received.key in unreadable else "A"
 
     with FakeAPI(answers=answer, echo_key=True, models={"gpt-4o", "claude", "custom", "judge"}) as api:
@@ -90,13 +105,14 @@ def test_a_canary_in_every_key_variable_reaches_no_output(
         "openai:gpt-4o", "anthropic:claude", "openai:custom",
     }  # fmt: skip
     assert all(r.prediction.startswith("[your key is [REDACTED]]") for r in records if r.prediction)
+    assert any("HF_TOKEN=[REDACTED] GITHUB_TOKEN=[REDACTED]" in (r.prediction or "") for r in records)
     assert any(r.rule.startswith("judge") for r in records)
     metrics = (run_dir / "metrics.json").read_text()
     assert "key sent: [REDACTED]" in metrics  # the stopped model's reason, redacted
 
     outputs = {"stdout": printed.out, "stderr": printed.err, "log": caplog.text, **file_texts(tmp_path)}
     assert any(name.endswith("report.html") for name in outputs) and any(".sqlite" in name for name in outputs)
-    for name, value in CANARIES.items():
+    for name, value in {**CANARIES, **NAMED_CANARIES}.items():
         leaks = [where for where, text in outputs.items() if value in text]
         assert leaks == [], f"the value of {name} leaked into {leaks}"
 
@@ -116,6 +132,13 @@ def test_too_short_a_value_is_not_registered() -> None:
     register_secret("abc")  # redacting it would maim every text holding those letters
     register_secret(None)
     assert redact("abc is fine") == "abc is fine"
+
+
+@pytest.mark.parametrize("name", [*NAMED_CANARIES, "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD"])
+def test_a_variable_whose_name_says_secret_is_redacted(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    value = f"value-of-{name.lower()}-0042"
+    monkeypatch.setenv(name, value)
+    assert redact(f"the server said {value}.") == "the server said [REDACTED]."
 
 
 def test_secret_looking_variables_are_redacted_as_soon_as_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
