@@ -22,7 +22,8 @@
             ├── EndpointUnreachable  no attempt ever connected (stops the model's run)
             ├── BudgetExhausted  the run's token budget is spent (stops every model)
             ├── BadRequest       400 / 413 / 422
-            └── UnsupportedInput input the model cannot take (too many images, wrong format)
+            ├── UnsupportedInput input the model cannot take (too many images, wrong format)
+            └── ContentFiltered  a provider's content filter blocked the prompt or the answer
 
 Messages never contain API keys: ``redact`` is applied to every message built from vendor text.
 """
@@ -173,6 +174,14 @@ class UnsupportedInput(FatalError):
     kind = "unsupported_input"
 
 
+class ContentFiltered(FatalError):
+    """The provider's content filter blocked the prompt or the answer (Azure OpenAI's
+    ``content_filter``): the same request is blocked again, so it is not retried, and its record
+    says so (kind ``content_filter``) rather than passing for an unreadable answer."""
+
+    kind = "content_filter"
+
+
 _CONNECT_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EHOSTDOWN}
 )
@@ -200,9 +209,9 @@ def is_connect_failure(exc: BaseException) -> bool:
 
 # Environment variables whose values are secrets wherever they appear: the standard ones
 # (OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY, HF_TOKEN, ...) and any other whose name
-# says so (the words of ``config.is_secret_option``). A key in a variable named otherwise
-# (``api_key_env=MY_CRED``) is known by its value, registered by the backend that read it.
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+# says so. A key in a variable named otherwise (``api_key_env=MY_CRED``) is known by its value,
+# registered by the backend that read it.
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 # Shapes of common API keys, for text that reached us from elsewhere (vendor error bodies).
 _KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,})")
 #: Shorter values are not treated as secrets: redacting "abc" would maim every text that holds it.

@@ -3,7 +3,9 @@
 ``gmai_client/data/prices.json`` holds list prices per 1M input and output tokens by
 ``backend:model`` (the longest matching prefix wins: ``openai:gpt-4o-2024-08-06`` is priced as
 ``openai:gpt-4o``, ``openai:gpt-4o-mini`` as itself), the date they were copied (``as_of``) and the
-batch discount per provider. A user's file of the same shape (``--prices FILE`` or
+batch discount per provider. A cloud deployment named otherwise than its model is priced as the
+model its ``-B model=`` option names (``azure:my-deployment`` with ``-B model=gpt-4o`` as
+``azure:gpt-4o``). A user's file of the same shape (``--prices FILE`` or
 ``$GMAI_CLIENT_PRICES``) is laid over it; ``-B price_in=`` / ``-B price_out=`` price one model.
 Every price says where it came from and how old it is, because prices change.
 """
@@ -54,7 +56,7 @@ class PriceTable:
         options = options or {}
         if "price_in" in options or "price_out" in options:
             return Price(_number(options, "price_in"), _number(options, "price_out"), discount, "-B price_in/price_out")
-        wanted = f"{backend}:{model}".lower()
+        wanted = f"{backend}:{options.get('model') or model}".lower()
         matches = [key for key in self.models if wanted.startswith(key.lower())]
         if not matches:
             return None

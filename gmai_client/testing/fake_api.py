@@ -72,6 +72,7 @@ from gmai_client.testing.fake_faults import (
 from gmai_client.testing.fake_loopback import LoopbackServer
 from gmai_client.testing.fake_wire import (
     BadInput,
+    Credentials,
     ReceivedRequest,
     credentials,
     item_key,
@@ -283,11 +284,24 @@ class FakeAPI(LoopbackServer):
         if self.blind:
             return await self._blind(http, api)
         try:
-            received = parse_request(api, await http.json(loads=json.loads))
-        except (BadInput, json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+            body = await http.json(loads=json.loads)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return vendor_error(api, 400, message=str(exc) or "could not parse the request body")
+        return await self.serve_body(http, api, body, credentials(http.headers), arrived=(arrived, arrived_wall))
+
+    async def serve_body(
+        self, http: web.Request, api: str, body: Any, presented_credentials: Credentials, *, arrived: Any = None
+    ) -> web.StreamResponse:
+        """Answer ``body`` (read already) as the ``api`` endpoint does, ``presented_credentials`` as
+        ``credentials`` reads them, arrived at ``(monotonic, wall)`` time: what extensions speaking
+        other wire formats (``fake_clouds``) call once their own checks passed."""
+        arrived, arrived_wall = arrived or (time.monotonic(), time.time())
+        try:
+            received = parse_request(api, body)
+        except (BadInput, AttributeError, TypeError) as exc:
             return vendor_error(api, 400, message=str(exc) or "could not parse the request body")
 
-        schemes, presented = credentials(http.headers)
+        schemes, presented = presented_credentials
         key = received.key
         client = (api, received.model, key)
         with self._lock:

@@ -73,7 +73,7 @@ class ReceivedRequest:
     attempt: int  # 1 for this model's first request with this key, 2 for its next, ...
     params: Mapping[str, Any]  # every other body field: max_tokens, temperature, seed, ...
     headers: Mapping[str, str]  # lower-cased names, credentials removed
-    auth_schemes: tuple[str, ...]  # "bearer" and/or "x-api-key"; () when no key was sent
+    auth_schemes: tuple[str, ...]  # "bearer", "x-api-key", "api-key" (Azure); () when no key was sent
     timestamp: float  # time.time() on arrival
     outcome: str = "ok"  # "ok", a fault kind, "status:<code>", "quota", "refusal", "rate_limit", ...
 
@@ -234,7 +234,11 @@ def _joined_text(parts: Any) -> str:
     return "\n".join(str(p.get("text", "")) for p in parts if isinstance(p, dict) and p.get("type") == "text")
 
 
-def credentials(headers: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+#: (schemes present, keys presented), as ``credentials`` reads them from a request's headers.
+Credentials = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def credentials(headers: Mapping[str, str]) -> Credentials:
     """(schemes present, keys presented); the keys are compared, never stored."""
     schemes, keys = [], []
     authorization = headers.get("Authorization", "")
@@ -244,6 +248,9 @@ def credentials(headers: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str,
     if "x-api-key" in headers:
         schemes.append("x-api-key")
         keys.append(headers["x-api-key"].strip())
+    if "api-key" in headers:  # Azure OpenAI's header
+        schemes.append("api-key")
+        keys.append(headers["api-key"].strip())
     return tuple(schemes), tuple(keys)
 
 
