@@ -41,6 +41,7 @@ from gmai_client.metrics import (
 )
 from gmai_client.predictions import PREDICTIONS_DIR, write_prediction_files
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
+from gmai_client.report_console import headline_tables
 from gmai_client.report_format import interval
 from gmai_client.report_format import pct as _pct
 from gmai_client.report_format import signed as _delta
@@ -340,12 +341,9 @@ def view_rows(
 
 
 def print_tables(metrics: dict[str, ModelMetrics], comparison: Comparison | None, console: Console) -> None:
-    table = Table(title="GMAI-MMBench accuracy (micro, per question; acc = VLMEvalKit's exact matching)")
-    for column in _OVERALL_HEADER:
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in overall_rows(metrics):
-        table.add_row(*row)
-    console.print(table)
+    title = "GMAI-MMBench accuracy (micro, per question; acc = VLMEvalKit's exact matching)"
+    for table in headline_tables(title, _OVERALL_HEADER, overall_rows(metrics), console):  # fits the width
+        console.print(table)
     for label, m in metrics.items():
         if not m.has_key:
             note = "no answer key in this split (TEST?): predictions written, no accuracy"

@@ -53,6 +53,7 @@ PARTS: dict[str, str] = {
     "rundir.": "results",
     "report": "results",
     "report_format": "results",
+    "report_console": "results",
     "predictions": "results",
     "html_report": "results",
     "html_page": "results",
