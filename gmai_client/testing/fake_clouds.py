@@ -1,10 +1,12 @@
-"""The clouds' routes on the fake model API: Azure OpenAI (and its managed-identity token endpoint).
+"""The clouds' routes on the fake model API: Azure OpenAI (and its managed-identity token endpoint)
+and Amazon Bedrock.
 
-Owns the test double the ``azure`` backend is tested against through the real ``openai`` SDK
-(and ``azure-identity``). It mounts on a ``FakeAPI`` (``FakeClouds(api)`` before ``api`` starts):
-each route checks what that cloud checks (URL shape, API version, credentials), then hands the body
-to ``FakeAPI.serve_body`` in the base vendor's dialect, so a cloud's answers, faults, injections,
-retry hints and recorded requests are the fake API's own.
+Owns the test doubles the ``azure`` and ``bedrock`` backends are tested against through the real
+``openai`` and ``anthropic`` SDKs (and ``azure-identity``, ``botocore``). It mounts on a ``FakeAPI``
+(``FakeClouds(api)`` before ``api`` starts): each route checks what that cloud checks (URL shape,
+API version, credentials), then hands the body to ``FakeAPI.serve_body`` in the base vendor's
+dialect, so a cloud's answers, faults, injections, retry hints and recorded requests are the fake
+API's own.
 
 Azure OpenAI::
 
@@ -15,41 +17,78 @@ Azure OpenAI::
          App Service's managed-identity endpoint (``IDENTITY_ENDPOINT``, header ``X-IDENTITY-HEADER``
          = ``IDENTITY_HEADER``): ``azure-identity`` gets its Entra ID tokens here, ``entra_token``
 
+Amazon Bedrock (InvokeModel, Claude's Messages body)::
+
+    POST /model/{model_id}/invoke
+         signed with SigV4 by ``aws`` (checked by ``fake_sigv4``, an implementation of its own),
+         or a Bedrock API key as Bearer (``bedrock_api_key``); the body's ``anthropic_version``
+         must be one of ``bedrock_versions`` and it may hold no ``model`` (the path names it), as
+         Bedrock's ValidationException says; errors in AWS's shape (``{"message"}`` and the
+         ``x-amzn-ErrorType`` header: ThrottlingException for a 429, ...). An error type that ends in
+         "Exception" given to ``FakeAPI.inject`` is sent as is (``ServiceQuotaExceededException``).
+         The echoed key (``echo_key``) is the session token the request carried.
+
 Every call to these routes is in ``calls`` (route, path, query, how it was authenticated).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from gmai_client.testing.fake_api import FakeAPI
+from gmai_client.testing.fake_sigv4 import AwsKeys, verify
 from gmai_client.testing.fake_wire import credentials
+
+#: Bedrock's answer to each HTTP status of the Messages API, as its exception name.
+_AWS_ERRORS = {
+    400: "ValidationException", 401: "AccessDeniedException", 403: "AccessDeniedException",
+    404: "ResourceNotFoundException", 408: "ModelTimeoutException", 424: "ModelErrorException",
+    429: "ThrottlingException", 500: "InternalServerException", 503: "ServiceUnavailableException",
+}  # fmt: skip
+BEDROCK_VERSION = "bedrock-2023-05-31"
 
 
 @dataclass(frozen=True)
 class CloudCall:
     """One call to a cloud route, as the route saw it (no credential kept)."""
 
-    cloud: str  # "azure", "entra"
+    cloud: str  # "azure", "entra", "bedrock"
     path: str
     query: str
-    auth: str  # how it authenticated ("api-key", "bearer", "identity-header", "") or why it failed
+    auth: str  # how it authenticated ("api-key", "bearer", "sigv4", ...) or why it was refused
     ok: bool  # whether the route's own checks passed (the fake API may still answer with an error)
 
 
 class FakeClouds:
     """The cloud routes, mounted on ``api`` (an extension: ``add_routes``, ``stats``, ``reset``)."""
 
-    def __init__(self, api: FakeAPI, *, entra_token: str = "", identity_header: str = "fake-identity-header"):
+    def __init__(
+        self,
+        api: FakeAPI,
+        *,
+        entra_token: str = "",
+        identity_header: str = "fake-identity-header",
+        aws: AwsKeys | None = None,
+        bedrock_api_key: str = "",
+        bedrock_versions: Collection[str] = (BEDROCK_VERSION,),
+    ):
         self.api = api
         self.entra_token = entra_token  # what the managed-identity endpoint issues ("" refuses)
         self.identity_header = identity_header
+        self.aws = aws  # the keys SigV4 signatures are checked against (None: refused)
+        self.bedrock_api_key = bedrock_api_key
+        self.bedrock_versions = frozenset(bedrock_versions)
         self._lock = threading.Lock()
         self._calls: list[CloudCall] = []
         api.extensions.append(self)
@@ -59,6 +98,7 @@ class FakeClouds:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure)
         app.router.add_get("/msi/token", self._managed_identity)
+        app.router.add_post("/model/{model:.+}/invoke", self._bedrock)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -108,3 +148,67 @@ class FakeClouds:
             "resource": http.query.get("resource", ""),
             "token_type": "Bearer",
         })  # fmt: skip
+
+    # ---------------------------------------------------------------- Amazon Bedrock
+
+    async def _bedrock(self, http: web.Request) -> web.StreamResponse:
+        arrived = (time.monotonic(), time.time())
+        raw = await http.read()
+        auth, refusal, echo = self._bedrock_auth(http, raw)
+        self._record(http, "bedrock", auth, refusal is None)
+        if refusal is not None:
+            return _aws_error(*refusal)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _aws_error(400, "ValidationException", "Malformed input request, please reformat your input")
+        version = body.get("anthropic_version") if isinstance(body, dict) else None
+        if version not in self.bedrock_versions:
+            return _aws_error(400, "ValidationException", f"invalid anthropic_version: {version!r}")
+        if "model" in body:
+            return _aws_error(400, "ValidationException", "extraneous key [model] is not permitted")
+        # The model id as the path carries it (an ARN's "/" arrives as %2F).
+        model = unquote(http.raw_path.split("?")[0].split("/")[2])
+        body = {k: v for k, v in body.items() if k != "anthropic_version"} | {"model": model}
+        answer = await self.api.serve_body(http, "anthropic", body, (("sigv4",), echo), arrived=arrived)
+        return _as_aws_error(answer)
+
+    def _bedrock_auth(self, http: web.Request, raw: bytes) -> tuple[str, tuple[int, str, str] | None, tuple[str, ...]]:
+        """(how the request authenticated, AWS's refusal or None, the credential a careless server echoes)."""
+        authorization = http.headers.get("Authorization", "")
+        if authorization.lower().startswith("bearer "):
+            key = authorization[7:].strip()
+            if self.bedrock_api_key and key == self.bedrock_api_key:
+                return "bearer", None, (key,)
+            return "bearer refused", (403, "AccessDeniedException", "Invalid API Key format or API key not found"), ()
+        if self.aws is None:
+            return "sigv4 refused", (403, "UnrecognizedClientException", "No credentials are accepted here."), ()
+        path, _, query = http.raw_path.partition("?")
+        refusal = verify(self.aws, http.method, path, query, http.headers, raw, datetime.now(timezone.utc))
+        token = http.headers.get("X-Amz-Security-Token", "")
+        return ("sigv4" if refusal is None else f"sigv4 refused: {refusal[1]}"), refusal, (token,) if token else ()
+
+
+def _aws_error(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An error as an AWS JSON service answers: ``{"message"}``, the exception in ``x-amzn-ErrorType``."""
+    headers = {
+        **(headers or {}),
+        "x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+        "x-amzn-RequestId": str(uuid.uuid4()),
+    }
+    return web.json_response({"message": message}, status=status, headers=headers)
+
+
+def _as_aws_error(answer: web.StreamResponse) -> web.StreamResponse:
+    """The fake API's Anthropic error answer in Bedrock's shape (a success, or a broken body, as is)."""
+    if not isinstance(answer, web.Response) or answer.status < 400 or answer.content_type != "application/json":
+        return answer
+    try:
+        error = json.loads(answer.body)["error"]  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError):
+        return answer
+    status = 503 if answer.status == 529 else answer.status  # Bedrock has no 529
+    given = str(error.get("type") or "")
+    error_type = given if given.endswith("Exception") else _AWS_ERRORS.get(status, "InternalServerException")
+    kept = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-type", "content-length")}
+    return _aws_error(status, error_type, str(error.get("message") or ""), kept)
