@@ -45,9 +45,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from gmai_client import reference
+from gmai_client.rulesets import DEFAULT_RULES, VLMEVALKIT_2025, RuleSet
 from gmai_client.types import REFUSED_LETTER, Extraction
+
+#: The reference reading the lenient extraction starts from, whatever the headline's rule set: it
+#: is our own named extraction and stays as it was (2025 matching; of the prediction file's round
+#: trip only the missing-value reading, so "=> A" still reads as A).
+LENIENT_BASE = replace(VLMEVALKIT_2025, name="lenient", xlsx_formulas=False)
 
 Options = Sequence[tuple[str, str]]
 
@@ -106,19 +113,24 @@ _ANSWER_LIST = re.compile(
 _UPPER_LETTER = re.compile(r"[A-E]")
 
 
-def extract(answer: str, options: Options) -> Extraction:
-    """The reference letter: what VLMEvalKit's exact matching reads from ``answer`` (the headline).
+def extract(
+    answer: str, options: Options, rules: RuleSet = DEFAULT_RULES, *, evaluated: str | None = None
+) -> Extraction:
+    """The reference letter: what VLMEvalKit's exact matching under ``rules`` reads from ``answer``.
 
-    ``options`` are the item's (letter, text) pairs in letter order, texts as pandas reads them.
+    ``options`` are the item's (letter, text) pairs in letter order, texts as pandas reads them
+    from the TSV. ``evaluated``: the answer as VLMEvalKit's evaluation reads it back, where the
+    caller knows it (a whole answer set's read-back, ``scoring.score_answer_set``); by default the
+    answer's own read-back in a textual column.
     """
-    text = reference.answer_as_read_back(answer)
-    letter = reference.infer_option(text, [letter for letter, _ in options])
+    text = evaluated if evaluated is not None else reference.answer_as_read_back(answer, rules)
+    options = reference.options_as_read_back(options, rules)
+    letter, rule = reference.infer_option_by_rule(text, [letter for letter, _ in options], rules)
     if letter == REFUSED_LETTER:
-        refused = any(phrase in text for phrase in reference.REFUSAL_PHRASES)
-        return Extraction((REFUSED_LETTER,), "refused", "refusal" if refused else "z_token")
+        return Extraction((REFUSED_LETTER,), "refused", rule)
     if letter is not None:
-        return Extraction((letter,), "ok", "option_token")
-    letter = reference.infer_text(text, options)
+        return Extraction((letter,), "ok", rule)
+    letter = reference.infer_text(text, options, rules)
     if letter is not None:
         return Extraction((letter,), "ok", "option_text")
     return Extraction((), "unparsed", "empty" if not answer.strip() else "none")
@@ -137,7 +149,7 @@ def extract_lenient(answer: str, options: Options, *, multi: bool = False) -> Ex
         if any(phrase in text for phrase in reference.REFUSAL_PHRASES):
             return Extraction((REFUSED_LETTER,), "refused", "refusal")
         return _extract_multi(text, options)
-    found = extract(answer, options)
+    found = extract(answer, options, LENIENT_BASE, evaluated="nan" if reference.is_missing(answer) else answer)
     if found.status != "unparsed" or not text:
         return found
     better = _improvements(text, options)
@@ -167,7 +179,7 @@ def _unique_token_letter(tokens: Sequence[str], letters: Sequence[str]) -> str |
 
 def _text_candidates(text: str, options: Options) -> list[str] | None:
     """Options whose (non-empty) lower-cased text occurs in the lower-cased answer; None if too long."""
-    candidates = reference.text_candidates(text, options)
+    candidates = reference.text_candidates(text, options, LENIENT_BASE)
     if candidates is None:
         return None
     return [letter for letter in candidates if dict(options)[letter]]

@@ -10,24 +10,29 @@ Cells. VLMEvalKit reads the TSV (and its own prediction file) with pandas' defau
 (``PANDAS_NA_STRINGS``, no stripping: ``" NA"`` is a value, ``"none"`` is a value). Anything else is
 kept as is, surrounding whitespace included.
 
-Answers. VLMEvalKit evaluates the prediction as read back from its prediction file, so an answer
-whose whole text is a missing-value string (an empty answer, ``"None"``) is evaluated as the text
-``"nan"`` (``answer_as_read_back``). Then ``can_infer``:
+Answers. VLMEvalKit evaluates the prediction as read back from the xlsx prediction file it wrote
+(``readback``: an empty answer or ``"None"`` is evaluated as the text ``"nan"``, ``"=> A"`` as
+``"0"`` in the eras whose writer makes formulas, ``"B\\r"`` as ``"B_x000D_"``, ...). Then
+``can_infer``, whose rules depend on the era (``rulesets.RuleSet``):
 
-1. an answer containing ``"Failed to obtain answer via API"`` skips step 2;
+1. an answer containing ``"Failed to obtain answer via API"`` skips steps 2 and 3;
 2. a refusal phrase anywhere gives Z; else each of ``.()[],:;!*#{}`` becomes a space and the answer
-   is split on whitespace: if exactly one option letter is a token, and its first occurrence is
-   among the last four tokens, that letter; if no option letter is a token but ``Z`` is, Z;
-3. else, if the lower-cased answer (not stripped) is at most twice as long as all option texts
-   together, and exactly one option's lower-cased text occurs in it, that option.
+   is split on whitespace: if exactly one option letter is a token, that letter (from 2025: only if
+   its first occurrence is among the last four tokens); if no option letter is a token but ``Z``
+   is, Z;
+3. (2026) else the first ``(correct) answer is X`` (any case, X one of A-D, ``**`` around it
+   allowed) gives X if X is an option;
+4. else, if exactly one option's lower-cased text occurs in the lower-cased answer (not stripped),
+   that option (from 2025: only if the answer is at most twice as long as all option texts together).
 
 Otherwise nothing: VLMEvalKit's exact matching then records Z, a wrong answer. An item is a hit
 when the letter equals the answer cell exactly (``is_hit``): a multi-answer key such as ``"A,C"``
 can never be hit, as in VLMEvalKit.
 
 Not reproduced: the ``VERBOSE`` environment switch that makes VLMEvalKit reject a lone "A" in a
-long answer (off by default there), and pandas' column-wide number parsing (a prediction column
-holding only numbers is read as numbers: "01" would be evaluated as "1").
+long answer (off by default there), and pandas' column-wide number parsing of the dataset's own
+option columns (an option column of the TSV holding only numbers is read as numbers: "5" shown as
+"5.0" where the column has gaps); the prediction column's is reproduced (``readback``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from gmai_client.readback import as_text, read_back, read_back_cell
+from gmai_client.rulesets import DEFAULT_RULES, RuleSet
 from gmai_client.types import PANDAS_NA_STRINGS, is_missing
 
 __all__ = ["PANDAS_NA_STRINGS", "is_missing"]  # the cell rule lives with the vocabulary: data reads it too
@@ -56,15 +63,25 @@ PUNCTUATION = ".()[],:;!*#{}"
 #: What VLMEvalKit's exact matching records when no letter can be inferred (scored wrong).
 NO_LETTER = "Z"
 
+#: The 2026 fallback: the first "(correct) answer is X", X one of A-D in any case, "**" allowed.
+ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
+
 _PUNCTUATION_TABLE = str.maketrans(dict.fromkeys(PUNCTUATION, " "))
 _CJK = re.compile("[\u4e00-\u9fff]")
 
 Options = Sequence[tuple[str, str]]
 
 
-def answer_as_read_back(prediction: str) -> str:
-    """The answer text VLMEvalKit evaluates: ``str()`` of the cell pandas reads back."""
-    return "nan" if prediction in PANDAS_NA_STRINGS else prediction
+def answer_as_read_back(prediction: str, rules: RuleSet = DEFAULT_RULES) -> str:
+    """The answer text VLMEvalKit evaluates: ``str()`` of the cell read back from its prediction file."""
+    return read_back(prediction, formulas=rules.xlsx_formulas)
+
+
+def options_as_read_back(options: Options, rules: RuleSet = DEFAULT_RULES) -> Options:
+    """The options VLMEvalKit matches against: each cell read back from its prediction file (a cell
+    that reads back as missing is no option there)."""
+    read = ((letter, read_back_cell(text, formulas=rules.xlsx_formulas)) for letter, text in options)
+    return tuple((letter, as_text(cell)) for letter, cell in read if cell is not None)
 
 
 def tokens(answer: str) -> list[str]:
@@ -72,41 +89,52 @@ def tokens(answer: str) -> list[str]:
     return answer.translate(_PUNCTUATION_TABLE).split()
 
 
-def infer_option(answer: str, letters: Sequence[str]) -> str | None:
-    """Steps 1-2 (``can_infer_option``): a letter, ``"Z"``, or None."""
+def infer_option(answer: str, letters: Sequence[str], rules: RuleSet = DEFAULT_RULES) -> str | None:
+    """Steps 1-3 (``can_infer_option``): a letter, ``"Z"``, or None."""
+    return infer_option_by_rule(answer, letters, rules)[0]
+
+
+def infer_option_by_rule(answer: str, letters: Sequence[str], rules: RuleSet = DEFAULT_RULES) -> tuple[str | None, str]:
+    """Steps 1-3 and the step that decided: ``refusal``, ``option_token``, ``z_token``, ``answer_is``
+    or ``none``."""
     if API_FAILURE_TEXT in answer:
-        return None
+        return None, "none"
     if any(phrase in answer for phrase in REFUSAL_PHRASES):
-        return NO_LETTER
+        return NO_LETTER, "refusal"
     split = tokens(answer)
     present = [letter for letter in letters if letter in split]
     if len(present) == 1:
-        # Its first occurrence must be among the last four tokens; otherwise nothing.
-        return present[0] if split.index(present[0]) > len(split) - 5 else None
-    if not present and NO_LETTER in split:
-        return NO_LETTER
-    return None
+        # From 2025 its first occurrence must be among the last few tokens; otherwise step 3.
+        if rules.letter_window is None or split.index(present[0]) > len(split) - 1 - rules.letter_window:
+            return present[0], "option_token"
+    elif not present and NO_LETTER in split:
+        return NO_LETTER, "z_token"
+    if rules.answer_is_fallback:
+        match = ANSWER_IS.search(answer)
+        if match and match.group(1).upper() in letters:
+            return match.group(1).upper(), "answer_is"
+    return None, "none"
 
 
-def text_candidates(answer: str, options: Options) -> list[str] | None:
-    """Options whose lower-cased text occurs in the lower-cased answer; None when the answer is too
-    long (more than twice the length of all option texts together)."""
+def text_candidates(answer: str, options: Options, rules: RuleSet = DEFAULT_RULES) -> list[str] | None:
+    """Options whose lower-cased text occurs in the lower-cased answer; None when the rules refuse
+    the answer as too long (from 2025: more than twice the length of all option texts together)."""
     lowered = answer.lower()
-    if len(lowered) > 2 * sum(len(text) for _, text in options):
+    if rules.text_length_cap and len(lowered) > 2 * sum(len(text) for _, text in options):
         return None
     return [letter for letter, text in options if text.lower() in lowered]
 
 
-def infer_text(answer: str, options: Options) -> str | None:
-    """Step 3 (``can_infer_text``): the one option whose text the answer contains."""
-    candidates = text_candidates(answer, options)
+def infer_text(answer: str, options: Options, rules: RuleSet = DEFAULT_RULES) -> str | None:
+    """Step 4 (``can_infer_text``): the one option whose text the answer contains."""
+    candidates = text_candidates(answer, options, rules)
     return candidates[0] if candidates is not None and len(candidates) == 1 else None
 
 
-def infer(answer: str, options: Options) -> str | None:
+def infer(answer: str, options: Options, rules: RuleSet = DEFAULT_RULES) -> str | None:
     """``can_infer``: the letter VLMEvalKit reads from ``answer`` (already read back), ``"Z"``, or None."""
-    letter = infer_option(answer, [letter for letter, _ in options])
-    return letter if letter is not None else infer_text(answer, options)
+    letter = infer_option(answer, [letter for letter, _ in options], rules)
+    return letter if letter is not None else infer_text(answer, options, rules)
 
 
 def is_hit(letter: str | None, answer_cell: str | None) -> bool:

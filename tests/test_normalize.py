@@ -9,6 +9,7 @@ import pytest
 
 from gmai_client.dataset import parse_key
 from gmai_client.normalize import extract, extract_lenient, format_letters
+from gmai_client.rulesets import VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026
 from gmai_client.types import Extraction
 
 FOUR = (("A", "pneumonia"), ("B", "healthy bone"), ("C", "tumor"), ("D", "fracture"))
@@ -138,7 +139,7 @@ REFERENCE_CASES = [
     ("Failed to obtain answer via API: tumor", FOUR, ok("C", rule="option_text")),
     # an empty answer is evaluated as pandas reads it back: the text "nan", which holds option "an"
     ("", (("A", "an"), ("B", "lesion")), ok("A", rule="option_text")),
-    ("None", (("A", "lesion"), ("B", "nan")), ok("B", rule="option_text")),
+    ("None", (("A", "lesion"), ("B", "Nan")), ok("B", rule="option_text")),
     ("", FOUR, unparsed("empty")),
     # not stripped: the length limit counts the whitespace ("tumor" + 64 spaces > 2 x 34 characters)
     ("tumor" + " " * 64, FOUR, unparsed()),
@@ -148,7 +149,38 @@ REFERENCE_CASES = [
 
 @pytest.mark.parametrize(("answer", "options", "expected"), REFERENCE_CASES)
 def test_extract_reference(answer: str, options: tuple[tuple[str, str], ...], expected: Extraction) -> None:
-    assert extract(answer, options) == expected
+    assert extract(answer, options, VLMEVALKIT_2025) == expected
+
+
+# The same answers under each era's rules (2024: a letter anywhere, no length cap; 2026: "answer is X").
+ERA_CASES = [
+    # answer, options, (2024, 2025, 2026)
+    ("A is my choice because the finding in the highlighted region is consistent with it overall", FOUR,
+     (ok("A", rule="option_token"), unparsed(), unparsed())),
+    ("The correct answer is **B**. A and C are wrong here.", FOUR,
+     (unparsed(), unparsed(), ok("B", rule="answer_is"))),
+    ("Option A seems right, but the answer is c", FOUR,
+     (ok("A", rule="option_token"), unparsed(), ok("C", rule="answer_is"))),
+    ("The answer is E.", FIVE, (ok("E", rule="option_token"),) * 3),  # one letter: the token rule first
+    ("A or C, the answer is E", FIVE, (unparsed(), unparsed(), unparsed())),  # the fallback reads A-D only
+    ("tumor" + " " * 64, FOUR, (ok("C", rule="option_text"), unparsed(), unparsed())),
+    # the prediction file's round trip: a formula (2024 and 2025 writers), a carriage return
+    ("=> B", FOUR, (unparsed(), unparsed(), ok("B", rule="option_token"))),
+    ("Answer: B\r\n", FOUR, (unparsed(), unparsed(), unparsed())),
+]
+
+
+@pytest.mark.parametrize(("answer", "options", "expected"), ERA_CASES)
+def test_extract_under_each_rule_set(
+    answer: str, options: tuple[tuple[str, str], ...], expected: tuple[Extraction, ...]
+) -> None:
+    eras = (VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026)
+    assert tuple(extract(answer, options, rules) for rules in eras) == expected
+
+
+def test_the_default_rule_set_is_the_published_tables() -> None:
+    early = "A is my choice because the finding in the highlighted region is consistent with it overall"
+    assert extract(early, FOUR) == extract(early, FOUR, VLMEVALKIT_2024) == ok("A", rule="option_token")
 
 
 # --------------------------------------------------------------- agreement with the reference rules
@@ -189,7 +221,7 @@ def reference_can_infer(answer: str, options: tuple[tuple[str, str], ...]) -> st
 
 def _agrees(answer: str, options: tuple[tuple[str, str], ...]) -> None:
     expected = reference_can_infer(answer, options)
-    ours = extract(answer, options)
+    ours = extract(answer, options, VLMEVALKIT_2025)
     assert ours.letters == (() if expected is None else (expected,)), (answer, ours)
     lenient = extract_lenient(answer, options)
     if expected is not None:  # the lenient extraction never overrules the reference

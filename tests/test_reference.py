@@ -8,6 +8,9 @@ from __future__ import annotations
 import pytest
 
 from gmai_client import reference
+from gmai_client.rulesets import VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026
+
+ERAS = (VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026)
 
 FOUR = (("A", "pneumonia"), ("B", "healthy bone"), ("C", "tumor"), ("D", "fracture"))
 FIVE = (*FOUR, ("E", "cyst"))
@@ -44,8 +47,23 @@ def test_cells_pandas_keeps(cell: str) -> None:
         ("Failed to obtain answer via API. Z", "ABCD", None),
     ],
 )
-def test_infer_option(answer: str, letters: str, expected: str | None) -> None:
-    assert reference.infer_option(answer, list(letters)) == expected
+def test_infer_option_2025(answer: str, letters: str, expected: str | None) -> None:
+    assert reference.infer_option(answer, list(letters), VLMEVALKIT_2025) == expected
+
+
+def test_the_letter_window_and_the_answer_is_fallback_per_era() -> None:
+    early = "B is right because the lesion is large"
+    assert [reference.infer_option(early, list("ABCD"), rules) for rules in ERAS] == ["B", None, None]
+    bold = "The correct answer is **C**, not A or B"
+    assert [reference.infer_option(bold, list("ABCD"), rules) for rules in ERAS] == [None, None, "C"]
+    # the fallback reads only A-D, and only options
+    assert reference.infer_option("A or B; the answer is E", list("ABCDE"), VLMEVALKIT_2026) is None
+    assert reference.infer_option("A or B; the answer is D", list("ABC"), VLMEVALKIT_2026) is None
+
+
+def test_the_text_rule_length_cap_is_from_2025() -> None:
+    long = "The scan shows a tumor. " + "Details follow. " * 10
+    assert [reference.infer_text(long, FOUR, rules) for rules in ERAS] == ["C", None, None]
 
 
 def test_hit_is_exact_equality_with_the_answer_cell() -> None:
