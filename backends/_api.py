@@ -262,6 +262,10 @@ class ApiBackend(Backend):
         self.endpoint = (endpoint or self.default_endpoint).rstrip("/")
         self.options: Any = options if options is not None else self.Options()
         self._client: Any = None
+        self.check_options()  # a combination the model cannot take fails here, before anything is sent
+
+    def check_options(self) -> None:
+        """Refuse options this model cannot take together (``ConfigError``); nothing to check by default."""
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, *, seed: int = 0) -> ApiBackend:

@@ -11,9 +11,26 @@ One user turn: the image blocks first (base64 source), then the text block; the 
 prompt as the ``system`` parameter. The Messages API has no seed: ``SamplingParams.seed`` is not
 sent. The SDK's own retries are off (``max_retries=0``): one ``generate`` is one HTTP request.
 
-Temperature: anthropic SDK 2.x no longer has a ``temperature`` argument, so it travels in
-``extra_body`` (which every SDK version merges into the JSON body). Models that refuse sampling
-parameters answer 400; ``temperature=omit`` then leaves it out.
+The body is encoded here and posted through the SDK's own ``post`` (``ApiBackend.send``), so
+fields the SDK version does not model (``temperature`` in SDK 2.x, ``output_config``) travel as
+they are. Models that refuse sampling parameters answer 400; ``temperature=omit`` leaves it out
+(the model family table says so for the models known to refuse it).
+
+Thinking (``_reasoning`` has the options every reasoning model shares):
+
+    -B thinking_budget=N     thinking: {type: enabled, budget_tokens: N} (N >= 1,024), the form of
+                             Claude Sonnet/Opus 4.5 and earlier; the output bound becomes N plus
+                             the run's --max-tokens unless -B max_tokens= says otherwise (it must
+                             be above N)
+    -B thinking=adaptive     thinking: {type: adaptive}, the newer form (Opus/Sonnet 4.6 and
+                             later; the only one Opus 4.7 takes), steered by
+    -B reasoning_effort=E    output_config: {effort: E} (low, medium, high, and per model xhigh, max)
+    -B thinking=off          thinking: {type: disabled}
+
+With thinking on, no temperature is sent (the API takes only its default then). Which model
+takes which form is in the model families table; a form it refuses is a ConfigError before
+anything is sent. ``thinking`` and ``redacted_thinking`` blocks go to ``Response.thinking``
+(a redacted block as ``[redacted thinking]``), never into the answer's text.
 
 Errors (vendor -> ``gmai_client.errors``):
 
@@ -52,14 +69,18 @@ except ImportError as exc:
 
 from gmai_client.backends._anthropic_batches import AnthropicBatches
 from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, key_variable, short
+from gmai_client.backends._reasoning import ReasoningControls, ReasoningOptions, field_of, usage_of
 from gmai_client.backends.token_rules import anthropic_image_tokens
 from gmai_client.batch_api import BatchOptions
 from gmai_client.options import option
-from gmai_client.types import FinishReason, Image, Request, Response, Usage
+from gmai_client.types import FinishReason, Image, Request, Response
 
 # Account-level exhaustion: no amount of waiting within a run brings these back.
 _QUOTA_CODES = frozenset({"contract_spend_limit_reached", "enforced_spend_limit_reached"})
 _QUOTA_MESSAGE = re.compile(r"credit balance is too low|spend limit", re.IGNORECASE)
+#: The output bound of adaptive thinking when the family table names none (Anthropic's examples).
+ADAPTIVE_BOUND = 16_000
+REDACTED_THINKING = "[redacted thinking]"
 _FINISH: Mapping[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -69,14 +90,21 @@ _FINISH: Mapping[str, FinishReason] = {
 
 
 @dataclass(frozen=True)
-class AnthropicMessagesOptions(ApiOptions):
+class AnthropicMessagesOptions(ApiOptions, ReasoningOptions):
     """The Messages API options; the Bedrock and Vertex backends take them too."""
 
     base_url: str = option(
         "", "API root without /v1, same as @URL in the spec", default_text="$ANTHROPIC_BASE_URL, else the public API"
     )
     api_key_env: str = key_variable("ANTHROPIC_API_KEY")
-    temperature: Literal["send", "omit"] = option("send", "omit: leave temperature out, for models that refuse it")
+    thinking_budget: int | None = option(
+        None, "extended thinking with this budget (thinking: enabled, budget_tokens), below the output bound",
+        minimum=1024, default_text="no thinking",
+    )  # fmt: skip
+    thinking: Literal["adaptive", "off"] | None = option(
+        None, "adaptive: the model decides how much to think (steer it with reasoning_effort); off: disabled",
+        default_text="not sent: the model's default",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -84,7 +112,7 @@ class AnthropicOptions(AnthropicMessagesOptions, BatchOptions):
     pass
 
 
-class AnthropicMessages(ApiBackend):
+class AnthropicMessages(ReasoningControls, ApiBackend):
     """The Messages API, live: the wire format and errors ``AnthropicBackend`` adds its batch API
     to, and that the Bedrock and Vertex backends build on (``name`` and the endpoint are theirs)."""
 
@@ -96,6 +124,7 @@ class AnthropicMessages(ApiBackend):
     endpoint_env = "ANTHROPIC_BASE_URL"  # the SDK's own variable, honoured after the spec
     root_hint = "without /v1"
     reply_noun = "message"
+    family_backend = "anthropic"  # Claude's rules, whichever cloud serves it
 
     @classmethod
     def check_endpoint(cls, endpoint: str, source: str) -> None:
@@ -104,8 +133,62 @@ class AnthropicMessages(ApiBackend):
             raise ConfigError(f"anthropic: {where} must not end in /v1 (the SDK adds /v1/messages)")
 
     @property
+    def thinks(self) -> bool:
+        return self.options.thinking_budget is not None or self.options.thinking == "adaptive"
+
+    @property
     def send_temperature(self) -> bool:
-        return self.options.temperature == "send"
+        return not (self.omits_temperature or self.thinks)  # with thinking the API takes only its default
+
+    def family_bound(self) -> int | None:
+        if self.options.thinking == "adaptive":
+            return self.family.thinking_max_tokens or ADAPTIVE_BOUND
+        return self.family.max_tokens
+
+    def output_bound(self, request: Request) -> int:
+        budget = self.options.thinking_budget
+        if budget is not None and self.options.max_tokens is None:
+            return budget + request.params.max_tokens  # the thinking's room, then the answer's
+        return super().output_bound(request)
+
+    def identity(self) -> Mapping[str, str]:
+        identity = {**super().identity(), **self.reasoning_identity()}
+        if self.options.thinking_budget is not None:
+            identity["thinking"] = f"budget {self.options.thinking_budget}"
+        elif self.options.thinking is not None:
+            identity["thinking"] = self.options.thinking
+        if self.thinks:
+            identity["temperature"] = "omitted"
+        return identity
+
+    def check_options(self) -> None:
+        self.check_reasoning()
+        options, form, model = self.options, self.family.thinking, f"{self.name}:{self.model}"
+        if options.thinking_budget is not None and options.thinking is not None:
+            raise ConfigError(f"{model}: give -B thinking_budget=N or -B thinking={options.thinking}, not both")
+        if options.thinking_budget is not None and form == "adaptive_only":
+            raise ConfigError(
+                f"{model} takes thinking only in its adaptive form ({self.family.source}): "
+                "use -B thinking=adaptive (and -B reasoning_effort=...) instead of thinking_budget"
+            )
+        if options.thinking == "adaptive" and form == "budget":
+            raise ConfigError(
+                f"{model} takes thinking as a budget, not adaptive ({self.family.source}): use -B thinking_budget=N"
+            )
+        if options.thinking == "off" and form == "adaptive_only":
+            raise ConfigError(f"{model} cannot have thinking disabled ({self.family.source}): drop -B thinking=off")
+        budget, bound = options.thinking_budget, options.max_tokens
+        if budget is not None and bound is not None and bound <= budget:
+            raise ConfigError(
+                f"{model}: thinking_budget={budget} must be below max_tokens={bound} (thinking counts in the output)"
+            )
+
+    def thinking_field(self) -> dict[str, Any] | None:
+        if self.options.thinking_budget is not None:
+            return {"type": "enabled", "budget_tokens": self.options.thinking_budget}
+        if self.options.thinking is not None:
+            return {"type": "adaptive" if self.options.thinking == "adaptive" else "disabled"}
+        return None
 
     def image_tokens(self, width: int, height: int) -> int:
         return anthropic_image_tokens(width, height)
@@ -124,11 +207,16 @@ class AnthropicMessages(ApiBackend):
         content.append({"type": "text", "text": request.text})
         body: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": request.params.max_tokens,
+            "max_tokens": self.output_bound(request),
             "messages": [{"role": "user", "content": content}],
         }
         if self.send_temperature:
             body["temperature"] = request.params.temperature
+        thinking = self.thinking_field()
+        if thinking is not None:
+            body["thinking"] = thinking
+        if self.reasoning_effort:
+            body["output_config"] = {"effort": self.reasoning_effort}
         if request.system:
             body["system"] = request.system
         return body
@@ -136,18 +224,21 @@ class AnthropicMessages(ApiBackend):
     def read_reply(self, reply: Any) -> Response:
         blocks, stop_reason = reply.content, reply.stop_reason
         text = "".join(str(b.text) for b in blocks if getattr(b, "type", None) == "text")
+        thinking = "\n\n".join(_thinking_text(b) for b in blocks if getattr(b, "type", None) in _THINKING_BLOCKS)
         usage = getattr(reply, "usage", None)
         tokens = None
         if usage is not None:
-            tokens = Usage(input_tokens=int(usage.input_tokens or 0), output_tokens=int(usage.output_tokens or 0))
+            thought = field_of(usage, "output_tokens_details", "thinking_tokens")
+            tokens = usage_of(usage.input_tokens, usage.output_tokens, thought)
         model = str(getattr(reply, "model", "") or self.model)
         if stop_reason == "refusal":
-            return Response(text, finish_reason="refused", usage=tokens, model=model)
+            return Response(text, finish_reason="refused", usage=tokens, model=model, thinking=thinking)
         if not blocks:
             # No block at all (not even an empty text block) is a broken answer, not an empty one.
             where = f"{self.name}: {self.endpoint}"
             raise ServerError(f"{where} answered with no content blocks (stop_reason {stop_reason!r})")
-        return Response(text, finish_reason=_FINISH.get(str(stop_reason), "other"), usage=tokens, model=model)
+        finish = _FINISH.get(str(stop_reason), "other")
+        return Response(text, finish_reason=finish, usage=tokens, model=model, thinking=thinking)
 
     def vendor_error(self, exc: anthropic.APIStatusError) -> VendorError:
         if exc.api_message is not None:
@@ -159,9 +250,28 @@ class AnthropicMessages(ApiBackend):
         return VendorError(message, exc.type if isinstance(exc.type, str) else None, code, quota)
 
     def advice(self, status: int, message: str) -> str:
-        if status == 400 and "temperature" in message and self.send_temperature:
-            return " (if this model takes no temperature, set the option temperature=omit)"
+        if status != 400:
+            return ""
+        lowered = message.lower()
+        if "temperature" in lowered and self.send_temperature:
+            return " (if this model takes no temperature, set -B temperature=omit)"
+        if ("budget_tokens" in lowered or "thinking.type.enabled" in lowered) and self.options.thinking_budget:
+            return " (this model takes thinking in its adaptive form: -B thinking=adaptive instead of thinking_budget)"
+        if "adaptive" in lowered and self.options.thinking == "adaptive":
+            return " (this model takes thinking as a budget: -B thinking_budget=N instead of thinking=adaptive)"
+        if "effort" in lowered and self.reasoning_effort:
+            return " (this model takes no reasoning_effort, or not this value: change or drop -B reasoning_effort)"
         return ""
+
+
+_THINKING_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def _thinking_text(block: Any) -> str:
+    """A thinking block's text; a redacted block (encrypted by the vendor) as a marker."""
+    if getattr(block, "type", None) == "redacted_thinking":
+        return REDACTED_THINKING
+    return str(getattr(block, "thinking", "") or "")
 
 
 class AnthropicBackend(AnthropicMessages, AnthropicBatches):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from gmai_client.errors import MissingExtra, ServerError
@@ -46,10 +47,11 @@ except ImportError as exc:
 
 from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, key_variable, short
 from gmai_client.backends._openai_batches import OpenAIBatches
+from gmai_client.backends._reasoning import ReasoningControls, ReasoningOptions, field_of, usage_of
 from gmai_client.backends.token_rules import openai_image_tokens
 from gmai_client.batch_api import BatchOptions
 from gmai_client.options import option
-from gmai_client.types import FinishReason, Image, Request, Response, Usage
+from gmai_client.types import FinishReason, Image, Request, Response
 
 # Codes that mean the account, not the request rate, is exhausted: waiting will not help.
 _QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
@@ -57,7 +59,7 @@ _FINISH: Mapping[str, FinishReason] = {"stop": "stop", "length": "length", "cont
 
 
 @dataclass(frozen=True)
-class OpenAIChatOptions(ApiOptions):
+class OpenAIChatOptions(ApiOptions, ReasoningOptions):
     """The Chat Completions options; Azure's and Gemini's backends take them too."""
 
     base_url: str = option(
@@ -68,9 +70,14 @@ class OpenAIChatOptions(ApiOptions):
     detail: Literal["low", "high", "auto"] | None = option(
         None, "image detail for every image", default_text="not sent, the server decides"
     )
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = option(
-        "max_tokens", "the request field of the answer's length (newer OpenAI models need max_completion_tokens)"
-    )
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = option(
+        None, "the request field of the output bound (reasoning models need max_completion_tokens)",
+        default_text="the model family table's, else max_tokens",
+    )  # fmt: skip
+    enable_thinking: bool | None = option(
+        None, "an open model's thinking switch, sent as chat_template_kwargs (vLLM, SGLang)",
+        default_text="not sent: the chat template's default",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class OpenAIOptions(OpenAIChatOptions, BatchOptions):
     pass
 
 
-class OpenAIChat(ApiBackend):
+class OpenAIChat(ReasoningControls, ApiBackend):
     """Chat Completions, live: the wire format and errors ``OpenAIBackend`` adds its batch API to,
     and that the Azure and Gemini backends build on (``name`` and the endpoint are theirs)."""
 
@@ -90,16 +97,26 @@ class OpenAIChat(ApiBackend):
     endpoint_env = "OPENAI_BASE_URL"  # the SDK's own variable, honoured after the spec
     root_hint = "e.g. ends in /v1"
     reply_noun = "completion"
+    family_backend = "openai"  # the rules of OpenAI's models, whichever endpoint serves them
 
     @property
     def detail(self) -> str | None:
         return self.options.detail
 
+    @property
+    def output_field(self) -> str:
+        return self.options.max_tokens_field or self.family.output_field or "max_tokens"
+
     def identity(self) -> Mapping[str, str]:
-        identity = dict(super().identity())
+        identity = {**super().identity(), **self.reasoning_identity()}
         if self.detail is not None:  # changes what the model sees, so the answer (and the cache key)
             identity["detail"] = self.detail
+        if self.options.enable_thinking is not None:
+            identity["enable_thinking"] = str(self.options.enable_thinking).lower()
         return identity
+
+    def check_options(self) -> None:
+        self.check_reasoning()
 
     def image_tokens(self, width: int, height: int) -> int:
         return openai_image_tokens(width, height, model=self.model, detail=self.detail or "auto")
@@ -129,10 +146,16 @@ class OpenAIChat(ApiBackend):
             messages.append({"role": "system", "content": request.system})
         messages.append({"role": "user", "content": content})
         params = request.params
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": params.temperature}
-        body[self.options.max_tokens_field] = params.max_tokens
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if not self.omits_temperature:
+            body["temperature"] = params.temperature
+        body[self.output_field] = self.output_bound(request)
         if params.seed is not None:
             body["seed"] = params.seed
+        if self.reasoning_effort:
+            body["reasoning_effort"] = self.reasoning_effort
+        if self.options.enable_thinking is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": self.options.enable_thinking}
         return body
 
     def read_reply(self, reply: Any) -> Response:
@@ -144,12 +167,20 @@ class OpenAIChat(ApiBackend):
         usage = getattr(reply, "usage", None)
         tokens = None
         if usage is not None:
-            tokens = Usage(input_tokens=int(usage.prompt_tokens or 0), output_tokens=int(usage.completion_tokens or 0))
+            reasoning = field_of(usage, "completion_tokens_details", "reasoning_tokens")
+            tokens = usage_of(usage.prompt_tokens, usage.completion_tokens, reasoning)
         model = str(getattr(reply, "model", "") or self.model)
+        # OpenAI-compatible servers with a reasoning parser put the thinking apart from the answer
+        # (vLLM and SGLang: reasoning_content, newer vLLM and OpenRouter: reasoning).
+        thinking = next((t for t in map(partial(field_of, message), _REASONING_FIELDS) if isinstance(t, str) and t), "")
         if refusal:
-            return Response(str(refusal), finish_reason="refused", usage=tokens, model=model)
+            return Response(str(refusal), finish_reason="refused", usage=tokens, model=model, thinking=thinking)
         text = self._message_text(message.content)
-        return Response(text, finish_reason=_FINISH.get(str(choice.finish_reason), "other"), usage=tokens, model=model)
+        finish = _FINISH.get(str(choice.finish_reason), "other")
+        if finish == "length" and self.family.opens_in_thinking and not thinking and "</think>" not in text:
+            # The chat template opened <think> and the output ended before closing it: all thinking.
+            text, thinking = "", text
+        return Response(text, finish_reason=finish, usage=tokens, model=model, thinking=thinking)
 
     def _message_text(self, content: Any) -> str:
         """The answer's text: ``content`` is a string, or (some OpenAI-compatible servers) a list of
@@ -170,8 +201,18 @@ class OpenAIChat(ApiBackend):
         return VendorError(message, exc.type, exc.code, quota=bool({exc.type, exc.code} & _QUOTA_CODES))
 
     def advice(self, status: int, message: str) -> str:
-        if "max_completion_tokens" in message and self.options.max_tokens_field == "max_tokens":
-            return " (this model needs the option max_tokens_field=max_completion_tokens)"
+        """One hint naming the ``-B`` option that fixes a field the model refused."""
+        lowered = message.lower()
+        if "context length" in lowered or "too large" in lowered:
+            return " (lower this model's output bound: -B max_tokens=N)"
+        if "max_completion_tokens" in lowered and self.output_field == "max_tokens":
+            return " (this model needs -B max_tokens_field=max_completion_tokens)"
+        if "temperature" in lowered and not self.omits_temperature:
+            return " (this model takes only its default temperature: -B temperature=omit)"
+        if "reasoning_effort" in lowered and self.reasoning_effort:
+            return " (this model takes no reasoning_effort, or not this value: change or drop -B reasoning_effort)"
+        if "chat_template_kwargs" in lowered and self.options.enable_thinking is not None:
+            return " (this server takes no chat_template_kwargs: drop -B enable_thinking)"
         return ""
 
 
@@ -180,6 +221,9 @@ class OpenAIBackend(OpenAIChat, OpenAIBatches):
 
     name = "openai"
     Options = OpenAIOptions
+
+
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
 def _part_field(part: Any, name: str) -> Any:

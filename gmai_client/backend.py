@@ -28,6 +28,8 @@ Optional, with the defaults written here::
                               actor, for metrics.json (default: none)
     estimate_input_tokens(r)  input tokens ``r`` will be billed for, before it is sent (default:
                               four characters a token and a flat cost per image)
+    output_bound(r)           the most output tokens ``r`` may be billed for, thinking included
+                              (default: its ``max_tokens``; a reasoning model's may be larger)
     answer_neutral_options    option names that cannot change an answer, besides those marked
                               ``neutral`` in ``Options`` (a run folder's identity leaves them out)
     requires                  packages the backend imports only when a model is built, each
@@ -122,6 +124,10 @@ class Backend(abc.ABC):
         """Input tokens ``request`` will probably be billed for (budgets, rate limits, ``plan``)."""
         return text_tokens(request.system) + text_tokens(request.text) + DEFAULT_IMAGE_TOKENS * len(request.images)
 
+    def output_bound(self, request: Request) -> int:
+        """The most output tokens ``request`` may be billed for (budgets, rate limits, ``plan``)."""
+        return request.params.max_tokens
+
 
 def as_backend(obj: Any) -> Backend:
     """``obj`` itself when it is a ``Backend``; an object written to the earlier duck-typed
@@ -176,3 +182,7 @@ class _Adapted(Backend):
     def estimate_input_tokens(self, request: Request) -> int:
         estimate = getattr(self.inner, "estimate_input_tokens", None)
         return int(estimate(request)) if callable(estimate) else super().estimate_input_tokens(request)
+
+    def output_bound(self, request: Request) -> int:
+        bound = getattr(self.inner, "output_bound", None)
+        return int(bound(request)) if callable(bound) else super().output_bound(request)

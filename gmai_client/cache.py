@@ -458,4 +458,5 @@ def _response_from_json(text: str) -> Response:
         finish_reason=data.get("finish_reason", "stop"),
         usage=Usage(**usage) if usage else None,
         model=data.get("model", ""),
+        thinking=data.get("thinking", ""),
     )

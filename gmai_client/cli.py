@@ -215,6 +215,12 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
         help="send nothing: say what the run would send and cost (same as the `plan` command)",
     )
     run.add_argument("--prices", type=Path, metavar="FILE", help="token prices laid over the shipped table (plan)")
+    run.add_argument(
+        "--model-families",
+        type=Path,
+        metavar="FILE",
+        help="request rules of model families laid over the shipped table (same as $GMAI_CLIENT_MODEL_FAMILIES)",
+    )
 
 
 def _add_policy_options(run: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gmai_client.api import run
+from gmai_client.backends.families import use_model_families
 from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli_common import (
     EXIT_EMPTY,
@@ -52,6 +53,8 @@ from gmai_client.runner import RunResult
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.judge_options and not args.judge:
         raise ConfigError("-J options need a --judge SPEC")
+    if args.model_families is not None:
+        use_model_families(args.model_families)
     config = resumed_config(args) if args.resume is not None else new_config(args)
     if args.dry_run:
         from gmai_client.cli_plan import print_plan

@@ -180,7 +180,7 @@ class Dispatcher:
         # Only a limiter or a budget needs it.
         estimate = 0
         if self.limiter is not None or self.budget is not None:
-            estimate = self.backend.estimate_input_tokens(request) + request.params.max_tokens
+            estimate = self.backend.estimate_input_tokens(request) + self.backend.output_bound(request)
         self.reachability.check()
         async with self.concurrency.slot(self._waiting):
             if self.limiter is not None:
@@ -225,5 +225,7 @@ class Dispatcher:
 
 
 def _without_secrets(response: Response) -> Response:
-    text, model = redact(response.text), redact(response.model)
-    return response if (text, model) == (response.text, response.model) else replace(response, text=text, model=model)
+    text, model, thinking = redact(response.text), redact(response.model), redact(response.thinking)
+    if (text, model, thinking) == (response.text, response.model, response.thinking):
+        return response
+    return replace(response, text=text, model=model, thinking=thinking)

@@ -25,6 +25,7 @@ GALLERY_SHARE = 5
 #: on; the rest show items every model answered correctly (filled with problem items when too few).
 GALLERY_PROBLEM_PLACES = 160
 RAW_CHARS = 600  # a raw answer longer than this is cut in the gallery (the full text is in records.jsonl)
+THINKING_CHARS = 4000  # the same for a model's thinking, shown collapsed under its answer
 _OUTCOMES = ("wrong", "unparsed", "errored", "correct", "answered")  # the cards' data-* attributes
 _FILTERS = (
     ("all", "all"),
@@ -154,9 +155,27 @@ def _answer_row(i: int, label: str, record: Record) -> str:
     kind = outcome(record)
     letters = ",".join(record.letters) or "—"
     raw = record.prediction if record.prediction is not None else (record.error or "")
-    shown = raw if len(raw) <= RAW_CHARS else raw[:RAW_CHARS] + f"… ({len(raw):,} characters)"
+    shown = _cut(raw, RAW_CHARS)
+    if record.status == "thinking_length":
+        said = "<em>no answer: the output bound ran out while the model was thinking</em>"
+    else:
+        said = esc(shown) if shown else "<em>no answer</em>"
     return (
         f'<tr class="{kind}"><th scope="row" title="{esc(label)}">{swatch(i)}{esc(label)}</th>'
         f'<td class="letter">{esc(letters)}</td><td><span class="badge {kind}">{kind}</span></td>'
-        f'<td class="raw">{esc(shown) if shown else "<em>no answer</em>"}</td></tr>'
+        f'<td class="raw">{said}{_thinking(record.thinking)}</td></tr>'
+    )
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
+
+
+def _thinking(thinking: str) -> str:
+    """The model's thinking, collapsed: never part of the answer the letter was read from."""
+    if not thinking:
+        return ""
+    return (
+        f'<details class="thinking"><summary>thinking ({len(thinking):,} characters, not scored)</summary>'
+        f"<pre>{esc(_cut(thinking, THINKING_CHARS))}</pre></details>"
     )

@@ -84,6 +84,8 @@ class ModelMetrics:
     reported_input_tokens: int = 0
     mean_latency_s: float | None = None
     cached: int = 0
+    thinking_cut: int = 0  # answers never given: the output bound ran out while the model thought
+    reasoning_tokens: int = 0  # the part of output_tokens spent thinking, where servers report it
 
     @property
     def incomplete(self) -> bool:
@@ -201,6 +203,8 @@ def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
         reported_input_tokens=sum(r.input_tokens or 0 for r in both),
         mean_latency_s=sum(latencies) / len(latencies) if latencies else None,
         cached=sum(r.cached for r in records),
+        thinking_cut=sum(r.status == "thinking_length" for r in records),
+        reasoning_tokens=sum(r.reasoning_tokens or 0 for r in records),
     )
 
 

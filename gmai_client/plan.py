@@ -3,7 +3,8 @@
 For each model of a configuration: the items selected, those already finished in the run folder
 (a resume sends nothing for them), those the response cache answers, and the requests left to
 send; the input tokens those requests will cost by the provider's documented rule for their text
-and images (``Backend.estimate_input_tokens``); the output tokens, bounded by ``max_tokens``;
+and images (``Backend.estimate_input_tokens``); the output tokens, bounded by the model's output bound
+(``Backend.output_bound``: ``max_tokens``, or the larger bound a reasoning model's family needs);
 the cost live and through the batch API at the prices of ``prices`` (which say where they come
 from and how old they are); and the time the rate limits imply (requests / rpm, tokens / tpm).
 
@@ -75,6 +76,7 @@ def plan_model(
     is_cached: Callable[[Request], bool],
     estimate: Callable[[Request], int],
     price: Price | None,
+    bound: Callable[[Request], int] = lambda request: request.params.max_tokens,
     rpm: float | None = None,
     tpm: float | None = None,
 ) -> ModelPlan:
@@ -89,7 +91,7 @@ def plan_model(
         else:
             to_send += 1
             input_tokens += estimate(request)
-            output_max += request.params.max_tokens
+            output_max += bound(request)
     return ModelPlan(label, selected, done, cached, to_send, input_tokens, output_max, price, rpm, tpm)
 
 
@@ -119,6 +121,7 @@ def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
                     finished=finished,
                     is_cached=_cached(cache, backend),
                     estimate=backend.estimate_input_tokens,
+                    bound=backend.output_bound,
                     price=prices.price(spec.backend, spec.target, spec.options),
                     rpm=limits.rpm,
                     tpm=limits.tpm,

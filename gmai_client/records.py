@@ -6,7 +6,7 @@ truncates it away before appending, so the journal stays readable). When an inde
 for a model (``--retry-errors`` re-sent it), the last record wins.
 
 ``RecordWriter`` is the last gate before disk for what a server said: the text fields of every
-record (the raw answer, the error, the rule) go through ``errors.redact``, so an API key a server
+record (the answer, the thinking, the error, the rule) go through ``errors.redact``, so an API key a server
 echoed never lands in the journal, nor in what is derived from it (predictions files, reports).
 """
 
@@ -27,7 +27,7 @@ RECORDS_FILE = "records.jsonl"
 _TUPLE_FIELDS = {"letters", "answer", "retries", "lenient_letters"}
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
 #: Record fields that may hold text a server sent (or an error message built from it).
-_SERVER_TEXT_FIELDS = ("prediction", "error", "rule")
+_SERVER_TEXT_FIELDS = ("prediction", "thinking", "error", "rule")
 
 
 def record_to_json(record: Record) -> str:

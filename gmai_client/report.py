@@ -259,7 +259,8 @@ _OVERALL_HEADER = [
 
 
 def token_lines(metrics: dict[str, ModelMetrics]) -> list[str]:
-    """The input-token estimate (``plan``'s rules) beside what the provider reported, per model."""
+    """The input-token estimate (``plan``'s rules) beside what the provider reported, the reasoning
+    tokens, and the answers cut while thinking, per model."""
     lines = []
     for label, m in metrics.items():
         if m.reported_input_tokens > 0:
@@ -267,6 +268,16 @@ def token_lines(metrics: dict[str, ModelMetrics]) -> list[str]:
             lines.append(
                 f"{label}: input tokens reported {m.reported_input_tokens:,}, estimated before sending "
                 f"{m.estimated_input_tokens:,} ({100 * error:+.1f}%)"
+            )
+        if m.reasoning_tokens:
+            lines.append(
+                f"{label}: {m.reasoning_tokens:,} of its {m.output_tokens:,} output tokens were reasoning "
+                "(billed as output)"
+            )
+        if m.thinking_cut:
+            lines.append(
+                f"{label}: {m.thinking_cut} answers ran out of tokens while thinking and gave no answer (counted "
+                "wrong); a larger output bound (-B max_tokens=N) would let them finish"
             )
     return lines
 

@@ -9,6 +9,15 @@ included).
 An API failure is an *error* record: the headline counts it wrong, as VLMEvalKit does (its
 prediction there is the failure text), and the reports also show accuracy over answered items.
 Neither an error nor an unreadable answer ever becomes a guessed letter.
+
+Thinking is kept apart from the answer and never matched: what a server sent apart
+(``Response.thinking``: Anthropic's thinking blocks, ``reasoning_content``) and the
+``<think>...</think>`` of an answer's text, split off as VLMEvalKit does with ``SPLIT_THINK`` set
+(``split_thinking``: the answer is what follows the last ``</think>``), so the headline equals
+VLMEvalKit's on thinking models. An answer cut by the output bound while the model was still
+thinking (nothing after the thinking) is ``thinking_length``: wrong in the headline, counted apart.
+Deliberate difference: VLMEvalKit would match the unfinished ``<think>`` text itself; here it is
+never read for a letter.
 """
 
 from __future__ import annotations
@@ -19,6 +28,36 @@ from gmai_client.errors import redact
 from gmai_client.normalize import extract, extract_lenient
 from gmai_client.reference import is_hit
 from gmai_client.types import BadRow, Extraction, Item, Record, Response
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """(answer, thinking) of ``text`` as VLMEvalKit's ``SPLIT_THINK`` handling splits it
+    (``vlmeval/inference.py``): the answer is what follows the last ``</think>``, stripped; the
+    thinking is what lies between ``<think>`` and ``</think>`` when the text holds one pair, else
+    everything before the last ``</think>`` with it (a chat template that opened ``<think>``
+    itself, or several blocks). Text without ``</think>`` is all answer."""
+    if THINK_CLOSE not in text:
+        return text, ""
+    splits = text.split(THINK_CLOSE)
+    answer = splits[-1].strip()
+    if len(splits) == 2 and THINK_OPEN in splits[0]:
+        return answer, splits[0].split(THINK_OPEN)[1].strip()
+    return answer, THINK_CLOSE.join(splits[:-1]) + THINK_CLOSE
+
+
+def _read_thinking(response: Response) -> tuple[str, str, bool]:
+    """(answer, thinking, cut inside the thinking) of a response."""
+    text = response.text
+    cut = response.finish_reason == "length"
+    if cut and text.lstrip().startswith(THINK_OPEN) and THINK_CLOSE not in text:
+        answer, thinking = "", text.lstrip()[len(THINK_OPEN) :].strip()  # the bound ran out mid-thought
+    else:
+        answer, thinking = split_thinking(text)
+    thinking = "\n\n".join(part for part in (response.thinking, thinking) if part)
+    reasoned = bool(thinking) or bool(response.usage and response.usage.reasoning_tokens)
+    return answer, thinking, cut and reasoned and not answer.strip()
 
 
 def score_answer(
@@ -34,22 +73,28 @@ def score_answer(
 ) -> Record:
     """A record for an answer, read by both extractions."""
     usage = response.usage
+    answer, thinking, cut = _read_thinking(response)
     record = Record(
         index=item.index,
         model=model,
         status="ok",
-        prediction=response.text,
+        prediction=answer,
+        thinking=thinking,
         answer=item.answer,
         answer_cell=item.answer_cell,
         latency_s=round(latency_s, 4),
         input_tokens=usage.input_tokens if usage else None,
         output_tokens=usage.output_tokens if usage else None,
+        reasoning_tokens=usage.reasoning_tokens if usage else None,
         estimated_input_tokens=estimated_input_tokens,
         attempts=attempts,
         retries=retries,
         cached=cached,
         **_groups(item),
     )
+    if cut:
+        wrong = None if item.answer is None else False
+        return replace(record, status="thinking_length", rule="thinking cut", correct=wrong, lenient_correct=wrong)
     return rescore(record)
 
 
@@ -117,9 +162,14 @@ def _groups(item: Item) -> dict:
 
 
 def rescore(record: Record) -> Record:
-    """Apply both extractions to a record's answer (also ``report --rescore``); errors stay errors."""
-    if record.status == "error" or record.prediction is None:
+    """Apply both extractions to a record's answer (also ``report --rescore``); errors stay errors,
+    and so does an answer that never came out of its thinking. A record written before thinking was
+    kept apart has it split off now."""
+    if record.status in ("error", "thinking_length") or record.prediction is None:
         return record
+    if THINK_CLOSE in record.prediction:
+        answer, thinking = split_thinking(record.prediction)
+        record = replace(record, prediction=answer, thinking="\n\n".join(t for t in (record.thinking, thinking) if t))
     lenient = extract_lenient(record.prediction, record.options, multi=record.is_multi_answer)
     lenient_correct = None
     if record.answer is not None:

@@ -25,7 +25,9 @@ VIEWS: tuple[str, ...] = ("clinical VQA task", "department", "perceptual granula
 NO_DEPARTMENT = "N/A"
 
 #: How an item ended. ``error``: no answer came back (wrong in the headline, as in VLMEvalKit; counted).
-Status = Literal["ok", "unparsed", "refused", "error"]
+#: ``thinking_length``: the model spent its whole output bound thinking and never answered (wrong in
+#: the headline, counted apart: a larger bound, not a better model, would change it).
+Status = Literal["ok", "unparsed", "refused", "error", "thinking_length"]
 
 #: Why a backend stopped generating, normalised across vendors.
 FinishReason = Literal["stop", "length", "refused", "filtered", "other"]
@@ -250,7 +252,8 @@ class Request:
 @dataclass(frozen=True)
 class Usage:
     input_tokens: int = 0
-    output_tokens: int = 0
+    output_tokens: int = 0  # everything generated and billed as output, thinking included
+    reasoning_tokens: int | None = None  # the part of output_tokens spent thinking, where reported
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,7 @@ class Response:
     finish_reason: FinishReason = "stop"
     usage: Usage | None = None
     model: str = ""  # the model name the server reports, when it reports one
+    thinking: str = ""  # reasoning text the server sent apart from the answer (never scored)
 
 
 @dataclass(frozen=True)
@@ -283,7 +287,7 @@ class Record:
     index: str
     model: str
     status: Status
-    prediction: str | None  # raw model text; None when no answer came back
+    prediction: str | None  # the model's answer (its thinking apart); None when no answer came back
     letters: tuple[str, ...] = ()
     answer: tuple[str, ...] | None = None
     correct: bool | None = None  # None when there is no key or the item errored
@@ -305,6 +309,8 @@ class Record:
     input_tokens: int | None = None
     output_tokens: int | None = None
     estimated_input_tokens: int | None = None  # the backend's estimate before sending (plan's rules)
+    reasoning_tokens: int | None = None  # the part of output_tokens spent thinking, where reported
+    thinking: str = ""  # the reasoning text, apart from the answer: shown, never matched or scored
     attempts: int = 0
     retries: tuple[str, ...] = ()  # the error kind of every failed attempt, in order
     cached: bool = False

@@ -155,6 +155,10 @@ class FakeAPI(LoopbackServer):
         self._sequence = 0
         # Added before start(): their routes are mounted on the app start() builds (fake_batches).
         self.extensions: list[Any] = []
+        # How thinking comes back (``fake_reasoning``): an open model's in this message field (a
+        # server's reasoning parser) instead of <think> in content; Claude's with a redacted block.
+        self.reasoning_field: str | None = None
+        self.redact_thinking = False
 
     def _routes(self, app: web.Application) -> None:
         for path, api in _API_PATHS:
@@ -439,7 +443,10 @@ class FakeAPI(LoopbackServer):
             self._sequence += 1
             sequence = self._sequence
         answer = "" if kind == "refusal" else self._answer(received)  # a refusal says its own text
-        return success_body(received, kind, answer, sequence, echo)
+        return success_body(
+            received, kind, answer, sequence, echo,
+            reasoning_field=self.reasoning_field, redact_thinking=self.redact_thinking,
+        )  # fmt: skip
 
 
 # -------------------------------------------------------------------- out-of-process use

@@ -22,6 +22,8 @@ from typing import Any
 
 from PIL import Image as PILImage
 
+from gmai_client.testing import fake_reasoning
+
 # Headers never recorded: credentials, and anything else that looks like one.
 _SECRET_HEADER_WORDS = ("authorization", "api-key", "token", "secret", "cookie")
 _REFUSAL_TEXT = "I'm sorry, but I can't help with that."
@@ -129,6 +131,10 @@ def parse_request(api: str, body: Any) -> ReceivedRequest:
         else:
             raise BadInput(dialect.unsupported.format(kind=kind))
     text = "\n".join(texts)
+    try:
+        fake_reasoning.check(api, body)
+    except fake_reasoning.Refused as exc:
+        raise BadInput(str(exc)) from None
     return ReceivedRequest(
         api=api,
         model=str(body.get("model", "")),
@@ -297,34 +303,85 @@ def _size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def success_body(received: ReceivedRequest, kind: str, answer: str, sequence: int, echo: str = "") -> dict[str, Any]:
+def success_body(
+    received: ReceivedRequest,
+    kind: str,
+    answer: str,
+    sequence: int,
+    echo: str = "",
+    *,
+    reasoning_field: str | None = None,
+    redact_thinking: bool = False,
+) -> dict[str, Any]:
     """The vendor's JSON answer to ``received``, saying ``answer`` (cut at its max_tokens). ``kind``
-    "refusal", "content_filter" or "empty" shapes it as such; ``echo`` is a key to repeat in it."""
+    "refusal", "content_filter" or "empty" shapes it as such; ``echo`` is a key to repeat in it.
+    A model that thinks (``fake_reasoning.thought``) spends its thinking first, out of the same
+    bound; ``reasoning_field`` and ``redact_thinking`` say how a server returns it."""
     answer = _REFUSAL_TEXT if kind == "refusal" else answer
     if echo:
         answer = f"[your key is {echo}] {answer}"
     prompt_tokens = tokens(received.text) + tokens(received.system) + image_tokens(received)
-    stop = "stop"
+    body = {"model": received.model, **received.params}
+    thought = fake_reasoning.thought(received.api, body, reasoning_field) if kind == "ok" else None
     limit = received.max_tokens
-    if limit is not None and tokens(answer) > limit:
-        answer, stop = answer[: max(limit, 1) * 4], "length"
-    usage = (prompt_tokens, tokens(answer))
+    thinking = Thinking(thought, limit, redact_thinking)
+    stop = "length" if thinking.cut else "stop"
+    room = None if limit is None else limit - thinking.tokens
+    if thinking.cut:
+        answer = ""
+    elif room is not None and tokens(answer) > room:
+        answer, stop = answer[: max(room, 1) * 4], "length"
+    usage = (prompt_tokens, thinking.tokens + tokens(answer))
     if received.api == "openai":
-        return _chat_completion(received.model, kind, answer, stop, usage, sequence)
-    return _message(received.model, kind, answer, stop, usage, sequence)
+        return _chat_completion(received.model, kind, answer, stop, usage, sequence, thinking)
+    return _message(received.model, kind, answer, stop, usage, sequence, thinking)
+
+
+class Thinking:
+    """A thought as spent within the output bound ``limit``: the tokens and text that fit, and
+    whether the bound ran out inside it (then no answer follows)."""
+
+    def __init__(self, thought: fake_reasoning.Thought | None, limit: int | None, redacted: bool = False):
+        self.where = thought.where if thought else ""
+        full = thought.tokens if thought else 0
+        self.tokens = full if limit is None else min(full, limit)
+        self.cut = thought is not None and limit is not None and full >= limit
+        self.text = thought.text[: self.tokens * 4] if thought else ""
+        self.redacted = redacted
+
+    def content(self, answer: str) -> str | None:
+        """The message content with the thinking in it, where the server puts it there."""
+        if self.where == "tags":
+            return f"<think>\n{self.text}" + ("" if self.cut else f"\n</think>\n\n{answer}")
+        if self.where == "open":
+            return self.text + ("" if self.cut else f"\n</think>\n\n{answer}")
+        if self.where not in ("", "hidden", "blocks") and self.cut:
+            return None  # a reasoning parser's answer cut inside its thinking has no content
+        return answer
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """Anthropic's thinking blocks, before the text."""
+        if self.where != "blocks":
+            return []
+        blocks: list[dict[str, Any]] = [{"type": "thinking", "thinking": self.text, "signature": "fake-signature"}]
+        if self.redacted:
+            blocks.append({"type": "redacted_thinking", "data": "EncryptedThinkingFakeBlob=="})
+        return blocks
 
 
 def _chat_completion(
-    model: str, kind: str, answer: str, stop: str, usage: tuple[int, int], sequence: int
+    model: str, kind: str, answer: str, stop: str, usage: tuple[int, int], sequence: int, thinking: Thinking
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": answer, "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": thinking.content(answer), "refusal": None}
+    if thinking.where not in ("", "hidden", "tags", "open"):
+        message[thinking.where] = thinking.text  # a reasoning parser's field (vLLM, SGLang)
     if kind == "refusal":
         message = {"role": "assistant", "content": None, "refusal": answer}
     elif kind == "content_filter":
         message, stop = {"role": "assistant", "content": None, "refusal": None}, "content_filter"
     choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": stop}]
     prompt_tokens, completion_tokens = usage
-    return {
+    body: dict[str, Any] = {
         "id": f"chatcmpl-fake{sequence:012d}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -337,10 +394,15 @@ def _chat_completion(
         },
         "system_fingerprint": "fp_fake",
     }
+    if thinking.where == "hidden":  # OpenAI's reasoning models: the count, never the text
+        body["usage"]["completion_tokens_details"] = {"reasoning_tokens": thinking.tokens}
+    return body
 
 
-def _message(model: str, kind: str, answer: str, stop: str, usage: tuple[int, int], sequence: int) -> dict[str, Any]:
-    content: list[dict[str, Any]] = [{"type": "text", "text": answer}]
+def _message(
+    model: str, kind: str, answer: str, stop: str, usage: tuple[int, int], sequence: int, thinking: Thinking
+) -> dict[str, Any]:
+    content: list[dict[str, Any]] = thinking.blocks() + ([] if thinking.cut else [{"type": "text", "text": answer}])
     stop_reason = {"stop": "end_turn", "length": "max_tokens"}[stop]
     if kind in ("refusal", "content_filter"):  # Anthropic has one way to decline: a refusal
         content, stop_reason = [], "refusal"
