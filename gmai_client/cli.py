@@ -39,7 +39,7 @@ from gmai_client.cli_common import (
     EXIT_USAGE,
     say_error,
 )
-from gmai_client.config import MAX_CONCURRENCY, run_default
+from gmai_client.config import MAX_CONCURRENCY, run_default, run_name_problem
 from gmai_client.errors import GmaiError
 from gmai_client.report import terminal_console
 
@@ -133,6 +133,13 @@ def _limit(text: str) -> int:
     return value
 
 
+def _run_name(text: str) -> str:
+    problem = run_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return text
+
+
 def _default(name: str) -> str:
     value = run_default(name)
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -186,7 +193,11 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
         "--seed", type=_int, help=f"seed of the random baseline and of sampling backends (default {_default('seed')})"
     )
     run.add_argument("--out", type=Path, help=f"folder of run folders (default ./{_default('out')})")
-    run.add_argument("--run-name", help="run folder name (default: the model labels and a hash of the configuration)")
+    run.add_argument(
+        "--run-name",
+        type=_run_name,
+        help="run folder name, inside --out (default: the model labels and a hash of the configuration)",
+    )
     run.add_argument("--template", help="prompt template file ({hint} {question} {options} {instruction})")
     run.add_argument(
         "--multi-answer-prompt",

@@ -226,9 +226,11 @@ def resumed_config(args: argparse.Namespace) -> RunConfig:
     console = terminal_console(stderr=True)
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    # `--resume .` or `--resume ..` names the folder by a path, not by its own name.
+    folder = args.resume if args.resume.name not in ("", ".", "..") else args.resume.resolve()
     return saved.updated(
-        out=args.resume.parent,
-        run_name=args.resume.name,
+        out=folder.parent,
+        run_name=folder.name,
         retry_errors=bool(args.retry_errors),
         progress=not args.no_progress,
         **{k: v for k, v in overrides.items() if k not in ("retry_errors", "progress")},

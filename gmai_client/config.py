@@ -25,6 +25,7 @@ and ``flatten`` also read the flat form that run folders written before the sect
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -179,6 +180,28 @@ class OutputSection:
     out: Path = Path("runs")
     run_name: str = ""  # "": the model labels and a hash of the configuration (``rundir``)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        problem = run_name_problem(self.run_name)
+        if problem:
+            raise ConfigError(f"run name {self.run_name!r} {problem}")
+
+
+def run_name_problem(name: str) -> str:
+    """Why ``name`` cannot be a run folder's name ("" when it can, or when it is "": the default).
+
+    The run folder is ``out / name``: a name that is a path (``..``, ``../x``, ``/abs``, ``a/b``)
+    would put it, and everything a run writes, somewhere other than inside ``out``.
+    """
+    if name in (".", ".."):
+        return "is not a folder name: the run folder goes inside --out; give it a name of its own"
+    separators = [sep for sep in ("/", os.sep, os.altsep, "\0") if sep and sep in name]
+    if separators:
+        return (
+            f"holds {separators[0]!r}: the run folder goes inside --out, so its name is one folder name, "
+            "not a path (give the path's first part with --out)"
+        )
+    return ""
 
 
 #: Where models can run: in this process, or (torch models) on Ray actors.

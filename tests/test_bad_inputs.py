@@ -242,3 +242,26 @@ def test_report_with_an_unknown_reference_model(tmp_path: Path, capsys: pytest.C
     printed = capsys.readouterr()
     assert status == EXIT_USAGE
     assert "--reference 'gpt-5' is not a model of" in printed.out + printed.err and "random" in printed.err
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "{tmp}/elsewhere", "a/b", "x\0y"])
+def test_a_run_name_that_is_a_path_is_refused_and_nothing_is_written_outside_out(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "a" / "runs"
+    run_name = name.replace("{tmp}", str(tmp_path))
+    status = run_main(["run", "--no-progress", "--limit", "2", "--out", str(out), "--run-name", run_name])
+    text = " ".join(capsys.readouterr().err.split())
+    assert status == EXIT_USAGE and "--run-name" in text and "Traceback" not in text
+    assert "is not a folder name" in text or "one folder name, not a path" in text
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no run folder, inside --out or elsewhere
+
+
+def test_resume_dot_resumes_the_folder_it_is_run_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_finished_run(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path / "runs" / "r")
+    assert run_main(["run", "--no-progress", "--resume", "."]) == 0
+    # That run, not a new one (the old code made a second run folder inside it, named by hash).
+    assert list((tmp_path / "runs").rglob("config.json")) == [tmp_path / "runs" / "r" / "config.json"]

@@ -155,3 +155,9 @@ def test_a_secret_option_that_was_not_saved_cannot_come_back() -> None:
     assert saved["models"][0]["options"]["api_key"] == "[REDACTED]"
     with pytest.raises(ConfigError, match="option api_key was not saved"):
         RunConfig.from_dict(saved)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../x", "/abs/x", "a/b"])
+def test_a_script_cannot_name_a_run_folder_outside_out(name: str) -> None:
+    with pytest.raises(ConfigError, match="run name"):
+        RunConfig.build(run_name=name)
