@@ -16,11 +16,12 @@ so the progress display shows it. Backends whose ``cacheable()`` is False (local
 nothing) skip the cache.
 
 An endpoint that never answered is not ground through attempt by attempt: when every attempt so
-far failed to connect (``ConnectFailed``: refused, unknown host) for at least
-``UNREACHABLE_ATTEMPTS`` attempts over at least ``UNREACHABLE_WINDOW_S`` seconds, the model is
-stopped with one ``EndpointUnreachable`` naming the endpoint, as for a bad key. One answer of any
-kind from the server (a success or an HTTP error) turns this off for the dispatcher's lifetime: an
-endpoint that worked and then drops is retried as usual.
+far failed to connect (``ConnectFailed``: refused, unknown host) or timed out (``RequestTimeout``:
+a server that accepts connections and sends nothing back) for at least ``UNREACHABLE_ATTEMPTS``
+attempts over at least ``UNREACHABLE_WINDOW_S`` seconds, the model is stopped with one
+``EndpointUnreachable`` naming the endpoint, as for a bad key. One answer of any kind from the
+server (a success or an HTTP error) turns this off for the dispatcher's lifetime: an endpoint that
+worked and then drops or slows down is retried as usual.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gmai_client.errors import (
     EndpointUnreachable,
     Overloaded,
     RateLimited,
+    RequestTimeout,
     redact,
 )
 from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter
@@ -75,7 +77,7 @@ class TokenBudget:
         self.spent += tokens
 
 
-#: An endpoint that never answered is stopped after this many failed connects...
+#: An endpoint that never answered is stopped after this many failed connects or timeouts...
 UNREACHABLE_ATTEMPTS = 3
 #: ...spread over at least this many seconds (a server that is just coming up gets this long).
 UNREACHABLE_WINDOW_S = 2.0
@@ -96,7 +98,8 @@ class Reachability:
         self.attempts, self.window_s = attempts, window_s
         self._clock = clock
         self.answered = False  # the server answered something once: never judged unreachable
-        self.failed = 0  # connects that failed while nothing had answered
+        self.failed = 0  # attempts that failed to connect or timed out while nothing had answered
+        self.timeouts = 0  # of which timed out
         self._first: float | None = None
         self.verdict: EndpointUnreachable | None = None
         self.decided = asyncio.Event()  # set with the verdict: wakes requests backing off to hear it
@@ -109,22 +112,37 @@ class Reachability:
     def saw_answer(self) -> None:
         self.answered = True
 
-    def saw_connect_failure(self, error: ConnectFailed) -> EndpointUnreachable | None:
+    def saw_no_answer(self, error: ConnectFailed | RequestTimeout) -> EndpointUnreachable | None:
+        """Count an attempt that got nothing back (no connection, or silence until its timeout);
+        the verdict once enough of them, spread over the window, are all the endpoint ever gave."""
         if self.answered:
             return None
         now = self._clock()
         if self._first is None:
             self._first = now
         self.failed += 1
+        self.timeouts += isinstance(error, RequestTimeout)
         spent = now - self._first
         if self.verdict is None and self.failed >= self.attempts and spent >= self.window_s:
-            self.verdict = EndpointUnreachable(
-                f"{self.endpoint} is unreachable: all {self.failed} attempts over {spent:.1f} s failed to "
-                f"connect and none was ever answered (last: {error}). Check the URL, host and port, and "
-                "that the server is running; finished items are saved, rerun to resume"
-            )
+            self.verdict = EndpointUnreachable(self._why(spent, error))
             self.decided.set()
         return self.verdict
+
+    def _why(self, spent: float, error: BaseException) -> str:
+        saved = "finished items are saved, rerun to resume"
+        if not self.timeouts:
+            return (
+                f"{self.endpoint} is unreachable: all {self.failed} attempts over {spent:.1f} s failed to "
+                f"connect and none was ever answered (last: {error}). Check the URL, host and port, and "
+                f"that the server is running; {saved}"
+            )
+        what = "timed out" if self.timeouts == self.failed else "failed to connect or timed out"
+        return (
+            f"{self.endpoint} never answered: all {self.failed} attempts over {spent:.1f} s {what} (last: {error}). "
+            "It takes connections but sends nothing back: check that it is the model's server and that it is "
+            f"serving (not stuck, not still loading), or, if it is only slow, allow longer (--attempt-timeout, "
+            f"-B timeout=); {saved}"
+        )
 
 
 class Dispatcher:
@@ -191,8 +209,8 @@ class Dispatcher:
             try:
                 response = await clock.timed(self.backend.generate(request))
                 used = response.usage.input_tokens + response.usage.output_tokens if response.usage else None
-            except ConnectFailed as exc:
-                unreachable = self.reachability.saw_connect_failure(exc)
+            except (ConnectFailed, RequestTimeout) as exc:
+                unreachable = self.reachability.saw_no_answer(exc)
                 if unreachable is not None:
                     raise unreachable from None
                 raise

@@ -7,7 +7,11 @@ cache is what is shown. Limiters, concurrency caps, budgets and caches are the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,14 @@ import pytest
 from gmai_client.backends.scripted import ScriptedBackend
 from gmai_client.cache import ResponseCache, cache_key, key_fields
 from gmai_client.dispatch import Dispatcher, Reachability, Sent, TokenBudget
-from gmai_client.errors import ConnectFailed, DeadlineExceeded, EndpointUnreachable, RateLimited, ServerError
+from gmai_client.errors import (
+    ConnectFailed,
+    DeadlineExceeded,
+    EndpointUnreachable,
+    RateLimited,
+    RequestTimeout,
+    ServerError,
+)
 from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, Limits
 from gmai_client.retry import RetryPolicy
 from gmai_client.types import Request, Response, SamplingParams, Usage
@@ -167,6 +178,89 @@ def test_an_http_error_counts_as_an_answer() -> None:
     (result,) = send_all(dispatch, requests(1))
 
     assert type(result) is ConnectFailed and len(backend.requests) == 6  # retried to the end, not stopped
+
+
+def timed_out(request: Request) -> Exception:
+    return RequestTimeout("scripted: no answer from http://models.test/v1 within 0.2 s")
+
+
+def test_an_endpoint_that_accepts_but_never_answers_stops_the_model_after_a_few_timeouts() -> None:
+    backend = CachedScript(timed_out)
+    reach = Reachability("http://models.test/v1", attempts=3, window_s=2.0, clock=StepClock())
+    retry = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.001)
+    dispatch = dispatcher(backend, retry=retry, concurrency=AdaptiveConcurrency(1), reachability=reach)
+
+    results = send_all(dispatch, requests(10))
+
+    assert len(backend.requests) == 3  # not 10 items x 8 attempts of silence
+    assert all(isinstance(r, EndpointUnreachable) and r.stops_model for r in results)
+    message = str(results[0])
+    assert "http://models.test/v1 never answered" in message and "3 attempts over 2.0 s timed out" in message
+    assert "--attempt-timeout" in message  # what to do if the server is only slow
+
+
+def test_timeouts_after_an_answer_are_retried_not_stopped() -> None:
+    replies = iter(["A"])
+
+    def answers_once_then_hangs(request: Request) -> str | Exception:
+        return next(replies, None) or timed_out(request)
+
+    backend = CachedScript(answers_once_then_hangs)
+    reach = Reachability("http://models.test/v1", attempts=3, window_s=2.0, clock=StepClock())
+    retry = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.001)
+    dispatch = dispatcher(backend, retry=retry, reachability=reach)
+
+    first = send_all(dispatch, requests(1))
+    later = send_all(dispatch, requests(3)[1:])
+
+    assert isinstance(first[0], Sent)
+    assert all(type(r) is RequestTimeout and r.attempts == 3 for r in later)  # type: ignore[union-attr]
+
+
+class SilentServer:
+    """A loopback server that accepts every connection, reads nothing and never answers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener is closed on exit
+            while True:
+                self.accepted.append(self.listener.accept()[0])
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.listener.close()
+        for connection in self.accepted:
+            connection.close()
+        self._thread.join(5)
+
+
+def test_a_run_against_a_server_that_never_answers_stops_naming_the_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("openai")
+    from gmai_client.cli import EXIT_STOPPED, main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a self-hosted server needs none
+    with SilentServer() as server:
+        url = f"http://127.0.0.1:{server.port}/v1"
+        code = main(["run", "-m", f"openai:m@{url}", "-B", "label=m", "--limit", "6", "--no-cache", "--no-progress",
+                     "--attempt-timeout", "0.3", "--item-deadline", "10", "--out", str(tmp_path)])  # fmt: skip
+        assert server.accepted  # the connections were made: the server is there, it only never answers
+
+    assert code == EXIT_STOPPED
+    printed = " ".join(capsys.readouterr().out.split())
+    assert f"{url} never answered" in printed and "timed out" in printed
+    (run_dir,) = tmp_path.iterdir()
+    stopped = json.loads((run_dir / "metrics.json").read_text())["run"]["models"]["m"]["stopped"]
+    assert f"{url} never answered" in stopped
 
 
 # -- a 429 pauses the endpoint and cuts the model's concurrency; a pause never outlasts a deadline
