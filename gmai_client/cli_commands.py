@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from gmai_client import registry
-from gmai_client.cache import ResponseCache, key_fields
+from gmai_client.cache import ResponseCache, default_cache_path, key_fields
 from gmai_client.cli_common import read_template, sampling_params
 from gmai_client.config import DEFAULT_DATA, parse_model_spec, run_default
 from gmai_client.dataset import DatasetFile, iter_items, open_dataset
@@ -56,7 +56,11 @@ def cmd_backends(console: Console) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, console: Console) -> int:
-    cache = ResponseCache(args.cache_path)
+    path = args.cache_path if args.cache_path is not None else default_cache_path()
+    if not path.exists():  # nothing to show or clear: opening it would create it (and its folders)
+        console.print(f"no response cache at {escape(str(path))}: nothing has been cached there")
+        return 0
+    cache = ResponseCache(path)
     try:
         if args.action == "stats":
             stats = cache.stats()

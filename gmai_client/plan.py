@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from gmai_client import registry, rundir
 from gmai_client.backend import Backend
-from gmai_client.cache import ResponseCache, cache_key, key_fields
+from gmai_client.cache import ResponseCache, cache_key, default_cache_path, key_fields
 from gmai_client.config import RunConfig
 from gmai_client.dataset import open_dataset
 from gmai_client.errors import DataError
@@ -104,7 +104,9 @@ def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
     judge = registry.create(config.protocol.judge, seed=seed) if config.protocol.judge else None
     ident = rundir.identity(config, [str(f.path) for f in files], backends, judge, registry.answer_neutral_options)
     previous = read_records(config.output.out / rundir.folder_name(config, ident) / rundir.RECORDS_FILE)
-    cache = ResponseCache(policy.cache_path) if policy.cache else None
+    cache_path = policy.cache_path if policy.cache_path is not None else default_cache_path()
+    # Only looked up: a missing cache answers nothing, and opening it would create it.
+    cache = ResponseCache(cache_path) if policy.cache and cache_path.exists() else None
     ask = request_builder(config.protocol)
     plans = []
     try:

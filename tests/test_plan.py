@@ -79,3 +79,11 @@ def test_plan_and_the_run_agree_with_the_tokens_the_server_reports(
         assert f"{figures['reported_input_tokens']:,}" in planned  # the plan said the same before the run
     assert "$0." in planned and "prices.json" in planned and "days old" in planned
     assert " 12 │       12 │      0 │       0 " in again  # 12 items, 12 finished, none cached, none to send
+
+
+def test_plan_writes_nothing_not_even_the_cache_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "cache" / "responses.sqlite"
+    argv = ["plan", "--limit", "3", "--out", str(tmp_path / "runs"), "--cache-path", str(cache)]
+    assert main(argv) == 0
+    assert "random" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # no cache file (nor its folder), no run folder
