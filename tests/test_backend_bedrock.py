@@ -206,8 +206,11 @@ def test_bedrocks_exceptions_map_to_the_retry_policy(
 
 
 def test_on_demand_refusal_advises_an_inference_profile(api: FakeAPI, request_: Request) -> None:
-    api.inject("status", status=400, message="Invocation of model ID anthropic.claude-sonnet-4-5 with on-demand "
-               "throughput isn't supported. Retry your request with the ID or ARN of an inference profile.")  # fmt: skip
+    refusal = (
+        "Invocation of model ID anthropic.claude-sonnet-4-5 with on-demand throughput isn't supported. "
+        "Retry your request with the ID or ARN of an inference profile."
+    )
+    api.inject("status", status=400, message=refusal)
     assert "global.MODEL_ID" in str(fails(backend(api), request_))
 
 

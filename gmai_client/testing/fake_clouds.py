@@ -1,12 +1,12 @@
-"""The clouds' routes on the fake model API: Azure OpenAI (and its managed-identity token endpoint)
-and Amazon Bedrock.
+"""The clouds' routes on the fake model API: Azure OpenAI (and its managed-identity token endpoint),
+Amazon Bedrock, Google Vertex AI (and Google's OAuth token endpoint).
 
-Owns the test doubles the ``azure`` and ``bedrock`` backends are tested against through the real
-``openai`` and ``anthropic`` SDKs (and ``azure-identity``, ``botocore``). It mounts on a ``FakeAPI``
-(``FakeClouds(api)`` before ``api`` starts): each route checks what that cloud checks (URL shape,
-API version, credentials), then hands the body to ``FakeAPI.serve_body`` in the base vendor's
-dialect, so a cloud's answers, faults, injections, retry hints and recorded requests are the fake
-API's own.
+Owns the test doubles the ``azure``, ``bedrock`` and ``vertex`` backends are tested against through
+the real ``openai`` and ``anthropic`` SDKs (and ``azure-identity``, ``botocore``, ``google-auth``).
+It mounts on a ``FakeAPI`` (``FakeClouds(api)`` before ``api`` starts): each route checks what
+that cloud checks (URL shape, API version, credentials), then hands the body to
+``FakeAPI.serve_body`` in the base vendor's dialect, so a cloud's answers, faults, injections,
+retry hints and recorded requests are the fake API's own.
 
 Azure OpenAI::
 
@@ -28,11 +28,26 @@ Amazon Bedrock (InvokeModel, Claude's Messages body)::
          "Exception" given to ``FakeAPI.inject`` is sent as is (``ServiceQuotaExceededException``).
          The echoed key (``echo_key``) is the session token the request carried.
 
+Google Vertex AI (Claude's Messages body)::
+
+    POST /v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}:rawPredict
+         a Bearer token this server issued (``/token``) or ``google_token``; the project must be
+         ``vertex_project`` when set; the body's ``anthropic_version`` one of ``vertex_versions``, no
+         ``model``; errors of 401/403/404/429/5xx in Google's shape (``{"error": {"code", "message",
+         "status"}}``, a 429 with a RetryInfo delay when a Retry-After was asked for), the others as
+         Anthropic's passed through. The echoed key is the access token.
+    POST /token
+         Google's OAuth 2 token endpoint for a service account (the ``token_uri`` of its key file):
+         a JWT-bearer grant whose assertion is checked against ``service_account`` (its e-mail, the
+         RS256 signature of its public key, the audience, the cloud-platform scope, the time);
+         answers an access token valid for an hour
+
 Every call to these routes is in ``calls`` (route, path, query, how it was authenticated).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -57,13 +72,29 @@ _AWS_ERRORS = {
     429: "ThrottlingException", 500: "InternalServerException", 503: "ServiceUnavailableException",
 }  # fmt: skip
 BEDROCK_VERSION = "bedrock-2023-05-31"
+VERTEX_VERSION = "vertex-2023-10-16"
+#: The audience of a service account's grant, whatever token_uri it is posted to (google-auth's rule).
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+#: Google's canonical status of each HTTP status Vertex answers in its own shape.
+_GOOGLE_STATUS = {
+    401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL", 503: "UNAVAILABLE",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    """The service account whose JWT-bearer grants ``/token`` accepts."""
+
+    email: str
+    public_key_pem: bytes
 
 
 @dataclass(frozen=True)
 class CloudCall:
     """One call to a cloud route, as the route saw it (no credential kept)."""
 
-    cloud: str  # "azure", "entra", "bedrock"
+    cloud: str  # "azure", "entra", "bedrock", "vertex", "google-token"
     path: str
     query: str
     auth: str  # how it authenticated ("api-key", "bearer", "sigv4", ...) or why it was refused
@@ -82,6 +113,10 @@ class FakeClouds:
         aws: AwsKeys | None = None,
         bedrock_api_key: str = "",
         bedrock_versions: Collection[str] = (BEDROCK_VERSION,),
+        service_account: ServiceAccount | None = None,
+        google_token: str = "",
+        vertex_project: str = "",
+        vertex_versions: Collection[str] = (VERTEX_VERSION,),
     ):
         self.api = api
         self.entra_token = entra_token  # what the managed-identity endpoint issues ("" refuses)
@@ -89,6 +124,12 @@ class FakeClouds:
         self.aws = aws  # the keys SigV4 signatures are checked against (None: refused)
         self.bedrock_api_key = bedrock_api_key
         self.bedrock_versions = frozenset(bedrock_versions)
+        self.service_account = service_account
+        self.google_token = google_token  # a token accepted without being issued here ("" none)
+        self.vertex_project = vertex_project  # the only project Vertex serves ("" any)
+        self.vertex_versions = frozenset(vertex_versions)
+        self.issued: list[str] = []  # the access tokens /token gave, in order
+        self.token_lifetime = 3599  # seconds; under google-auth's refresh margin (~4 min): refreshed every use
         self._lock = threading.Lock()
         self._calls: list[CloudCall] = []
         api.extensions.append(self)
@@ -99,6 +140,9 @@ class FakeClouds:
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure)
         app.router.add_get("/msi/token", self._managed_identity)
         app.router.add_post("/model/{model:.+}/invoke", self._bedrock)
+        vertex = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{tail}"
+        app.router.add_post(vertex, self._vertex)
+        app.router.add_post("/token", self._google_token)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -107,6 +151,7 @@ class FakeClouds:
     def reset(self) -> None:
         with self._lock:
             self._calls.clear()
+            self.issued.clear()
 
     @property
     def calls(self) -> list[CloudCall]:
@@ -187,6 +232,107 @@ class FakeClouds:
         refusal = verify(self.aws, http.method, path, query, http.headers, raw, datetime.now(timezone.utc))
         token = http.headers.get("X-Amz-Security-Token", "")
         return ("sigv4" if refusal is None else f"sigv4 refused: {refusal[1]}"), refusal, (token,) if token else ()
+
+
+    # ---------------------------------------------------------------- Google Vertex AI
+
+    async def _vertex(self, http: web.Request) -> web.StreamResponse:
+        arrived = (time.monotonic(), time.time())
+        authorization = http.headers.get("Authorization", "")
+        token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+        with self._lock:
+            known = token and (token in self.issued or token == self.google_token)
+        if not known:
+            self._record(http, "vertex", "bearer refused" if token else "no token", False)
+            return _google_error(401, "Request had invalid authentication credentials. Expected OAuth 2 access token.")
+        project, model_verb = http.match_info["project"], unquote(http.match_info["tail"])
+        model, _, verb = model_verb.rpartition(":")
+        if self.vertex_project and project != self.vertex_project:
+            self._record(http, "vertex", "bearer", False)
+            return _google_error(403, f"Permission denied on resource project {project}.")
+        self._record(http, "vertex", "bearer", True)
+        if verb != "rawPredict":
+            return _google_error(400, f"this fake serves rawPredict, not {verb!r}", "INVALID_ARGUMENT")
+        try:
+            body = await http.json()
+        except ValueError as exc:
+            return _google_error(400, f"Invalid JSON payload received. {exc}", "INVALID_ARGUMENT")
+        version = body.get("anthropic_version") if isinstance(body, dict) else None
+        if version not in self.vertex_versions:
+            return _google_error(400, f"anthropic_version: invalid value {version!r}", "INVALID_ARGUMENT")
+        if "model" in body:
+            return _google_error(400, "model: Extra inputs are not permitted", "INVALID_ARGUMENT")
+        body = {k: v for k, v in body.items() if k != "anthropic_version"} | {"model": model}
+        answer = await self.api.serve_body(http, "anthropic", body, (("bearer",), (token,)), arrived=arrived)
+        return _as_google_error(answer)
+
+    async def _google_token(self, http: web.Request) -> web.StreamResponse:
+        form = await http.post()
+        account = self.service_account
+        problem = "no service account" if account is None else _jwt_problem(str(form.get("assertion", "")), account)
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            problem = f"unsupported grant_type {form.get('grant_type')!r}"
+        self._record(http, "google-token", problem or "jwt", not problem)
+        if problem:
+            return web.json_response({"error": "invalid_grant", "error_description": problem}, status=400)
+        token = f"ya29.fake-{uuid.uuid4().hex}"
+        with self._lock:
+            self.issued.append(token)
+        return web.json_response({"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"})
+
+
+def _jwt_problem(assertion: str, account: ServiceAccount) -> str:
+    """Why a service account's JWT-bearer assertion is refused ("" when it is good)."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    try:
+        header, payload, signature = (base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)) for p in assertion.split("."))
+        claims = json.loads(payload)
+        key = serialization.load_pem_public_key(account.public_key_pem)
+        key.verify(signature, assertion.rpartition(".")[0].encode(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr,call-arg]
+    except InvalidSignature:
+        return "invalid JWT signature"
+    except (ValueError, TypeError):
+        return "malformed JWT"
+    if json.loads(header).get("alg") != "RS256" or claims.get("iss") != account.email:
+        return "the JWT is not from the service account"
+    if claims.get("aud") != GOOGLE_TOKEN_AUDIENCE or "cloud-platform" not in str(claims.get("scope", "")):
+        return "the JWT's audience or scope is wrong"
+    if not claims.get("iat", 0) - 300 <= time.time() <= claims.get("exp", 0) + 300:
+        return "the JWT has expired"
+    return ""
+
+
+def _google_error(status: int, message: str, google_status: str = "", headers: dict[str, str] | None = None,
+                  details: list[dict[str, Any]] | None = None) -> web.Response:  # fmt: skip
+    """An error in Google's shape: ``{"error": {"code", "message", "status", "details"?}}``."""
+    error: dict[str, Any] = {"code": status, "message": message, "status": google_status or _GOOGLE_STATUS[status]}
+    if details:
+        error["details"] = details
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def _as_google_error(answer: web.StreamResponse, wrapped: bool = False) -> web.StreamResponse:
+    """The fake API's error answer in Google's shape, for the statuses Google's own front answers;
+    ``wrapped``: inside a one-element list (Gemini's OpenAI-compatible endpoint). Others as they are."""
+    if not isinstance(answer, web.Response) or answer.status not in _GOOGLE_STATUS:
+        return answer
+    try:
+        message = str(json.loads(answer.body)["error"]["message"])  # type: ignore[arg-type]
+    except (ValueError, KeyError, TypeError):
+        return answer
+    kept = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-type", "content-length")}
+    details = []
+    if answer.status == 429 and "retry-after" in {k.lower() for k in kept}:
+        delay = next(v for k, v in kept.items() if k.lower() == "retry-after")
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"})
+        kept = {k: v for k, v in kept.items() if k.lower() != "retry-after"}  # Google says it in the body
+    reply = _google_error(answer.status, message, headers=kept, details=details)
+    if wrapped:
+        reply = web.json_response([json.loads(reply.body)], status=answer.status, headers=kept)  # type: ignore[arg-type]
+    return reply
 
 
 def _aws_error(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
