@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import ValidationError  # both vendors' SDKs are built on it
 
@@ -44,7 +44,9 @@ from gmai_client.errors import (
     ServerError,
     UnsupportedInput,
     is_connect_failure,
+    redact_url,
     register_secret,
+    register_url_secrets,
 )
 from gmai_client.images import prepare_images
 from gmai_client.options import BackendOptions, option
@@ -153,11 +155,22 @@ def endpoint_of(backend: str, given: str, base_url: str, default: str, env_var: 
         url, source = os.environ.get(env_var, "").strip().rstrip("/"), env_var
     if not url:
         return default, "default"
+    register_url_secrets(url)  # a ``user:password@`` or ``?api-key=`` echoed by a server is redacted too
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        where = f"{env_var}={url!r}" if source == env_var else f"base URL {url!r}"
+        where = f"{env_var}={redact_url(url)!r}" if source == env_var else f"base URL {redact_url(url)!r}"
         raise ConfigError(f"{backend}: {where} must look like http(s)://host[:port][/path]")
     return url, source
+
+
+def client_url(endpoint: str) -> tuple[str, dict[str, str]]:
+    """The endpoint as an SDK client takes it: the base URL without its query, and the query's
+    parameters, which the client adds to every request (``default_query``: an ``?api-key=`` a
+    gateway asks for; left in the base URL, the SDK would append the request's path after it)."""
+    parts = urlsplit(endpoint)
+    if not parts.query:
+        return endpoint, {}
+    return parts._replace(query="", fragment="").geturl().rstrip("/"), dict(parse_qsl(parts.query))
 
 
 def resolve_key(env_var: str, endpoint: str, vendor_endpoint: str, backend: str) -> str:
@@ -294,7 +307,9 @@ class ApiBackend(Backend):
         return self.options.max_image_side
 
     def identity(self) -> Mapping[str, str]:
-        identity = {"backend": self.name, "model": self.model, "endpoint": self.endpoint}
+        # Credentials in the URL are not part of what decides an answer, and the identity is shown
+        # and stored (cache key, config.json, the start line): ``redact_url``. Requests use ``endpoint``.
+        identity = {"backend": self.name, "model": self.model, "endpoint": redact_url(self.endpoint)}
         if self.max_image_side is not None:  # changes what the model sees, so the answer (and the cache key)
             identity["max_image_side"] = str(self.max_image_side)
         return identity

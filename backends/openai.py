@@ -45,7 +45,7 @@ try:
 except ImportError as exc:
     raise MissingExtra("openai", "openai", "openai") from exc
 
-from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, key_variable, short
+from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, client_url, key_variable, short
 from gmai_client.backends._openai_batches import OpenAIBatches
 from gmai_client.backends._reasoning import ReasoningControls, ReasoningOptions, field_of, usage_of
 from gmai_client.backends.token_rules import openai_image_tokens
@@ -124,10 +124,12 @@ class OpenAIChat(ReasoningControls, ApiBackend):
     def make_client(self, key: str) -> openai.AsyncOpenAI:
         variable = self.options.organization_env
         organization = os.environ.get(variable) if variable else None
+        base_url, query = client_url(self.endpoint)
         return openai.AsyncOpenAI(
             api_key=key,
             organization=organization or None,
-            base_url=self.endpoint,
+            base_url=base_url,
+            default_query=query or None,
             max_retries=0,
             timeout=self.timeout,
             http_client=self.http_client(),

@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import threading
+from urllib.parse import unquote
 
 
 class GmaiError(Exception):
@@ -285,8 +286,43 @@ def secret_values() -> list[str]:
     return sorted(_SECRETS.values())
 
 
+# Credentials written into a URL: its user information (``//user:password@``) and the values of
+# query parameters whose names say they hold one (``?api-key=``, ``?key=``, ``&access_token=``,
+# ``&sig=``). A value ends where the parameter does, or at a comma (several endpoints in one spec).
+_URL_USERINFO = re.compile(r"(?<=://)([^\s/?#@]+)@")
+_URL_SECRET_QUERY = re.compile(
+    r"(?<=[?&;])([\w.\-]*(?:key|token|secret|password|passwd|pwd|sig|signature|credential|auth)[\w.\-]*=)"
+    r"([^&#\s\"'<>,]+)",
+    re.IGNORECASE,
+)
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``[REDACTED]``: the user
+    information, and secret-looking query parameters' values (the rest of the URL is kept, so it
+    still says where requests went). What ``redact`` applies too; the one function used wherever an
+    endpoint is shown or stored (identities, config.json, messages), never on the URL sent."""
+    if "@" in text:
+        text = _URL_USERINFO.sub(REDACTED + "@", text)
+    if "=" in text:
+        text = _URL_SECRET_QUERY.sub(rf"\1{REDACTED}", text)
+    return text
+
+
+def register_url_secrets(url: str) -> None:
+    """Register the credentials written into ``url`` (see ``redact_url``) with ``register_secret``,
+    so that a server echoing one outside a URL (an error body) is redacted too."""
+    for userinfo in _URL_USERINFO.findall(url):
+        for part in userinfo.split(":", 1):
+            register_secret(unquote(part))
+    for _, value in _URL_SECRET_QUERY.findall(url):
+        register_secret(unquote(value))
+        register_secret(value)
+
+
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Remove API keys from text: known secret values first, then anything shaped like a key."""
+    """Remove API keys from text: known secret values first, then anything shaped like a key, then
+    the credentials of any URL (``redact_url``)."""
     if not text:
         return text
     for secret in extra_secrets:
@@ -295,4 +331,4 @@ def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     pattern = _SECRETS.pattern()
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
-    return _KEY_SHAPES.sub(REDACTED, text)
+    return redact_url(_KEY_SHAPES.sub(REDACTED, text))

@@ -23,7 +23,7 @@ pytest.importorskip("aiohttp")
 
 from gmai_client.cli import main
 from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.errors import redact, register_secret
+from gmai_client.errors import redact, redact_url, register_secret
 from gmai_client.prompt import build_request
 from gmai_client.records import read_records
 from gmai_client.splits import sample_path
@@ -146,3 +146,59 @@ def test_secret_looking_variables_are_redacted_as_soon_as_they_change(monkeypatc
     assert redact("key azure-first-value-1") == "key [REDACTED]"
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-second-value-2")
     assert redact("key azure-second-value-2") == "key [REDACTED]"
+
+
+#: Credentials written into endpoint URLs (none is in any variable: only the URL holds them).
+URL_CANARIES = {
+    "password": "canary-url-password-71c3",
+    "user": "canary-url-user-0d4e",
+    "api-key": "canary-url-apikey-5e2b9d",
+    "key": "canary-url-key-8a1f60",
+}
+
+
+def test_credentials_in_an_endpoint_url_reach_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a self-hosted gateway: its key is in the URL only
+    gateway_key = URL_CANARIES["api-key"]
+    with FakeAPI(require_key=gateway_key, echo_key=True) as api:  # echoes the key it was sent everywhere
+        host = api.base_url_openai.removeprefix("http://")
+        main([
+            "run", "--no-progress", "--limit", "4", "--max-attempts", "2", "--concurrency", "2",
+            "--out", str(tmp_path / "runs"), "--cache-path", str(tmp_path / "cache" / "responses.sqlite"),
+            "-m", f"openai:gpt-4o@http://{host}?api-key={gateway_key}&api-version=2024-06-01",
+            "-m", f"openai:other@http://{host}?key={URL_CANARIES['key']}",  # the wrong key: 401, echoed
+            "-m", f"openai:custom@http://{URL_CANARIES['user']}:{URL_CANARIES['password']}@{host}",
+        ])  # fmt: skip
+        answered = {r.model for r in api.requests if r.outcome == "ok"}
+    printed = capsys.readouterr()
+
+    # The request still carried the URL's key (the gateway let it through): redacted, not dropped.
+    assert answered == {"gpt-4o"}
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert {r.model for r in read_records(run_dir / "records.jsonl") if r.status != "error"} == {"gpt-4o"}
+
+    outputs = {"stdout": printed.out, "stderr": printed.err, "log": caplog.text, **file_texts(tmp_path)}
+    config = outputs[str(run_dir / "config.json")]
+    assert "?api-key=[REDACTED]&api-version=2024-06-01" in config  # the URL is kept, less its secrets
+    assert "http://[REDACTED]@" in config
+    for name, value in URL_CANARIES.items():
+        leaks = [where for where, text in outputs.items() if value in text or value in where]
+        assert leaks == [], f"the URL's {name} leaked into {leaks}"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://alice:pw-123@gpu:8000/v1", "http://[REDACTED]@gpu:8000/v1"),
+        ("https://gw.example/v1?api-key=abc123&api-version=2024-06-01",
+         "https://gw.example/v1?api-key=[REDACTED]&api-version=2024-06-01"),
+        ("openai:m@http://a/v1?key=k1,http://tok@b/v1", "openai:m@http://a/v1?key=[REDACTED],http://[REDACTED]@b/v1"),
+        ("from https://h/v1?access_token=xyz (refused)", "from https://h/v1?access_token=[REDACTED] (refused)"),
+        ("write to a@b.org, or see https://h/v1/models", "write to a@b.org, or see https://h/v1/models"),
+    ],
+)  # fmt: skip
+def test_redact_url_keeps_where_a_url_points_and_drops_its_credentials(text: str, shown: str) -> None:
+    assert redact_url(text) == shown
+    assert redact(text) == shown  # what every output goes through

@@ -291,7 +291,8 @@ class FakeAPI(LoopbackServer):
             body = await http.json(loads=json.loads)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return vendor_error(api, 400, message=str(exc) or "could not parse the request body")
-        return await self.serve_body(http, api, body, credentials(http.headers), arrived=(arrived, arrived_wall))
+        presented = credentials(http.headers, http.query)
+        return await self.serve_body(http, api, body, presented, arrived=(arrived, arrived_wall))
 
     async def serve_body(
         self, http: web.Request, api: str, body: Any, presented_credentials: Credentials, *, arrived: Any = None

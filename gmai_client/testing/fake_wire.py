@@ -244,9 +244,14 @@ def _joined_text(parts: Any) -> str:
 Credentials = tuple[tuple[str, ...], tuple[str, ...]]
 
 
-def credentials(headers: Mapping[str, str]) -> Credentials:
-    """(schemes present, keys presented); the keys are compared, never stored."""
+def credentials(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> Credentials:
+    """(schemes present, keys presented); the keys are compared, never stored. A gateway's key in
+    the URL's query (``?api-key=``, ``?key=``) comes first, as scheme "query"."""
     schemes, keys = [], []
+    for name in ("api-key", "key"):
+        if query and name in query:
+            schemes.append("query")
+            keys.append(query[name].strip())
     authorization = headers.get("Authorization", "")
     if authorization.lower().startswith("bearer "):
         schemes.append("bearer")
