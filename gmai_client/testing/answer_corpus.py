@@ -1,10 +1,16 @@
 """A generated corpus of GMAI-format items and free-text answers for conformance tests.
 
 Every item is written as a TSV row the way the released files are (tab-separated, pandas' reading)
-and gets one answer in one of ``STYLES``: the forms real models answer in, and the corner cases of
-VLMEvalKit's reading (letters inside prose, lower-case letters, ``none`` and ``N/A`` option cells,
-option texts contained in each other, E options, answers at the text rule's length limit, leading
-and trailing whitespace, refusals, several letters, empty answers, multi-answer keys).
+and gets one answer in one of ``STYLES``: the forms real models answer in (markdown bold,
+``\boxed{B}``, ``Option B:``, ``(B)``, Chinese, JSON, chain-of-thought ending "Therefore, the answer
+is D.", answers echoing the option list, multi-line answers), the corner cases of VLMEvalKit's
+reading in each era (letters inside prose, lower-case letters, "the answer is **B**" among other
+letters, ``none`` and ``N/A`` option cells, option texts contained in each other, E options, answers
+at the text rule's length limit, leading and trailing whitespace, refusals, several letters, empty
+answers, multi-answer keys), and what its prediction file's round trip does to an answer (a leading
+``=``, a carriage return, a leading link over 2,079 characters, an answer over 32,767 characters,
+control characters). ``numeric_answers`` is a second answer set whose every answer is a number or
+empty: the one case where pandas converts the whole prediction column.
 
 The corpus is deterministic for a seed. It is test data: nothing here is medical, and the answers
 are not scored here (the conformance test scores them with gmai_client and with VLMEvalKit).
@@ -106,6 +112,36 @@ def _letter_styles() -> dict[str, Callable[[random.Random, str, str, list[tuple[
         "option_word": lambda r, k, t, o: f"Option {k}",
         "listing": lambda r, k, t, o: f"{k}) {t}\n{other(r, k, o)[0]}) {other(r, k, o)[1]}",
         "letter_with_colon_text": lambda r, k, t, o: f"{k}: {t}",
+        # Realistic model styles.
+        "markdown_bold_sentence": lambda r, k, t, o: f"The answer is **{k}**.",
+        "boxed": lambda r, k, t, o: f"\\boxed{{{k}}}",
+        "option_colon_text": lambda r, k, t, o: f"Option {k}: {t}",
+        "paren_letter_text": lambda r, k, t, o: f"({k}) {t}",
+        "chinese_sentence": lambda r, k, t, o: r.choice((f"根据图像，正确答案是{k}。", f"答案：{k}. {t}", f"选{k}")),
+        "json_with_reason": lambda r, k, t, o: json.dumps({"reasoning": f"The image shows {t}.", "answer": k}),
+        "cot_therefore": lambda r, k, t, o: (
+            "Let me look at each option.\n"
+            + "".join(f"- {x}. {y}: {'consistent' if x == k else 'not consistent'} with the image.\n" for x, y in o)
+            + f"Therefore, the answer is {k}."
+        ),
+        "correct_answer_bold_cot": lambda r, k, t, o: (
+            f"The correct answer is **{k}**. Here's why: option {other(r, k, o)[0]} would show "
+            f"{other(r, k, o)[1]}, which is not what the image shows."
+        ),
+        "echo_options": lambda r, k, t, o: "".join(f"{x}. {y}\n" for x, y in o) + f"Answer: {k}",
+        "multi_line": lambda r, k, t, o: f"{k}\n\nExplanation: the {t} is visible in the image.",
+        "answer_is_lowercase": lambda r, k, t, o: f"I think the answer is {k.lower()}, given the image.",
+        "answer_is_option_text": lambda r, k, t, o: f"The answer is {t}.",
+        "final_answer_heading": lambda r, k, t, o: f"Looking at {t} and at {other(r, k, o)[1]}.\n**Final Answer:** {k}",
+        # What VLMEvalKit's prediction file does to an answer.
+        "formula_arrow": lambda r, k, t, o: f"=> {k}",
+        "formula_text": lambda r, k, t, o: f"= {k}. {t}",
+        "carriage_return": lambda r, k, t, o: f"Answer: {k}\r\n",
+        "crlf_prose": lambda r, k, t, o: f"The image shows {t}.\r\nAnswer: {k}",
+        "long_link": lambda r, k, t, o: "https://example.org/case/" + "x" * 2100 + f" The answer is {k}.",
+        "short_link": lambda r, k, t, o: f"https://example.org/case/{r.randint(1, 999)} The answer is {k}.",
+        "over_cell_limit": lambda r, k, t, o: "The findings are described at length. " * 880 + f"The answer is {k}.",
+        "control_character": lambda r, k, t, o: f"{k}\x0b" if r.random() < 0.5 else f"Answer:\x08 {k}",
     }
 
 
@@ -180,6 +216,21 @@ def build(n_items: int, seed: int = 0) -> tuple[list[list[str]], list[CorpusItem
     return rows, items
 
 
+def numeric_answers(items: list[CorpusItem], seed: int = 0) -> list[str]:
+    """A second answer set for the same items: every answer a number (or empty), so that VLMEvalKit's
+    reader converts the whole prediction column ("1" reads back as "1.0" when one is empty)."""
+    rng = random.Random(f"numeric-answers-{seed}")
+    return [rng.choice(("1", "2", "3", "12", "02", "2.0", "0.5", "")) for _ in items]
+
+
+def write_answers(path: Path, items: list[CorpusItem], answers: list[str]) -> Path:
+    """An answer set in the replay format: one JSON line per item."""
+    with path.open("w", encoding="utf-8") as handle:
+        for item, answer in zip(items, answers, strict=True):
+            handle.write(json.dumps({"index": item.index, "prediction": answer}, ensure_ascii=False) + "\n")
+    return path
+
+
 def write(folder: Path, n_items: int, seed: int = 0) -> tuple[Path, Path, list[CorpusItem]]:
     """Write ``corpus.tsv`` and ``answers.jsonl`` (replay format) under ``folder``."""
     rows, items = build(n_items, seed)
@@ -188,8 +239,5 @@ def write(folder: Path, n_items: int, seed: int = 0) -> tuple[Path, Path, list[C
     with tsv.open("w", newline="", encoding="utf-8") as handle:
         # Quoting only where a cell needs it, as pandas writes TSVs (no cell here needs it).
         csv.writer(handle, delimiter="\t", lineterminator="\n").writerows([list(COLUMNS), *rows])
-    answers = folder / "answers.jsonl"
-    with answers.open("w", encoding="utf-8") as handle:
-        for item in items:
-            handle.write(json.dumps({"index": item.index, "prediction": item.answer}, ensure_ascii=False) + "\n")
+    answers = write_answers(folder / "answers.jsonl", items, [item.answer for item in items])
     return tsv, answers, items

@@ -1,0 +1,183 @@
+"""The headline under every rule set, side by side, for the same answers (``rulesets``).
+
+The published table was scored under VLMEvalKit's 2024 rules, a VLMEvalKit installed from PyPI
+today scores under its 2025 rules, its GitHub main under the 2026 ones: the same answers give three
+figures. Scoring is pure and cheap, so every report shows all three (overall and per group), with
+the number of answers whose letter differs from the headline's rule set; nothing is sent again.
+A judge's verdict is kept under every set for an answer that set still cannot read (the judge is
+not asked again), so with a judge the other sets' figures can differ from what a run under them
+would report: the note says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from gmai_client.metrics import GROUP_FIELDS, compute_metrics
+from gmai_client.records import RECORDS_FILE, RecordWriter
+from gmai_client.report_format import pct
+from gmai_client.rulesets import RULE_SETS, RuleSet
+from gmai_client.scoring import score_answer_set
+from gmai_client.types import Record
+
+
+@dataclass(frozen=True)
+class RuleSetFigures:
+    """One model's headline and grouped accuracies under one rule set."""
+
+    rules: str
+    accuracy: float | None
+    correct: int
+    keyed: int
+    letters_differ: int  # answers whose letter differs from the headline's rule set
+    groups: Mapping[str, Mapping[str, float | None]]  # view -> category -> accuracy
+
+
+def rule_set_figures(records: Sequence[Record], headline: RuleSet) -> dict[str, dict[str, RuleSetFigures]]:
+    """Rule-set name -> model -> figures, for every rule set; ``records`` are scored under ``headline``."""
+    letters = {(r.model, r.index): r.letters for r in records}
+    out: dict[str, dict[str, RuleSetFigures]] = {}
+    for name, rules in RULE_SETS.items():
+        scored = list(records) if rules == headline else score_answer_set(records, rules)
+        metrics = compute_metrics(scored)
+        differ: dict[str, int] = dict.fromkeys(metrics, 0)
+        for record in scored:
+            differ[record.model] += record.letters != letters[(record.model, record.index)]
+        out[name] = {
+            label: RuleSetFigures(
+                rules=name,
+                accuracy=m.overall.accuracy,
+                correct=m.overall.correct,
+                keyed=m.overall.keyed,
+                letters_differ=differ[label],
+                groups={view: {cat: s.accuracy for cat, s in m.groups[view].items()} for _, view in GROUP_FIELDS},
+            )
+            for label, m in metrics.items()
+        }
+    return out
+
+
+def describe(rules: RuleSet) -> str:
+    """One line naming a rule set and the VLMEvalKit code it restates."""
+    return f"{rules.name}: VLMEvalKit {rules.vlmevalkit}, matching of {rules.matching}"
+
+
+def rule_sets_json(figures: Mapping[str, Mapping[str, RuleSetFigures]], headline: RuleSet) -> dict[str, Any]:
+    """metrics.json's ``rule_sets``: which set the headline uses, and every set's figures."""
+    return {
+        "headline": headline.name,
+        "sets": {
+            name: {
+                "vlmevalkit": RULE_SETS[name].vlmevalkit,
+                "matching": RULE_SETS[name].matching,
+                "use_when": RULE_SETS[name].use_when,
+                "models": {
+                    label: {
+                        "accuracy": f.accuracy,
+                        "correct": f.correct,
+                        "keyed": f.keyed,
+                        "letters_differ_from_headline": f.letters_differ,
+                        "groups": {view: dict(cats) for view, cats in f.groups.items()},
+                    }
+                    for label, f in models.items()
+                },
+            }
+            for name, models in figures.items()
+        },
+    }
+
+
+def headline_rows(
+    figures: Mapping[str, Mapping[str, RuleSetFigures]], headline: RuleSet
+) -> tuple[list[str], list[list[str]]]:
+    """The overall accuracy per model under each set (the headline's marked), letters that differ."""
+    names = list(figures)
+    header = ["model", *(f"{name} *" if name == headline.name else name for name in names)]
+    header.append("letters differing from the headline's set")
+    labels = list(next(iter(figures.values()), {}))
+    rows = []
+    for label in labels:
+        cells = [pct(figures[name][label].accuracy) for name in names]
+        others = (name for name in names if name != headline.name)
+        differ = ", ".join(f"{figures[name][label].letters_differ} ({name[-4:]})" for name in others)
+        rows.append([label, *cells, differ])
+    return header, rows
+
+
+def group_rows(
+    figures: Mapping[str, Mapping[str, RuleSetFigures]], view: str
+) -> tuple[list[str], list[list[str]]]:
+    """One view's categories, per model and rule set: category | model | acc under each set."""
+    names = list(figures)
+    header = ["category", "model", *names]
+    rows = []
+    first = next(iter(figures.values()), {})
+    for label, f in first.items():
+        for category in f.groups.get(view, {}):
+            rows.append([category, label, *(pct(figures[name][label].groups[view].get(category)) for name in names)])
+    return header, rows
+
+
+def headline_note(headline: RuleSet, judged: bool) -> str:
+    """What the headline's rule set is, and when to use another."""
+    note = (
+        f"Scored under {describe(headline)}; use it {headline.use_when}. The other rule sets' figures are "
+        "the same answers read by VLMEvalKit's other versions (`report --rules NAME` makes one the headline)."
+    )
+    if judged:
+        note += " The judge's verdicts are kept under every set (it is not asked again)."
+    return note
+
+
+def rules_markdown(
+    figures: Mapping[str, Mapping[str, RuleSetFigures]],
+    headline: RuleSet,
+    table: Callable[[list[str], list[list[str]]], str],
+) -> list[str]:
+    """report.md's section: the headline under every rule set, then each view's table."""
+    parts = [
+        "## Under each rule set",
+        "",
+        "The same answers read by each era of VLMEvalKit (acc %; * the headline's set). "
+        + " ".join(f"{describe(rules)}: use it {rules.use_when}." for rules in RULE_SETS.values()),
+        "",
+        table(*headline_rows(figures, headline)),
+        "",
+    ]
+    for _, view in GROUP_FIELDS:
+        parts += [f"### By {view}, under each rule set", "", table(*group_rows(figures, view)), ""]
+    return parts
+
+
+def rules_table(figures: Mapping[str, Mapping[str, RuleSetFigures]], headline: RuleSet) -> Table:
+    """The console's table: each model's headline under every rule set."""
+    header, rows = headline_rows(figures, headline)
+    table = Table(title=f"the same answers under each rule set (acc %; * = {headline.name}, the headline's)")
+    for column in header:
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def score_for_report(
+    run_dir: Path, records: Sequence[Record], rules: RuleSet, *, rescore: bool = False
+) -> list[Record]:
+    """``records`` as the reports count them under ``rules``: each model's answers read back as
+    one column of VLMEvalKit's prediction file (and, with ``rescore``, every answer read again).
+    Where a letter changes, records.jsonl is rewritten, so that the journal and the metrics agree
+    (the caller holds the folder's lock)."""
+    scored = score_answer_set(records, rules, columns_only=not rescore)
+    if scored != list(records):
+        path = run_dir / RECORDS_FILE
+        tmp = path.with_suffix(".rescored.tmp")
+        tmp.unlink(missing_ok=True)
+        with RecordWriter(tmp) as writer:
+            writer.write_all(scored)
+        tmp.replace(path)
+    return scored
