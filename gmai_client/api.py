@@ -86,8 +86,8 @@ def write_reports(
     return replace(result, files=tuple(written))
 
 
-def run_figures(result: RunResult, config: RunConfig) -> rundir.RunFigures:
-    """What only the run knew, as the run folder's schema keeps it."""
+def run_figures(result: RunResult, config: RunConfig | None = None) -> rundir.RunFigures:
+    """What only the run knew, as the run folder's schema keeps it (``config``: for the judge's label)."""
     models = tuple(
         rundir.ModelFigures(
             label=o.spec.label,
@@ -103,6 +103,7 @@ def run_figures(result: RunResult, config: RunConfig) -> rundir.RunFigures:
         for o in result.outcomes
     )
     judge = None
-    if result.judge is not None and config.protocol.judge is not None:
-        judge = rundir.JudgeFigures(model=config.protocol.judge.label, **asdict(result.judge))
-    return rundir.RunFigures(result.interrupted, result.elapsed_s, result.failure, models, judge)
+    if result.judge is not None:
+        label = config.protocol.judge.label if config is not None and config.protocol.judge is not None else ""
+        judge = rundir.JudgeFigures(model=label, **asdict(result.judge))
+    return rundir.RunFigures(result.interrupted, result.elapsed_s, result.failure, models, judge, result.selected)

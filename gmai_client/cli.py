@@ -7,14 +7,18 @@ Exit status of ``run`` (what a CI job reads; everything done is written whatever
          unknown tree name or backend option, a run folder that holds another run or is in use
     3    stopped by a fatal error: a model stopped early (bad key 401/403, unknown model 404,
          exhausted quota, unreachable endpoint, unreadable replay file, --max-errors, the token
-         budget), the judge stopped, or the whole run ended early (a full disk, unreadable data)
+         budget), the judge stopped (a fatal error, or every call failing for 3 answers in a row),
+         or the whole run ended early (a full disk, unreadable data); selected items left unrecorded
     4    finished, but some items ended in an error (``--resume RUN_DIR --retry-errors`` sends them again;
-         with --batch: a request its batch failed, expired or canceled)
+         with --batch: a request its batch failed, expired or canceled), or the judge could not judge
+         some answers (every call for them failed)
     5    nothing was evaluated: no item was selected (a header-only file, a --select that matches nothing)
     130  interrupted (Ctrl-C or SIGTERM): finished items are saved, the metrics cover them
 
-A higher-listed status wins (3 over 4 over 5). Every message the user can act on is one line,
-never a traceback; any text that may carry vendor output goes through ``errors.redact``.
+A higher-listed status wins (3 over 4 over 5). ``report RUN_DIR`` exits with the status of the run it
+reports (its records counted against the selection, and what metrics.json says stopped it). Every
+message the user can act on is one line, never a traceback; any text that may carry vendor output
+goes through ``errors.redact``.
 
 The commands live in ``cli_run`` (run), ``cli_batches`` (batches: collect, cancel, list a run
 folder's batches; ``collect`` exits as ``run`` does, 3 while batches are still in progress or items

@@ -17,7 +17,7 @@ from rich.tree import Tree
 
 from gmai_client import registry
 from gmai_client.cache import ResponseCache, default_cache_path, key_fields
-from gmai_client.cli_common import read_template, sampling_params
+from gmai_client.cli_common import EXIT_OF, read_template, sampling_params
 from gmai_client.config import DEFAULT_DATA, parse_model_spec, run_default
 from gmai_client.dataset import DatasetFile, iter_items, open_dataset
 from gmai_client.errors import GmaiError
@@ -31,9 +31,11 @@ from gmai_client.types import Item
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    written = render(args.run_dir, rescore_answers=args.rescore, console=console, reference=args.reference)
-    console.print("wrote: " + escape(", ".join(written)))
-    return 0
+    """Re-render a run folder; exit as its run would have (a run that did not answer every selected
+    item is not reported with 0: the tables say which items and why)."""
+    rendered = render(args.run_dir, rescore_answers=args.rescore, console=console, reference=args.reference)
+    console.print("wrote: " + escape(", ".join(rendered.files)))
+    return EXIT_OF[rendered.completeness.verdict]
 
 
 def cmd_backends(console: Console) -> int:

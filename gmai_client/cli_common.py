@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from gmai_client.completeness import Verdict
 from gmai_client.config import run_default
 from gmai_client.errors import ConfigError, redact
 from gmai_client.report import terminal_console
@@ -19,6 +20,15 @@ EXIT_STOPPED = 3
 EXIT_ERRORS = 4
 EXIT_EMPTY = 5
 EXIT_INTERRUPTED = 130
+
+#: The exit status of what became of a run (``run``, and ``report`` of its folder).
+EXIT_OF: dict[Verdict, int] = {
+    "interrupted": EXIT_INTERRUPTED,
+    "stopped": EXIT_STOPPED,
+    "errors": EXIT_ERRORS,
+    "empty": EXIT_EMPTY,
+    "complete": EXIT_OK,
+}
 
 
 def say_error(message: str, *, label: str = "error") -> None:

@@ -30,19 +30,18 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from gmai_client.api import run
+from gmai_client.api import run, run_figures
 from gmai_client.backends.families import use_model_families
 from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli_common import (
     EXIT_EMPTY,
-    EXIT_ERRORS,
     EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_STOPPED,
+    EXIT_OF,
     read_template,
     sampling_params,
     say_error,
 )
+from gmai_client.completeness import Completeness, assess
 from gmai_client.config import POLICY_FIELDS, ModelSpec, RunConfig, parse_model_spec, run_default
 from gmai_client.errors import ConfigError, GmaiError, redact
 from gmai_client.report import terminal_console
@@ -66,11 +65,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def say_result(result: RunResult, console: Console) -> int:
     """What a run (or a collect) left, one line each, and its exit status."""
-    status = exit_status(result)
+    completeness = _completeness(result)
+    status = EXIT_OF[completeness.verdict]
     folder = escape(str(result.run_dir))
     console.print(f"run folder: {folder}")
+    # A model the reports' notices already named with its reason (items left unrecorded) is not named twice.
+    told = {m.label for m in completeness.models if m.never_recorded} if result.files else set()
     for outcome in result.outcomes:
-        if outcome.stopped:
+        if outcome.stopped and outcome.spec.label not in told:
             console.print(f"[red]{escape(outcome.spec.label)} stopped early:[/] {escape(redact(outcome.stopped))}")
     if result.judge is not None and result.judge.stopped:
         console.print(f"[red]the judge stopped:[/] {escape(redact(result.judge.stopped))}")
@@ -131,18 +133,11 @@ def _say_errored_items(result: RunResult, folder: str) -> None:
         )
 
 
-def exit_status(result: RunResult) -> int:
-    """The ``run`` exit status of a ``RunResult`` (the table in ``cli``'s docstring)."""
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    judge_stopped = result.judge is not None and bool(result.judge.stopped)
-    if result.failure or judge_stopped or any(outcome.stopped for outcome in result.outcomes):
-        return EXIT_STOPPED
-    if any(record.status == "error" for record in result.records):
-        return EXIT_ERRORS
-    if not result.records:
-        return EXIT_EMPTY
-    return EXIT_OK
+def _completeness(result: RunResult) -> Completeness:
+    """What became of the run: its ``verdict`` is the exit status (the table in ``cli``'s docstring),
+    the same as ``report`` of its folder gives."""
+    labels = [outcome.spec.label for outcome in result.outcomes]
+    return assess(result.records, run_figures(result), labels)
 
 
 # --- the configuration ------------------------------------------------------------------------

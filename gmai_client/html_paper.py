@@ -92,6 +92,8 @@ def full_val(page: Page) -> tuple[list[str], str]:
         f"(--select) and no --limit, and at least {FULL_VAL_ITEMS:,} scored items with an answer key for the "
         "model."
     )
+    if not page.records:  # nothing selected, or no model answered: the headline's notes say which
+        return [], rule + " This run recorded no answer."
     if not page.keyed:
         return [], rule + " This run has no answer key (TEST predictions only)."
     if select:

@@ -8,6 +8,7 @@ plots/. Every chart's numbers are also in a table, so nothing needs the picture 
 from __future__ import annotations
 
 from gmai_client.charts import render_svg
+from gmai_client.completeness import assess, notice_lines
 from gmai_client.html_page import Page, heat_style, swatch, table
 from gmai_client.metrics import VIEW_FIELDS, GroupStats, ModelMetrics
 from gmai_client.report_format import esc, interval, pct, signed, slug
@@ -60,7 +61,7 @@ def _headline_row(page: Page, i: int, label: str, m: ModelMetrics) -> str:
         f'<td class="acc num">{pct(o.accuracy)}</td>',
         f'<td class="num">{interval(o)}</td>',
         *(f'<td class="num">{count}</td>' for count in (o.n, o.correct, o.unparsed, o.refused, o.errored)),
-        f'<td class="num">{pct(o.answered_accuracy) if o.errored else "—"}</td>',
+        f'<td class="num">{pct(o.answered_accuracy)}</td>',  # equal to accuracy when nothing errored
         f'<td class="num lenient">{pct(o.lenient_accuracy)}</td>',
         f'<td class="num">{o.differs}</td>',
         f'<td class="num">{pct(m.mcq.acc_mcq) if m.mcq.n else "—"}</td>',
@@ -73,16 +74,8 @@ def _headline_row(page: Page, i: int, label: str, m: ModelMetrics) -> str:
 
 def _headline_notes(page: Page) -> list[str]:
     """Incomplete models, the chance level, and the models without an answer key."""
-    parts = []
-    for label, m in page.metrics.items():
-        if m.incomplete:
-            o = m.overall
-            parts.append(
-                f'<p class="warn"><strong>Incomplete:</strong> {esc(label)}: {o.errored} of {o.n} items got no '
-                f"answer. Its accuracy counts them wrong (VLMEvalKit's figure); over the {o.scored} answered "
-                f"items it is {pct(o.answered_accuracy)}%. Finish the run with "
-                f"<code>python -m gmai_client run --resume {esc(str(page.run_dir))} --retry-errors</code>.</p>"
-            )
+    completeness = assess(page.records, page.figures, page.labels)
+    parts = [_notice(line) for line in notice_lines(completeness, page.run_dir, page.metrics)]
     if page.chance_overall is not None:
         parts.append(
             f"<p>Uniform guessing over each item's options would score {pct(page.chance_overall)}% on these "
@@ -97,6 +90,14 @@ def _headline_notes(page: Page) -> list[str]:
             "files the benchmark's authors take for scoring.</p>"
         )
     return parts
+
+
+def _notice(line: str) -> str:
+    """A line of ``completeness.notice_lines`` as a warning: "INCOMPLETE: ..." -> "<strong>Incomplete:</strong> ..."."""
+    head, colon, rest = line.partition(": ")
+    if colon and head.isupper():
+        return f'<p class="warn"><strong>{esc(head.capitalize())}:</strong> {esc(rest)}</p>'
+    return f'<p class="warn">{esc(line)}</p>'
 
 
 def _paired(page: Page) -> str:

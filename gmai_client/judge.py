@@ -12,7 +12,10 @@ item stays unparsed (wrong) and ``JudgeCounts.fallback`` says how many such item
 The judge is any configured backend (``--judge openai:gpt-4o-mini``), sent through its own
 ``Dispatcher``, so its calls are rate-limited, retried and cached like the models' own, and they
 are counted apart from them. An error that means no later call can succeed (a bad key, an unknown
-model) stops the judge for the rest of the run, once, with its reason in ``JudgeCounts.stopped``.
+model) stops the judge for the rest of the run, once, with its reason in ``JudgeCounts.stopped``;
+so do ``STOP_AFTER_FAILED_ITEMS`` items in a row whose every call failed (a judge answering only 500s
+or timeouts), rather than spend every retry on every item. Items whose every call failed are
+counted (``failed_items``): a run with any is not reported as complete.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from gmai_client.types import Extraction, Item, Record, Request, SamplingParams
 TRIES = 3
 #: Room for a letter, or a short sentence around it, without rambling.
 JUDGE_PARAMS = SamplingParams(temperature=0.0, max_tokens=32)
+#: Items in a row whose every call failed that stop the judge: it is down, not unlucky.
+STOP_AFTER_FAILED_ITEMS = 3
 
 
 @dataclass
@@ -41,6 +46,7 @@ class JudgeCounts:
     fallback: int = 0  # no usable verdict after all tries: VLMEvalKit would draw a random letter here
     failed_calls: int = 0  # calls that ended in an error
     stopped: str = ""  # why the judge was stopped for the rest of the run
+    failed_items: int = 0  # of ``fallback``: items whose every call failed (none was answered)
 
 
 class Judge:
@@ -48,6 +54,8 @@ class Judge:
         self.dispatcher = dispatcher
         self.label = label
         self.counts = JudgeCounts()
+        self._failing = 0  # items in a row whose every call failed
+        self._last_error = ""
 
     def wants(self, item: Item, record: Record) -> bool:
         """VLMEvalKit asks its judge whenever its rules find no letter."""
@@ -57,11 +65,16 @@ class Judge:
         """The record with the judge's verdict applied (``rule`` says what the judge did)."""
         self.counts.asked += 1
         prompt = judge_prompt(item.question, item.options, answer_as_read_back(record.prediction or ""))
+        calls = failed = 0
         for attempt in range(TRIES):
             if self.counts.stopped:
                 break
             reply = await self._ask(item, prompt, attempt)
-            letter = infer(reply, item.options) if reply is not None else None
+            calls, failed = calls + 1, failed + (reply is None)
+            if reply is None:
+                continue
+            self._failing = 0
+            letter = infer(reply, item.options)
             if letter == NO_LETTER:
                 self.counts.no_match += 1
                 verdict = Extraction((NO_LETTER,), "refused", f"judge {self.label}: no option matches")
@@ -70,10 +83,23 @@ class Judge:
                 self.counts.rescued += 1
                 return with_reference(record, Extraction((letter,), "ok", f"judge {self.label}"))
         self.counts.fallback += 1
-        why = f"stopped ({self.counts.stopped})" if self.counts.stopped else f"no usable verdict in {TRIES} tries"
+        why = f"no usable verdict in {TRIES} tries"
+        if calls and failed == calls:
+            why = f"every call failed ({self._last_error})"
+            self._count_failed_item()
+        why = f"stopped ({self.counts.stopped})" if self.counts.stopped else why
         return replace(record, rule=f"judge {self.label}: {why}")
 
+    def _count_failed_item(self) -> None:
+        self.counts.failed_items += 1
+        self._failing += 1
+        if self._failing >= STOP_AFTER_FAILED_ITEMS and not self.counts.stopped:
+            self.counts.stopped = (
+                f"every call failed for {self._failing} items in a row (the last: {self._last_error})"
+            )
+
     async def _ask(self, item: Item, prompt: str, attempt: int) -> str | None:
+        """The judge's reply, or None when the call failed."""
         request = Request(
             item_index=f"judge:{item.index}",
             text=prompt,
@@ -83,6 +109,7 @@ class Judge:
             sent = await self.dispatcher.send(request)
         except BackendError as exc:
             self.counts.failed_calls += 1
+            self._last_error = redact(str(exc))
             self.counts.requests += max(1, int(getattr(exc, "attempts", 1) or 1))
             if exc.stops_model and not self.counts.stopped:
                 self.counts.stopped = redact(str(exc))

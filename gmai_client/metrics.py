@@ -4,8 +4,12 @@ Definitions (stated here because the numbers are compared with a published leade
 - The headline ``accuracy`` is VLMEvalKit's: reference hits / items with a key, where an item
   that got no answer (``errored``) counts as wrong, as VLMEvalKit scores its failure text. It is
   the number comparable with the paper's tables. ``answered_accuracy`` is the same over the items
-  that got an answer (``scored``); the two differ only when something errored, and then the run is
-  incomplete (``ModelMetrics.incomplete``).
+  that got an answer (``scored``); the two differ only when something errored.
+- A model's run is incomplete (``ModelMetrics.incomplete``) when some item the run selected has no
+  answer: it ended in an error, or it was never recorded (the model stopped early, the run was
+  interrupted or killed). That count, ``unanswered``, is taken against the selection (``selected``,
+  which only the run or the data know), not against the records: the headline figures cover the
+  records only.
 - Micro accuracy per question, overall and per category of each view (clinical VQA task,
   department incl. N/A, perceptual granularity, modality) and per leaf label (``category``), with
   a 95% Wilson interval.
@@ -86,11 +90,30 @@ class ModelMetrics:
     cached: int = 0
     thinking_cut: int = 0  # answers never given: the output bound ran out while the model thought
     reasoning_tokens: int = 0  # the part of output_tokens spent thinking, where servers report it
+    selected: int | None = None  # items the run selected (None: not known, e.g. records alone)
+
+    @property
+    def answered(self) -> int:
+        """Items with a record that is not an error (ok, unparsed or refused)."""
+        return self.overall.n - self.overall.errored
+
+    @property
+    def unanswered(self) -> int:
+        """Selected items without an answer: errored, or never recorded."""
+        return unanswered(self.selected, self.overall.n, self.overall.errored)
 
     @property
     def incomplete(self) -> bool:
-        """Some item got no answer: the headline counts it wrong until a rerun answers it."""
-        return self.overall.errored > 0
+        """Some selected item got no answer: a rerun (``--resume``, ``--retry-errors``) can finish it."""
+        return self.unanswered > 0
+
+
+def unanswered(selected: int | None, recorded: int, errored: int) -> int:
+    """Selected items without an answer, of ``recorded`` records (``errored`` of them errors). Unknown
+    selection: the errors alone (what the records can tell)."""
+    if selected is None:
+        return errored
+    return max(errored, selected - (recorded - errored))
 
 
 @dataclass(frozen=True)
@@ -176,7 +199,7 @@ def mcq_stats(records: Iterable[Record]) -> McqStats:
     return McqStats(len(precisions), sum(precisions) / len(precisions), sum(recalls) / len(recalls))
 
 
-def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
+def model_metrics(model: str, records: Sequence[Record], selected: int | None = None) -> ModelMetrics:
     groups: dict[str, dict[str, GroupStats]] = {}
     macro: dict[str, float | None] = {}
     grouped = [r for r in records if not (r.status == "error" and r.error_kind == "bad_row")]
@@ -205,15 +228,17 @@ def model_metrics(model: str, records: Sequence[Record]) -> ModelMetrics:
         cached=sum(r.cached for r in records),
         thinking_cut=sum(r.status == "thinking_length" for r in records),
         reasoning_tokens=sum(r.reasoning_tokens or 0 for r in records),
+        selected=selected,
     )
 
 
-def compute_metrics(records: Iterable[Record]) -> dict[str, ModelMetrics]:
-    """Model label -> metrics, models in order of first appearance."""
+def compute_metrics(records: Iterable[Record], selected: int | None = None) -> dict[str, ModelMetrics]:
+    """Model label -> metrics, models in order of first appearance. ``selected``: how many items the
+    run selected (every model is asked the same items), for ``ModelMetrics.unanswered``."""
     by_model: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         by_model[record.model].append(record)
-    return {model: model_metrics(model, rows) for model, rows in by_model.items()}
+    return {model: model_metrics(model, rows, selected) for model, rows in by_model.items()}
 
 
 def mcnemar_exact(b: int, c: int) -> float:

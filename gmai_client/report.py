@@ -21,12 +21,14 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gmai_client.completeness import Completeness, assess, notice_lines
 from gmai_client.errors import ConfigError
 from gmai_client.gallery_items import GalleryItems
 from gmai_client.html_report import write_visual_reports
@@ -49,6 +51,7 @@ from gmai_client.rundir import (
     MetricsDocument,
     RunFigures,
     RunLock,
+    count_selected,
     read_config,
     read_metrics,
     write_metrics,
@@ -79,23 +82,24 @@ def write_reports(
     during the run (``gallery_items.ThumbnailCollector``)."""
     records = list(records)
     figures = figures or RunFigures()
-    metrics = compute_metrics(records)
+    metrics = compute_metrics(records, selected=figures.selected)
     if order:
         metrics = {label: metrics[label] for label in order if label in metrics}
     comparison = compare(metrics, records, reference) if len(metrics) > 1 else None
     document = MetricsDocument(metrics, comparison, figures, PROTOCOL)
     notes = judge_lines(figures) + token_lines(metrics)
+    notices = notice_lines(assess(records, figures, order or list(metrics)), run_dir, metrics)
     written = [
         write_metrics(run_dir, document),
         _write_csv(run_dir / "metrics.csv", metrics),
-        _write_markdown(run_dir / "report.md", metrics, comparison, notes),
+        _write_markdown(run_dir / "report.md", metrics, comparison, notes, notices),
         *write_prediction_files(run_dir / PREDICTIONS_DIR, records),
     ]
     if console is not None:
         print_tables(metrics, comparison, console)
         for line in notes:
             console.print(escape(line))
-        for line in incomplete_lines(metrics, run_dir):
+        for line in notices:
             console.print(f"[bold yellow]{escape(line)}")
     # report.html and plots/: never fail the run (a failure there becomes a note).
     written += write_visual_reports(
@@ -104,14 +108,23 @@ def write_reports(
     return [str(path) for path in written]
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """What ``render`` wrote, and whether the run it reports answered every selected item."""
+
+    files: list[str]
+    completeness: Completeness
+
+
 def render(
     run_dir: Path, *, rescore_answers: bool = False, console: Console | None = None, reference: str | None = None
-) -> list[str]:
+) -> Rendered:
     """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first.
 
     Holds the folder's lock throughout, as a run does: a run still writing the folder is not
     reported on half its records, nor has its journal replaced under it (a ``ConfigError`` names
-    its pid instead)."""
+    its pid instead). The records are counted against the run's selection, counted again from
+    config.json's data (``rundir.count_selected``): a run that was killed left no figure of its own."""
     path = run_dir / RECORDS_FILE
     if not path.exists():
         raise ConfigError(f"{run_dir} has no {RECORDS_FILE}: not a run folder")
@@ -123,7 +136,7 @@ def render(
 _BUSY_ADVICE = "the run is still going and writes the reports when it ends; report it then, or stop it first"
 
 
-def _render(run_dir: Path, *, rescore_answers: bool, console: Console | None, reference: str | None) -> list[str]:
+def _render(run_dir: Path, *, rescore_answers: bool, console: Console | None, reference: str | None) -> Rendered:
     path = run_dir / RECORDS_FILE
     records = read_records(path)
     if rescore_answers:
@@ -140,8 +153,12 @@ def _render(run_dir: Path, *, rescore_answers: bool, console: Console | None, re
     # Keep what only the run knew (its timings, requests, placement, judge counts) and its model order.
     previous, saved = read_metrics(run_dir), read_config(run_dir)
     figures = previous.run if previous is not None else RunFigures()
-    order = saved.model_labels if saved is not None else None
-    return write_reports(run_dir, records, figures, order=order or None, console=console, reference=reference)
+    counted = count_selected(saved) if saved is not None else None
+    if counted is not None:
+        figures = replace(figures, selected=counted)
+    order = (saved.model_labels if saved is not None else None) or None
+    written = write_reports(run_dir, records, figures, order=order, console=console, reference=reference)
+    return Rendered(written, assess(records, figures, order or ()))
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -165,6 +182,10 @@ _CSV_COLUMNS = (
     "lenient_correct",
     "lenient_accuracy",
     "differs",
+    # The model's completeness (``metrics.ModelMetrics``): counts on its overall row, the flag on every row.
+    "selected",
+    "unanswered",
+    "incomplete",
 )
 
 
@@ -176,6 +197,8 @@ def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
             rows = [("overall", "overall", m.overall)]
             rows += [(view, name, s) for view, groups in m.groups.items() for name, s in groups.items()]
             for view, name, s in rows:
+                overall = view == "overall"
+                selected = "" if m.selected is None or not overall else m.selected
                 writer.writerow(
                     [
                         label,
@@ -195,6 +218,9 @@ def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
                         s.lenient_correct,
                         _num(s.lenient_accuracy),
                         s.differs,
+                        selected,
+                        m.unanswered if overall else "",
+                        str(m.incomplete).lower(),
                     ]
                 )
     return path
@@ -296,24 +322,13 @@ def judge_lines(figures: RunFigures) -> list[str]:
             f"judge: {judge.fallback} answers got no usable verdict and stay unparsed (wrong); VLMEvalKit would "
             "draw a random letter for them"
         )
+    if judge.failed_items:
+        lines.append(
+            f"judge: every call failed for {judge.failed_items} answers: they were not judged and stay unparsed "
+            "(wrong)"
+        )
     if judge.stopped:
         lines.append(f"judge stopped: {judge.stopped}")
-    return lines
-
-
-def incomplete_lines(metrics: dict[str, ModelMetrics], run_dir: Path) -> list[str]:
-    """What every output says when items got no answer: both figures and how to finish the run."""
-    lines = []
-    for label, m in metrics.items():
-        if not m.incomplete:
-            continue
-        o = m.overall
-        lines.append(
-            f"INCOMPLETE: {label}: {o.errored} of {o.n} items got no answer. acc {_pct(o.accuracy)}% counts them "
-            f"wrong (VLMEvalKit's figure); over the {o.scored} answered items: {_pct(o.answered_accuracy)}%."
-        )
-    if lines:
-        lines.append(f"Finish the run with: python -m gmai_client run --resume {run_dir} --retry-errors")
     return lines
 
 
@@ -387,7 +402,11 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _write_markdown(
-    path: Path, metrics: dict[str, ModelMetrics], comparison: Comparison | None, notes: Sequence[str] = ()
+    path: Path,
+    metrics: dict[str, ModelMetrics],
+    comparison: Comparison | None,
+    notes: Sequence[str] = (),
+    notices: Sequence[str] = (),
 ) -> Path:
     parts = [
         "# GMAI-MMBench evaluation",
@@ -401,7 +420,7 @@ def _write_markdown(
         "",
     ]
     parts += [*(f"- {line}" for line in notes), ""] if notes else []
-    for line in incomplete_lines(metrics, path.parent):
+    for line in notices:
         parts += [f"**{line}**", ""]
     for label, m in metrics.items():
         if not m.has_key:

@@ -92,6 +92,7 @@ class RunResult:
     files: tuple[str, ...] = field(default=())  # the reports written (by the caller: ``api.run``)
     judge: JudgeCounts | None = None
     failure: str = ""  # why the whole run ended early (a full disk, unreadable data), if it did
+    selected: int | None = None  # items the run selected, asked of every model (None: not counted)
 
 
 class RunFailed(GmaiError):
@@ -110,6 +111,9 @@ async def stream(wired: Wired, policy: PolicySection, collect: Collect | None = 
     outcomes = {plan.spec.label: ModelOutcome(plan.spec) for plan in wired.models}
     interrupted, failure = False, ""
     ledger = Ledger.of(wired.run_dir)
+    # What the records are counted against (a model that stops early leaves the rest unread): a
+    # parse of the files beside the work, shared with the progress bars (``Items.count``).
+    counting = asyncio.create_task(asyncio.to_thread(wired.items.count))
     try:
         with wired.progress:
             tasks = [
@@ -141,6 +145,7 @@ async def stream(wired: Wired, policy: PolicySection, collect: Collect | None = 
             outcomes[plan.spec.label].placement = _placement(plan.backend)
     labels = {plan.spec.label for plan in wired.models}
     records = tuple(r for r in read_records(wired.run_dir / RECORDS_FILE) if r.model in labels)
+    selected = await _count_of(counting)
     return RunResult(
         wired.run_dir,
         records,
@@ -149,7 +154,16 @@ async def stream(wired: Wired, policy: PolicySection, collect: Collect | None = 
         time.monotonic() - wired.started,
         judge=wired.judge.counts if wired.judge else None,
         failure=failure,
+        selected=selected,
     )
+
+
+async def _count_of(counting: asyncio.Task[int]) -> int | None:
+    """The selection's size, or None when the data could not be read to the end (the run says why)."""
+    try:
+        return await counting
+    except Exception:  # a count is for the report: never fail a finished run over it
+        return None
 
 
 def _describe_failure(exc: BaseException) -> str:

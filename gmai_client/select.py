@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from itertools import islice
 
 from gmai_client.errors import SelectionError
-from gmai_client.types import Item
+from gmai_client.types import BadRow, Item
 
 #: Selectable fields, with the Item attribute each reads and the aliases users may type.
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -106,6 +107,15 @@ class Selection:
     @property
     def is_everything(self) -> bool:
         return not self.alternatives
+
+
+def selected_entries(
+    entries: Iterable[Item | BadRow], selection: Selection, limit: int | None = None
+) -> Iterator[Item | BadRow]:
+    """The entries a run asks: the items ``selection`` keeps and every bad row (it must be reported),
+    the first ``limit`` of them. A run streams these; its report counts them (``rundir.count_selected``)."""
+    kept = (e for e in entries if isinstance(e, BadRow) or selection.matches(e))
+    return islice(kept, limit) if limit is not None else kept
 
 
 def parse_selection(expressions: Sequence[str] | str | None, tree: LexicalTree | None = None) -> Selection:

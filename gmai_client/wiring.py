@@ -23,11 +23,11 @@ its ``-B batch=`` option, else the run's ``--batch``, for a backend that has one
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from itertools import islice
 from pathlib import Path
 
 from gmai_client import registry, rundir
@@ -35,7 +35,7 @@ from gmai_client.backend import Backend, as_backend
 from gmai_client.batch_api import BatchApi, BatchSettings
 from gmai_client.cache import ResponseCache
 from gmai_client.config import ModelSpec, PolicySection, ProtocolSection, RunConfig
-from gmai_client.dataset import DatasetFile, count_items, iter_items, open_dataset
+from gmai_client.dataset import DatasetFile, iter_items, open_dataset
 from gmai_client.dispatch import Dispatcher, TokenBudget
 from gmai_client.errors import ConfigError, GmaiError
 from gmai_client.gallery_items import ThumbnailCollector
@@ -47,7 +47,7 @@ from gmai_client.progress import ProgressReporter, make_progress
 from gmai_client.prompt import build_request
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.retry import RetryPolicy
-from gmai_client.select import Selection, parse_selection
+from gmai_client.select import Selection, parse_selection, selected_entries
 from gmai_client.splits import resolve_data
 from gmai_client.types import BadRow, Item, Record, Request
 
@@ -62,16 +62,20 @@ class Items:
     files: tuple[DatasetFile, ...]
     selection: Selection
     limit: int | None = None
+    # ``count``'s result, made once (the run's count and every progress bar share it), under its lock.
+    _counted: list[int] = field(default_factory=list, compare=False, repr=False)
+    _counting: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def entries(self) -> Iterator[Item | BadRow]:
         """Items the selection keeps (bad rows always pass: they must be reported), up to ``limit``."""
-        kept = (e for e in iter_items(list(self.files)) if isinstance(e, BadRow) or self.selection.matches(e))
-        return islice(kept, self.limit) if self.limit is not None else kept
+        return selected_entries(iter_items(list(self.files)), self.selection, self.limit)
 
     def count(self) -> int:
-        """How many entries ``entries`` yields: a full parse of the files (for a progress bar's ETA)."""
-        total = count_items(list(self.files), lambda e: isinstance(e, BadRow) or self.selection.matches(e))
-        return min(total, self.limit) if self.limit is not None else total
+        """How many entries ``entries`` yields: a full parse of the files, once (called in threads)."""
+        with self._counting:
+            if not self._counted:
+                self._counted.append(sum(1 for _ in self.entries()))
+            return self._counted[0]
 
 
 @dataclass(frozen=True)

@@ -363,3 +363,20 @@ def test_without_javascript_everything_is_shown(browser, two_models: Path) -> No
 
 def test_the_gallery_grows_with_the_run_up_to_its_cap() -> None:
     assert [gallery_cap(n) for n in (10, 300, 500, 1000, 4550)] == [60, 60, 100, 200, GALLERY_CAP]
+
+
+def test_the_headline_table_fits_a_1400_px_window_and_scrolls_whole_in_a_narrow_one(browser, tmp_path: Path) -> None:
+    # Two long labels (an endpoint each): the 15-column headline needs ~1300 px.
+    labels = ["openai:gpt-4o@https://my-endpoint.example.com/v1", "vllm:Qwen2.5-VL-72B-Instruct@http://10.0.0.12:8000/v1"]
+    run_dir = run(tmp_path, [("random", {"label": label}) for label in labels], "sample", "wide", limit=20)
+    widths = {}
+    for width in (1400, 900):
+        tab = browser.new_page(viewport={"width": width, "height": 900})
+        tab.goto((run_dir / REPORT_FILE).resolve().as_uri())
+        box = tab.locator("#headline .tablewrap").first
+        widths[width] = box.evaluate("e => [e.scrollWidth, e.clientWidth, getComputedStyle(e).overflowX]")
+        tab.close()
+    scroll, client, _ = widths[1400]
+    assert scroll <= client  # every column in view: nothing cut at the right edge
+    scroll, client, overflow = widths[900]
+    assert scroll > client and overflow == "auto"  # too narrow: the table scrolls in its own box

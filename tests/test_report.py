@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from gmai_client.completeness import assess, notice_lines
 from gmai_client.metrics import compute_metrics
-from gmai_client.report import incomplete_lines, judge_lines, token_lines, write_reports
+from gmai_client.report import judge_lines, token_lines, write_reports
 from gmai_client.rundir import JudgeFigures, RunFigures, read_metrics
 from gmai_client.types import Record
 
@@ -28,18 +29,18 @@ def rec(index: str, status: str = "ok", correct: bool = True) -> Record:
 
 
 def test_a_run_with_errors_says_it_is_incomplete_with_both_figures_and_the_command(tmp_path: Path) -> None:
-    metrics = compute_metrics([rec("1"), rec("2"), rec("3", correct=False), rec("4", status="error")])
-    first, command = incomplete_lines(metrics, tmp_path)
-    assert "INCOMPLETE: m: 1 of 4 items got no answer" in first
-    assert "acc 50.00%" in first and "over the 3 answered items: 66.67%" in first
+    records = [rec("1"), rec("2"), rec("3", correct=False), rec("4", status="error")]
+    first, command = notice_lines(assess(records, RunFigures(selected=4)), tmp_path, compute_metrics(records))
+    assert "INCOMPLETE: m: 1 of 4 selected items got no answer (1 ended in an error)" in first
+    assert "acc 50.00% covers the 4 recorded items" in first and "over the 3 answered items: 66.67%" in first
     assert command == f"Finish the run with: python -m gmai_client run --resume {tmp_path} --retry-errors"
-    assert incomplete_lines(compute_metrics([rec("1")]), tmp_path) == []
+    assert notice_lines(assess([rec("1")], RunFigures(selected=1)), tmp_path, {}) == []
 
 
 def test_every_output_carries_the_incomplete_warning(tmp_path: Path) -> None:
     records = [rec("1"), rec("2", status="error")]
-    write_reports(tmp_path, records)
-    assert "INCOMPLETE: m: 1 of 2 items" in (tmp_path / "report.md").read_text()
+    write_reports(tmp_path, records)  # no selection count (records alone): the errors are what is known
+    assert "INCOMPLETE: m: 1 of 2 recorded items" in (tmp_path / "report.md").read_text()
     assert "Incomplete:" in (tmp_path / "report.html").read_text()
     metrics = (tmp_path / "metrics.json").read_text()
     assert '"incomplete": true' in metrics and '"answered_accuracy": 1.0' in metrics

@@ -131,15 +131,17 @@ def test_a_failing_judge_leaves_the_item_unparsed_after_three_tries(
             ]
         )  # fmt: skip
         judge_calls = [r for r in api.requests if r.model == "judge"]
-    assert code == 0 and len(judge_calls) == 3 * 3  # VLMEvalKit's three tries per item
+    # VLMEvalKit's three tries per item; three items in a row whose every call failed stop the judge (exit 3).
+    assert code == EXIT_STOPPED and len(judge_calls) == 3 * 3
     (run_dir,) = (tmp_path / "runs").iterdir()
     records = read_records(run_dir / "records.jsonl")
     assert len(records) == 3
     # Where VLMEvalKit would draw a random letter, the item stays unparsed, and the count is shown.
     assert all(r.status == "unparsed" and r.letters == () and r.correct is False for r in records)
-    assert all("no usable verdict in 3 tries" in r.rule for r in records)
+    assert all("every call failed" in r.rule or "stopped (every call failed" in r.rule for r in records)
     judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
     assert judge["fallback"] == 3 and judge["requests"] == 9 and judge["failed_calls"] == 9
+    assert judge["failed_items"] == 3 and judge["stopped"].startswith("every call failed for 3 items in a row")
 
 
 def test_a_judge_with_a_bad_key_is_stopped_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

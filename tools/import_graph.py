@@ -54,6 +54,7 @@ PARTS: dict[str, str] = {
     "report": "results",
     "report_format": "results",
     "report_console": "results",
+    "completeness": "results",
     "predictions": "results",
     "html_report": "results",
     "html_page": "results",

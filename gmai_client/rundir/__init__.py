@@ -55,6 +55,7 @@ from gmai_client.rundir.documents import (
 )
 from gmai_client.rundir.fingerprint import Neutral, check_reuse, decisive, folder_name, identity, make_run_dir
 from gmai_client.rundir.lock import LOCK_FILE, RunLock
+from gmai_client.rundir.selection import count_selected
 
 __all__ = [
     "CONFIG_FILE",
@@ -70,6 +71,7 @@ __all__ = [
     "RunLock",
     "SavedConfig",
     "check_reuse",
+    "count_selected",
     "decisive",
     "folder_name",
     "identity",

@@ -115,6 +115,7 @@ class JudgeFigures:
     fallback: int = 0  # no usable verdict: VLMEvalKit would draw a random letter here
     failed_calls: int = 0
     stopped: str = ""
+    failed_items: int = 0  # of ``fallback``: items left unjudged because every call for them failed
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class RunFigures:
     failure: str = ""  # why the whole run ended early, if it did
     models: tuple[ModelFigures, ...] = ()
     judge: JudgeFigures | None = None
+    selected: int | None = None  # items the run selected, asked of every model (None: not counted)
 
 
 @dataclass(frozen=True)
@@ -140,13 +142,16 @@ class MetricsDocument:
 def write_metrics(run_dir: Path, document: MetricsDocument) -> Path:
     models: dict[str, Any] = {}
     for label, m in document.models.items():
-        models[label] = {**asdict(m), "incomplete": m.incomplete}
+        counts = {"incomplete": m.incomplete, "answered": m.answered, "unanswered": m.unanswered}
+        models[label] = {**asdict(m), **counts}
         models[label]["multi_answer"] = models[label].pop("mcq")
         del models[label]["model"]
         if m.incomplete:
+            of = f"{m.selected} selected" if m.selected is not None else f"{m.overall.n} recorded"
             models[label]["note"] = (
-                f"incomplete: {m.overall.errored} item(s) got no answer; 'accuracy' counts them wrong "
-                "(VLMEvalKit's figure), 'answered_accuracy' leaves them out"
+                f"incomplete: {m.unanswered} of {of} item(s) got no answer ({m.overall.errored} ended in an error); "
+                "'accuracy' covers the recorded items, errors counted wrong (VLMEvalKit's figure), "
+                "'answered_accuracy' leaves the errors out"
             )
         if not m.has_key:
             models[label]["note"] = "no answer key in this split: predictions only, no accuracy"
@@ -192,9 +197,10 @@ def _run_from_json(data: Mapping[str, Any]) -> RunFigures:
         for label, figures in (data.get("models") or {}).items()
     )
     judge = _known(JudgeFigures, data["judge"]) if isinstance(data.get("judge"), dict) else None
+    selected = data.get("selected")
     return RunFigures(
         bool(data.get("interrupted", False)), float(data.get("elapsed_s", 0.0)), str(data.get("failure", "")),
-        models, judge,
+        models, judge, selected if isinstance(selected, int) and not isinstance(selected, bool) else None,
     )  # fmt: skip
 
 
