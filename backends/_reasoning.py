@@ -73,6 +73,19 @@ class ReasoningControls:
             return int(self.options.max_tokens)
         return max(request.params.max_tokens, self.family_bound() or 0)
 
+    def typical_output(self) -> tuple[int, str] | None:
+        """(output tokens of one short answer, where the figure comes from) by the family table, for
+        ``plan`` when no answer of this model was seen yet; None when the table has no figure."""
+        figure = self.family.thinking_typical_output if self.thinks else self.family.typical_output
+        if not figure:
+            return None
+        return figure, f"the model families table's typical figure ({self.family.source})"
+
+    @property
+    def thinks(self) -> bool:
+        """Whether the model was asked to think (Anthropic's thinking options)."""
+        return False
+
     def check_reasoning(self) -> None:
         """Refuse, before anything is sent, a reasoning effort the family table says the model refuses."""
         effort, accepted = self.reasoning_effort, self.family.reasoning_effort

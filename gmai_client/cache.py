@@ -213,6 +213,35 @@ class ResponseCache:
                 return False
         return True
 
+    def output_tokens(self, identity: Mapping[str, str], limit: int = 5000) -> list[int]:
+        """The output tokens of the answers stored for ``identity`` (the most recent ``limit``),
+        reasoning included: what ``plan`` expects such a model to answer with. [] when unknown."""
+        wanted = dict(sorted(identity.items()))
+        with self._lock:
+            db = self._usable()
+            if db is None:
+                return []
+            try:
+                rows = db.execute(
+                    "SELECT fields, response FROM responses WHERE backend = ? AND model = ? "
+                    "ORDER BY created DESC LIMIT ?",
+                    (identity.get("backend", ""), identity.get("model", ""), limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                self._failed(exc, "a lookup")
+                return []
+        counts = []
+        for fields, response in rows:
+            try:
+                if json.loads(fields).get("identity") != wanted:
+                    continue  # another endpoint or other options: other answers
+                usage = json.loads(response).get("usage") or {}
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(usage.get("output_tokens"), int) and usage["output_tokens"] > 0:
+                counts.append(usage["output_tokens"])
+        return counts
+
     # -- sync API of the ``cache`` command: a broken file is said, not repaired
 
     def explain(self, fields: Mapping[str, Any], item_index: str) -> tuple[bool, list[Difference]]:

@@ -20,7 +20,7 @@ from gmai_client.prices import load_prices
 
 _HEADER = (
     "model", "items", "finished", "cached", "to send", "input tokens / item", "input tokens", "output tokens (max)",
-    "cost live", "cost batch", "minutes at the limits",
+    "output tokens (expected)", "cost live: expected / max", "cost batch: expected / max", "minutes at the limits",
 )  # fmt: skip
 
 
@@ -34,10 +34,11 @@ def print_plan(config: RunConfig, prices_file: Path | None, console: Console) ->
     console.print(table)
     for plan in plans:
         console.print(escape(_price_line(plan)), highlight=False)
+        console.print(escape(_output_line(plan)), highlight=False, soft_wrap=True)
     console.print(
         "Input tokens follow each provider's documented rules (text: ~4 characters a token; images: OpenAI's "
-        "tiles or patches, Anthropic's pixels); output tokens are bounded by --max-tokens, so the costs are upper "
-        "bounds for the answers. After a run, metrics.json puts the estimate beside the tokens reported.",
+        "tiles or patches, Anthropic's pixels); the max costs assume every answer uses its whole output bound "
+        "(--max-tokens, or the larger bound a reasoning model needs), the expected ones the expected output. After a run, metrics.json puts the estimate beside the tokens reported.",
         highlight=False,
     )
     return EXIT_OK
@@ -55,14 +56,31 @@ def _row(plan: ModelPlan) -> list[str]:
         "—" if per_item is None else f"{per_item:,.0f}",
         f"{plan.input_tokens:,}",
         f"{plan.output_tokens_max:,}",
-        _money(plan.cost()),
-        _money(plan.cost(batch=True)),
+        "—" if plan.output_tokens_expected is None else f"{plan.output_tokens_expected:,}",
+        _costs(plan, batch=False),
+        _costs(plan, batch=True),
         "no limit set" if minutes is None else f"{minutes:,.1f}",
     ]
 
 
 def _money(value: float | None) -> str:
     return "no price" if value is None else f"${value:,.2f}"
+
+
+def _costs(plan: ModelPlan, *, batch: bool) -> str:
+    bound = _money(plan.cost(batch=batch))
+    if plan.price is None or plan.expected is None:
+        return bound
+    return f"{_money(plan.cost(batch=batch, expected=True))} / {bound}"
+
+
+def _output_line(plan: ModelPlan) -> str:
+    """What one answer is expected to take beside its bound, and where that figure comes from."""
+    bound = plan.output_tokens_max / plan.to_send if plan.to_send else None
+    bounded = f"; the bound is {bound:,.0f} an item" if bound is not None else ""
+    if plan.expected is None:
+        return f"{plan.label}: no expected output known (no earlier answer, no family figure){bounded}"
+    return f"{plan.label}: expected output {plan.expected.per_item:,.0f} tokens an item, {plan.expected.source}{bounded}"
 
 
 def _price_line(plan: ModelPlan) -> str:

@@ -4,7 +4,9 @@ For each model of a configuration: the items selected, those already finished in
 (a resume sends nothing for them), those the response cache answers, and the requests left to
 send; the input tokens those requests will cost by the provider's documented rule for their text
 and images (``Backend.estimate_input_tokens``); the output tokens, bounded by the model's output bound
-(``Backend.output_bound``: ``max_tokens``, or the larger bound a reasoning model's family needs);
+(``Backend.output_bound``: ``max_tokens``, or the larger bound a reasoning model's family needs),
+and expected (``expected_output``: the mean of this model's earlier answers, in the run folder or
+the cache, else the model families table's typical figure; the source is said);
 the cost live and through the batch API at the prices of ``prices`` (which say where they come
 from and how old they are); and the time the rate limits imply (requests / rpm, tokens / tpm).
 
@@ -29,8 +31,17 @@ from gmai_client.prices import Price, PriceTable
 from gmai_client.records import read_records
 from gmai_client.select import parse_selection
 from gmai_client.splits import resolve_data
-from gmai_client.types import Item, Request
+from gmai_client.types import Item, Record, Request
 from gmai_client.wiring import Items, model_limits, request_builder
+
+
+@dataclass(frozen=True)
+class ExpectedOutput:
+    """The output tokens one answer is expected to take (thinking included), and where the figure
+    comes from: earlier answers of the same model, else the model families table."""
+
+    per_item: float
+    source: str
 
 
 @dataclass(frozen=True)
@@ -45,17 +56,31 @@ class ModelPlan:
     price: Price | None
     rpm: float | None = None
     tpm: float | None = None
+    expected: ExpectedOutput | None = None
+
+    @property
+    def output_tokens_expected(self) -> int | None:
+        """The output tokens the requests left are expected to take (never above the bound)."""
+        if self.expected is None:
+            return None
+        return min(self.output_tokens_max, round(self.expected.per_item * self.to_send))
 
     @property
     def input_tokens_per_item(self) -> float | None:
         return self.input_tokens / self.to_send if self.to_send else None
 
-    def cost(self, *, batch: bool = False, output_share: float = 1.0) -> float | None:
-        """Estimated cost in the price's currency; ``output_share`` of ``max_tokens`` is what the
-        answers are assumed to use (1.0: the upper bound)."""
+    def cost(self, *, batch: bool = False, output_share: float = 1.0, expected: bool = False) -> float | None:
+        """Estimated cost in the price's currency; ``output_share`` of the output bound is what the
+        answers are assumed to use (1.0: the upper bound); ``expected``: the expected output instead
+        (None when nothing is known to expect)."""
         if self.price is None:
             return None
-        return self.price.cost(self.input_tokens, self.output_tokens_max * output_share, batch=batch)
+        output = self.output_tokens_max * output_share
+        if expected:
+            if self.output_tokens_expected is None:
+                return None
+            output = self.output_tokens_expected
+        return self.price.cost(self.input_tokens, output, batch=batch)
 
     @property
     def minutes(self) -> float | None:
@@ -79,6 +104,7 @@ def plan_model(
     bound: Callable[[Request], int] = lambda request: request.params.max_tokens,
     rpm: float | None = None,
     tpm: float | None = None,
+    expected: ExpectedOutput | None = None,
 ) -> ModelPlan:
     """Count one model's requests: ``finished`` indexes are skipped, cache hits counted apart."""
     selected = done = cached = to_send = input_tokens = output_max = 0
@@ -92,7 +118,7 @@ def plan_model(
             to_send += 1
             input_tokens += estimate(request)
             output_max += bound(request)
-    return ModelPlan(label, selected, done, cached, to_send, input_tokens, output_max, price, rpm, tpm)
+    return ModelPlan(label, selected, done, cached, to_send, input_tokens, output_max, price, rpm, tpm, expected)
 
 
 def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
@@ -124,6 +150,7 @@ def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
                     is_cached=_cached(cache, backend),
                     estimate=backend.estimate_input_tokens,
                     bound=backend.output_bound,
+                    expected=expected_output(spec.label, backend, previous, cache),
                     price=prices.price(spec.backend, spec.target, spec.options),
                     rpm=limits.rpm,
                     tpm=limits.tpm,
@@ -133,6 +160,23 @@ def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
         if cache is not None:
             cache.close()
     return plans
+
+
+def expected_output(
+    label: str, backend: Backend, previous: Iterable[Record], cache: ResponseCache | None
+) -> ExpectedOutput | None:
+    """What one answer of this model is expected to take: the mean output of its answers in the run
+    folder, else of those in the response cache (same identity), else the family table's figure."""
+    earlier = [r.output_tokens for r in previous if r.model == label and r.status != "error" and r.output_tokens]
+    where = "in the run folder"
+    if not earlier and cache is not None and backend.cacheable():
+        earlier, where = cache.output_tokens(backend.identity()), "in the response cache"
+    if earlier:
+        count = len(earlier)
+        return ExpectedOutput(sum(earlier) / count, f"the mean of {count:,} earlier answers {where}")
+    typical = getattr(backend, "typical_output", None)
+    figure = typical() if callable(typical) else None
+    return ExpectedOutput(*figure) if figure else None
 
 
 def _requests(items: Items, ask: Callable[[Item], Request]) -> Iterator[Request]:
