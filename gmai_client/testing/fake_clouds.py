@@ -1,8 +1,8 @@
 """The clouds' routes on the fake model API: Azure OpenAI (and its managed-identity token endpoint),
-Amazon Bedrock, Google Vertex AI (and Google's OAuth token endpoint).
+Amazon Bedrock, Google Vertex AI (and Google's OAuth token endpoint), Gemini's OpenAI-compatible API.
 
-Owns the test doubles the ``azure``, ``bedrock`` and ``vertex`` backends are tested against through
-the real ``openai`` and ``anthropic`` SDKs (and ``azure-identity``, ``botocore``, ``google-auth``).
+Owns the test doubles the ``azure``, ``bedrock``, ``vertex`` and ``gemini`` backends are tested
+against through the real ``openai`` and ``anthropic`` SDKs (and ``azure-identity``, ``botocore``, ``google-auth``).
 It mounts on a ``FakeAPI`` (``FakeClouds(api)`` before ``api`` starts): each route checks what
 that cloud checks (URL shape, API version, credentials), then hands the body to
 ``FakeAPI.serve_body`` in the base vendor's dialect, so a cloud's answers, faults, injections,
@@ -42,6 +42,15 @@ Google Vertex AI (Claude's Messages body)::
          RS256 signature of its public key, the audience, the cloud-platform scope, the time);
          answers an access token valid for an hour
 
+Gemini (OpenAI-compatible)::
+
+    POST /v1beta/openai/chat/completions
+         the Chat Completions body; the key as Bearer, which must be ``gemini_key`` when set (else
+         400 INVALID_ARGUMENT "API key not valid", reason API_KEY_INVALID, as Gemini answers); errors
+         in Google's shape inside a one-element list, as this endpoint sends them: a 429 with a
+         RetryInfo delay when a Retry-After was asked for, and a QuotaFailure naming the quota id
+         given to ``FakeAPI.inject`` as ``code`` (``GenerateRequestsPerDayPerProjectPerModel``)
+
 Every call to these routes is in ``calls`` (route, path, query, how it was authenticated).
 """
 
@@ -75,11 +84,13 @@ BEDROCK_VERSION = "bedrock-2023-05-31"
 VERTEX_VERSION = "vertex-2023-10-16"
 #: The audience of a service account's grant, whatever token_uri it is posted to (google-auth's rule).
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
-#: Google's canonical status of each HTTP status Vertex answers in its own shape.
+#: Google's canonical status of each HTTP status its fronts answer in their own shape.
 _GOOGLE_STATUS = {
-    401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL", 503: "UNAVAILABLE",
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
 }  # fmt: skip
+#: What Vertex's own front answers in Google's shape (the model's other errors pass through as Anthropic's).
+_VERTEX_OWN = frozenset({401, 403, 404, 429, 500, 503})
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,7 @@ class ServiceAccount:
 class CloudCall:
     """One call to a cloud route, as the route saw it (no credential kept)."""
 
-    cloud: str  # "azure", "entra", "bedrock", "vertex", "google-token"
+    cloud: str  # "azure", "entra", "bedrock", "vertex", "google-token", "gemini"
     path: str
     query: str
     auth: str  # how it authenticated ("api-key", "bearer", "sigv4", ...) or why it was refused
@@ -117,6 +128,7 @@ class FakeClouds:
         google_token: str = "",
         vertex_project: str = "",
         vertex_versions: Collection[str] = (VERTEX_VERSION,),
+        gemini_key: str = "",
     ):
         self.api = api
         self.entra_token = entra_token  # what the managed-identity endpoint issues ("" refuses)
@@ -128,6 +140,7 @@ class FakeClouds:
         self.google_token = google_token  # a token accepted without being issued here ("" none)
         self.vertex_project = vertex_project  # the only project Vertex serves ("" any)
         self.vertex_versions = frozenset(vertex_versions)
+        self.gemini_key = gemini_key  # the only key Gemini's route takes ("" any)
         self.issued: list[str] = []  # the access tokens /token gave, in order
         self.token_lifetime = 3599  # seconds; under google-auth's refresh margin (~4 min): refreshed every use
         self._lock = threading.Lock()
@@ -143,6 +156,7 @@ class FakeClouds:
         vertex = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{tail}"
         app.router.add_post(vertex, self._vertex)
         app.router.add_post("/token", self._google_token)
+        app.router.add_post("/v1beta/openai/chat/completions", self._gemini)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -264,7 +278,7 @@ class FakeClouds:
             return _google_error(400, "model: Extra inputs are not permitted", "INVALID_ARGUMENT")
         body = {k: v for k, v in body.items() if k != "anthropic_version"} | {"model": model}
         answer = await self.api.serve_body(http, "anthropic", body, (("bearer",), (token,)), arrived=arrived)
-        return _as_google_error(answer)
+        return _as_google_error(answer, statuses=_VERTEX_OWN)
 
     async def _google_token(self, http: web.Request) -> web.StreamResponse:
         form = await http.post()
@@ -279,6 +293,26 @@ class FakeClouds:
         with self._lock:
             self.issued.append(token)
         return web.json_response({"access_token": token, "expires_in": self.token_lifetime, "token_type": "Bearer"})
+
+
+    # ---------------------------------------------------------------- Gemini's OpenAI-compatible API
+
+    async def _gemini(self, http: web.Request) -> web.StreamResponse:
+        arrived = (time.monotonic(), time.time())
+        schemes, keys = credentials(http.headers)
+        if self.gemini_key and self.gemini_key not in keys:
+            self._record(http, "gemini", "key refused", False)
+            info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com"}  # fmt: skip
+            reply = _google_error(400, "API key not valid. Please pass a valid API key.", details=[info])
+            return web.json_response([json.loads(reply.body)], status=400)  # type: ignore[arg-type]
+        self._record(http, "gemini", "+".join(schemes), True)
+        try:
+            body = await http.json()
+        except ValueError as exc:
+            return _google_error(400, f"Invalid JSON payload received. {exc}")
+        answer = await self.api.serve_body(http, "openai", body, (schemes, keys), arrived=arrived)
+        return _as_google_error(answer, wrapped=True)
 
 
 def _jwt_problem(assertion: str, account: ServiceAccount) -> str:
@@ -314,13 +348,16 @@ def _google_error(status: int, message: str, google_status: str = "", headers: d
     return web.json_response({"error": error}, status=status, headers=headers)
 
 
-def _as_google_error(answer: web.StreamResponse, wrapped: bool = False) -> web.StreamResponse:
-    """The fake API's error answer in Google's shape, for the statuses Google's own front answers;
-    ``wrapped``: inside a one-element list (Gemini's OpenAI-compatible endpoint). Others as they are."""
-    if not isinstance(answer, web.Response) or answer.status not in _GOOGLE_STATUS:
+def _as_google_error(
+    answer: web.StreamResponse, *, wrapped: bool = False, statuses: Collection[int] = tuple(_GOOGLE_STATUS)
+) -> web.StreamResponse:
+    """The fake API's error answer in Google's shape for ``statuses``; ``wrapped``: inside a
+    one-element list (Gemini's OpenAI-compatible endpoint). Others as they are."""
+    if not isinstance(answer, web.Response) or answer.status not in statuses:
         return answer
     try:
-        message = str(json.loads(answer.body)["error"]["message"])  # type: ignore[arg-type]
+        error = json.loads(answer.body)["error"]  # type: ignore[arg-type]
+        message = str(error["message"])
     except (ValueError, KeyError, TypeError):
         return answer
     kept = {k: v for k, v in answer.headers.items() if k.lower() not in ("content-type", "content-length")}
@@ -329,6 +366,9 @@ def _as_google_error(answer: web.StreamResponse, wrapped: bool = False) -> web.S
         delay = next(v for k, v in kept.items() if k.lower() == "retry-after")
         details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay}s"})
         kept = {k: v for k, v in kept.items() if k.lower() != "retry-after"}  # Google says it in the body
+    quota = error.get("code") if isinstance(error, dict) else None
+    if answer.status == 429 and isinstance(quota, str) and "Per" in quota:  # a quota id given to inject
+        details.append({"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaId": quota}]})
     reply = _google_error(answer.status, message, headers=kept, details=details)
     if wrapped:
         reply = web.json_response([json.loads(reply.body)], status=answer.status, headers=kept)  # type: ignore[arg-type]
