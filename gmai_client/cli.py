@@ -43,7 +43,7 @@ from gmai_client.cli_common import (
     EXIT_USAGE,
     say_error,
 )
-from gmai_client.config import MAX_CONCURRENCY, run_default, run_name_problem
+from gmai_client.config import MAX_CONCURRENCY, NOT_UTF8_PATH, non_utf8_path, run_default, run_name_problem
 from gmai_client.errors import GmaiError
 from gmai_client.report import terminal_console
 
@@ -144,6 +144,13 @@ def _run_name(text: str) -> str:
     return text
 
 
+def _path(text: str) -> Path:
+    shown = non_utf8_path(text)
+    if shown:
+        raise argparse.ArgumentTypeError(f"the path '{shown}' is not UTF-8 text: {NOT_UTF8_PATH}")
+    return Path(text)
+
+
 def _default(name: str) -> str:
     value = run_default(name)
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
@@ -156,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands, "plan", "what a run would send and cost, before sending anything (run --dry-run)")
     _add_tree(commands)
     report = commands.add_parser("report", help="re-render a run folder's metrics and tables (no model calls)")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dir", type=_path)
     report.add_argument("--rescore", action="store_true", help="re-apply answer extraction to the raw answers")
     report.add_argument("--reference", default=None, help="model label the deltas are taken against")
     commands.add_parser("backends", help="list backends, whether installed, and their options")
@@ -196,7 +203,7 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
     run.add_argument(
         "--seed", type=_int, help=f"seed of the random baseline and of sampling backends (default {_default('seed')})"
     )
-    run.add_argument("--out", type=Path, help=f"folder of run folders (default ./{_default('out')})")
+    run.add_argument("--out", type=_path, help=f"folder of run folders (default ./{_default('out')})")
     run.add_argument(
         "--run-name",
         type=_run_name,
@@ -213,7 +220,7 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
     run.add_argument("--max-tokens", type=_positive_int, help=f"(default {params.max_tokens})")
     run.add_argument("--retry-errors", action="store_true", default=None, help="send errored items again")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue that run with its saved configuration")
+    run.add_argument("--resume", type=_path, metavar="RUN_DIR", help="continue that run with its saved configuration")
     run.add_argument("--judge", metavar="SPEC", help="LLM judge for answers no rule can read (e.g. openai:gpt-4o-mini)")
     run.add_argument("-J", dest="judge_options", action="append", metavar="KEY=VALUE", help="judge option")
     _add_policy_options(run)
@@ -229,10 +236,10 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
         default=name == "plan",
         help="send nothing: say what the run would send and cost (same as the `plan` command)",
     )
-    run.add_argument("--prices", type=Path, metavar="FILE", help="token prices laid over the shipped table (plan)")
+    run.add_argument("--prices", type=_path, metavar="FILE", help="token prices laid over the shipped table (plan)")
     run.add_argument(
         "--model-families",
-        type=Path,
+        type=_path,
         metavar="FILE",
         help="request rules of model families laid over the shipped table (same as $GMAI_CLIENT_MODEL_FAMILIES)",
     )
@@ -270,7 +277,7 @@ def _add_policy_options(run: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="read and write the response cache (default: yes; --no-cache: neither)",
     )
-    limits.add_argument("--cache-path", type=Path, help="response cache file (default: user cache dir)")
+    limits.add_argument("--cache-path", type=_path, help="response cache file (default: user cache dir)")
     limits.add_argument(
         "--batch",
         action=argparse.BooleanOptionalAction,
@@ -291,7 +298,7 @@ def _add_cache(commands: Any) -> None:
     params = run_default("params")
     cache = commands.add_parser("cache", help="inspect or clear the response cache")
     cache.add_argument("action", choices=("stats", "explain", "clear"))
-    cache.add_argument("--cache-path", type=Path, default=None, help="cache file (default: user cache dir)")
+    cache.add_argument("--cache-path", type=_path, default=None, help="cache file (default: user cache dir)")
     cache.add_argument("--model", "-m", dest="models", action=_ModelAction, metavar="SPEC", help="explain: the model")
     cache.add_argument("-B", dest="models", action=_ModelAction, metavar="KEY=VALUE", help="explain: its options")
     cache.add_argument("--index", default=None, help="explain: the item index")
@@ -300,7 +307,7 @@ def _add_cache(commands: Any) -> None:
     cache.add_argument("--max-tokens", type=_positive_int, help=f"explain: the run's (default {params.max_tokens})")
     cache.add_argument("--seed", type=_int, help=f"explain: the run's (default {_default('seed')})")
     cache.add_argument("--data", "-d", nargs="+", action="extend", default=None, metavar="PATH")
-    cache.add_argument("--data-dir", type=Path, default=None)
+    cache.add_argument("--data-dir", type=_path, default=None)
     cache.add_argument("--only-model", default=None, help="clear: only entries of this model name")
 
 
@@ -313,7 +320,7 @@ def _add_batches(commands: Any) -> None:
         "list: what the folder's journal holds",
     )
     batches.add_argument("action", choices=("collect", "cancel", "list"))
-    batches.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    batches.add_argument("run_dir", type=_path, metavar="RUN_DIR")
     batches.add_argument("--no-wait", action="store_true", help="collect: only the batches that have ended")
     batches.add_argument("--no-progress", action="store_true", help="collect: no progress display")
 
@@ -328,7 +335,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="TSV file(s), a folder, GMAI-MMBench_VAL / _TEST, or `sample` (default)",
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="where named splits live (default: XDG data dir)")
+    parser.add_argument("--data-dir", type=_path, default=None, help="where named splits live (default: XDG data dir)")
     parser.add_argument(
         "--select",
         "-s",

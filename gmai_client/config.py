@@ -185,6 +185,27 @@ class OutputSection:
         problem = run_name_problem(self.run_name)
         if problem:
             raise ConfigError(f"run name {self.run_name!r} {problem}")
+        shown = non_utf8_path(self.out)
+        if shown:
+            raise ConfigError(f"out: the path '{shown}' is not UTF-8 text: {NOT_UTF8_PATH}")
+
+
+#: Why a path that is not UTF-8 text is refused: config.json, records and reports name their
+#: files in UTF-8 JSON and text, which cannot hold the other bytes.
+NOT_UTF8_PATH = "the run folder's files name it in UTF-8; rename it, or choose another"
+
+
+def non_utf8_path(path: str | os.PathLike[str]) -> str:
+    """"" when ``path`` is UTF-8 text; else the path as shown, its other bytes escaped (``d\\xff``).
+
+    A name whose bytes are not UTF-8 reaches Python as surrogate escapes, which no UTF-8 file can hold.
+    """
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    return ""
 
 
 def run_name_problem(name: str) -> str:

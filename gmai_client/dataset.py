@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gmai_client.config import NOT_UTF8_PATH, non_utf8_path
 from gmai_client.errors import DataError
 from gmai_client.tsv import READ_BUFFER, SKIPPED, Broken, RecordReader, column_names
 from gmai_client.types import NO_DEPARTMENT, BadRow, Item, SourceRef, is_missing
@@ -96,6 +97,9 @@ def open_dataset(paths: Sequence[Path]) -> list[DatasetFile]:
 
 
 def _open_one(path: Path) -> DatasetFile:
+    shown = non_utf8_path(path)
+    if shown:
+        raise DataError(f"the file's name is not UTF-8 text: {NOT_UTF8_PATH}", file=shown)
     if not path.is_file():
         raise DataError("no such file" if not path.exists() else "not a file", file=str(path))
     try:

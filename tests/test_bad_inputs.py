@@ -85,6 +85,17 @@ def _duplicate_index(lines: list[str]) -> None:
     lines[4] = lines[1].split("\t", 1)[0] + "\t" + lines[4].split("\t", 1)[1]
 
 
+def sample_at(name: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """The sample at {tmp}/NAME; NAME may hold bytes that are not UTF-8 (as surrogate escapes)."""
+
+    def prepare(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        path = tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(sample_path().read_bytes())
+
+    return prepare
+
+
 def a_finished_run(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     argv = ["run", "--no-progress", "--limit", "3", "--out", str(tmp / "runs"), "--run-name", "r"]
     assert main([*argv, "-m", "random", "-B", "seed=1"]) == 0
@@ -189,6 +200,18 @@ CASES: dict[str, Case] = {
         sample_rows(_stray_quote),
     ),
     "row-not-utf8": Case(("--data", "{tmp}/d.tsv"), "not UTF-8 text", EXIT_ERRORS, sample_rows(_not_utf8)),
+    # paths whose bytes are not UTF-8 (argv holds them as surrogate escapes): the run folder's files
+    # name them in UTF-8, so they are refused before anything is written
+    "out-not-utf8": Case(("--out", "{tmp}/out\udcff"), "--out: the path '{tmp}/out\\xff' is not UTF-8 text", 2),
+    "cache-path-not-utf8": Case(("--cache-path", "{tmp}/c\udcff.sqlite"), "is not UTF-8 text", 2),
+    "data-file-not-utf8": Case(
+        ("--data", "{tmp}/d\udcff.tsv"), "{tmp}/d\\xff.tsv: the file's name is not UTF-8 text", 2,
+        sample_at("d\udcff.tsv"),
+    ),
+    "data-folder-not-utf8": Case(
+        ("--data", "{tmp}/f\udcff"), "{tmp}/f\\xff/s.tsv: the file's name is not UTF-8 text", 2,
+        sample_at("f\udcff/s.tsv"),
+    ),
     "duplicate-index": Case(("--data", "{tmp}/d.tsv"), "is used twice: already at row 1", EXIT_ERRORS,
                             sample_rows(_duplicate_index)),
 }  # fmt: skip

@@ -161,3 +161,8 @@ def test_a_secret_option_that_was_not_saved_cannot_come_back() -> None:
 def test_a_script_cannot_name_a_run_folder_outside_out(name: str) -> None:
     with pytest.raises(ConfigError, match="run name"):
         RunConfig.build(run_name=name)
+
+
+def test_a_script_cannot_give_an_out_folder_whose_name_is_not_utf8() -> None:
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        RunConfig.build(out="/tmp/runs\udcff")  # the byte 0xff, as Python holds a non-UTF-8 file name
