@@ -73,7 +73,7 @@ def write_reports(
 ) -> RunResult:
     """The run's metrics and reports written into its folder; the result with their paths, or with
     why they could not be written (the records are kept: ``report RUN_DIR`` writes them later)."""
-    order = [spec.label for spec in config.models]
+    order = [outcome.spec.label for outcome in result.outcomes]  # the labels the folder's records carry
     try:
         written = report.write_reports(
             result.run_dir, result.records, run_figures(result, config), order=order, console=console, gallery=gallery

@@ -84,7 +84,7 @@ class Backend(abc.ABC):
         return parse_options(
             cls.Options,
             spec.options,
-            owner=spec.label or spec.backend,
+            owner=spec.key or spec.backend,  # errors name the model as the user wrote it
             backend=cls.name or spec.backend,
             also=POLICY_OPTIONS,
         )

@@ -284,8 +284,8 @@ def _comparable(name: str, value: Any) -> Any:
         return tuple(str(Path(spec).resolve()) if Path(spec).exists() else spec for spec in value)
     if name == "data_dir":
         return str(Path(value).expanduser().resolve()) if value is not None else None
-    if name == "models":
-        return tuple(spec.as_dict() for spec in value)
+    if name == "models":  # by the identity's name for each model, not its (default) label
+        return tuple({**spec.as_dict(), "label": spec.key, "written": ""} for spec in value)
     if name == "judge":
         return value.as_dict() if value is not None else None
     return value

@@ -9,8 +9,9 @@ A model is named by a spec string ``backend[:target][@endpoint]`` plus ``key=val
     triton:llava@gpu-box:8001
     torch:/models/Qwen2-VL-7B-Instruct
 
-Option ``label=NAME`` renames the model in records and tables (two runs of one model with
-different options need different labels).
+A model's label names it in records, tables and the run folder's name: ``label=NAME``, else its
+name (``gpt-4o``, ``Qwen2-VL-7B-Instruct``; ``labels`` says how clashes are told apart). Two runs of
+one model with different options need different labels.
 
 A ``RunConfig`` is the models plus five sections, each read by the part of the client that needs
 it: ``data`` (which items), ``protocol`` (what a model is asked, and the judge), ``policy`` (pace
@@ -33,6 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gmai_client.errors import ConfigError, redact
+from gmai_client.labels import distinct, model_name
 from gmai_client.types import SamplingParams
 
 DEFAULT_DATA = ("sample",)
@@ -52,6 +54,15 @@ class ModelSpec:
     endpoint: str = ""
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     label: str = ""
+    # The spec as written, when the label is the default one made from it ("" when the label was
+    # given). Run folders made before short labels named the model by it: see ``key``.
+    written: str = ""
+
+    @property
+    def key(self) -> str:
+        """What the run folder's identity calls the model: the label given, else the spec as
+        written (the default label before short labels), so those folders keep their identity."""
+        return self.written or self.label
 
     def option(self, key: str, default: str | None = None) -> str | None:
         return self.options.get(key, default)
@@ -65,6 +76,7 @@ class ModelSpec:
             "endpoint": self.endpoint,
             "options": options,
             "label": self.label,
+            **({"written": redact(self.written)} if self.written else {}),
         }
 
 
@@ -89,8 +101,10 @@ def parse_model_spec(text: str, options: Mapping[str, str] | Sequence[str] | Non
     backend, _, rest = text.partition(":")
     target, _, endpoint = rest.partition("@")
     parsed = parse_options(options or {})
-    label = parsed.pop("label", "") or text
-    return ModelSpec(backend.strip().lower(), target.strip(), endpoint.strip(), MappingProxyType(parsed), label)
+    backend, target, endpoint = backend.strip().lower(), target.strip(), endpoint.strip()
+    given = parsed.pop("label", "")
+    label = given or model_name(backend, target)
+    return ModelSpec(backend, target, endpoint, MappingProxyType(parsed), label, "" if given else text)
 
 
 def parse_options(options: Mapping[str, str] | Sequence[str]) -> dict[str, str]:
@@ -284,7 +298,11 @@ class RunConfig:
         if self.protocol.params.seed is None:
             params = replace(self.protocol.params, seed=self.execution.seed)
             object.__setattr__(self, "protocol", replace(self.protocol, params=params))
-        labels = [model.label for model in self.models]
+        # Default labels that clash get the endpoint's host, then the spec as written (``labels``).
+        labels = distinct([m.label for m in self.models], [(m.endpoint, m.written) for m in self.models])
+        if labels != [m.label for m in self.models]:
+            models = tuple(replace(m, label=label) for m, label in zip(self.models, labels, strict=True))
+            object.__setattr__(self, "models", models)
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ConfigError(f"two models share the label {duplicates[0]!r}: give one label=NAME")
@@ -409,7 +427,12 @@ def _spec_from_dict(data: Mapping[str, Any]) -> ModelSpec:
     try:
         options = dict(data["options"])
         spec = ModelSpec(
-            data["backend"], data.get("target", ""), data.get("endpoint", ""), MappingProxyType(options), data["label"]
+            data["backend"],
+            data.get("target", ""),
+            data.get("endpoint", ""),
+            MappingProxyType(options),
+            data["label"],
+            str(data.get("written") or ""),
         )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"config.json has an unusable model entry ({exc})") from None

@@ -32,7 +32,7 @@ from gmai_client.records import read_records
 from gmai_client.select import parse_selection
 from gmai_client.splits import resolve_data
 from gmai_client.types import Item, Record, Request
-from gmai_client.wiring import Items, model_limits, request_builder
+from gmai_client.wiring import Items, folder_labels, model_limits, request_builder
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,9 @@ def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
     backends = {spec.label: registry.create(spec, seed=seed) for spec in config.models}
     judge = registry.create(config.protocol.judge, seed=seed) if config.protocol.judge else None
     ident = rundir.identity(config, [str(f.path) for f in files], backends, judge, registry.answer_neutral_options)
+    labelled = folder_labels(config, ident)  # the labels of the records already in the run folder
+    backends = {new.label: backends[old.label] for old, new in zip(config.models, labelled.models, strict=True)}
+    config = labelled
     previous = read_records(config.output.out / rundir.folder_name(config, ident) / rundir.RECORDS_FILE)
     cache_path = policy.cache_path if policy.cache_path is not None else default_cache_path()
     # Only looked up: a missing cache answers nothing, and opening it would create it.

@@ -167,7 +167,7 @@ def _check_legacy_options(spec: ModelSpec, cls: Any) -> None:
     known = [*declared, *POLICY_OPTIONS]
     for key in spec.options:
         if key not in known:
-            raise unknown_option(key, known, owner=spec.label, backend=spec.backend)
+            raise unknown_option(key, known, owner=spec.key, backend=spec.backend)
 
 
 def create(spec: ModelSpec, *, seed: int = 0) -> Backend:

@@ -7,7 +7,8 @@ order, so that a bad value fails before a folder is made or anything is sent:
 2. the backends are built through the registry, placed on the configured executor by its name
    (``registry.create(..., executor=)``: this module names no backend), and the judge's;
 3. the run folder is named from the identity, locked, checked against the run it holds and its
-   config.json written (``rundir``);
+   config.json written (``rundir``); a model whose label is the default one takes the label the
+   folder's records already carry (``folder_labels``);
 4. what every model shares is made: the response cache, the endpoint limiters, the token budget,
    the retry policy; the judge is started behind its own dispatcher; the record writer is opened,
    the progress display made.
@@ -26,15 +27,16 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from gmai_client import registry, rundir
 from gmai_client.backend import Backend, as_backend
 from gmai_client.batch_api import BatchApi, BatchSettings
 from gmai_client.cache import ResponseCache
-from gmai_client.config import ModelSpec, PolicySection, ProtocolSection, RunConfig
+from gmai_client.config import ModelSpec, PolicySection, ProtocolSection, RunConfig, flatten
 from gmai_client.dataset import DatasetFile, iter_items, open_dataset
 from gmai_client.dispatch import Dispatcher, TokenBudget
 from gmai_client.errors import ConfigError, GmaiError
@@ -120,7 +122,7 @@ class Wired:
 @contextlib.asynccontextmanager
 async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = None) -> AsyncIterator[Wired]:
     """The ready objects of ``config``'s run (see the module docstring). ``backends`` maps a model
-    label to a backend the caller built; the others are built from their specs.
+    label (or its spec as written) to a backend the caller built; the others are built from their specs.
 
     Raises ``ConfigError`` before anything is sent when a value is bad, or the run folder holds
     another run, is in use by another process or cannot be written.
@@ -133,7 +135,7 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
     limits = {spec.label: model_limits(spec, policy) for spec in config.models}
     if judge_spec is not None:
         model_limits(judge_spec, policy)  # a bad value fails before any folder
-    built = {label: as_backend(backend) for label, backend in (backends or {}).items()}
+    built = _given(config, backends or {})
     judge_backend: Backend | None = None
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(_close_all, built, lambda: judge_backend)  # last out: after the lock
@@ -142,7 +144,10 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
                 built[spec.label] = _create(spec, config)
         if judge_spec is not None:
             judge_backend = registry.create(judge_spec, seed=config.execution.seed)
-        run_dir = _claim_folder(config, files, built, judge_backend, stack)
+        before = config
+        config, run_dir = _claim_folder(config, files, built, judge_backend, stack)
+        built = {spec.label: built[old.label] for old, spec in zip(before.models, config.models, strict=True)}
+        limits = {spec.label: limits[old.label] for old, spec in zip(before.models, config.models, strict=True)}
         shared = _shared(policy, stack)
         plans = tuple(
             ModelPlan(
@@ -195,7 +200,7 @@ def batch_settings(backend: Backend, policy: PolicySection) -> BatchSettings | N
 
 def model_limits(spec: ModelSpec, policy: PolicySection) -> Limits:
     """The endpoint limits of a model: its ``rpm=``/``tpm=`` options, else the run's ``--rpm``/``--tpm``."""
-    own = model_policy(spec.options, owner=spec.label)  # a bad value is a ConfigError naming the model
+    own = model_policy(spec.options, owner=spec.key)  # a bad value is a ConfigError naming the model
     return Limits(rpm=own.rpm or policy.rpm, tpm=own.tpm or policy.tpm)
 
 
@@ -215,11 +220,12 @@ def _claim_folder(
     built: Mapping[str, Backend],
     judge: Backend | None,
     stack: contextlib.AsyncExitStack,
-) -> Path:
+) -> tuple[RunConfig, Path]:
     """The run folder: made, locked (until ``stack`` closes), checked against the run it holds,
-    and its config.json written."""
+    and its config.json written; and ``config`` with the labels the folder's records carry."""
     data_files = [str(f.path) for f in files]
     ident = rundir.identity(config, data_files, built, judge, registry.answer_neutral_options)
+    config = folder_labels(config, ident)
     run_dir = rundir.make_run_dir(config, ident)
     stack.enter_context(rundir.RunLock(run_dir))
     rundir.check_reuse(run_dir, ident, config.data.limit, registry.answer_neutral_options)
@@ -227,7 +233,38 @@ def _claim_folder(
         rundir.write_config(run_dir, config, data_files, identity=ident)
     except OSError as exc:
         raise ConfigError(f"cannot write in the run folder {run_dir}: {exc.strerror or exc}") from None
-    return run_dir
+    return config, run_dir
+
+
+def folder_labels(config: RunConfig, ident: Mapping[str, Any]) -> RunConfig:
+    """``config`` with, for each model labelled by default, the label its run folder's records
+    already carry. Folders made before short labels were named after, and hold records labelled
+    with, each spec as written (``openai:gpt-4o``); their identity is unchanged (``ModelSpec.key``),
+    so the same command finds such a folder under its earlier name and keeps resuming it."""
+    out = config.output.out
+    folder = out / rundir.folder_name(config, ident)
+    if not config.output.run_name and not (folder / rundir.CONFIG_FILE).exists():
+        as_written = config.updated(models=[replace(spec, label=spec.key) for spec in config.models])
+        earlier = out / rundir.folder_name(as_written, ident)
+        if (earlier / rundir.CONFIG_FILE).exists():
+            folder = earlier
+    document = rundir.read_config(folder)
+    saved = flatten(document.config).get("models") if document is not None else None
+    labels = {
+        str(m.get("written") or m["label"]): str(m["label"])
+        for m in saved or ()
+        if isinstance(m, Mapping) and m.get("label")
+    }
+    models = [replace(s, label=labels[s.key]) if s.written and s.key in labels else s for s in config.models]
+    return config.updated(models=models) if models != list(config.models) else config
+
+
+def _given(config: RunConfig, backends: Mapping[str, Backend]) -> dict[str, Backend]:
+    """The caller's backends by model label; one named by its spec as written (``openai:gpt-4o``,
+    the label before short labels) is taken for that model."""
+    labels = {spec.label for spec in config.models}
+    by_spec = {spec.key: spec.label for spec in config.models}
+    return {(name if name in labels else by_spec.get(name, name)): as_backend(b) for name, b in backends.items()}
 
 
 def _shared(policy: PolicySection, stack: contextlib.AsyncExitStack) -> Shared:

@@ -18,6 +18,6 @@ def test_the_start_line_names_the_endpoint_the_base_url_variable_chose(
     argv = ["run", "--no-progress", "--limit", "2", "--out", str(tmp_path), "-m", "openai:gpt-4o", "-m", "random"]
     main(argv)
     out = capsys.readouterr().out
-    assert "openai:gpt-4o: openai gpt-4o -> http://127.0.0.1:9/v1" in out
+    assert "gpt-4o: openai gpt-4o -> http://127.0.0.1:9/v1" in out
     assert "random: random" in out and "-> in this process" in out
     assert "sk-test-start-line" not in out

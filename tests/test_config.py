@@ -39,7 +39,7 @@ def test_flat_keywords_land_in_their_sections() -> None:
         judge="openai:gpt-4o-mini",
         multi_answer_instruction=True,
     )
-    assert [spec.label for spec in config.models] == ["openai:gpt-4o", "random"]
+    assert [spec.label for spec in config.models] == ["gpt-4o", "random"]
     assert (config.data.files, config.data.select, config.data.limit) == (
         ("GMAI-MMBench_VAL",), ("department=Ophthalmology",), 5,
     )  # fmt: skip

@@ -30,10 +30,10 @@ def test_custom_backend_example_evaluates_its_toy_service(tmp_path: Path) -> Non
     done = run_example("custom_backend.py", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     metrics = only_metrics(tmp_path)
-    assert set(metrics) == {"inhouse:toy", "random"}
+    assert set(metrics) == {"toy", "random"}
     # The toy service always answers the last option: right exactly where the key is the last letter.
     (run_dir,) = (tmp_path / "runs").iterdir()
-    records = [r for r in read_records(run_dir / "records.jsonl") if r.model == "inhouse:toy"]
+    records = [r for r in read_records(run_dir / "records.jsonl") if r.model == "toy"]
     assert len(records) == 300 and all(r.status == "ok" for r in records)
     assert all(r.correct == (r.answer == (r.options[-1][0],)) for r in records)
 

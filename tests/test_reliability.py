@@ -199,7 +199,7 @@ def test_rerun_with_the_cache_sends_nothing(tmp_path: Path, keys: None) -> None:
         assert api.stats()["requests"] == 80
     second = read_records(only_run_dir(tmp_path / "second") / "records.jsonl")
     assert all(r.cached and r.attempts == 0 and right(r) for r in second)
-    assert metrics_of(only_run_dir(tmp_path / "second"))[spec]["cached"] == 40
+    assert metrics_of(only_run_dir(tmp_path / "second"))["claude"]["cached"] == 40
 
 
 def test_errors_are_not_cached(tmp_path: Path, keys: None) -> None:
@@ -251,7 +251,7 @@ def test_max_errors_ends_a_failing_run(tmp_path: Path, keys: None) -> None:
         sent = api.stats()["requests"]
     assert code == EXIT_STOPPED and sent == 5
     metrics = json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())
-    assert "5 of 5 items failed" in metrics["run"]["models"][f"openai:gpt-4o@{api.base_url_openai}"]["stopped"]
+    assert "5 of 5 items failed" in metrics["run"]["models"]["gpt-4o"]["stopped"]
 
 
 def test_token_budget_stops_cleanly_with_partial_results(tmp_path: Path, keys: None) -> None:

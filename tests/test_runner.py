@@ -160,7 +160,7 @@ def test_a_failing_item_is_isolated_and_recorded(tmp_path: Path, small_tsv: Path
     assert set(errors) == {"3", "7"} and errors["3"].error_kind == "server_error"
     assert errors["3"].attempts == 2 and errors["3"].retries == ("server_error", "server_error")
     assert len(result.records) == 60
-    metrics = json.loads((result.run_dir / "metrics.json").read_text())["models"]["scripted:x"]["overall"]
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())["models"]["x"]["overall"]
     assert metrics["errored"] == 2 and metrics["scored"] == 58
 
 
@@ -171,14 +171,14 @@ def test_auth_error_stops_only_that_model(tmp_path: Path, small_tsv: Path) -> No
     cfg = config(tmp_path, small_tsv, models=("scripted:bad", "random"), concurrency=1)
     result = run(cfg, backends={"scripted:bad": ScriptedBackend(answer)})
     outcome = {o.spec.label: o for o in result.outcomes}
-    assert "invalid key" in outcome["scripted:bad"].stopped
-    bad = [r for r in result.records if r.model == "scripted:bad"]
+    assert "invalid key" in outcome["bad"].stopped
+    bad = [r for r in result.records if r.model == "bad"]
     # The auth failure says nothing about the item: it is left unrecorded, so a rerun sends it.
     assert len(bad) == 5 and all(r.status == "ok" for r in bad)
     assert len([r for r in result.records if r.model == "random"]) == 60
 
     fixed = run(cfg, backends={"scripted:bad": ScriptedBackend(lambda request: "B")})
-    assert len([r for r in fixed.records if r.model == "scripted:bad"]) == 60
+    assert len([r for r in fixed.records if r.model == "bad"]) == 60
 
 
 def test_replay_rescores_predictions_made_elsewhere(tmp_path: Path, small_tsv: Path) -> None:
@@ -231,7 +231,7 @@ def test_sdk_accepts_backend_objects_and_several_models(tmp_path: Path, small_ts
     cfg = config(tmp_path, small_tsv, models=("random", "random:x"), select=["granularity=Box Level|Mask Level"])
     result = run(cfg, backends={"random:x": RandomBackend(seed=5)})
     models = {r.model for r in result.records}
-    assert models == {"random", "random:x"}
+    assert models == {"random", "x"}  # the default label is the model's name
     assert all(r.granularity in ("Box Level", "Mask Level") for r in result.records)
 
 

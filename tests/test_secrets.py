@@ -101,8 +101,8 @@ def test_a_canary_in_every_key_variable_reaches_no_output(
     (run_dir,) = (tmp_path / "runs").iterdir()
     records = read_records(run_dir / "records.jsonl")
     assert outcomes.get("500", 0) >= 6 and outcomes.get("model_not_found", 0) >= 1
-    assert {r.model.split("@")[0] for r in records if r.status == "error" and "key sent: [REDACTED]" in r.error} >= {
-        "openai:gpt-4o", "anthropic:claude", "openai:custom",
+    assert {r.model for r in records if r.status == "error" and "key sent: [REDACTED]" in r.error} >= {
+        "gpt-4o", "claude", "custom",
     }  # fmt: skip
     assert all(r.prediction.startswith("[your key is [REDACTED]]") for r in records if r.prediction)
     assert any("HF_TOKEN=[REDACTED] GITHUB_TOKEN=[REDACTED]" in (r.prediction or "") for r in records)

@@ -46,7 +46,7 @@ def test_wiring_readies_the_run_folder_and_closes_everything_after(tmp_path: Pat
             assert saved["config"]["data"]["limit"] == 7 and saved["identity"]["models"]["scripted:x"]
             assert wired.items.count() == 7 and len(list(wired.items.entries())) == 7
             [plan] = wired.models
-            assert plan.spec.label == "scripted:x" and plan.backend is backend
+            assert plan.spec.label == "x" and plan.backend is backend
             assert isinstance(plan.dispatcher(None), Dispatcher)
             assert wired.judge is None and wired.previous == ()
             # The folder is locked while the run holds it.

@@ -24,6 +24,7 @@ PARTS: dict[str, str] = {
     "types": "vocabulary",
     "errors": "vocabulary",
     "config": "vocabulary",
+    "labels": "vocabulary",
     "views": "vocabulary",
     "options": "vocabulary",
     "backend": "vocabulary",

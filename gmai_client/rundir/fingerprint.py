@@ -38,6 +38,7 @@ def decisive(config: Mapping[str, Any], data_files: Sequence[str], neutral: Neut
     config = flatten(config)
     params = dict(config.get("params") or {})
     judge = config.get("judge")
+    models = config.get("models") or ()
     return {
         "data_files": [str(Path(path).resolve()) for path in data_files],
         "select": list(config.get("select") or ()),
@@ -49,7 +50,9 @@ def decisive(config: Mapping[str, Any], data_files: Sequence[str], neutral: Neut
             "repeat": int(params.get("repeat", 0)),
         },
         "seed": config.get("seed"),
-        "models": {str(m.get("label", "")): _model_part(m, neutral) for m in config.get("models") or ()},
+        # Keyed by the label given, else the spec as written (``ModelSpec.key``): the default label
+        # became the short model name, and the identities of earlier folders must not change.
+        "models": {str(m.get("written") or m.get("label", "")): _model_part(m, neutral) for m in models},
         "judge": _model_part(judge, neutral) if judge else None,
         # Only when on: the identities (and folder names) of runs without it stay as they were.
         **({"multi_answer_instruction": True} if config.get("multi_answer_instruction") else {}),
@@ -67,7 +70,7 @@ def identity(
     value = {
         **decisive(config.as_dict(), data_files, neutral),
         "resolved": {
-            "models": {spec.label: dict(backends[spec.label].identity()) for spec in config.models},
+            "models": {spec.key: dict(backends[spec.label].identity()) for spec in config.models},
             "judge": dict(judge.identity()) if judge is not None else None,
         },
     }
