@@ -20,6 +20,8 @@ from gmai_client.backend import Backend
 from gmai_client.batch import Collect
 from gmai_client.config import RunConfig
 from gmai_client.gallery_items import GalleryItems
+from gmai_client.report_rules import score_for_report
+from gmai_client.rulesets import rule_set
 from gmai_client.runner import RunResult, stream
 from gmai_client.wiring import Wired, wire
 
@@ -74,10 +76,15 @@ def write_reports(
     """The run's metrics and reports written into its folder; the result with their paths, or with
     why they could not be written (the records are kept: ``report RUN_DIR`` writes them later)."""
     order = [outcome.spec.label for outcome in result.outcomes]  # the labels the folder's records carry
+    rules = rule_set(config.protocol.rules)
     try:
+        # Every answer under the run's rule set (a resumed run's earlier answers too), each model's
+        # read back together as VLMEvalKit's prediction file holds them.
+        result = replace(result, records=tuple(score_for_report(result.run_dir, result.records, rules, rescore=True)))
         written = report.write_reports(
-            result.run_dir, result.records, run_figures(result, config), order=order, console=console, gallery=gallery
-        )
+            result.run_dir, result.records, run_figures(result, config), order=order, console=console, gallery=gallery,
+            rules=rules,
+        )  # fmt: skip
     except OSError as exc:  # a full disk: the records are kept, the reports can be written later
         reason = (
             f"the reports could not be written ({exc}); `python -m gmai_client report {result.run_dir}` writes them"

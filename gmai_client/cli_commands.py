@@ -33,7 +33,9 @@ from gmai_client.types import Item
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """Re-render a run folder; exit as its run would have (a run that did not answer every selected
     item is not reported with 0: the tables say which items and why)."""
-    rendered = render(args.run_dir, rescore_answers=args.rescore, console=console, reference=args.reference)
+    rendered = render(
+        args.run_dir, rescore_answers=args.rescore, console=console, reference=args.reference, rules=args.rules
+    )
     console.print("wrote: " + escape(", ".join(rendered.files)))
     return EXIT_OF[rendered.completeness.verdict]
 

@@ -16,6 +16,7 @@ from importlib import resources
 from gmai_client.html_page import Page, table
 from gmai_client.metrics import GroupStats, ModelMetrics
 from gmai_client.report_format import esc, pct
+from gmai_client.report_rules import paper_rules_note
 
 #: Items in GMAI-MMBench's VAL split. A run is "full VAL" when every keyed model scored at least this
 #: many items and the run had no selection and no limit; only then are published figures shown beside it.
@@ -117,6 +118,7 @@ def paper(page: Page) -> str:
         "they are not recomputed here. Rows marked <em>this run</em> are this run's own accuracy on the VAL "
         "split. The paper's per-category columns are as published and may come from a different split than "
         f"this run; read them as context, not as a paired comparison.</p><p>{esc(why)}</p>",
+        paper_rules_note(page.run_dir),  # the table's rules, and this run's
         _leaderboard(page, covering),
     ]
     for filename, view, columns in _PAPER_VIEWS:

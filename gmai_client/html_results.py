@@ -12,6 +12,7 @@ from gmai_client.completeness import assess, notice_lines
 from gmai_client.html_page import Page, heat_style, swatch, table
 from gmai_client.metrics import VIEW_FIELDS, GroupStats, ModelMetrics
 from gmai_client.report_format import esc, interval, pct, signed, slug
+from gmai_client.report_rules import rules_html
 
 _HEADLINE_COLUMNS = (
     "model",
@@ -45,6 +46,7 @@ def headline(page: Page) -> str:
         "intervals. Latency is per answered, uncached item; requests overlap, so the total exceeds the "
         "run's wall time.</p>",
         table(_HEADLINE_COLUMNS, rows, caption="Overall results per model", cls="headline"),
+        rules_html(page.run_dir),  # the rule set, and the same answers under the others
         *_headline_notes(page),
         _paired(page),
     ]

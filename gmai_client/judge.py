@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 
 from gmai_client.dispatch import Dispatcher
 from gmai_client.errors import BackendError, redact
-from gmai_client.reference import NO_LETTER, answer_as_read_back, infer, judge_prompt
+from gmai_client.reference import NO_LETTER, infer, judge_prompt_as_read_back, options_as_read_back
+from gmai_client.rulesets import DEFAULT_RULES, RuleSet
 from gmai_client.scoring import with_reference
 from gmai_client.types import Extraction, Item, Record, Request, SamplingParams
 
@@ -50,9 +51,10 @@ class JudgeCounts:
 
 
 class Judge:
-    def __init__(self, dispatcher: Dispatcher, label: str):
+    def __init__(self, dispatcher: Dispatcher, label: str, rules: RuleSet = DEFAULT_RULES):
         self.dispatcher = dispatcher
         self.label = label
+        self.rules = rules  # the run's rule set: what the prompt shows, how the reply is read
         self.counts = JudgeCounts()
         self._failing = 0  # items in a row whose every call failed
         self._last_error = ""
@@ -64,7 +66,9 @@ class Judge:
     async def rescue(self, item: Item, record: Record) -> Record:
         """The record with the judge's verdict applied (``rule`` says what the judge did)."""
         self.counts.asked += 1
-        prompt = judge_prompt(item.question, item.options, answer_as_read_back(record.prediction or ""))
+        # What VLMEvalKit's judge is shown: the question, options and answer read back from its file.
+        prompt = judge_prompt_as_read_back(item.question, item.options, record.prediction or "", self.rules)
+        options = options_as_read_back(item.options, self.rules)  # what its reply is matched against
         calls = failed = 0
         for attempt in range(TRIES):
             if self.counts.stopped:
@@ -74,7 +78,7 @@ class Judge:
             if reply is None:
                 continue
             self._failing = 0
-            letter = infer(reply, item.options)
+            letter = infer(reply, options, self.rules)
             if letter == NO_LETTER:
                 self.counts.no_match += 1
                 verdict = Extraction((NO_LETTER,), "refused", f"judge {self.label}: no option matches")

@@ -142,6 +142,13 @@ def is_hit(letter: str | None, answer_cell: str | None) -> bool:
     return answer_cell is not None and (letter or NO_LETTER) == answer_cell
 
 
+def judge_prompt_as_read_back(question: str, options: Options, prediction: str, rules: RuleSet = DEFAULT_RULES) -> str:
+    """The judge's prompt for an item as the dataset gives it: VLMEvalKit shows its judge the
+    question, options and answer read back from its prediction file (``rules``' writer)."""
+    shown = options_as_read_back(options, rules)
+    return judge_prompt(answer_as_read_back(question, rules), shown, answer_as_read_back(prediction, rules))
+
+
 def judge_prompt(question: str, options: Options, prediction: str) -> str:
     """The prompt VLMEvalKit sends its judge for an answer ``infer`` could not read.
 

@@ -354,7 +354,7 @@ def test_without_javascript_everything_is_shown(browser, two_models: Path) -> No
     tab.goto((two_models / REPORT_FILE).resolve().as_uri())
     assert tab.locator("#gallery-filters").is_hidden()  # the buttons would do nothing
     assert tab.locator(".gallery .card:not([hidden])").count() == gallery_cap(300)
-    assert tab.locator("#headline table").is_visible() and tab.locator("#views svg").count() == 4
+    assert tab.locator("#headline table.headline").is_visible() and tab.locator("#views svg").count() == 4
     summary = tab.locator("#tree details.tree-view > summary").first
     summary.click()  # <details> needs no script
     assert summary.locator("..").evaluate("d => d.open") is True

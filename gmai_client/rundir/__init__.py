@@ -50,6 +50,7 @@ from gmai_client.rundir.documents import (
     read_config,
     read_metrics,
     run_figures_json,
+    save_rules,
     write_config,
     write_metrics,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "read_config",
     "read_metrics",
     "run_figures_json",
+    "save_rules",
     "write_config",
     "write_metrics",
 ]

@@ -71,6 +71,19 @@ def write_config(
     return _write_json(run_dir / CONFIG_FILE, payload)
 
 
+def save_rules(run_dir: Path, name: str) -> Path | None:
+    """Record in config.json that the folder is now scored under rule set ``name`` (``report
+    --rules``); the run's identity is untouched (a rule set changes no answer)."""
+    path = run_dir / CONFIG_FILE
+    data = _read_json(path)
+    if data is None or not isinstance(data.get("config"), dict):
+        return None
+    config = data["config"]
+    section = config.get("protocol")
+    (section if isinstance(section, dict) else config)["rules"] = name
+    return _write_json(path, data)
+
+
 def read_config(run_dir: Path) -> SavedConfig | None:
     """The folder's config.json, or None when it is missing or unreadable."""
     data = _read_json(run_dir / CONFIG_FILE)
@@ -137,6 +150,7 @@ class MetricsDocument:
     run: RunFigures = field(default_factory=RunFigures)
     protocol: Mapping[str, str] = field(default_factory=dict)  # what the figures mean
     schema: int = SCHEMA_VERSION
+    rule_sets: Mapping[str, Any] = field(default_factory=dict)  # the headline under every rule set
 
 
 def write_metrics(run_dir: Path, document: MetricsDocument) -> Path:
@@ -159,6 +173,8 @@ def write_metrics(run_dir: Path, document: MetricsDocument) -> Path:
     if document.comparison is not None:
         payload["comparison"] = asdict(document.comparison)
     payload["run"] = run_figures_json(document.run)
+    if document.rule_sets:
+        payload["rule_sets"] = dict(document.rule_sets)
     return _write_json(run_dir / METRICS_FILE, payload, redacted=False)
 
 
