@@ -1,10 +1,10 @@
 """Turns one item's outcome (an answer or an error) into a ``Record``: the unit metrics work on.
 
-Every answer is read twice: by the reference extraction (VLMEvalKit's reading: the headline
-``letters``/``status``/``correct``) and by the lenient one (the ``lenient_*`` fields, reported
-beside the headline, never in it). The reference's hit is VLMEvalKit's: the letter equals the
-answer cell exactly. The lenient hit is a set match against the parsed key (multi-answer items
-included).
+Every answer is read twice: by the reference extraction (VLMEvalKit's reading under the run's rule
+set, ``rulesets``: the headline ``letters``/``status``/``correct``) and by the lenient one (the
+``lenient_*`` fields, reported beside the headline, never in it). The reference's hit is
+VLMEvalKit's: the letter equals the answer cell exactly. The lenient hit is a set match against
+the parsed key (multi-answer items included).
 
 An API failure is an *error* record: the headline counts it wrong, as VLMEvalKit does (its
 prediction there is the failure text), and the reports also show accuracy over answered items.
@@ -22,11 +22,14 @@ never read for a letter.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 from gmai_client.errors import redact
 from gmai_client.normalize import extract, extract_lenient
-from gmai_client.reference import is_hit
+from gmai_client.readback import read_back, read_back_column
+from gmai_client.reference import API_FAILURE_TEXT, is_hit
+from gmai_client.rulesets import DEFAULT_RULES, RuleSet
 from gmai_client.types import BadRow, Extraction, Item, Record, Response
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -70,8 +73,9 @@ def score_answer(
     retries: tuple[str, ...] = (),
     cached: bool = False,
     estimated_input_tokens: int | None = None,
+    rules: RuleSet = DEFAULT_RULES,
 ) -> Record:
-    """A record for an answer, read by both extractions."""
+    """A record for an answer, read by both extractions (the reference one under ``rules``)."""
     usage = response.usage
     answer, thinking, cut = _read_thinking(response)
     record = Record(
@@ -95,7 +99,7 @@ def score_answer(
     if cut:
         wrong = None if item.answer is None else False
         return replace(record, status="thinking_length", rule="thinking cut", correct=wrong, lenient_correct=wrong)
-    return rescore(record)
+    return rescore(record, rules)
 
 
 def with_reference(record: Record, extraction: Extraction) -> Record:
@@ -161,10 +165,11 @@ def _groups(item: Item) -> dict:
     }
 
 
-def rescore(record: Record) -> Record:
-    """Apply both extractions to a record's answer (also ``report --rescore``); errors stay errors,
-    and so does an answer that never came out of its thinking. A record written before thinking was
-    kept apart has it split off now."""
+def rescore(record: Record, rules: RuleSet = DEFAULT_RULES, *, evaluated: str | None = None) -> Record:
+    """Apply both extractions to a record's answer (also ``report --rescore``/``--rules``); errors
+    stay errors, and so does an answer that never came out of its thinking. ``evaluated``: the answer
+    as read back with its whole answer set (``score_answer_set``). A record written before thinking
+    was kept apart has it split off now."""
     if record.status in ("error", "thinking_length") or record.prediction is None:
         return record
     if THINK_CLOSE in record.prediction:
@@ -181,7 +186,38 @@ def rescore(record: Record) -> Record:
         lenient_rule=lenient.rule,
         lenient_correct=lenient_correct,
     )
-    found = extract(record.prediction, record.options)
+    found = extract(record.prediction, record.options, rules, evaluated=evaluated)
     if found.status == "unparsed" and record.rule.startswith("judge"):
         return record  # the rules still cannot read it: the judge's verdict stands
     return with_reference(record, found)
+
+
+def score_answer_set(
+    records: Sequence[Record], rules: RuleSet = DEFAULT_RULES, *, columns_only: bool = False
+) -> list[Record]:
+    """Every record read again under ``rules``, each model's answers read back together, as one
+    prediction column of VLMEvalKit's file (``readback.read_back_column``: a column of numbers
+    reads back differently from one number among text). Pure and cheap: the side-by-side tables
+    and ``report --rules`` rescore a finished run with it. Order is kept. ``columns_only``: only
+    the models whose column reads back otherwise than answer by answer (records scored one by one
+    under ``rules`` need nothing else)."""
+    by_model: dict[str, list[int]] = {}
+    for position, record in enumerate(records):
+        if record.error_kind != "bad_row":  # a row that could not be read is no row of that file
+            by_model.setdefault(record.model, []).append(position)
+    out = list(records)
+    for positions in by_model.values():
+        texts = [prediction_cell(records[p]) for p in positions]
+        evaluated = read_back_column(texts, formulas=rules.xlsx_formulas)
+        if columns_only and evaluated == [read_back(text, formulas=rules.xlsx_formulas) for text in texts]:
+            continue
+        for position, text in zip(positions, evaluated, strict=True):
+            out[position] = rescore(records[position], rules, evaluated=text)
+    return out
+
+
+def prediction_cell(record: Record) -> str:
+    """What VLMEvalKit's prediction file holds for ``record``: its answer, or the failure text."""
+    if record.status == "error" or record.prediction is None:
+        return API_FAILURE_TEXT + "."
+    return record.prediction
