@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,11 +42,22 @@ from gmai_client.metrics import (
     compute_metrics,
 )
 from gmai_client.predictions import PREDICTIONS_DIR, write_prediction_files
-from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
+from gmai_client.records import RECORDS_FILE, read_records
 from gmai_client.report_console import headline_tables
 from gmai_client.report_format import interval
 from gmai_client.report_format import pct as _pct
 from gmai_client.report_format import signed as _delta
+from gmai_client.report_rules import (
+    RuleSetFigures,
+    describe,
+    headline_note,
+    rule_set_figures,
+    rule_sets_json,
+    rules_markdown,
+    rules_table,
+    score_for_report,
+)
+from gmai_client.rulesets import DEFAULT_RULES, RuleSet, rule_set
 from gmai_client.rundir import (
     MetricsDocument,
     RunFigures,
@@ -54,9 +65,9 @@ from gmai_client.rundir import (
     count_selected,
     read_config,
     read_metrics,
+    save_rules,
     write_metrics,
 )
-from gmai_client.scoring import rescore
 from gmai_client.types import Record
 
 
@@ -76,27 +87,32 @@ def write_reports(
     console: Console | None = None,
     reference: str | None = None,
     gallery: GalleryItems | None = None,
+    rules: RuleSet = DEFAULT_RULES,
 ) -> list[str]:
     """Write metrics and every report of a run folder from its records; print the tables to
     ``console`` when one is given (nothing is printed otherwise). ``gallery``: thumbnails made
-    during the run (``gallery_items.ThumbnailCollector``)."""
+    during the run (``gallery_items.ThumbnailCollector``). ``records`` are scored under ``rules``
+    (``score_for_report``); every rule set's figures are shown beside the headline."""
     records = list(records)
     figures = figures or RunFigures()
     metrics = compute_metrics(records, selected=figures.selected)
     if order:
         metrics = {label: metrics[label] for label in order if label in metrics}
     comparison = compare(metrics, records, reference) if len(metrics) > 1 else None
-    document = MetricsDocument(metrics, comparison, figures, PROTOCOL)
-    notes = judge_lines(figures) + token_lines(metrics)
+    by_rules = rule_set_figures(records, rules)
+    protocol = {**PROTOCOL, "rules": describe(rules)}
+    document = MetricsDocument(metrics, comparison, figures, protocol, rule_sets=rule_sets_json(by_rules, rules))
+    notes = [headline_note(rules, figures.judge is not None), *judge_lines(figures), *token_lines(metrics)]
     notices = notice_lines(assess(records, figures, order or list(metrics)), run_dir, metrics)
     written = [
         write_metrics(run_dir, document),
-        _write_csv(run_dir / "metrics.csv", metrics),
-        _write_markdown(run_dir / "report.md", metrics, comparison, notes, notices),
+        _write_csv(run_dir / "metrics.csv", metrics, rules),
+        _write_markdown(run_dir / "report.md", metrics, comparison, notes, notices, by_rules, rules),
         *write_prediction_files(run_dir / PREDICTIONS_DIR, records),
     ]
     if console is not None:
-        print_tables(metrics, comparison, console)
+        print_tables(metrics, comparison, console, rules)
+        console.print(rules_table(by_rules, rules))
         for line in notes:
             console.print(escape(line))
         for line in notices:
@@ -117,9 +133,16 @@ class Rendered:
 
 
 def render(
-    run_dir: Path, *, rescore_answers: bool = False, console: Console | None = None, reference: str | None = None
+    run_dir: Path,
+    *,
+    rescore_answers: bool = False,
+    console: Console | None = None,
+    reference: str | None = None,
+    rules: str | None = None,
 ) -> Rendered:
-    """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first.
+    """Re-render a run folder from its records; with ``rescore_answers``, re-apply extraction first;
+    with ``rules`` (a rule set's name), score the headline under that set from now on (the answers
+    are read again; nothing is sent).
 
     Holds the folder's lock throughout, as a run does: a run still writing the folder is not
     reported on half its records, nor has its journal replaced under it (a ``ConfigError`` names
@@ -129,36 +152,38 @@ def render(
     if not path.exists():
         raise ConfigError(f"{run_dir} has no {RECORDS_FILE}: not a run folder")
     with RunLock(run_dir, advice=_BUSY_ADVICE):
-        return _render(run_dir, rescore_answers=rescore_answers, console=console, reference=reference)
+        return _render(run_dir, rescore_answers=rescore_answers, console=console, reference=reference, rules_name=rules)
 
 
 #: What ``report`` says to do when a run holds the folder.
 _BUSY_ADVICE = "the run is still going and writes the reports when it ends; report it then, or stop it first"
 
 
-def _render(run_dir: Path, *, rescore_answers: bool, console: Console | None, reference: str | None) -> Rendered:
+def _render(
+    run_dir: Path, *, rescore_answers: bool, console: Console | None, reference: str | None, rules_name: str | None
+) -> Rendered:
     path = run_dir / RECORDS_FILE
     records = read_records(path)
-    if rescore_answers:
-        records = [rescore(record) for record in records]
-        # Keep the journal and the metrics in agreement: rewrite records with the new letters.
-        tmp = path.with_suffix(".rescored.tmp")
-        tmp.unlink(missing_ok=True)
-        with RecordWriter(tmp) as writer:
-            writer.write_all(records)
-        tmp.replace(path)
+    saved = read_config(run_dir)
+    before = rule_set(saved.setting("rules", DEFAULT_RULES.name)) if saved is not None else DEFAULT_RULES
+    rules = rule_set(rules_name) if rules_name is not None else before
+    # A rule set other than the run's, or --rescore: every answer read again (nothing is sent).
+    records = score_for_report(run_dir, records, rules, rescore=rescore_answers or rules != before)
     if reference is not None and reference not in {r.model for r in records}:
         known = ", ".join(dict.fromkeys(r.model for r in records)) or "none"
         raise ConfigError(f"--reference {reference!r} is not a model of {run_dir} (models: {known})")
     # Keep what only the run knew (its timings, requests, placement, judge counts) and its model order.
-    previous, saved = read_metrics(run_dir), read_config(run_dir)
+    previous = read_metrics(run_dir)
     figures = previous.run if previous is not None else RunFigures()
     counted = count_selected(saved) if saved is not None else None
     if counted is not None:
         figures = replace(figures, selected=counted)
     order = (saved.model_labels if saved is not None else None) or None
-    written = write_reports(run_dir, records, figures, order=order, console=console, reference=reference)
+    written = write_reports(run_dir, records, figures, order=order, console=console, reference=reference, rules=rules)
+    if rules != before:
+        save_rules(run_dir, rules.name)  # a later `report` keeps this rule set
     return Rendered(written, assess(records, figures, order or ()))
+
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -186,10 +211,11 @@ _CSV_COLUMNS = (
     "selected",
     "unanswered",
     "incomplete",
+    "rules",  # the rule set the accuracies are scored under (``rulesets``)
 )
 
 
-def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
+def _write_csv(path: Path, metrics: dict[str, ModelMetrics], rules: RuleSet = DEFAULT_RULES) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(_CSV_COLUMNS)
@@ -221,6 +247,7 @@ def _write_csv(path: Path, metrics: dict[str, ModelMetrics]) -> Path:
                         selected,
                         m.unanswered if overall else "",
                         str(m.incomplete).lower(),
+                        rules.name,
                     ]
                 )
     return path
@@ -366,8 +393,10 @@ def view_rows(
     return header, rows
 
 
-def print_tables(metrics: dict[str, ModelMetrics], comparison: Comparison | None, console: Console) -> None:
-    title = "GMAI-MMBench accuracy (micro, per question; acc = VLMEvalKit's exact matching)"
+def print_tables(
+    metrics: dict[str, ModelMetrics], comparison: Comparison | None, console: Console, rules: RuleSet = DEFAULT_RULES
+) -> None:
+    title = f"GMAI-MMBench accuracy (micro, per question; acc = VLMEvalKit's exact matching, rules {rules.name})"
     for table in headline_tables(title, _OVERALL_HEADER, overall_rows(metrics), console):  # fits the width
         console.print(table)
     for label, m in metrics.items():
@@ -407,9 +436,13 @@ def _write_markdown(
     comparison: Comparison | None,
     notes: Sequence[str] = (),
     notices: Sequence[str] = (),
+    by_rules: Mapping[str, Mapping[str, RuleSetFigures]] | None = None,
+    rules: RuleSet = DEFAULT_RULES,
 ) -> Path:
     parts = [
         "# GMAI-MMBench evaluation",
+        "",
+        f"Rule set: **{rules.name}** (VLMEvalKit {rules.vlmevalkit}, matching of {rules.matching}).",
         "",
         "Accuracy in %, micro-averaged per question. **acc** is VLMEvalKit's exact-matching evaluation, the "
         "figure comparable with the paper's tables: unparsed and refused answers and items that got no answer "
@@ -428,6 +461,8 @@ def _write_markdown(
     for _, view in GROUP_FIELDS:
         header, rows = view_rows(metrics, view, comparison)
         parts += [f"## By {view}", "", _markdown_table(header, rows), ""]
+    if by_rules:
+        parts += rules_markdown(by_rules, rules, _markdown_table)
     if comparison is not None:
         parts += ["## Paired comparison", ""]
         for test in comparison.paired.values():
