@@ -46,6 +46,7 @@ from gmai_client.cli_common import (
 from gmai_client.config import MAX_CONCURRENCY, NOT_UTF8_PATH, non_utf8_path, run_default, run_name_problem
 from gmai_client.errors import GmaiError
 from gmai_client.report import terminal_console
+from gmai_client.rulesets import DEFAULT_RULES, RULE_NAMES, rule_set
 
 __all__ = [
     "EXIT_EMPTY",
@@ -144,6 +145,21 @@ def _run_name(text: str) -> str:
     return text
 
 
+def _rules(text: str) -> str:
+    """A rule set's name, ``latest`` resolved (a run keeps the set it was scored under)."""
+    try:
+        return rule_set(text).name
+    except GmaiError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+#: What ``--rules`` says, for run, plan and report.
+_RULES_HELP = (
+    f"the rule set the headline is scored under: {', '.join(RULE_NAMES)} (default {DEFAULT_RULES.name}, "
+    "the published table's; every report also shows the other sets)"
+)
+
+
 def _path(text: str) -> Path:
     shown = non_utf8_path(text)
     if shown:
@@ -166,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=_path)
     report.add_argument("--rescore", action="store_true", help="re-apply answer extraction to the raw answers")
     report.add_argument("--reference", default=None, help="model label the deltas are taken against")
+    report.add_argument(
+        "--rules", type=_rules, metavar="NAME", help=_RULES_HELP + "; rescores the run's answers, sends nothing"
+    )
     commands.add_parser("backends", help="list backends, whether installed, and their options")
     _add_cache(commands)
     _add_batches(commands)
@@ -210,6 +229,7 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
         help="run folder name, inside --out (default: the model labels and a hash of the configuration)",
     )
     run.add_argument("--template", help="prompt template file ({hint} {question} {options} {instruction})")
+    run.add_argument("--rules", type=_rules, metavar="NAME", help=_RULES_HELP)
     run.add_argument(
         "--multi-answer-prompt",
         action="store_true",

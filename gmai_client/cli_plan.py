@@ -17,6 +17,7 @@ from gmai_client.cli_common import EXIT_OK
 from gmai_client.config import RunConfig
 from gmai_client.plan import ModelPlan, plan_run
 from gmai_client.prices import load_prices
+from gmai_client.rulesets import rule_set
 
 _HEADER = (
     "model", "items", "finished", "cached", "to send", "input tokens / item", "input tokens", "output tokens (max)",
@@ -35,6 +36,12 @@ def print_plan(config: RunConfig, prices_file: Path | None, console: Console) ->
     for plan in plans:
         console.print(escape(_price_line(plan)), highlight=False)
         console.print(escape(_output_line(plan)), highlight=False, soft_wrap=True)
+    rules = rule_set(config.protocol.rules)
+    console.print(
+        f"Scored under {rules.name} (VLMEvalKit {rules.vlmevalkit}); the rule set changes only the scoring: "
+        "the same requests under every set, and `report --rules NAME` rescores a finished run without sending.",
+        highlight=False,
+    )
     console.print(
         "Input tokens follow each provider's documented rules (text: ~4 characters a token; images: OpenAI's "
         "tiles or patches, Anthropic's pixels); the max costs assume every answer uses its whole output bound "

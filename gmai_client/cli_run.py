@@ -144,6 +144,7 @@ def _completeness(result: RunResult) -> Completeness:
 
 #: argparse destinations that are RunConfig fields of the same flat name and need no conversion.
 _PLAIN_FIELDS = (
+    "rules",
     "concurrency",
     "limit",
     "seed",

@@ -154,6 +154,9 @@ class ProtocolSection:
     # The paper's multi-answer instruction for items whose key has several letters (VLMEvalKit's
     # generic prompt, the default, asks every item for one answer).
     multi_answer_instruction: bool = False
+    # The rule set the headline is scored under (``rulesets``: vlmevalkit-2024|2025|2026, latest).
+    # Scoring only: the same requests under every set, so it is no part of the run's identity.
+    rules: str = "vlmevalkit-2024"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.params.temperature) and self.params.temperature >= 0):
@@ -274,7 +277,7 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
 #: Flat names that only decide how a run proceeds (pace, patience, where answers are kept, where
 #: models run), never which items are asked or what a model answers. ``--resume`` takes them from
 #: the command line when given (saying so); every other field must agree with the saved run.
-POLICY_FIELDS = frozenset({f.name for f in fields(PolicySection)} | {"executor", "ray_address", "progress"})
+POLICY_FIELDS = frozenset({f.name for f in fields(PolicySection)} | {"executor", "ray_address", "progress", "rules"})
 
 
 # --- the whole configuration ----------------------------------------------------------------

@@ -53,7 +53,8 @@ from gmai_client.errors import BackendError, DataError, GmaiError
 from gmai_client.judge import Judge, JudgeCounts
 from gmai_client.progress import ModelTrack
 from gmai_client.records import RECORDS_FILE, read_records
-from gmai_client.scoring import score_answer, score_error
+from gmai_client.rulesets import DEFAULT_RULES
+from gmai_client.scoring import rescore, score_answer, score_error
 from gmai_client.types import BadRow, Item, Record, Request
 from gmai_client.wiring import ModelPlan, Wired
 
@@ -362,6 +363,8 @@ class _ModelRun:
 
     async def finish(self, entry: Item | BadRow, record: Record) -> None:
         """The judge's look at an answer no rule could read, then the record kept."""
+        if self.wired.rules is not DEFAULT_RULES:
+            record = rescore(record, self.wired.rules)  # answers are scored under the default set
         judge: Judge | None = self.wired.judge
         if judge is not None and isinstance(entry, Item) and judge.wants(entry, record):
             record = await judge.rescue(entry, record)

@@ -49,6 +49,7 @@ from gmai_client.progress import ProgressReporter, make_progress
 from gmai_client.prompt import build_request
 from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.retry import RetryPolicy
+from gmai_client.rulesets import DEFAULT_RULES, RuleSet, rule_set
 from gmai_client.select import Selection, parse_selection, selected_entries
 from gmai_client.splits import resolve_data
 from gmai_client.types import BadRow, Item, Record, Request
@@ -117,6 +118,7 @@ class Wired:
     count_total: bool  # count the selection for the progress bar (a second full parse)
     started: float  # time.monotonic() when wiring began
     gallery: ThumbnailCollector  # the report's thumbnails, made while the run goes
+    rules: RuleSet = DEFAULT_RULES  # the rule set the headline is scored under (``rulesets``)
 
 
 @contextlib.asynccontextmanager
@@ -132,6 +134,7 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
     files = tuple(open_dataset(resolve_data(data.files, data_dir=data.data_dir)))
     items = Items(files, parse_selection(data.select or None), data.limit)
     judge_spec = config.protocol.judge
+    rules = rule_set(config.protocol.rules)  # an unknown name fails before any folder
     limits = {spec.label: model_limits(spec, policy) for spec in config.models}
     if judge_spec is not None:
         model_limits(judge_spec, policy)  # a bad value fails before any folder
@@ -159,7 +162,7 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
             )
             for spec in config.models
         )
-        judge = await _start_judge(judge_spec, judge_backend, policy, shared)
+        judge = await _start_judge(judge_spec, judge_backend, policy, shared, rules)
         previous = tuple(read_records(run_dir / RECORDS_FILE))
         gallery = ThumbnailCollector(files, partial(select_gallery, labels=[plans[0].spec.label]))
         stack.callback(gallery.collected)  # its worker stops with the run, however the run ends
@@ -175,6 +178,7 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
             count_total=config.output.progress,
             started=started,
             gallery=gallery,
+            rules=rules,
         )
 
 
@@ -299,7 +303,7 @@ def _dispatcher(
 
 
 async def _start_judge(
-    spec: ModelSpec | None, backend: Backend | None, policy: PolicySection, shared: Shared
+    spec: ModelSpec | None, backend: Backend | None, policy: PolicySection, shared: Shared, rules: RuleSet
 ) -> Judge | None:
     if spec is None or backend is None:
         return None
@@ -307,7 +311,7 @@ async def _start_judge(
         await backend.start()
     except (GmaiError, OSError) as exc:
         raise GmaiError(f"the judge {spec.label} cannot start: {exc}") from None
-    return Judge(_dispatcher(backend, model_limits(spec, policy), policy, shared, None), spec.label)
+    return Judge(_dispatcher(backend, model_limits(spec, policy), policy, shared, None), spec.label, rules)
 
 
 def _writer(run_dir: Path, stack: contextlib.AsyncExitStack) -> RecordWriter:
