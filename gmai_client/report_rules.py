@@ -11,6 +11,7 @@ would report: the note says so.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,12 @@ from typing import Any
 
 from rich.table import Table
 
+from gmai_client.html_page import table
 from gmai_client.metrics import GROUP_FIELDS, compute_metrics
 from gmai_client.records import RECORDS_FILE, RecordWriter
-from gmai_client.report_format import pct
-from gmai_client.rulesets import RULE_SETS, RuleSet
+from gmai_client.report_format import esc, pct
+from gmai_client.rulesets import DEFAULT_RULES, RULE_SETS, RuleSet
+from gmai_client.rundir import METRICS_FILE
 from gmai_client.scoring import score_answer_set
 from gmai_client.types import Record
 
@@ -181,3 +184,59 @@ def score_for_report(
             writer.write_all(scored)
         tmp.replace(path)
     return scored
+
+
+# --- report.html -------------------------------------------------------------------------------
+
+
+def _saved_rule_sets(run_dir: Path) -> dict[str, Any]:
+    """metrics.json's ``rule_sets`` (written before report.html), or {} for a folder without one."""
+    try:
+        data = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    found = data.get("rule_sets") if isinstance(data, dict) else None
+    return found if isinstance(found, dict) and isinstance(found.get("sets"), dict) else {}
+
+
+def rules_html(run_dir: Path) -> str:
+    """The headline section's paragraph and table: the rule set, and every set's overall figure."""
+    saved = _saved_rule_sets(run_dir)
+    if not saved:
+        return ""
+    name = str(saved.get("headline", ""))
+    rules = RULE_SETS.get(name)
+    sets: dict[str, Any] = saved["sets"]
+    labels = list(next(iter(sets.values()), {}).get("models", {}))
+    rows = []
+    for label in labels:
+        cells = [f'<th scope="row">{esc(label)}</th>']
+        for set_name, found in sets.items():
+            figures = found["models"].get(label, {})
+            count = figures.get("letters_differ_from_headline", 0)
+            differ = "" if set_name == name else f' <span class="note">({count} letters differ)</span>'
+            klass = "num acc" if set_name == name else "num"
+            cells.append(f'<td class="{klass}">{pct(figures.get("accuracy"))}{differ}</td>')
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    intro = (
+        f"<p><strong>Rule set: {esc(name)}</strong>"
+        + (f" (VLMEvalKit {esc(rules.vlmevalkit)}, matching of {esc(rules.matching)}): use it {esc(rules.use_when)}"
+           if rules else "")
+        + ". VLMEvalKit's scoring changed twice after GMAI-MMBench was added: the same answers under each "
+        "of its eras (<code>report --rules NAME</code> makes another the headline; nothing is sent):</p>"
+    )
+    header = ["model", *(f"{n} (headline)" if n == name else n for n in sets)]
+    return intro + table(header, rows, caption="Accuracy (%) under each rule set", cls="rulesets")
+
+
+def paper_rules_note(run_dir: Path) -> str:
+    """Beside the paper's table: whether this run's figures are scored under the table's rules."""
+    name = str(_saved_rule_sets(run_dir).get("headline", ""))
+    if not name:
+        return ""
+    if name == DEFAULT_RULES.name:
+        return f"<p>This run's rows are scored under {esc(name)}, the rules the published table was computed under.</p>"
+    return (
+        f'<p class="warn">This run\'s rows are scored under {esc(name)}; the published table was computed under '
+        f"{esc(DEFAULT_RULES.name)}: see the headline section for this run under that rule set.</p>"
+    )

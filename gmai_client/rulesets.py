@@ -5,7 +5,8 @@ changed twice after GMAI-MMBench was added, and its prediction-file writer once.
 everything that makes the figure, named by the year its matching took effect:
 
 - ``vlmevalkit-2024``: VLMEvalKit 69268c70 (2024-08-19, the commit that added GMAI-MMBench, the
-  published table's era), matching of c6bdffd3 (2024-03-19). PyPI: ``ms-vlmeval`` 0.0.2 - 0.0.18.
+  published table's era), matching of c6bdffd3 (2024-03-19). PyPI: ``ms-vlmeval`` up to 0.0.18 (0.0.17
+  and 0.0.18 read; ``nvidia-vlmeval`` 26.3 carries this matching too).
 - ``vlmevalkit-2025``: matching of c3371551 (2025-08-04, PR #1175). PyPI: ``ms-vlmeval`` 0.0.19, 0.0.20.
 - ``vlmevalkit-2026``: matching of a67ace50 (2026-06-17, PR #1552), as on main at e8e78f05 (2026-08),
   whose prediction writer no longer turns text into formulas (63a279f1, 2026-07-22). No PyPI release.
@@ -55,7 +56,7 @@ VLMEVALKIT_2024 = RuleSet(
     name="vlmevalkit-2024",
     vlmevalkit="69268c70 (2024-08-19)",
     matching="c6bdffd3 (2024-03-19)",
-    pypi="ms-vlmeval 0.0.2 - 0.0.18",
+    pypi="ms-vlmeval up to 0.0.18",
     letter_window=None,
     text_length_cap=False,
     answer_is_fallback=False,

@@ -11,12 +11,17 @@ and imports only the modules the GMAI-MMBench evaluation needs: ``smp`` (file I/
 (``extract_answer_from_item``, ``report_acc``) and ``dataset.image_mcq`` (``GMAIMMBenchDataset``).
 Nothing of VLMEvalKit is copied into the project.
 
-``python tests/vlmeval_oracle.py ROOT TSV WORKDIR NAME=ANSWERS.jsonl ...`` runs VLMEvalKit's whole
+``python tests/vlmeval_oracle.py ROOT TSV WORKDIR NAME=ANSWERS.jsonl ... [--freeze OUT COMMIT SHA256]``
+runs VLMEvalKit's whole
 path for each answer set, as its ``run.py`` does after inference: the dataset as its
 ``GMAIMMBenchDataset`` loads it, the answers put in its ``prediction`` column, the prediction file
 written with its ``dump`` (xlsx), and that file scored by its ``GMAIMMBenchDataset.evaluate`` (exact
-matching); it prints, per answer set, each item's letter, hit and whether the judge would be asked,
-and the accuracy tables.
+matching); it writes, per answer set, each item's letter, hit and whether the judge would be asked,
+and the accuracy tables (``WORKDIR/oracle.json``). With ``--freeze``, it also writes them as data to
+commit (``freeze``), for an era no PyPI release carries: ``tests/data/vlmevalkit-e8e78f05-corpus.json``
+was made so, with ROOT a checkout of VLMEvalKit at e8e78f05 in a temporary folder (its ``vlmeval``
+folder only), over the corpus of ``tests/test_conformance.py`` (``answer_corpus.write(folder, 4200,
+seed=7)`` and ``numeric_answers``), SHA256 being ``test_conformance.corpus_digest`` of its three files.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import string
 import subprocess
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +118,20 @@ def evaluated_rows(oracle: types.SimpleNamespace, prediction_file: Path) -> Any:
     return data
 
 
+def prediction_file(oracle: types.SimpleNamespace, dataset: Any, answers: dict[str, str], folder: Path) -> Path:
+    """VLMEvalKit's prediction file for ``answers``, as its ``run.py`` writes it after inference: its
+    dataset's rows, a str() prediction column, the image column dropped, written by its own dump()."""
+    data = dataset.data.copy()
+    data["prediction"] = [str(answers[str(index)]) for index in data["index"]]
+    data.pop("image")
+    path = folder / f"model_{DATASET}.xlsx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # xlsxwriter warns of the links it drops and the cells it cuts
+        oracle.smp.dump(data, str(path))
+    return path
+
+
 def run_pipeline(root: Path, tsv: Path, workdir: Path, answer_sets: dict[str, Path]) -> dict[str, Any]:
     """VLMEvalKit at ``root`` over ``tsv`` and each answer set, in a subprocess (see the docstring)."""
     args = [f"{name}={path}" for name, path in answer_sets.items()]
@@ -139,14 +159,7 @@ def _pipeline(root: Path, tsv: Path, workdir: Path, answer_sets: dict[str, Path]
         for line in answers_path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             answers[str(row["index"])] = row["prediction"]
-        # What run.py's inference does with the answers: its dataset's rows, a str() prediction
-        # column, the image column dropped, the file written with its own dump().
-        data = dataset.data.copy()
-        data["prediction"] = [str(answers[str(index)]) for index in data["index"]]
-        data.pop("image")
-        eval_file = workdir / name / f"model_{DATASET}.xlsx"
-        eval_file.parent.mkdir(parents=True, exist_ok=True)
-        oracle.smp.dump(data, str(eval_file))
+        eval_file = prediction_file(oracle, dataset, answers, workdir / name)
         rows = evaluated_rows(oracle, eval_file)
         mc = oracle.multiple_choice
         letters, asks = {}, {}
@@ -172,8 +185,53 @@ def _pipeline(root: Path, tsv: Path, workdir: Path, answer_sets: dict[str, Path]
     return out
 
 
+def freeze(result: dict[str, Any], vlmevalkit: str, digest: str) -> dict[str, Any]:
+    """A pipeline result as data to commit: per answer set, the letters, hits and judge placement
+    as strings in index order, and the tables; ``vlmevalkit`` names the commit that computed it."""
+    sets = {}
+    for name, found in result.items():
+        order = sorted(found["letters"], key=int)
+        assert order == [str(i) for i in range(len(order))], "the corpus's indexes are 0..N-1"
+        sets[name] = {
+            "items": len(order),
+            "letters": "".join(found["letters"][i] for i in order),
+            "hits": "".join(str(found["hits"][i]) for i in order),
+            "asks_judge": "".join("1" if found["asks_judge"][i] else "0" for i in order),
+            "overall": found["overall"],
+            "category": found["category"],
+            "views": found["views"],
+        }
+    return {"vlmevalkit": vlmevalkit, "corpus": {"sha256": digest}, "sets": sets}
+
+
+def thaw(frozen: dict[str, Any]) -> dict[str, Any]:
+    """``freeze``'s data back in ``run_pipeline``'s form."""
+    out = {}
+    for name, found in frozen["sets"].items():
+        order = [str(i) for i in range(found["items"])]
+        out[name] = {
+            "letters": dict(zip(order, found["letters"], strict=True)),
+            "hits": {i: int(h) for i, h in zip(order, found["hits"], strict=True)},
+            "asks_judge": {i: a == "1" for i, a in zip(order, found["asks_judge"], strict=True)},
+            "overall": found["overall"],
+            "category": found["category"],
+            "views": found["views"],
+        }
+    return out
+
+
 if __name__ == "__main__":
-    _root, _tsv, _workdir = (Path(x) for x in sys.argv[1:4])
-    _sets = {arg.split("=", 1)[0]: Path(arg.split("=", 1)[1]) for arg in sys.argv[4:]}
+    # python tests/vlmeval_oracle.py ROOT TSV WORKDIR NAME=ANSWERS.jsonl ... [--freeze OUT.json COMMIT DIGEST]
+    _args = sys.argv[1:]
+    _freeze = None
+    if "--freeze" in _args:
+        _at = _args.index("--freeze")
+        _freeze, _args = _args[_at + 1 : _at + 4], _args[:_at]
+    _root, _tsv, _workdir = (Path(x) for x in _args[:3])
+    _sets = {arg.split("=", 1)[0]: Path(arg.split("=", 1)[1]) for arg in _args[3:]}
     _workdir.mkdir(parents=True, exist_ok=True)
-    (_workdir / "oracle.json").write_text(json.dumps(_pipeline(_root, _tsv, _workdir, _sets)), encoding="utf-8")
+    _result = _pipeline(_root, _tsv, _workdir, _sets)
+    (_workdir / "oracle.json").write_text(json.dumps(_result), encoding="utf-8")
+    if _freeze:
+        _out, _commit, _digest = _freeze
+        Path(_out).write_text(json.dumps(freeze(_result, _commit, _digest), indent=1) + "\n", encoding="utf-8")
