@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
@@ -54,6 +55,7 @@ from gmai_client.judge import Judge, JudgeCounts
 from gmai_client.progress import ModelTrack
 from gmai_client.records import RECORDS_FILE, read_records
 from gmai_client.rulesets import DEFAULT_RULES
+from gmai_client.rundir.items import Census, item_digest, say_changed, set_aside_stale, take_census
 from gmai_client.scoring import rescore, score_answer, score_error
 from gmai_client.types import BadRow, Item, Record, Request
 from gmai_client.wiring import ModelPlan, Wired
@@ -112,9 +114,9 @@ async def stream(wired: Wired, policy: PolicySection, collect: Collect | None = 
     outcomes = {plan.spec.label: ModelOutcome(plan.spec) for plan in wired.models}
     interrupted, failure = False, ""
     ledger = Ledger.of(wired.run_dir)
-    # What the records are counted against (a model that stops early leaves the rest unread): a
-    # parse of the files beside the work, shared with the progress bars (``Items.count``).
-    counting = asyncio.create_task(asyncio.to_thread(wired.items.count))
+    # What the records are counted against (a model that stops early leaves the rest unread), and
+    # what they must still answer (an edited file: ``rundir.items``): a parse beside the work.
+    counting = asyncio.create_task(asyncio.to_thread(lambda: take_census(wired.items.entries())))
     try:
         with wired.progress:
             tasks = [
@@ -144,9 +146,10 @@ async def stream(wired: Wired, policy: PolicySection, collect: Collect | None = 
             failure = failure or f"cannot finish writing {wired.writer.path}: {exc}"
         for plan in wired.models:
             outcomes[plan.spec.label].placement = _placement(plan.backend)
-    labels = {plan.spec.label for plan in wired.models}
-    records = tuple(r for r in read_records(wired.run_dir / RECORDS_FILE) if r.model in labels)
-    selected = await _count_of(counting)
+    labels = [plan.spec.label for plan in wired.models]
+    census = await _census_of(counting)
+    records = _current_records(wired.run_dir, census, labels)
+    selected = census.count if census is not None else None
     return RunResult(
         wired.run_dir,
         records,
@@ -159,12 +162,21 @@ async def stream(wired: Wired, policy: PolicySection, collect: Collect | None = 
     )
 
 
-async def _count_of(counting: asyncio.Task[int]) -> int | None:
-    """The selection's size, or None when the data could not be read to the end (the run says why)."""
+async def _census_of(counting: asyncio.Task[Census]) -> Census | None:
+    """The selection as read, or None when the data could not be read to the end (the run says why)."""
     try:
         return await counting
     except Exception:  # a count is for the report: never fail a finished run over it
         return None
+
+
+def _current_records(run_dir: Path, census: Census | None, labels: list[str]) -> tuple[Record, ...]:
+    """The models' records that answer an item of the data as it is now: those of removed or
+    changed rows are set aside (``rundir.items``); all of them when the data could not be read."""
+    if census is not None:
+        with contextlib.suppress(OSError):  # a full disk: the journal stays as it is, counted whole
+            return tuple(set_aside_stale(run_dir, census, labels))
+    return tuple(r for r in read_records(run_dir / RECORDS_FILE) if r.model in labels)
 
 
 def _describe_failure(exc: BaseException) -> str:
@@ -255,6 +267,10 @@ class _ModelRun:
             for r in wired.previous
             if r.model == self.label and not (policy.retry_errors and r.status == "error")
         }
+        # What each item was when it was answered, and what it is as read now: a changed item is sent again.
+        self.answered = {r.index: r.item_digest for r in wired.previous if r.model == self.label and r.item_digest}
+        self.digests: dict[str, str] = {}
+        self.changed: list[str] = []
         self.plan = plan
         self._dispatcher: Dispatcher | None = None
         self._started: asyncio.Future[bool] | None = None
@@ -314,6 +330,7 @@ class _ModelRun:
             for _ in workers:
                 self.queue.put_nowait(None)
             await asyncio.gather(producer, *workers, counter, return_exceptions=True)
+            say_changed(self.label, self.changed)
 
     async def _produce(self) -> None:
         entries = self.wired.items.entries()
@@ -329,13 +346,14 @@ class _ModelRun:
     async def _read(self, entries: Iterator[Item | BadRow], loop: asyncio.AbstractEventLoop, reader: Executor) -> None:
         while not self.stop.is_set():
             try:
-                batch = await loop.run_in_executor(reader, lambda: list(islice(entries, _READ_BATCH)))
+                # Each row hashed as it is read, in the reader's thread (``rundir.items``).
+                batch = await loop.run_in_executor(reader, lambda: _read_hashed(entries, self.digests))
             except (GmaiError, OSError) as exc:
                 raise RunFailed(f"reading the data failed: {exc}") from exc
             if not batch:
                 break
             for entry in batch:
-                if _index_of(entry) in self.finished:
+                if _index_of(entry) in self.finished and not self._changed(entry):
                     self.outcome.skipped += 1
                     self.track.advance(skipped=True)
                     continue
@@ -365,6 +383,8 @@ class _ModelRun:
         """The judge's look at an answer no rule could read, then the record kept."""
         if self.wired.rules is not DEFAULT_RULES:
             record = rescore(record, self.wired.rules)  # answers are scored under the default set
+        digest = self.digests.get(record.index) or item_digest(entry)
+        record = dataclasses.replace(record, item_digest=digest)
         judge: Judge | None = self.wired.judge
         if judge is not None and isinstance(entry, Item) and judge.wants(entry, record):
             record = await judge.rescue(entry, record)
@@ -396,6 +416,15 @@ class _ModelRun:
             if _too_many_errors(self.policy.max_errors, outcome):
                 self._halt(f"{outcome.errors} of {outcome.done} items failed (--max-errors {self.policy.max_errors:g})")
         self.track.advance(error=record.status == "error")
+
+    def _changed(self, entry: Item | BadRow) -> bool:
+        """Whether a finished item was changed in the data since it was answered (noted once)."""
+        index = _index_of(entry)
+        then, now = self.answered.get(index, ""), self.digests.get(index, "")
+        if not then or not now or then == now:
+            return False
+        self.changed.append(index)
+        return True
 
     def _halt(self, reason: str) -> None:
         if not self.stop.is_set():
@@ -446,6 +475,14 @@ async def _answer(entry: Item | BadRow, label: str, send: Send, ask: Callable[[I
         cached=sent.cached,
         estimated_input_tokens=sent.estimated_input_tokens,
     )
+
+
+def _read_hashed(entries: Iterator[Item | BadRow], digests: dict[str, str]) -> list[Item | BadRow]:
+    """The next few entries, each one's digest noted by index (run in the reader's thread)."""
+    batch = list(islice(entries, _READ_BATCH))
+    for entry in batch:
+        digests[_index_of(entry)] = item_digest(entry)
+    return batch
 
 
 def _index_of(entry: Item | BadRow) -> str:

@@ -317,6 +317,7 @@ class Record:
     source: str = ""
     source_offset: int = -1  # byte offset of the item's row in its file: the report seeks, not scans
     row: tuple[tuple[str, str], ...] = ()  # the item's cells but the image (for the prediction file)
+    item_digest: str = ""  # a hash of what was read for the item (``rundir.items``): a changed row is seen
 
     @property
     def is_multi_answer(self) -> bool:
