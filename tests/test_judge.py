@@ -30,3 +30,34 @@ def test_the_judge_is_asked_only_where_the_rules_found_nothing(answer: str, aske
     judge = Judge(cast(Any, None), "judge")  # deciding whom to ask sends nothing
     record = score_answer(item, "model", Response(answer))
     assert judge.wants(item, record) is asked
+
+
+class _Recording:
+    """A dispatcher that records the judge's prompts and answers a fixed reply."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply, self.prompts = reply, []
+
+    async def send(self, request: Any) -> Any:
+        from types import SimpleNamespace
+
+        self.prompts.append(request.text)
+        return SimpleNamespace(response=Response(self.reply), attempts=1, cached=False)
+
+
+@pytest.mark.parametrize(
+    ("rules", "shown"), [("vlmevalkit-2025", "Answer: 0\n"), ("vlmevalkit-2026", "Answer: => B\n")]
+)
+def test_the_judge_sees_the_answer_as_the_rule_sets_prediction_file_reads_it_back(rules: str, shown: str) -> None:
+    """Up to 2025 VLMEvalKit's writer turns "=> B" into a formula (read back as 0); 2026's keeps it."""
+    import asyncio
+
+    from gmai_client.rulesets import rule_set
+
+    item = next(e for e in iter_items(open_dataset([sample_path()])) if isinstance(e, Item) and not e.is_multi_answer)
+    dispatcher = _Recording("B")
+    judge = Judge(cast(Any, dispatcher), "judge", rule_set(rules))
+    record = score_answer(item, "model", Response("=> B"), rules=rule_set("vlmevalkit-2025"))
+    assert judge.wants(item, record)  # read back as "0": no letter under 2025
+    judged = asyncio.run(judge.rescue(item, record))
+    assert shown in dispatcher.prompts[0] and judged.letters == ("B",)
