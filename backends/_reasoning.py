@@ -1,5 +1,6 @@
-"""What the OpenAI and Anthropic backends share for reasoning models: options, the output bound,
-temperature, reasoning effort, and what of them joins the backend's identity.
+"""What the OpenAI and Anthropic backends share for reasoning models and per-model prompts:
+options, the output bound, temperature, reasoning effort, the model's own system prompt, and what
+of them joins the backend's identity.
 
 The model's family (``families``) gives the defaults; the model's own ``-B`` options override them:
 
@@ -8,6 +9,8 @@ The model's family (``families``) gives the defaults; the model's own ``-B`` opt
     -B temperature=omit|send   omit: send no temperature (models that take only their default)
     -B reasoning_effort=VALUE  how hard the model thinks; checked against the values the family
                                table lists for the model, before anything is sent
+    -B system=TEXT|@FILE       this model's system prompt instead of the run's --system-prompt
+                               (some models need one; some open models switch thinking on by one)
 
 What changes an answer joins ``identity()`` (so the run folder and the cache key) only when it
 differs from what a plain model gets, so the cache keys of GPT-4o-style models stay as they were.
@@ -15,13 +18,14 @@ differs from what a plain model gets, so the cache keys of GPT-4o-style models s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
 from gmai_client.backends.families import Family, family_of
 from gmai_client.errors import ConfigError
-from gmai_client.options import BackendOptions, option
+from gmai_client.options import BackendOptions, option, text_or_file
 from gmai_client.types import Request, Usage
 
 _BOUND_DEFAULT = "--max-tokens, raised to the model family's bound where it has one"
@@ -41,6 +45,10 @@ class ReasoningOptions(BackendOptions):
         "", "how hard a reasoning model thinks (OpenAI reasoning_effort; Anthropic output_config.effort)",
         default_text="not sent: the model's default",
     )  # fmt: skip
+    system: str | None = option(
+        None, "this model's system prompt, TEXT or @FILE, replacing --system-prompt (empty: none)", blank=True,
+        default_text="--system-prompt's (none unless given)",
+    )  # fmt: skip
 
 
 class ReasoningControls:
@@ -54,6 +62,21 @@ class ReasoningControls:
     @cached_property
     def family(self) -> Family:
         return family_of(self.family_backend or self.name, self.model)
+
+    @cached_property
+    def own_system(self) -> str | None:
+        """The model's own system prompt (``-B system=``, a file read once), None: the run's."""
+        given = self.options.system
+        return None if given is None else text_or_file(given, f"{self.name}:{self.model}: -B system")
+
+    def system_prompt(self, request: Request) -> str:
+        """The system prompt sent with ``request``: the model's own, else the run's ("" for none)."""
+        return request.system if self.own_system is None else self.own_system
+
+    def estimate_input_tokens(self, request: Request) -> int:
+        if self.own_system is not None and self.own_system != request.system:
+            request = replace(request, system=self.own_system)
+        return super().estimate_input_tokens(request)  # type: ignore[misc]
 
     @property
     def reasoning_effort(self) -> str:
@@ -88,6 +111,7 @@ class ReasoningControls:
 
     def check_reasoning(self) -> None:
         """Refuse, before anything is sent, a reasoning effort the family table says the model refuses."""
+        _ = self.own_system  # a system prompt file that cannot be read fails now
         effort, accepted = self.reasoning_effort, self.family.reasoning_effort
         if not effort or accepted is None:
             return
@@ -111,6 +135,9 @@ class ReasoningControls:
             identity["temperature"] = "omitted"
         if self.reasoning_effort:
             identity["reasoning_effort"] = self.reasoning_effort
+        if self.own_system is not None:  # the text itself is in the cache key's request; here its digest
+            digest = hashlib.sha256(self.own_system.encode("utf-8")).hexdigest()[:16]
+            identity["system"] = f"sha256 {digest}" if self.own_system else "none"
         return identity
 
 

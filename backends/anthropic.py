@@ -223,8 +223,9 @@ class AnthropicMessages(ReasoningControls, ApiBackend):
             body["thinking"] = thinking
         if self.reasoning_effort:
             body["output_config"] = {"effort": self.reasoning_effort}
-        if request.system:
-            body["system"] = request.system
+        system = self.system_prompt(request)
+        if system:
+            body["system"] = system
         return body
 
     def read_reply(self, reply: Any) -> Response:

@@ -229,6 +229,11 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
         help="run folder name, inside --out (default: the model labels and a hash of the configuration)",
     )
     run.add_argument("--template", help="prompt template file ({hint} {question} {options} {instruction})")
+    run.add_argument(
+        "--system-prompt",
+        metavar="TEXT|@FILE",
+        help="a system prompt every model is sent (-B system= per model; default: none, as VLMEvalKit)",
+    )
     run.add_argument("--rules", type=_rules, metavar="NAME", help=_RULES_HELP)
     run.add_argument(
         "--multi-answer-prompt",

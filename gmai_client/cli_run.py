@@ -44,6 +44,7 @@ from gmai_client.cli_common import (
 from gmai_client.completeness import Completeness, assess
 from gmai_client.config import POLICY_FIELDS, ModelSpec, RunConfig, parse_model_spec, run_default
 from gmai_client.errors import ConfigError, GmaiError, redact
+from gmai_client.options import text_or_file
 from gmai_client.report import terminal_console
 from gmai_client.rundir import CONFIG_FILE, read_config
 from gmai_client.runner import RunResult
@@ -178,6 +179,8 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
         given["select"] = tuple(args.select)
     if args.template is not None:
         given["template"] = read_template(args.template)
+    if args.system_prompt is not None:
+        given["system_prompt"] = text_or_file(args.system_prompt, "--system-prompt")
     if args.judge:
         given["judge"] = parse_model_spec(args.judge, args.judge_options or [])
     if args.multi_answer_prompt:
@@ -200,6 +203,7 @@ _FLAGS = {
     "judge": "--judge/-J",
     "params": "--temperature",
     "multi_answer_instruction": "--multi-answer-prompt",
+    "system_prompt": "--system-prompt",
     "batch": "--batch/--no-batch",
 }
 

@@ -154,6 +154,8 @@ class ProtocolSection:
     # The paper's multi-answer instruction for items whose key has several letters (VLMEvalKit's
     # generic prompt, the default, asks every item for one answer).
     multi_answer_instruction: bool = False
+    # A system prompt every model is sent ("": none, as VLMEvalKit sends none); ``-B system=`` per model.
+    system_prompt: str = ""
     # The rule set the headline is scored under (``rulesets``: vlmevalkit-2024|2025|2026, latest).
     # Scoring only: the same requests under every set, so it is no part of the run's identity.
     rules: str = "vlmevalkit-2024"

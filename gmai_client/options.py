@@ -156,6 +156,21 @@ class OptionField:
         return f"must be {noun} {limits}".rstrip()
 
 
+def text_or_file(value: str, what: str) -> str:
+    """``value`` as given, or, when it starts with ``@``, the UTF-8 text of the file it names (the
+    ``TEXT|@FILE`` of ``--system-prompt`` and ``-B system=``); a file that cannot be read is a
+    ``ConfigError`` naming ``what`` and the file."""
+    if not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} @{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} @{path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -188,6 +188,7 @@ def request_builder(protocol: ProtocolSection) -> Callable[[Item], Request]:
         build_request,
         template=protocol.template,
         params=protocol.params,
+        system=protocol.system_prompt,
         multi_answer_instruction=protocol.multi_answer_instruction,
     )
 

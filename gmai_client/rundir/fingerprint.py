@@ -56,6 +56,7 @@ def decisive(config: Mapping[str, Any], data_files: Sequence[str], neutral: Neut
         "judge": _model_part(judge, neutral) if judge else None,
         # Only when on: the identities (and folder names) of runs without it stay as they were.
         **({"multi_answer_instruction": True} if config.get("multi_answer_instruction") else {}),
+        **({"system_prompt": config["system_prompt"]} if config.get("system_prompt") else {}),
     }
 
 
