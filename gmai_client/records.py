@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from gmai_client.errors import DataError, redact
 from gmai_client.types import Record
@@ -49,18 +51,72 @@ def record_from_dict(data: dict[str, Any]) -> Record:
     return Record(**values)
 
 
-def _parse_record(path: Path, number: int, data: Any) -> Record:
-    """One journal line as a Record, or a DataError naming the file and the line (a file of another
-    shape is not a run's journal: say so rather than guess)."""
+def _parse_record(path: Path, line: int, data: Any) -> Record:
+    """One journal line as a Record, or a DataError naming the file, the line and the field (a file
+    of another shape is not a run's journal: say so rather than guess)."""
     if not isinstance(data, dict):
-        raise DataError(f"record {number} is a JSON {type(data).__name__}, not a record", file=str(path))
+        raise DataError(f"line {line} is a JSON {type(data).__name__}, not a record", file=str(path))
     missing = [name for name in ("index", "model", "status") if not isinstance(data.get(name), str)]
     if missing:
-        raise DataError(f"record {number} has no {', '.join(missing)}: not a gmai_client record", file=str(path))
+        raise DataError(f"line {line} has no {', '.join(missing)}: not a gmai_client record", file=str(path))
+    for name, value in data.items():
+        check = _FIELD_CHECKS.get(name)
+        if check is not None and not check(value):
+            shown = json.dumps(value, ensure_ascii=False)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            expected = _described(_FIELD_TYPES[name])
+            raise DataError(f"line {line}, field {name!r}: {shown} is not {expected} (edited by hand?)", file=str(path))
     try:
         return record_from_dict(data)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"record {number} is not a gmai_client record ({exc})", file=str(path)) from None
+        raise DataError(f"line {line} is not a gmai_client record ({exc})", file=str(path)) from None
+
+
+def _checker(expected: Any) -> Callable[[Any], bool]:
+    """Whether a JSON value can be the Record field annotated ``expected`` (built once per field:
+    it runs on every field of every record read)."""
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_checker(arg) for arg in args]
+        return lambda value: any(part(value) for part in parts)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: a JSON list
+        item = _checker(args[0])
+        return lambda value: type(value) is list and all(item(x) for x in value)
+    if origin is tuple:  # a fixed tuple such as tuple[str, str]
+        parts = [_checker(arg) for arg in args]
+        return lambda value: type(value) is list and len(value) == len(parts) and all(map(_call, parts, value))
+    if origin is Literal or expected is str:
+        return lambda value: type(value) is str  # a status this version does not know is read, not refused
+    simple: dict[Any, Callable[[Any], bool]] = {
+        type(None): lambda value: value is None,
+        bool: lambda value: type(value) is bool,
+        int: lambda value: type(value) is int,
+        float: lambda value: type(value) in (int, float),
+    }
+    return simple.get(expected, lambda value: True)
+
+
+def _call(check: Callable[[Any], bool], value: Any) -> bool:
+    return check(value)
+
+
+#: What each field of a record holds, as JSON reads it, checked field by field when a journal is
+#: read: a value of the wrong type would otherwise fail deep inside the metrics, with a traceback.
+_FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Record)
+_FIELD_CHECKS = {name: _checker(expected) for name, expected in _FIELD_TYPES.items()}
+
+
+def _described(expected: Any) -> str:
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_described(arg) for arg in args).replace("true or false or null", "true, false or null")
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _described(args[0])
+            return f"a list of {item} pairs" if item.startswith("[") else f"a list of {item.removeprefix('a ')}"
+        return "[" + ", ".join(_described(arg) for arg in args) + "]"
+    names = {str: "text", bool: "true or false", int: "a whole number", float: "a number", type(None): "null"}
+    return names.get(expected, "text" if origin is Literal else str(expected))
 
 
 def without_secrets(record: Record) -> Record:
@@ -75,22 +131,23 @@ def without_secrets(record: Record) -> Record:
     return replace(record, **changed) if changed else record
 
 
-def _complete_lines(path: Path) -> tuple[list[str], int]:
-    """The file's complete lines, and the byte length they cover (a torn tail is excluded)."""
+def _complete_lines(path: Path) -> tuple[list[tuple[int, str]], int]:
+    """The file's complete lines (with their line numbers), and the byte length they cover (a torn
+    tail is excluded)."""
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     # Split at "\n" only: ``str.splitlines`` also breaks at U+2028, U+2029, U+0085, \x1c-\x1e...,
     # which ``json.dumps(ensure_ascii=False)`` leaves raw inside an answer's text.
     lines = data[:end].decode("utf-8", errors="replace").split("\n")
-    good: list[str] = []
-    for line in lines:
+    good: list[tuple[int, str]] = []
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             json.loads(line)
         except json.JSONDecodeError:
             continue  # a line torn and then overwritten mid-way: unreadable, dropped
-        good.append(line)
+        good.append((number, line))
     return good, end
 
 
@@ -100,7 +157,7 @@ def read_records(path: Path) -> list[Record]:
         return []
     lines, _ = _complete_lines(path)
     latest: dict[tuple[str, str], Record] = {}
-    for number, line in enumerate(lines, start=1):
+    for number, line in lines:
         record = _parse_record(path, number, json.loads(line))
         key = (record.model, record.index)
         latest.pop(key, None)  # keep file order of the latest occurrence
@@ -150,5 +207,5 @@ class RecordWriter:
 
 def iter_record_dicts(path: Path) -> Iterator[dict[str, Any]]:
     lines, _ = _complete_lines(path)
-    for line in lines:
+    for _, line in lines:
         yield json.loads(line)

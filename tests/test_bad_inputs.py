@@ -288,3 +288,19 @@ def test_resume_dot_resumes_the_folder_it_is_run_in(
     assert run_main(["run", "--no-progress", "--resume", "."]) == 0
     # That run, not a new one (the old code made a second run folder inside it, named by hash).
     assert list((tmp_path / "runs").rglob("config.json")) == [tmp_path / "runs" / "r" / "config.json"]
+
+
+def test_report_on_records_with_a_wrong_typed_field_names_file_line_and_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--no-progress", "--limit", "3", "--out", str(tmp_path), "--run-name", "r"]) == 0
+    journal = tmp_path / "r" / "records.jsonl"
+    lines = journal.read_text(encoding="utf-8").split("\n")
+    lines[1] = lines[1].replace('"latency_s":', '"latency_s":"fast","was":', 1)  # a hand edit gone wrong
+    journal.write_text("\n".join(lines), encoding="utf-8")
+    capsys.readouterr()
+    status = run_main(["report", str(tmp_path / "r")])
+    printed = capsys.readouterr()
+    text = " ".join((printed.out + printed.err).split())
+    assert status == EXIT_USAGE and "Traceback" not in text
+    assert f"{journal}: line 2, field 'latency_s': \"fast\" is not a number" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.errors import register_secret
+from gmai_client.errors import DataError, register_secret
 from gmai_client.records import RecordWriter, read_records
 from gmai_client.types import Record
 
@@ -119,3 +119,34 @@ def test_answers_with_line_separators_are_kept_on_resume_and_by_rescore(tmp_path
     assert main(["report", str(run_dir), "--rescore"]) == 0
     kept = read_records(run_dir / "records.jsonl")
     assert sorted(r.prediction for r in kept) == sorted(f"It is{sep}A" for sep in LINE_BREAKS)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("latency_s", "fast", "a number"),
+        ("input_tokens", "many", "a whole number or null"),
+        ("row", ["x"], "a list of [text, text] pairs"),
+        ("letters", 5, "a list of text"),
+        ("correct", "yes", "true, false or null"),
+        ("options", "AB", "a list of [text, text] pairs"),
+        ("attempts", 1.5, "a whole number"),
+        ("prediction", 12, "text or null"),
+        ("department", None, "text"),
+    ],
+)
+def test_a_wrong_typed_field_is_named_with_its_file_and_line(
+    tmp_path: Path, field: str, value: object, expected: str
+) -> None:
+    path = tmp_path / "records.jsonl"
+    with RecordWriter(path) as writer:
+        writer.write_all([make("1"), make("2")])
+    lines = path.read_text(encoding="utf-8").split("\n")
+    data = json.loads(lines[1])
+    data[field] = value
+    lines[1] = json.dumps(data)
+    path.write_text("\n\n".join(lines), encoding="utf-8")  # a blank line first: line numbers are the file's
+    with pytest.raises(DataError) as caught:
+        read_records(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: line 3, field {field!r}:") and expected in message, message
