@@ -214,7 +214,7 @@ def rules_html(run_dir: Path) -> str:
         for set_name, found in sets.items():
             figures = found["models"].get(label, {})
             count = figures.get("letters_differ_from_headline", 0)
-            differ = "" if set_name == name else f' <span class="note">({count} letters differ)</span>'
+            differ = "" if set_name == name else f" <small>({count} letters differ)</small>"
             klass = "num acc" if set_name == name else "num"
             cells.append(f'<td class="{klass}">{pct(figures.get("accuracy"))}{differ}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -226,7 +226,24 @@ def rules_html(run_dir: Path) -> str:
         "of its eras (<code>report --rules NAME</code> makes another the headline; nothing is sent):</p>"
     )
     header = ["model", *(f"{n} (headline)" if n == name else n for n in sets)]
-    return intro + table(header, rows, caption="Accuracy (%) under each rule set", cls="rulesets")
+    return intro + table(header, rows, caption="Accuracy (%) under each rule set", cls="rulesets") + _groups_html(sets)
+
+
+def _groups_html(sets: Mapping[str, Any]) -> str:
+    """Each view's table under every rule set, folded away (metrics.json holds the same figures)."""
+    parts = []
+    for _, view in GROUP_FIELDS:
+        rows = []
+        for label, figures in next(iter(sets.values()), {}).get("models", {}).items():
+            for category in figures.get("groups", {}).get(view, {}):
+                cells = "".join(
+                    f'<td class="num">{pct(found["models"][label]["groups"][view].get(category))}</td>'
+                    for found in sets.values()
+                )
+                rows.append(f'<tr><th scope="row">{esc(category)}</th><td>{esc(label)}</td>{cells}</tr>')
+        summary = f"Table: accuracy by {esc(view)} under each rule set"
+        parts.append(f"<details><summary>{summary}</summary>{table([view, 'model', *sets], rows)}</details>")
+    return "".join(parts)
 
 
 def paper_rules_note(run_dir: Path) -> str:

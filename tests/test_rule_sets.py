@@ -67,6 +67,7 @@ def test_every_output_names_the_rule_set_and_shows_all_three(
     assert "### By department, under each rule set" in report
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Rule set: vlmevalkit-2024" in html and "vlmevalkit-2026" in html
+    assert "Table: accuracy by department under each rule set" in html
 
 
 def test_report_rules_rescores_a_finished_run_without_asking_the_model(
