@@ -8,6 +8,7 @@ vendors refuse (``testing/fake_reasoning``), so a wrong table entry fails here a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +170,44 @@ def test_a_user_table_teaches_an_unknown_model(tmp_path: Path, api: FakeAPI, mon
     use_model_families(mine)
     sent = ask(api, "openai:o9-preview")
     assert "temperature" not in sent and sent["max_completion_tokens"] == 8000
+
+
+# ---------------------------------------------------------------------- thinking controls
+
+
+def test_an_open_model_s_thinking_switch_is_sent_as_chat_template_kwargs(api: FakeAPI) -> None:
+    qwen = "openai:Qwen/Qwen3-VL-8B-Thinking"
+    sent = ask(api, qwen, "enable_thinking=false")
+    assert sent["chat_template_kwargs"] == {"enable_thinking": False}
+    assert model(api, qwen, "enable_thinking=false").identity()["enable_thinking"] == "false"
+    error = fails(model(api, "openai:gpt-4o", "enable_thinking=false"), Request("q", "?", params=RUN_BOUND))
+    assert "drop -B enable_thinking" in str(error)  # OpenAI's own API has no such field
+
+
+def test_claude_s_thinking_budget_raises_the_bound_and_drops_the_temperature(api: FakeAPI) -> None:
+    sent = ask(api, "anthropic:claude-sonnet-4-5", "thinking_budget=4096")
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["max_tokens"] == 4096 + RUN_BOUND.max_tokens and "temperature" not in sent
+    adaptive = ask(api, "anthropic:claude-opus-4-7", "thinking=adaptive", "reasoning_effort=xhigh")
+    assert adaptive["thinking"] == {"type": "adaptive"} and adaptive["output_config"] == {"effort": "xhigh"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "said"),
+    [
+        ("anthropic:claude-sonnet-4-5", ["thinking_budget=2048", "max_tokens=2048"], "must be below max_tokens=2048"),
+        ("anthropic:claude-sonnet-4-5", ["thinking_budget=512"], "at least 1024"),
+        ("anthropic:claude-opus-4-7", ["thinking_budget=2048"], "use -B thinking=adaptive"),
+        ("anthropic:claude-sonnet-4-5", ["thinking=adaptive"], "use -B thinking_budget=N"),
+        ("anthropic:claude-opus-4-7", ["thinking=off"], "cannot have thinking disabled"),
+        ("anthropic:claude-haiku-4-5", ["reasoning_effort=low"], "takes no reasoning_effort"),
+        ("openai:gpt-5.1", ["reasoning_effort=minimal"], "not one it takes (none, low, medium, high)"),
+        ("openai:gpt-4o", ["reasoning_effort=high"], "takes no reasoning_effort"),
+    ],
+)
+def test_a_setting_the_model_cannot_take_fails_before_anything_is_sent(
+    api: FakeAPI, spec: str, options: list[str], said: str
+) -> None:
+    with pytest.raises(errors.ConfigError, match=re.escape(said)):
+        model(api, spec, *options)
+    assert api.requests == []

@@ -92,7 +92,8 @@ def _check_openai(model: str, body: dict[str, Any]) -> None:
         )
     accepted = next((values for pattern, values in _OPENAI_EFFORTS if pattern.search(model)), None)
     if effort is not None and accepted is not None and effort not in accepted:
-        listed = ", ".join(f"'{value}'" for value in accepted)
+        quoted = [f"'{value}'" for value in accepted]
+        listed = ", ".join(quoted[:-1]) + f", and {quoted[-1]}" if len(quoted) > 1 else quoted[0]  # OpenAI's words
         raise Refused(
             f"Unsupported value: '{effort}' is not supported with the '{model}' model. Supported values are: {listed}."
         )
