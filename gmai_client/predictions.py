@@ -56,9 +56,10 @@ class CutCell:
     length: int
 
 
-def write_prediction_files(folder: Path, records: Iterable[Record]) -> list[Path]:
+def write_prediction_files(folder: Path, records: Iterable[Record], *, scoring: str = "") -> list[Path]:
     """One xlsx and one TSV per model (their paths are returned), file names unique per model
-    label, and the folder's ``README.md`` saying what they are and which cells the xlsx cut."""
+    label, and the folder's ``README.md`` saying what they are and which cells the xlsx cut;
+    ``scoring``: a line saying which rule set the run's reports scored these answers under."""
     folder.mkdir(exist_ok=True)
     by_model: dict[str, list[Record]] = {}
     for record in records:
@@ -80,7 +81,7 @@ def write_prediction_files(folder: Path, records: Iterable[Record]) -> list[Path
                 _describe_cut(cut[stem], 5), folder / f"{stem}.tsv",
             )  # fmt: skip
     if by_model:
-        _write_readme(folder / README, cut)
+        _write_readme(folder / README, cut, scoring)
     return paths
 
 
@@ -99,7 +100,7 @@ def _describe_cut(cells: Sequence[CutCell], most: int) -> str:
     return shown + (f", and {len(cells) - most} more" if len(cells) > most else "")
 
 
-def _write_readme(path: Path, cut: dict[str, list[CutCell]]) -> None:
+def _write_readme(path: Path, cut: dict[str, list[CutCell]], scoring: str = "") -> None:
     lines = [
         "# Prediction files",
         "",
@@ -107,6 +108,7 @@ def _write_readme(path: Path, cut: dict[str, list[CutCell]]) -> None:
         "GMAI-MMBench's authors ask for), and `<model>.tsv` holds the same table as text.",
         f"An xlsx cell holds at most {XLSX_CELL_LIMIT:,} characters; the TSV keeps every cell whole.",
         "",
+        *([scoring, ""] if scoring else []),
     ]
     for stem, cells in cut.items():
         if cells:

@@ -126,6 +126,15 @@ def group_rows(
     return header, rows
 
 
+def predictions_note(headline: RuleSet) -> str:
+    """The prediction files' note: the raw answers, and the rule set the run's reports scored them under."""
+    return (
+        f"The files hold each model's raw answers. This run's reports scored them under {describe(headline)}; "
+        "VLMEvalKit scores them under the rules of whichever version reads them (`report --rules NAME` "
+        "shows any of the three here, and every report shows all three side by side)."
+    )
+
+
 def headline_note(headline: RuleSet, judged: bool) -> str:
     """What the headline's rule set is, and when to use another."""
     note = (

@@ -68,6 +68,8 @@ def test_every_output_names_the_rule_set_and_shows_all_three(
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "Rule set: vlmevalkit-2024" in html and "vlmevalkit-2026" in html
     assert "Table: accuracy by department under each rule set" in html
+    note = (run_dir / "predictions" / "README.md").read_text(encoding="utf-8")
+    assert "scored them under vlmevalkit-2024" in note
 
 
 def test_report_rules_rescores_a_finished_run_without_asking_the_model(
