@@ -51,6 +51,7 @@ from gmai_client.report_rules import (
     RuleSetFigures,
     describe,
     headline_note,
+    predictions_note,
     rule_set_figures,
     rule_sets_json,
     rules_markdown,
@@ -108,7 +109,7 @@ def write_reports(
         write_metrics(run_dir, document),
         _write_csv(run_dir / "metrics.csv", metrics, rules),
         _write_markdown(run_dir / "report.md", metrics, comparison, notes, notices, by_rules, rules),
-        *write_prediction_files(run_dir / PREDICTIONS_DIR, records),
+        *write_prediction_files(run_dir / PREDICTIONS_DIR, records, scoring=predictions_note(rules)),
     ]
     if console is not None:
         print_tables(metrics, comparison, console, rules)
