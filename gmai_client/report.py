@@ -117,7 +117,7 @@ def write_reports(
         for line in notes:
             console.print(escape(line))
         for line in notices:
-            console.print(f"[bold yellow]{escape(line)}")
+            console.print(f"[bold yellow]{escape(line)}", soft_wrap=True)  # a command in it stays whole
     # report.html and plots/: never fail the run (a failure there becomes a note).
     written += write_visual_reports(
         run_dir, records, metrics, comparison, figures=figures, console=console, gallery=gallery
