@@ -349,6 +349,17 @@ class ApiBackend(Backend):
 
     # ---------------------------------------------------------------- the shared part
 
+    def preflight(self) -> None:
+        """The vendor's own API without a key is a usage error now, not a model stopped once its
+        folder is made (a self-hosted server needs none). A backend with its own ``start`` has
+        its own ways to authenticate (cloud credentials): it checks them there."""
+        if type(self).start is not ApiBackend.start:
+            return
+        try:
+            resolve_key(self.api_key_env, self.endpoint, self.default_endpoint, self.name)
+        except AuthError as exc:
+            raise ConfigError(str(exc)) from None
+
     async def start(self) -> None:
         if self._client is None:
             key = resolve_key(self.api_key_env, self.endpoint, self.default_endpoint, self.name)

@@ -19,6 +19,9 @@ Optional, with the defaults written here::
                               parsed and checked by ``gmai_client.options`` (default: none)
     from_spec(spec, seed=)    build from ``name:target@endpoint`` and its options
                               (default: ``cls(spec, options, seed=seed)``)
+    preflight()               refuse at once a configuration that cannot work (a ConfigError:
+                              the vendor's API without a key), before any folder is made or
+                              anything sent (default: nothing to check)
     start() / close()         connect and check readiness / let go (default: nothing to do)
     cacheable()               whether answers may be kept in the response cache (default True;
                               a local baseline that costs nothing says False)
@@ -101,6 +104,9 @@ class Backend(abc.ABC):
 
     # ---------------------------------------------------------------- optional abilities
 
+    def preflight(self) -> None:  # noqa: B027 - an optional ability: nothing to check by default
+        """Raise a ConfigError now for what no retry can fix (a missing key): a usage error."""
+
     async def start(self) -> None:  # noqa: B027 - an optional ability: nothing to do by default
         """Connect and check readiness; raise a FatalError with a clear message if not ready."""
 
@@ -158,6 +164,10 @@ class _Adapted(Backend):
 
     async def generate(self, request: Request) -> Response:
         return await self.inner.generate(request)
+
+    def preflight(self) -> None:
+        if callable(getattr(self.inner, "preflight", None)):
+            self.inner.preflight()
 
     async def start(self) -> None:
         if callable(getattr(self.inner, "start", None)):

@@ -219,6 +219,10 @@ class BalancedBackend(Backend):
         """The inner backends' common identity, with every endpoint sorted: not the one that served."""
         return {**self._shared_identity, "endpoint": SEPARATOR.join(sorted(self.endpoints))}
 
+    def preflight(self) -> None:
+        for endpoint in self._endpoints:
+            endpoint.backend.preflight()
+
     async def start(self) -> None:
         """Start every endpoint at once; fail only if none starts. The others are drained and probed later."""
         pending = [endpoint for endpoint in self._endpoints if not endpoint.started]

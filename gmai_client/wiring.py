@@ -147,6 +147,8 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
                 built[spec.label] = _create(spec, config)
         if judge_spec is not None:
             judge_backend = registry.create(judge_spec, seed=config.execution.seed)
+        for backend in (*built.values(), *([judge_backend] if judge_backend is not None else [])):
+            backend.preflight()  # a missing key is a usage error before any folder is made
         before = config
         config, run_dir = _claim_folder(config, files, built, judge_backend, stack)
         built = {spec.label: built[old.label] for old, spec in zip(before.models, config.models, strict=True)}

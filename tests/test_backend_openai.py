@@ -328,3 +328,28 @@ def test_missing_sdk_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "pip install 'gmai-client[openai]'" in out.stdout, out.stderr
+
+
+def test_the_public_api_without_a_key_is_a_usage_error_before_anything_is_made(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gmai_client.cli import EXIT_USAGE, main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    code = main(["run", "-m", "openai:gpt-4o", "--limit", "2", "--no-progress", "--no-cache", "--out", str(tmp_path)])
+
+    assert code == EXIT_USAGE
+    assert "OPENAI_API_KEY" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no run folder: nothing was started, nothing sent
+
+
+def test_a_local_server_given_by_url_still_needs_no_key(
+    api: FakeAPI, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gmai_client.cli import main
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    code = main(["run", "-m", f"openai:llava@{api.base_url_openai}", "--limit", "2", "--no-progress", "--no-cache",
+                 "--out", str(tmp_path)])  # fmt: skip
+    assert code == 0 and len(api.requests) == 2
