@@ -18,6 +18,7 @@ Per era: letters, hits, the judge's placement, the headline and every grouped ta
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -59,10 +60,16 @@ def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def corpus_digest(*paths: Path) -> str:
-    """What the frozen 2026 letters were computed on: the corpus files' bytes."""
+def corpus_digest(tsv: Path, *answer_sets: Path) -> str:
+    """What the frozen 2026 letters were computed on: the TSV's cells but the image (a PNG's bytes
+    depend on the zlib that wrote it, and no letter depends on them), and the answer sets' bytes."""
     digest = hashlib.sha256()
-    for path in paths:
+    with tsv.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    image = rows[0].index("image")
+    for row in rows:
+        digest.update("\t".join(row[:image] + row[image + 1 :]).encode() + b"\n")
+    for path in answer_sets:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -21,7 +21,7 @@ and the accuracy tables (``WORKDIR/oracle.json``). With ``--freeze``, it also wr
 commit (``freeze``), for an era no PyPI release carries: ``tests/data/vlmevalkit-e8e78f05-corpus.json``
 was made so, with ROOT a checkout of VLMEvalKit at e8e78f05 in a temporary folder (its ``vlmeval``
 folder only), over the corpus of ``tests/test_conformance.py`` (``answer_corpus.write(folder, 4200,
-seed=7)`` and ``numeric_answers``), SHA256 being ``test_conformance.corpus_digest`` of its three files.
+seed=7)`` and ``numeric_answers``), SHA256 being ``test_conformance.corpus_digest`` of those files.
 """
 
 from __future__ import annotations
