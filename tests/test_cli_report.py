@@ -124,6 +124,16 @@ def test_max_errors_counts_every_item_without_an_answer_against_the_selection(tm
     assert json.loads((run_dir / "metrics.json").read_text())["models"]["s"]["unanswered"] == 34
 
 
+def test_a_spent_token_budget_leaves_the_rest_counted_as_unanswered(tmp_path: Path, small_tsv: Path) -> None:
+    code, run_dir = run_scripted(tmp_path, small_tsv, {str(i): "A" for i in range(20)}, "--token-budget", "3000")
+    assert code == 3
+    model = json.loads((run_dir / "metrics.json").read_text())["models"]["s"]
+    assert model["incomplete"] and model["unanswered"] == 20 - model["answered"] > 0
+    said = (run_dir / "report.md").read_text()
+    assert f"INCOMPLETE: s: {model['unanswered']} of 20 selected items got no answer" in said
+    assert "token budget of 3,000 is spent" in said
+
+
 def test_an_interrupted_run_is_reported_incomplete_and_report_exits_130(tmp_path: Path, small_tsv: Path) -> None:
     run, run_dir = start_slow_run(tmp_path, small_tsv)
     run.send_signal(signal.SIGTERM)
