@@ -17,11 +17,12 @@ from rich.tree import Tree
 
 from gmai_client import registry
 from gmai_client.cache import ResponseCache, default_cache_path, key_fields
-from gmai_client.cli_common import EXIT_OF, read_template, sampling_params
+from gmai_client.cli_common import EXIT_OF, EXIT_STOPPED, read_template, sampling_params, say_error
 from gmai_client.config import DEFAULT_DATA, parse_model_spec, run_default
 from gmai_client.dataset import DatasetFile, iter_items, open_dataset
 from gmai_client.errors import GmaiError
 from gmai_client.prompt import build_request
+from gmai_client.records import RECORDS_FILE
 from gmai_client.report import render
 from gmai_client.select import FIELD_OF_ALIAS, FIELDS, VIEW_OF_FIELD, LexicalTree, load_tree, parse_selection
 from gmai_client.splits import resolve_data
@@ -33,9 +34,17 @@ from gmai_client.types import Item
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     """Re-render a run folder; exit as its run would have (a run that did not answer every selected
     item is not reported with 0: the tables say which items and why)."""
-    rendered = render(
-        args.run_dir, rescore_answers=args.rescore, console=console, reference=args.reference, rules=args.rules
-    )
+    try:
+        rendered = render(
+            args.run_dir, rescore_answers=args.rescore, console=console, reference=args.reference, rules=args.rules
+        )
+    except OSError as exc:  # a full disk, a folder made read-only: the journal is never half replaced
+        where = f"{exc.filename}: " if exc.filename else ""
+        say_error(
+            f"the reports could not be written ({where}{exc.strerror or exc}); {RECORDS_FILE} is as it was: "
+            f"free some space (or make the folder writable) and run report again"
+        )
+        return EXIT_STOPPED
     console.print("wrote: " + escape(", ".join(rendered.files)))
     return EXIT_OF[rendered.completeness.verdict]
 

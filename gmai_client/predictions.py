@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gmai_client.atomic import written_whole
 from gmai_client.reference import API_FAILURE_TEXT, is_missing
 from gmai_client.types import Record
 
@@ -120,9 +121,8 @@ def _write_readme(path: Path, cut: dict[str, list[CutCell]], scoring: str = "") 
                 *(f"- index {c.index}, column `{c.column}`: {c.length:,} characters" for c in cells),
                 "",
             ]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    with written_whole(path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
 
 
 def file_stems(labels: Sequence[str]) -> dict[str, str]:
@@ -180,24 +180,20 @@ def _write_xlsx(path: Path, header: list[str], rows: list[list[str | int]]) -> P
     # openpyxl's write-only mode (0.36 s for 4,550 rows). Text stays text: no number or URL guessing.
     import xlsxwriter
 
-    tmp = path.with_suffix(".xlsx.tmp")
     settings = {"constant_memory": True, "strings_to_numbers": False, "strings_to_formulas": False,
                 "strings_to_urls": False}  # fmt: skip
-    with xlsxwriter.Workbook(str(tmp), settings) as book:
+    with written_whole(path) as tmp, xlsxwriter.Workbook(str(tmp), settings) as book:
         sheet = book.add_worksheet()
         sheet.write_row(0, 0, header)
         for number, row in enumerate(rows, start=1):
             sheet.write_row(number, 0, [_ILLEGAL_XLSX.sub("", c) if isinstance(c, str) else c for c in row])
-    tmp.replace(path)
     return path
 
 
 def _write_tsv(path: Path, header: list[str], rows: list[list[str | int]]) -> Path:
     # Quoted only where needed (a tab, a line break or a quote in a cell): what pandas reads back.
-    tmp = path.with_suffix(".tsv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with written_whole(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-    tmp.replace(path)
     return path

@@ -22,6 +22,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from gmai_client.atomic import written_whole
 from gmai_client.errors import DataError, redact
 from gmai_client.types import Record
 
@@ -203,6 +204,15 @@ class RecordWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def rewrite_records(path: Path, records: Iterable[Record]) -> None:
+    """Replace the journal at ``path`` with ``records``, whole or not at all: a failure (a full disk)
+    leaves the old journal as it was, and no ``.tmp`` beside it. The caller holds the folder's lock."""
+    with written_whole(path) as tmp:
+        tmp.unlink(missing_ok=True)  # left by a process killed mid-way: the writer appends
+        with RecordWriter(tmp) as writer:
+            writer.write_all(records)
 
 
 def iter_record_dicts(path: Path) -> Iterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from gmai_client.html_page import table
 from gmai_client.metrics import GROUP_FIELDS, compute_metrics
-from gmai_client.records import RECORDS_FILE, RecordWriter
+from gmai_client.records import RECORDS_FILE, rewrite_records
 from gmai_client.report_format import esc, pct
 from gmai_client.rulesets import DEFAULT_RULES, RULE_SETS, RuleSet
 from gmai_client.rundir import METRICS_FILE
@@ -186,12 +186,7 @@ def score_for_report(
     (the caller holds the folder's lock)."""
     scored = score_answer_set(records, rules, columns_only=not rescore)
     if scored != list(records):
-        path = run_dir / RECORDS_FILE
-        tmp = path.with_suffix(".rescored.tmp")
-        tmp.unlink(missing_ok=True)
-        with RecordWriter(tmp) as writer:
-            writer.write_all(scored)
-        tmp.replace(path)
+        rewrite_records(run_dir / RECORDS_FILE, scored)
     return scored
 
 

@@ -51,6 +51,7 @@ PARTS: dict[str, str] = {
     "registry": "backends",
     "backends.": "backends",
     "records": "results",
+    "atomic": "results",
     "batch_journal": "results",
     "rundir": "results",
     "rundir.": "results",

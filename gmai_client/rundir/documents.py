@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gmai_client.atomic import written_whole
 from gmai_client.config import RunConfig
 from gmai_client.errors import redact
 from gmai_client.metrics import Comparison, GroupStats, McqStats, ModelMetrics, PairedTest
@@ -245,9 +246,8 @@ def _known(cls: type, data: Mapping[str, Any], *, build: bool = True) -> Any:
 
 def _write_json(path: Path, payload: Mapping[str, Any], *, redacted: bool = True) -> Path:
     text = json.dumps(payload, indent=2, ensure_ascii=False, default=str)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text((redact(text) if redacted else text) + "\n", encoding="utf-8")
-    tmp.replace(path)  # readers never see half a document
+    with written_whole(path) as tmp:  # readers never see half a document
+        tmp.write_text((redact(text) if redacted else text) + "\n", encoding="utf-8")
     return path
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gmai_client.records import RECORDS_FILE, RecordWriter, read_records
+from gmai_client.records import RECORDS_FILE, RecordWriter, read_records, rewrite_records
 from gmai_client.types import BadRow, Item, Record
 
 SUPERSEDED_FILE = "records.superseded.jsonl"
@@ -95,11 +95,7 @@ def set_aside_stale(run_dir: Path, census: Census, labels: Sequence[str]) -> lis
     aside = {id(record) for record, _ in stale}
     with RecordWriter(run_dir / SUPERSEDED_FILE) as superseded:
         superseded.write_all(record for record, _ in stale)
-    tmp = path.with_suffix(".tmp")
-    tmp.unlink(missing_ok=True)
-    with RecordWriter(tmp) as writer:
-        writer.write_all(record for record in records if id(record) not in aside)
-    tmp.replace(path)
+    rewrite_records(path, (record for record in records if id(record) not in aside))
     for why in dict.fromkeys(why for _, why in stale):
         indexes = list(dict.fromkeys(record.index for record, reason in stale if reason == why))
         shown = ", ".join(indexes[:8]) + (f" and {len(indexes) - 8} more" if len(indexes) > 8 else "")
