@@ -58,7 +58,7 @@ from gmai_client.report_rules import (
     rules_table,
     score_for_report,
 )
-from gmai_client.rulesets import DEFAULT_RULES, RuleSet, rule_set
+from gmai_client.rulesets import DEFAULT_RULES, UNNAMED_RULES, RuleSet, rule_set
 from gmai_client.rundir import (
     MetricsDocument,
     RunFigures,
@@ -166,7 +166,8 @@ def _render(
     path = run_dir / RECORDS_FILE
     records = read_records(path)
     saved = read_config(run_dir)
-    before = rule_set(saved.setting("rules", DEFAULT_RULES.name)) if saved is not None else DEFAULT_RULES
+    # A folder that names no rule set was scored before there were any: under the 2025 rules.
+    before = rule_set(saved.setting("rules", UNNAMED_RULES.name) if saved is not None else UNNAMED_RULES.name)
     rules = rule_set(rules_name) if rules_name is not None else before
     # A rule set other than the run's, or --rescore: every answer read again (nothing is sent).
     records = score_for_report(run_dir, records, rules, rescore=rescore_answers or rules != before)

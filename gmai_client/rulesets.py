@@ -95,6 +95,9 @@ RULE_SETS: dict[str, RuleSet] = {rules.name: rules for rules in (VLMEVALKIT_2024
 DEFAULT_RULES = VLMEVALKIT_2024
 #: ``latest`` names the newest set.
 LATEST = VLMEVALKIT_2026
+#: What a run folder that names no rule set was scored under (before there were rule sets, the
+#: headline followed ms-vlmeval 0.0.20): ``report`` keeps it unless ``--rules`` says otherwise.
+UNNAMED_RULES = VLMEVALKIT_2025
 #: What ``--rules`` accepts.
 RULE_NAMES: tuple[str, ...] = (*RULE_SETS, "latest")
 

@@ -95,6 +95,22 @@ def test_report_rules_rescores_a_finished_run_without_asking_the_model(
     assert _metrics(run_dir)["models"][label]["overall"]["accuracy"] == expected
 
 
+def test_a_folder_from_before_rule_sets_keeps_the_2025_rules_it_was_scored_under(
+    answered: tuple[Path, Path], tmp_path: Path
+) -> None:
+    tsv, answers = answered
+    assert _run(tsv, answers, tmp_path / "runs", "--run-name", "old", "--rules", "vlmevalkit-2025") == 0
+    run_dir = tmp_path / "runs" / "old"
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    del config["config"]["protocol"]["rules"]  # as an earlier client wrote it
+    (run_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    letters = {r.index: r.letters for r in read_records(run_dir / "records.jsonl")}
+
+    assert main(["report", str(run_dir)]) == 0
+    assert _metrics(run_dir)["rule_sets"]["headline"] == "vlmevalkit-2025"
+    assert {r.index: r.letters for r in read_records(run_dir / "records.jsonl")} == letters
+
+
 def test_the_rule_set_is_not_part_of_the_run_identity(answered: tuple[Path, Path], tmp_path: Path) -> None:
     """Every set sends the same requests, so runs under two sets share their folder."""
     tsv, answers = answered
