@@ -306,7 +306,10 @@ def test_openai_cancel_keeps_what_was_processed() -> None:
         assert cancelled.request_counts.completed == 4
         kept = jsonl(client.files.content(cancelled.output_file_id).text)
         assert set(kept) == {"item-0", "item-1", "item-2", "item-3"}  # in input order
-        assert cancelled.error_file_id is None  # the unprocessed are in neither file
+        stopped = jsonl(client.files.content(cancelled.error_file_id).text)  # the unprocessed, "batch_cancelled"
+        assert {cid: line["error"]["code"] for cid, line in stopped.items()} == {
+            "item-4": "batch_cancelled", "item-5": "batch_cancelled"
+        }  # fmt: skip
 
         with pytest.raises(openai.BadRequestError, match="Cannot cancel"):
             client.batches.cancel(batch.id)

@@ -11,6 +11,7 @@ The fake model API (needs ``aiohttp``, in the ``dev`` extra):
 * ``fake_loopback``     an aiohttp app served from its own event loop in a background thread
 * ``fake_batches``      OpenAI's Files + Batch API and Anthropic's Message Batches on a ``FakeAPI``;
                         ``python -m gmai_client.testing.fake_batches`` runs both out of process
+* ``fake_batch_files``  OpenAI's Files endpoints (upload, list, download, delete)
 * ``fake_batch_store``  the batch APIs' state directory (files, batches, results, the call log)
 * ``fake_batch_states`` how a batch moves through its statuses and what it delivers when it ends
 * ``fake_batch_wire``   what the batch endpoints accept and refuse, and the batch objects

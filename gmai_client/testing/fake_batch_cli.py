@@ -56,6 +56,7 @@ def add_batch_flags(parser: argparse.ArgumentParser) -> None:
     batch.add_argument("--anthropic-max-bytes", type=int, default=ANTHROPIC_MAX_BYTES)
     batch.add_argument("--openai-enqueued-tokens", type=int, default=None, help="enqueued input tokens per model")
     batch.add_argument("--anthropic-queue-limit", type=int, default=None, help="requests processing at once")
+    batch.add_argument("--clock-skew", type=float, default=0.0, help="the vendor's clock minus ours (s)")
 
 
 def batch_knobs(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def batch_knobs(args: argparse.Namespace) -> dict[str, Any]:
         poll_interval=args.poll_interval, openai_max_requests=args.openai_max_requests,
         openai_max_bytes=args.openai_max_bytes, anthropic_max_requests=args.anthropic_max_requests,
         anthropic_max_bytes=args.anthropic_max_bytes, openai_enqueued_tokens=args.openai_enqueued_tokens,
-        anthropic_queue_limit=args.anthropic_queue_limit,
+        anthropic_queue_limit=args.anthropic_queue_limit, clock_skew_s=args.clock_skew,
     )  # fmt: skip
 
 

@@ -9,7 +9,8 @@ state machine that follows it:
   validate. ``processed`` grows while in progress. On ending, the output file holds the successes,
   the error file the failures: an HTTP error as ``response.status_code`` + ``response.body.error``
   (``error`` null), a request the window closed on as ``response`` null + ``error.code``
-  "batch_expired". Requests a cancel stopped appear in neither file.
+  "batch_expired", one a cancel stopped before it ran as ``error.code`` "batch_cancelled" (the
+  codes OpenAI's batch request output documents).
 * Anthropic: ``in_progress -> ended``, ``canceling -> ended``; each result is succeeded / errored /
   canceled / expired.
 
@@ -35,6 +36,7 @@ _EXPIRED = {
     "code": "batch_expired",
     "message": "This request could not be executed before the completion window expired.",
 }
+_CANCELLED = {"code": "batch_cancelled", "message": "This request was not executed: the batch was cancelled."}
 
 
 def draw_fate(
@@ -182,12 +184,12 @@ def _end_openai(
         response = {"status_code": item["status"], "request_id": item["request_id"], "body": item["body"]}
         if result in "se":
             (outputs if result == "s" else errors).append({**line, "response": response, "error": None})
-        elif result == "x":
-            errors.append({**line, "response": None, "error": dict(_EXPIRED)})
+        elif result in "xc":
+            errors.append({**line, "response": None, "error": dict(_EXPIRED if result == "x" else _CANCELLED)})
     if outputs:
-        batch.output_file_id = store.add_result_file(batch, "output", outputs)
+        batch.output_file_id = store.add_result_file(batch, "output", outputs, now)
     if errors:
-        batch.error_file_id = store.add_result_file(batch, "error", errors)
+        batch.error_file_id = store.add_result_file(batch, "error", errors, now)
     succeeded = [items[i] for i in range(len(items)) if batch.final[i] == "s"]
     prompt = sum(input_tokens(item["body"]) for item in succeeded)
     completion = sum(item["body"].get("usage", {}).get("completion_tokens", 0) for item in succeeded)

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import uuid
 import weakref
 from collections import Counter
@@ -81,6 +80,16 @@ class Batch:
     usage: dict[str, Any] | None = None
 
 
+@dataclass
+class CallNote:
+    """What a handler tells the call record: the vendor, and the batch / file / request count it saw."""
+
+    api: str
+    batch_id: str = ""
+    file_id: str = ""
+    requests: int = 0
+
+
 def signature(items: list[dict[str, Any]]) -> str:
     """What makes two batches the same batch sent twice: their (model, custom_id, item key) set."""
     if not items:
@@ -112,8 +121,8 @@ class BatchStore:
         self._load()
 
     def _load(self) -> None:
-        for path in sorted(self._files_dir.glob("*.json")):
-            file = json.loads(path.read_text(encoding="utf-8"))
+        files = [json.loads(path.read_text(encoding="utf-8")) for path in self._files_dir.glob("*.json")]
+        for file in sorted(files, key=lambda f: f["created_at"]):  # in creation order, as they were stored
             self.files[file["id"]] = file
         for path in sorted(self._batches_dir.glob("*.json")):
             batch = Batch(**json.loads(path.read_text(encoding="utf-8")))
@@ -139,9 +148,10 @@ class BatchStore:
         """Where file ``file_id``'s bytes are (or are about to be written)."""
         return self._files_dir / f"{file_id}.data"
 
-    def add_file(self, file_id: str, filename: str, purpose: str) -> dict[str, Any]:
-        """Store the File object for the bytes already at ``file_path(file_id)``, and return it."""
-        now = int(time.time())
+    def add_file(self, file_id: str, filename: str, purpose: str, now: float) -> dict[str, Any]:
+        """Store the File object for the bytes already at ``file_path(file_id)``, made at ``now`` by
+        the vendor's clock, and return it."""
+        now = int(now)
         file = {
             "id": file_id, "object": "file", "bytes": self.file_path(file_id).stat().st_size, "created_at": now,
             "filename": filename, "purpose": purpose, "status": "processed", "expires_at": now + FILE_LIFETIME_S,
@@ -151,11 +161,11 @@ class BatchStore:
         self.files[file_id] = file
         return file
 
-    def add_result_file(self, batch: Batch, kind: str, lines: list[dict[str, Any]]) -> str:
+    def add_result_file(self, batch: Batch, kind: str, lines: list[dict[str, Any]], now: float) -> str:
         """Store ``batch``'s output or error file (``kind``); its id."""
         file_id = self.new_file_id()
         _write_lines(self.file_path(file_id), lines)
-        self.add_file(file_id, f"{batch.id}_{kind}.jsonl", "batch_output")
+        self.add_file(file_id, f"{batch.id}_{kind}.jsonl", "batch_output", now)
         return file_id
 
     def delete_file(self, file_id: str) -> None:

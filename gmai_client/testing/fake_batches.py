@@ -7,6 +7,7 @@ usage numbers live or in a batch: every batched request is answered by ``FakeAPI
 OpenAI (``client.files`` / ``client.batches``)::
 
     POST   /v1/files                      multipart upload, purpose "batch", a .jsonl file
+    GET    /v1/files                      newest first (``order``), ``purpose`` / ``after`` / ``limit``
     GET    /v1/files/{id}                 the File object
     GET    /v1/files/{id}/content         the bytes (input, output or error file)
     DELETE /v1/files/{id}
@@ -25,14 +26,15 @@ Anthropic (``client.messages.batches``; ``results_url`` points at this server)::
 
 How a batch behaves (its statuses, its schedule, its result files, what a cancel keeps) is the
 business of ``fake_batch_states``; what each endpoint accepts and refuses and the objects it answers
-with, of ``fake_batch_wire``; the state directory, of ``fake_batch_store``. Those parts follow the
+with, of ``fake_batch_wire``; the state directory, of ``fake_batch_store``; the Files endpoints, of
+``fake_batch_files``. Those parts follow the
 vendors' documents; the rest is this fake's choice.
 
 Knobs (constructor arguments and public attributes; command-line flags in ``fake_batch_cli``):
 processing time in seconds or in status polls; custom_ids (or a seeded fraction) that error or
 expire; batches (by creation number) that expire as a whole; a minimum interval between polls of an
 unfinished batch (429 with Retry-After when polled sooner); the vendors' size limits; OpenAI's
-enqueued-token limit and Anthropic's processing-queue limit. ``inject`` (or ``POST
+enqueued-token limit and Anthropic's processing-queue limit; the vendor's clock skew. ``inject`` (or ``POST
 /_fake/batches/inject``) makes the next call(s) to an endpoint fail: an error status, a reset
 connection, or a "lost" answer (the batch is created, the client never hears of it). The live
 endpoints' faults, latency and rate limit do not apply to these endpoints; ``require_key`` does.
@@ -59,7 +61,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -67,8 +68,9 @@ from aiohttp import web
 from gmai_client.testing import fake_batch_wire as wire
 from gmai_client.testing.fake_api import FakeAPI, api_from_args, build_parser, serve
 from gmai_client.testing.fake_batch_cli import add_batch_flags, batch_knobs
+from gmai_client.testing.fake_batch_files import FileEndpoints
 from gmai_client.testing.fake_batch_states import ENDED, advance, draw_fate, input_tokens, start_cancel
-from gmai_client.testing.fake_batch_store import FILE_LIFETIME_S, Batch, BatchCall, BatchStore, signature
+from gmai_client.testing.fake_batch_store import FILE_LIFETIME_S, Batch, BatchCall, BatchStore, CallNote, signature
 from gmai_client.testing.fake_batch_wire import (
     ANTHROPIC_MAX_BYTES,
     ANTHROPIC_MAX_REQUESTS,
@@ -101,17 +103,7 @@ __all__ = [
 CALL_FAULTS = ("status", "reset", "lost")
 
 
-@dataclass
-class _Call:
-    """What a handler tells the call record: the vendor, and the batch / file / request count it saw."""
-
-    api: str
-    batch_id: str = ""
-    file_id: str = ""
-    requests: int = 0
-
-
-class FakeBatches:
+class FakeBatches(FileEndpoints):
     """Batch APIs on ``api`` (create before ``api.start()``). Every knob is a public attribute."""
 
     def __init__(
@@ -136,6 +128,7 @@ class FakeBatches:
         anthropic_max_bytes: int = ANTHROPIC_MAX_BYTES,
         openai_enqueued_tokens: int | None = None,
         anthropic_queue_limit: int | None = None,
+        clock_skew_s: float = 0.0,
     ):
         """``processing_s`` / ``processing_polls``: a batch ends that many seconds after creation or
         after that many status polls, whichever comes first (both None: at the first look).
@@ -158,11 +151,16 @@ class FakeBatches:
         self.anthropic_max_requests, self.anthropic_max_bytes = anthropic_max_requests, anthropic_max_bytes
         self.openai_enqueued_tokens = openai_enqueued_tokens
         self.anthropic_queue_limit = anthropic_queue_limit
+        self.clock_skew_s = clock_skew_s
         self._store = BatchStore(state_dir)  # the state directory: a private temporary one when None
         self.state_dir = self._store.dir
         self._lock = threading.RLock()  # guards the store and the pending faults
         self._faults: list[tuple[str, str, int, float | None]] = []  # (endpoint, kind, status, retry_after)
         api.extensions.append(self)
+
+    def now(self) -> float:
+        """The vendor's clock: what its creation times and stamps read."""
+        return time.time() + self.clock_skew_s
 
     # ---------------------------------------------------------------- what tests read
 
@@ -225,6 +223,7 @@ class FakeBatches:
             ("POST", "/v1/files", "files.create", "openai", self._files_create),
             ("GET", "/v1/files/{file_id}", "files.retrieve", "openai", self._files_retrieve),
             ("DELETE", "/v1/files/{file_id}", "files.delete", "openai", self._files_delete),
+            ("GET", "/v1/files", "files.list", "openai", self._files_list),
             ("GET", "/v1/files/{file_id}/content", "files.content", "openai", self._files_content),
             ("POST", "/v1/batches", "batches.create", "openai", self._openai_create),
             ("GET", "/v1/batches", "batches.list", "openai", self._list),
@@ -243,7 +242,7 @@ class FakeBatches:
 
     def _endpoint(self, endpoint: str, api: str, handler: Callable[..., Any]) -> Callable[..., Any]:
         async def handle(http: web.Request) -> web.StreamResponse:
-            call = _Call(api, http.match_info.get("batch_id", ""), http.match_info.get("file_id", ""))
+            call = CallNote(api, http.match_info.get("batch_id", ""), http.match_info.get("file_id", ""))
             fault = self._take_fault(endpoint)
             kind = fault[1] if fault else ""
             try:
@@ -288,41 +287,9 @@ class FakeBatches:
         if self.api.require_key not in presented:
             raise Refused(vendor_error(api, 401))
 
-    # ---------------------------------------------------------------- OpenAI files
-
-    async def _files_create(self, http: web.Request, call: _Call) -> web.Response:
-        file_id = self._store.new_file_id()
-        path = self._store.file_path(file_id)
-        purpose, filename, _ = await wire.receive_upload(http, path, self.openai_max_bytes)
-        with path.open("rb") as lines:
-            call.requests = sum(1 for line in lines if line.strip())
-        call.file_id = file_id
-        with self._lock:
-            return web.json_response(self._store.add_file(file_id, filename, purpose))
-
-    def _file(self, file_id: str) -> dict[str, Any]:
-        with self._lock:
-            file = self._store.files.get(file_id)
-        if file is None:
-            raise Refused(wire.batch_error("openai", 404, f"No such File object: {file_id}", param="id"))
-        return file
-
-    async def _files_retrieve(self, http: web.Request, call: _Call) -> web.Response:
-        return web.json_response(self._file(http.match_info["file_id"]))
-
-    async def _files_content(self, http: web.Request, call: _Call) -> web.StreamResponse:
-        file = self._file(http.match_info["file_id"])
-        return web.FileResponse(self._store.file_path(file["id"]), headers={"Content-Type": "application/octet-stream"})
-
-    async def _files_delete(self, http: web.Request, call: _Call) -> web.Response:
-        file = self._file(http.match_info["file_id"])
-        with self._lock:
-            self._store.delete_file(file["id"])
-        return web.json_response({"id": file["id"], "object": "file", "deleted": True})
-
     # ---------------------------------------------------------------- creating batches
 
-    async def _openai_create(self, http: web.Request, call: _Call) -> web.Response:
+    async def _openai_create(self, http: web.Request, call: CallNote) -> web.Response:
         body = await wire.batch_request(http)
         file = self._file(body["input_file_id"])
         if file["purpose"] != "batch":
@@ -352,7 +319,7 @@ class FakeBatches:
                     return self._commit(batch_id, "openai", [], "", errors=[failure], **extra)
             return self._commit(batch_id, "openai", items, fates, tokens=tokens, **extra)
 
-    async def _anthropic_create(self, http: web.Request, call: _Call) -> web.Response:
+    async def _anthropic_create(self, http: web.Request, call: CallNote) -> web.Response:
         limit = self.anthropic_max_bytes
         raw = await wire.read_at_most(http, limit)
         if raw is None:
@@ -376,7 +343,7 @@ class FakeBatches:
 
     def _unfinished(self, api: str) -> list[Batch]:
         """``api``'s batches still processing (called holding the lock)."""
-        now = time.time()
+        now = self.now()
         for batch in self._store.batches.values():
             advance(self._store, batch, now)
         return [b for b in self._store.batches.values() if b.api == api and b.status not in ENDED]
@@ -410,7 +377,7 @@ class FakeBatches:
         """Store a new batch (called holding the lock), on the schedule in force now."""
         ordinal = self._store.next_ordinal()
         batch = Batch(
-            id=batch_id, api=api, ordinal=ordinal, created_at=time.time(), total=len(items), fates=fates,
+            id=batch_id, api=api, ordinal=ordinal, created_at=self.now(), total=len(items), fates=fates,
             processing_s=self.processing_s, processing_polls=self.processing_polls, cancel_polls=self.cancel_polls,
             expire_whole=ordinal in self.expire_batches, signature=signature(items),
             status="validating" if api == "openai" else "in_progress", **extra,
@@ -420,7 +387,7 @@ class FakeBatches:
 
     # ---------------------------------------------------------------- polling, listing, cancelling
 
-    def _batch(self, http: web.Request, call: _Call) -> Batch:
+    def _batch(self, http: web.Request, call: CallNote) -> Batch:
         api, batch_id = call.api, http.match_info["batch_id"]
         batch = self._store.batches.get(batch_id)
         if batch is None or batch.api != api:
@@ -428,9 +395,9 @@ class FakeBatches:
             raise Refused(wire.batch_error(api, 404, f"{what} '{batch_id}'."))
         return batch
 
-    async def _retrieve(self, http: web.Request, call: _Call) -> web.Response:
+    async def _retrieve(self, http: web.Request, call: CallNote) -> web.Response:
         with self._lock:
-            batch, now = self._batch(http, call), time.time()
+            batch, now = self._batch(http, call), self.now()
             advance(self._store, batch, now)
             wait = (batch.last_poll + self.poll_interval - now) if self.poll_interval and batch.last_poll else 0.0
             if wait > 0 and batch.status not in ENDED:
@@ -443,9 +410,9 @@ class FakeBatches:
             self._store.save_batch(batch)
             return web.json_response(wire.render(batch, _origin(http)))
 
-    async def _list(self, http: web.Request, call: _Call) -> web.Response:
+    async def _list(self, http: web.Request, call: CallNote) -> web.Response:
         with self._lock:
-            now = time.time()
+            now = self.now()
             batches = sorted((b for b in self._store.batches.values() if b.api == call.api),
                              key=lambda b: b.ordinal, reverse=True)  # newest first  # fmt: skip
             page, has_more = wire.page_of(batches, call.api, http.query)
@@ -454,9 +421,9 @@ class FakeBatches:
             data = [wire.render(b, _origin(http)) for b in page]
         return web.json_response(wire.listing(call.api, data, has_more))
 
-    async def _cancel(self, http: web.Request, call: _Call) -> web.Response:
+    async def _cancel(self, http: web.Request, call: CallNote) -> web.Response:
         with self._lock:
-            batch, now = self._batch(http, call), time.time()
+            batch, now = self._batch(http, call), self.now()
             advance(self._store, batch, now)
             if batch.status in ENDED or batch.cancel_processed is not None:
                 what = "a batch with status" if batch.api == "openai" else "a Message Batch whose processing_status is"
@@ -465,10 +432,10 @@ class FakeBatches:
             self._store.save_batch(batch)
             return web.json_response(wire.render(batch, _origin(http)))
 
-    async def _anthropic_results(self, http: web.Request, call: _Call) -> web.StreamResponse:
+    async def _anthropic_results(self, http: web.Request, call: CallNote) -> web.StreamResponse:
         with self._lock:
             batch = self._batch(http, call)
-            advance(self._store, batch, time.time())
+            advance(self._store, batch, self.now())
             if batch.status != "ended":
                 message = f"Message Batch {batch.id} has not ended; its results are not ready."
                 return wire.batch_error("anthropic", 400, message)
