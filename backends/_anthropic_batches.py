@@ -2,10 +2,11 @@
 
 A Message Batch is created in one call holding every request, ``{"custom_id", "params"}`` with
 ``params`` the body a live ``/v1/messages`` call sends (at most 100,000 requests and 256 MB per
-create). Anthropic keeps no metadata on a batch, so a batch whose create answer was lost is found
-by what the client knows of it: created after the journal entry (allowing for clock skew), holding
-that many requests, and not already in the journal; of several, the one created closest after the
-entry.
+create). Anthropic keeps no metadata on a batch, so the batches a create whose answer was lost may
+have made are found by what the client knows of them: created after the journal entry (allowing
+for clock skew), holding that many requests, and not already in the journal, nearest first; which
+one is this run's, their results tell (``batch_api.not_this_runs``: another run on the same
+account may have made a batch of the same size at the same moment).
 
 Statuses: in_progress -> ended; canceling -> ended. Results (JSONL, any order) say per request
 succeeded (a Message, read as a live answer), errored (the vendor's error type, read as a live
@@ -65,8 +66,8 @@ class AnthropicBatches(VendorBatches):
         )
         return _status(batch)
 
-    async def find_batch(self, key: str, count: int, since: float, known: frozenset[str]) -> BatchStatus | None:
-        async def look() -> MessageBatch | None:
+    async def find_batch(self, key: str, count: int, since: float, known: frozenset[str]) -> list[BatchStatus]:
+        async def look() -> list[MessageBatch]:
             candidates = []
             async for batch in self._client.messages.batches.list(limit=100):  # newest first
                 created = batch.created_at.timestamp()
@@ -74,11 +75,10 @@ class AnthropicBatches(VendorBatches):
                     break
                 if batch.id not in known and _total(batch) == count:
                     candidates.append(batch)
-            # Created right after the entry was written: the nearest one at or after it, else the nearest.
-            return min(candidates, key=lambda b: _distance(b, since), default=None)
+            # Created right after the entry was written: the nearest ones at or after it first.
+            return sorted(candidates, key=lambda b: _distance(b, since))
 
-        found = await self.vendor_call("list Message Batches", look)
-        return _status(found) if found is not None else None
+        return [_status(batch) for batch in await self.vendor_call("list Message Batches", look)]
 
     async def poll_batch(self, batch_id: str) -> BatchStatus:
         batch = await self.vendor_call(

@@ -26,7 +26,7 @@ from gmai_client.backends._api import (
     short,
     status_error,
 )
-from gmai_client.batch_api import BatchApi, BatchOptions, BatchSettings
+from gmai_client.batch_api import BatchApi, BatchOptions, BatchSettings, BatchStatus
 from gmai_client.errors import BackendError, ModelNotFound, ServerError
 from gmai_client.types import Image, Request
 
@@ -36,8 +36,8 @@ T = TypeVar("T")
 
 #: The metadata key an OpenAI batch carries the client's journal key under (how a lost create is found).
 KEY_METADATA = "gmai_client_key"
-#: How far apart the vendor's clock and ours may be when a batch is looked for by its creation time
-#: (wider would let a batch made just before, by another run of the same account, pass for ours).
+#: How far apart the vendor's clock and ours may be when a batch (or an upload) is looked for by its
+#: creation time; a batch another run made in that window is told apart by its results.
 CLOCK_SLACK_S = 60.0
 #: Room left in a batch's byte limit for what wraps the lines (Anthropic's ``{"requests":[...]}``; each
 #: line's newline stands for the comma between two requests there, so lines count as sent).
@@ -56,6 +56,7 @@ class VendorBatches(BatchApi):
     if TYPE_CHECKING:  # what ApiBackend provides
         name: ClassVar[str]
         sdk: ClassVar[Any]
+        model: str
         options: Any
         endpoint: str
         max_image_side: int | None
@@ -98,8 +99,16 @@ class VendorBatches(BatchApi):
     async def upload_input(self, spool: Path) -> str:
         return ""  # the create call carries the requests
 
-    async def delete_input(self, file_id: str) -> None:
+    async def delete_input(self, key: str, file_id: str, since: float) -> None:
         return None  # nothing was uploaded
+
+    async def delete_results(self, status: BatchStatus) -> None:
+        return None  # the results are read from the batch itself
+
+    def answered_by_this_model(self, model: str) -> bool:
+        # The vendors answer an alias with the dated model it stands for ("claude-sonnet-4-5" ->
+        # "claude-sonnet-4-5-20250929", "gpt-4o" -> "gpt-4o-2024-08-06").
+        return model == self.model or model.startswith(self.model + "-")
 
     # ---------------------------------------------------------------- shared
 

@@ -12,8 +12,10 @@ the organisation's enqueued-token limit: the same file may be created again once
 end, so that failure is ``queue_full``).
 
 Results: the output file holds the answers (a Chat Completion body each), the error file the
-failures (an HTTP status and the vendor's error body, read as a live error of that status is; or
-``batch_expired``); a request in neither file was not processed (a cancel). Lines come in any order.
+failures (an HTTP status and the vendor's error body, read as a live error of that status is; or a
+code: ``batch_expired``, ``batch_cancelled``, ``request_timeout``); a request in neither file was
+not processed (a cancel). Lines come in any order. Once recorded, the result files are deleted, and
+so is the input file with any upload of it whose answer never came (found by its name, the key).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
 from gmai_client.backends._batches import CLOCK_SLACK_S, KEY_METADATA, MIB, VendorBatches
-from gmai_client.batch_api import BatchExpired, BatchResult, BatchStatus
-from gmai_client.errors import BackendError, BadRequest, RateLimited, ServerError
+from gmai_client.batch_api import BatchCanceled, BatchExpired, BatchResult, BatchStatus
+from gmai_client.errors import BackendError, BadRequest, RateLimited, RequestTimeout, ServerError
 
 #: The one endpoint batched here; also each line's ``url``.
 BATCH_URL = "/v1/chat/completions"
@@ -64,7 +66,7 @@ class OpenAIBatches(VendorBatches):
         )
         return self._status(batch)
 
-    async def find_batch(self, key: str, count: int, since: float, known: frozenset[str]) -> BatchStatus | None:
+    async def find_batch(self, key: str, count: int, since: float, known: frozenset[str]) -> list[BatchStatus]:
         async def look() -> Batch | None:
             async for batch in self._client.batches.list(limit=100):  # newest first
                 if (batch.metadata or {}).get(KEY_METADATA) == key:
@@ -74,7 +76,7 @@ class OpenAIBatches(VendorBatches):
             return None
 
         found = await self.vendor_call("list batches", look)
-        return self._status(found) if found is not None else None
+        return [self._status(found)] if found is not None else []
 
     async def poll_batch(self, batch_id: str) -> BatchStatus:
         return self._status(
@@ -86,9 +88,29 @@ class OpenAIBatches(VendorBatches):
             await self.vendor_call(f"cancel batch {batch_id}", lambda: self._client.batches.cancel(batch_id))
         )
 
-    async def delete_input(self, file_id: str) -> None:
-        if file_id:
-            await self.vendor_call(f"delete file {file_id}", lambda: self._client.files.delete(file_id))
+    async def delete_input(self, key: str, file_id: str, since: float) -> None:
+        # An upload whose answer never came (a kill, a lost answer) is known by its name: the spool
+        # file's, the batch's key (uploads are listed newest first).
+        async def orphans() -> list[str]:
+            found = []
+            async for upload in self._client.files.list(purpose="batch"):
+                if upload.created_at < since - CLOCK_SLACK_S:
+                    break
+                if upload.filename == f"{key}.jsonl" and upload.id != file_id:
+                    found.append(upload.id)
+            return found
+
+        for upload_id in [file_id, *await self.vendor_call("list files", orphans)]:
+            if upload_id:
+                await self._delete_file(upload_id)
+
+    async def delete_results(self, status: BatchStatus) -> None:
+        for file_id in (status.output_file_id, status.error_file_id):
+            if file_id:
+                await self._delete_file(file_id)
+
+    async def _delete_file(self, file_id: str) -> None:
+        await self.vendor_call(f"delete file {file_id}", lambda: self._client.files.delete(file_id))
 
     async def batch_results(self, status: BatchStatus) -> list[BatchResult]:
         results = []
@@ -133,6 +155,7 @@ class OpenAIBatches(VendorBatches):
             queue_full=queue_full,
             output_file_id=batch.output_file_id,
             error_file_id=batch.error_file_id,
+            key=str((batch.metadata or {}).get(KEY_METADATA, "")),
         )
 
     def _result(self, batch_id: str, line: dict[str, Any]) -> BatchResult:
@@ -162,6 +185,11 @@ class OpenAIBatches(VendorBatches):
             )
         detail = error if isinstance(error, dict) else {}
         message = str(detail.get("message") or "no answer")
-        if detail.get("code") == "batch_expired":
+        code = detail.get("code")
+        if code == "batch_expired":
             return BatchResult(custom_id, error=BatchExpired(f"openai: {where}: {message}"))
+        if code == "batch_cancelled":
+            return BatchResult(custom_id, error=BatchCanceled(f"openai: {where}: {message}"))
+        if code == "request_timeout":
+            return BatchResult(custom_id, error=RequestTimeout(f"openai: {where}: {message}"))
         return BatchResult(custom_id, error=ServerError(f"openai: {where}: {detail.get('code') or 'error'}: {message}"))

@@ -5,16 +5,19 @@
 the items once, as they do: an item finished in the run folder is skipped, one the response cache
 answers is recorded at once, every other one becomes a line of a batch (the body a live call
 sends). Batches are cut by the vendor's limits (or ``-B batch_size= batch_mb=``), at most
-``-B batch_queue=`` of a model in progress at once; each is followed by its own poller
-(``-B batch_poll=`` seconds, growing 1.5x while nothing changes, to 2 minutes; every vendor call
-goes through ``retry``, so a 429's Retry-After is honoured). An ended batch's results become records
-exactly as live answers do (``batch_records``).
+``-B batch_queue=`` of a model in progress at once (a create refused for the vendor's full queue
+waits for one to end, and never less than its Retry-After); each is followed by its own poller
+(``batch_follow``). An ended batch's results become records exactly as live answers do
+(``batch_records``).
 
 Crash safety is the journal's (``batch_journal``): each step is written before it is taken. A rerun
 of the same command (or ``batches collect RUN_DIR``) follows the batches journaled with an id and
 never sends them again; one whose create answer never came (a kill, a lost answer) is looked for
-at the vendor and adopted if there, forgotten if not (``batch_ledger``). A create that fails
-without an answer is looked for the same way before it is tried again: no batch is paid twice.
+at the vendor first (``settle``, before anything reads the items) and adopted if there, forgotten
+if not, its items then sent (``batch_ledger``). A create that fails without an answer is looked
+for the same way before it is tried again: no batch is paid twice. Items of batches sent earlier
+are read (to record their answers) even once the model has stopped or the live loop beside has
+ended: those answers are paid for.
 
 Modes: "batch" (the above), "beside" (a model run live whose folder still has batches in progress:
 they are collected beside the live workers, which leave their items alone), "collect"
@@ -25,32 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from gmai_client.batch_api import (
-    BatchApi,
-    BatchResult,
-    BatchStatus,
-)
+from gmai_client.batch_api import BatchApi
+from gmai_client.batch_follow import Following
 from gmai_client.batch_journal import JournalBatch
-from gmai_client.batch_ledger import SPOOL_FOLDER, Chunk, Ledger, Unresolved, custom_id, retrying
+from gmai_client.batch_ledger import SPOOL_FOLDER, Chunk, Found, Ledger, Unresolved, custom_id, retrying
 from gmai_client.batch_records import BatchRecords, without_secrets
 from gmai_client.cache import ResponseCache
 from gmai_client.dispatch import TokenBudget
-from gmai_client.errors import (
-    BackendError,
-    DataError,
-    GmaiError,
-    Overloaded,
-    RateLimited,
-    RetryableError,
-    UnsupportedInput,
-)
+from gmai_client.errors import BackendError, DataError, GmaiError, RateLimited, UnsupportedInput
 from gmai_client.progress import ModelTrack, ProgressReporter, batch_status
 from gmai_client.retry import RetryPolicy
 from gmai_client.scoring import score_answer, score_error
@@ -59,8 +51,6 @@ from gmai_client.types import BadRow, Item, Record, Request
 T = TypeVar("T")
 
 _READ_BATCH = 16
-#: A batch's poll interval grows to this while nothing changes (or to ``batch_poll`` if longer).
-MAX_POLL_S = 120.0
 
 Mode = Literal["batch", "collect", "beside"]
 
@@ -83,7 +73,7 @@ class Hooks:
     track: ModelTrack
 
 
-class BatchRun:
+class BatchRun(Following):
     """One model's items through its vendor's batch API (see the module docstring)."""
 
     def __init__(
@@ -115,7 +105,10 @@ class BatchRun:
         # A model that cannot batch (any more) has nothing to follow: its batches stay journaled.
         self.open = self.journal.open_batches(label) if backend is not None else []
         # Items in batches sent earlier: collected, never sent again (a live loop beside leaves them).
-        self.pending_indexes = {index for b in self.open for index in b.items.values()}
+        # Until ``settle`` has asked the vendor about the batches journaled as intents only, their
+        # items count too: such a batch may exist.
+        self.pending_indexes = _items_of(self.open)
+        self.settled = False
         self.records = BatchRecords(
             label=label, previous=previous, journal=self.journal, cache=cache, budget=budget, finish=self._kept
         )
@@ -123,21 +116,41 @@ class BatchRun:
         self.ended = asyncio.Condition()  # notified whenever one of this model's batches ends
         self.in_flight = self.ended_count = 0
         self.tasks: set[asyncio.Task[None]] = set()
-        self.counts = {"submitted": 0, "done": 0, "cached": 0, "unsent": 0, "running_left": 0}
+        self.counts = {"submitted": 0, "done": 0, "cached": 0, "unsent": 0, "running_left": 0, "unread_left": 0}
+        self.not_ours: list[str] = []  # batches found for a lost create that turned out another run's
         self.hooks: Hooks | None = None
 
     # ---------------------------------------------------------------- the whole run
 
-    async def run(self, hooks: Hooks) -> None:
+    async def settle(self, hooks: Hooks) -> bool:
+        """Ask the vendor about the batches journaled as intents only (a kill or a lost answer cut
+        their create short): each is adopted if the vendor has it, else voided, and its items are
+        then this run's to send. Done before anything else reads the items (a live loop beside
+        too: it must not send what such a batch holds, nor skip what it does not). False when the
+        model stopped: the vendor could not say."""
         self.hooks = hooks
+        if self.settled:
+            return True
+        try:
+            self.open = [await self._resolve(b) if b.state == "intent" else b for b in self.open]
+        except BackendError as exc:
+            if not exc.stops_model:
+                raise
+            hooks.halt(str(exc))
+            return False
+        self.open = [b for b in self.open if b.open]
+        self.pending_indexes = _items_of(self.open)
+        self.settled = True
+        return True
+
+    async def run(self, hooks: Hooks) -> None:
+        if not await self.settle(hooks):
+            return
         try:
             for batch in self.open:
-                if batch.state == "intent":
-                    batch = await self._resolve(batch)
-                if batch.open:
-                    self.counts["submitted"] += 1
-                    await self._take_slot(force=True)
-                    self._follow(batch, None)
+                self.counts["submitted"] += 1
+                await self._take_slot(force=True)
+                self._follow(batch, None)
             await self._scan()
             self.scanned.set()
             while self.tasks:
@@ -157,9 +170,14 @@ class BatchRun:
         """What this run leaves undone stops the model, so the exit status is never 0 for it."""
         assert self.hooks is not None
         left = []
+        later = "python -m gmai_client batches collect RUN_DIR (or rerun the same command)"
         if self.counts["running_left"]:
             left.append(f"{self.counts['running_left']} batch(es) are still in progress at the vendor (collect them "
-                        "later with python -m gmai_client batches collect RUN_DIR)")  # fmt: skip
+                        f"later with {later})")  # fmt: skip
+        if self.counts["unread_left"]:
+            left.append(f"{self.counts['unread_left']} batch(es) have ended but their results could not be read "
+                        f"now (read them later with {later})")  # fmt: skip
+        left.extend(self.not_ours)
         if self.counts["unsent"] and self.mode == "collect":
             left.append(f"{self.counts['unsent']} item(s) were never sent (the run command sends them)")
         if left:
@@ -177,15 +195,15 @@ class BatchRun:
         entries = self.entries()
         chunk: Chunk | None = None
         total = 0
+        unread = set(self.pending_indexes)  # items of batches sent earlier not read yet: read on for them
         try:
-            while not self.hooks.stop.is_set():
+            while self._sending() or unread:
                 read = await asyncio.to_thread(lambda: list(islice(entries, _READ_BATCH)))
                 if not read:
                     break
                 for entry in read:
-                    if self.hooks.stop.is_set():
-                        break
                     total += 1
+                    unread.discard(entry.index if isinstance(entry, Item) else entry.record_index)
                     chunk = await self._take(entry, chunk)
             if chunk is not None and chunk.items and not self.hooks.stop.is_set():
                 submitting, chunk = chunk, None
@@ -197,6 +215,13 @@ class BatchRun:
                 self.spool.rmdir()  # gone once empty: nothing is spooled between runs
         if self.mode != "beside":  # beside, the live loop counts the items
             self.hooks.track.set_total(total)
+
+    def _sending(self) -> bool:
+        """Whether items are still this side's to send. Reading goes on past that while batches
+        sent earlier hold items not yet read: their answers are paid for, and recorded whatever
+        stopped the model or ended the live loop beside."""
+        assert self.hooks is not None
+        return self.mode != "beside" and not self.hooks.stop.is_set()
 
     def _estimate(self, request: Request) -> int | None:
         return self.backend.estimate_input_tokens(request) if self.backend is not None else None
@@ -213,8 +238,8 @@ class BatchRun:
                         entry, request, self.identity(), self._estimate(request)
                     )
             return chunk
-        if self.mode == "beside":
-            return chunk  # the live loop's item
+        if not self._sending():
+            return chunk  # the live loop's item, or the model has stopped: nothing more is sent
         if index in self.finished:
             self.hooks.skip()
             return chunk
@@ -298,12 +323,12 @@ class BatchRun:
             if file_id:
                 self.journal.uploaded(key, file_id)
                 entry = replace(entry, file_id=file_id)
-            status = await self._create(entry, chunk.path)
+            found = await self._create(entry, chunk.path)
         except BackendError as exc:
             if entry is not None and not isinstance(exc, Unresolved):
                 self.journal.void(key, f"not created: {exc}")
                 with contextlib.suppress(GmaiError):  # the input uploaded for it is of no use now
-                    await self.backend.delete_input(entry.file_id)
+                    await self.backend.delete_input(key, entry.file_id, entry.created)
             await self._release_slot()
             if exc.stops_model:
                 raise
@@ -315,43 +340,26 @@ class BatchRun:
         finally:
             chunk.drop()
         self.counts["submitted"] += 1
-        self._follow(self.ledger.adopt(entry, status.batch_id), status)
+        self._follow(self.ledger.adopt(entry, found.status.batch_id, proven=found.proven), found.status)
 
-    async def _create(self, entry: JournalBatch, spool: Path | None) -> BatchStatus:
-        """Create the batch. A try that failed without saying the batch was refused (no answer, a
-        5xx) is looked for at the vendor before the next try: no batch is created twice."""
+    async def _create(self, entry: JournalBatch, spool: Path | None) -> Found:
         assert self.backend is not None
-        backend = self.backend
-        attempt = 0
-        while True:
-            found = None
-            async with self.ledger.create_lock(backend.name):
-                try:
-                    return await backend.create_batch(spool, entry.file_id, entry.key, entry.requests)
-                except RetryableError as exc:
-                    failure = exc
-                if not isinstance(failure, (RateLimited, Overloaded)):  # those are refusals: nothing was made
-                    try:
-                        found = await self._find(entry)
-                    except BackendError as exc:  # whatever it is, the batch may exist: never forget it
-                        raise Unresolved(
-                            f"{self.label}: creating batch {entry.key} failed without an answer ({failure}) and "
-                            f"the vendor cannot be asked whether it exists ({exc}); rerun to look for it again"
-                        ) from None
-            if found is not None:
-                self._note(f"creating batch {found.batch_id} lost its answer ({failure}); found it at the vendor")
-                return found
-            if isinstance(failure, RateLimited) and self.in_flight > 1:
-                await self._until_one_ends(self.retry.max_delay)  # the vendor's queue is full: wait for room
-                continue  # not a failed try: a wait for room
-            attempt += 1
-            if attempt >= self.retry.max_attempts:
-                raise failure
-            await asyncio.sleep(self.retry.wait_after(failure, attempt))
+        on_wait = self._waiting(f"create or look for batch {entry.key}")
+        found = await self.ledger.create(entry, self.backend, spool, self.retry, room=self._room, on_wait=on_wait)
+        if found.lost:
+            self._note(f"creating batch {found.status.batch_id} lost its answer ({found.lost}); found it at the vendor")
+        return found
 
-    async def _find(self, entry: JournalBatch) -> BatchStatus | None:
-        assert self.backend is not None
-        return await self.ledger.find(entry, self.backend, self.retry, self._waiting(f"look for batch {entry.key}"))
+    async def _room(self, refused: RateLimited) -> bool:
+        """The vendor refused a create for its full queue: while another of the model's batches is in
+        progress, wait until one ends, and never less than the vendor said (Retry-After); False when
+        there is nothing to wait for."""
+        if self.in_flight <= 1:
+            return False
+        not_before = time.monotonic() + (refused.retry_after or 0.0)
+        await self._until_one_ends(self.retry.max_delay)
+        await asyncio.sleep(max(0.0, not_before - time.monotonic()))
+        return True
 
     async def _resolve(self, entry: JournalBatch) -> JournalBatch:
         """A batch journaled but never heard of (a kill or a lost answer during its create)."""
@@ -360,100 +368,6 @@ class BatchRun:
         if resolved.batch_id:
             self._note(f"found batch {resolved.batch_id}, created before the last run heard back: following it")
         return resolved
-
-    # ---------------------------------------------------------------- following a batch
-
-    def _follow(self, entry: JournalBatch, status: BatchStatus | None) -> None:
-        task = asyncio.create_task(self._watch(entry, status))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _watch(self, entry: JournalBatch, status: BatchStatus | None) -> None:
-        assert self.backend is not None and self.settings is not None
-        poll_s = self.settings.poll_s
-        try:
-            if status is None:
-                status = await self._poll(entry, None)
-            await self._follow_to_end(entry, status, poll_s)
-        except BackendError as exc:
-            if exc.stops_model:
-                raise
-            self._note(f"batch {entry.batch_id} cannot be followed now ({exc}); it stays in the journal")
-            self.counts["running_left"] += 1  # said when the run ends; batches collect follows it later
-        finally:
-            await self._release_slot()
-
-    async def _follow_to_end(self, entry: JournalBatch, status: BatchStatus, poll_s: float) -> None:
-        """Poll until the batch ends (or, without waiting, once), then collect it."""
-        interval, recreated = poll_s, 0
-        while True:
-            if status.ended and status.queue_full and entry.file_id and recreated < self.retry.max_attempts:
-                recreated += 1
-                entry, status = await self._recreate(entry, status)
-                interval = poll_s
-                continue
-            if status.ended:
-                break
-            if not self.wait:
-                self.counts["running_left"] += 1
-                return
-            await asyncio.sleep(interval)
-            before = status.processed
-            status = await self._poll(entry, status)
-            interval = poll_s if status.processed != before else min(max(MAX_POLL_S, poll_s), interval * 1.5)
-        await self._collect(entry, status)
-
-    async def _poll(self, entry: JournalBatch, last: BatchStatus | None) -> BatchStatus:
-        """The batch's status; when the vendor keeps failing to say, the last one known (tried later)."""
-        assert self.backend is not None
-        backend, batch_id = self.backend, entry.batch_id
-        try:
-            return await self._retrying(f"poll batch {batch_id}", lambda: backend.poll_batch(batch_id))
-        except RetryableError as exc:
-            if last is None:
-                raise
-            self._note(f"cannot poll batch {batch_id} for now ({exc}); trying again later")
-            return last
-
-    async def _recreate(self, entry: JournalBatch, status: BatchStatus) -> tuple[JournalBatch, BatchStatus]:
-        """The vendor refused the batch for a full queue, having processed nothing: once another of
-        the model's batches ends (or after a backoff), the same input is created again, as a new batch."""
-        self.journal.void(entry.key, f"failed, nothing processed: {status.failure}")
-        self._note(f"batch {entry.batch_id}: the vendor's queue is full; sending it again when there is room")
-        await self._until_one_ends(self.retry.max_delay)
-        again = self.journal.intent(
-            key=uuid.uuid4().hex, model=self.label, vendor=entry.vendor, items=entry.items,
-            requests=entry.requests, size=entry.bytes,
-        )  # fmt: skip
-        self.journal.uploaded(again.key, entry.file_id)
-        again = replace(again, file_id=entry.file_id)
-        created = await self._create(again, None)
-        return self.ledger.adopt(again, created.batch_id), created
-
-    async def _until_one_ends(self, timeout: float) -> None:
-        async with self.ended:
-            seen = self.ended_count
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.ended.wait_for(lambda: self.ended_count > seen), timeout)
-
-    # ---------------------------------------------------------------- collecting
-
-    async def _collect(self, entry: JournalBatch, status: BatchStatus) -> None:
-        """Read an ended batch's results and record every one of its items."""
-        assert self.backend is not None
-        backend = self.backend
-        if not self.records.knows(entry):
-            await self.scanned.wait()  # a batch of an earlier run: its items are known once read
-        results: list[BatchResult] = []
-        if status.failure is None:
-            results = await self._retrying(
-                f"read the results of batch {status.batch_id}", lambda: backend.batch_results(status)
-            )
-        await self.records.record_batch(entry, status, results)
-        self.counts["done"] += 1
-        if entry.file_id:
-            with contextlib.suppress(GmaiError):
-                await backend.delete_input(entry.file_id)
 
     async def _kept(self, entry: Item | BadRow, record: Record) -> None:
         assert self.hooks is not None  # the loop's finish, then the progress line
@@ -477,3 +391,7 @@ class BatchRun:
 
     def _note(self, message: str) -> None:
         self.progress.note(self.label, message)
+
+
+def _items_of(batches: list[JournalBatch]) -> set[str]:
+    return {index for batch in batches for index in batch.items.values()}

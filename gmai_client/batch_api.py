@@ -3,10 +3,12 @@
 A backend whose vendor takes requests in batches (OpenAI's Files + ``/v1/batches``, Anthropic's
 Message Batches: about half the live price, answers within 24 hours) is also a ``BatchApi``: it
 writes one request as a line of a batch (the body a live call sends, so a batch asks exactly what
-a live call asks), uploads and creates a batch, finds a batch whose create answer was lost, polls,
-reads the results and cancels. What flows back is vendor-neutral: a ``BatchStatus`` per look, a
-``BatchResult`` per request (a ``Response``, or an error of the project's tree), and the model's
-``BatchSettings`` (its ``-B batch*`` options, ``BatchOptions``, with the vendor's limits applied).
+a live call asks), uploads and creates a batch, finds the batches a create whose answer was lost
+may have made, polls, reads the results, cancels, and deletes what it uploaded and the result
+files. What flows back is vendor-neutral: a ``BatchStatus`` per look, a ``BatchResult`` per request
+(a ``Response``, or an error of the project's tree), and the model's ``BatchSettings`` (its ``-B
+batch*`` options, ``BatchOptions``, with the vendor's limits applied). ``not_this_runs`` says
+whether a batch found by its size and creation time is provably this run's.
 
 The backend sets no policy: no waits, no retries, no journal. ``gmai_client.batch`` decides when
 to submit, poll and collect, retries through ``retry``, and journals every step in the run folder
@@ -21,7 +23,7 @@ error, as a live call would raise.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,6 +92,7 @@ class BatchStatus:
     queue_full: bool = False  # ...because the vendor's queue was full: the same batch may be created again later
     output_file_id: str | None = None  # OpenAI: where the answers are
     error_file_id: str | None = None  # OpenAI: where the failed requests are
+    key: str = ""  # the client's key, where the vendor keeps it with the batch (OpenAI's metadata)
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,17 @@ class BatchApi(abc.ABC):
         client's ``key`` where the vendor keeps metadata."""
 
     @abc.abstractmethod
-    async def find_batch(self, key: str, count: int, since: float, known: frozenset[str]) -> BatchStatus | None:
-        """The batch a create whose answer was lost made, if it exists: tagged ``key``, or (a vendor
-        without metadata) holding ``count`` requests, created after ``since`` and not one of ``known``."""
+    async def find_batch(self, key: str, count: int, since: float, known: frozenset[str]) -> list[BatchStatus]:
+        """The batches a create whose answer was lost may have made: the one tagged ``key`` (its
+        ``BatchStatus.key``), or, from a vendor that keeps no metadata, every batch of ``count``
+        requests created after ``since`` (allowing for clock skew) and not one of ``known``, the
+        nearest to ``since`` first. Which of those is this create's, its results tell
+        (``not_this_runs``)."""
+
+    @abc.abstractmethod
+    def answered_by_this_model(self, model: str) -> bool:
+        """Whether an answer the vendor says ``model`` gave came from this backend's model (a dated
+        model id answering for its alias counts)."""
 
     @abc.abstractmethod
     async def poll_batch(self, batch_id: str) -> BatchStatus:
@@ -142,13 +153,35 @@ class BatchApi(abc.ABC):
         """Ask the vendor to stop the batch; what it processed so far stays readable."""
 
     @abc.abstractmethod
-    async def delete_input(self, file_id: str) -> None:
-        """Delete the uploaded input of an ended batch (nothing to do where there is none)."""
+    async def delete_input(self, key: str, file_id: str, since: float) -> None:
+        """Delete what was uploaded for batch ``key`` (journaled at ``since``) once it has ended or
+        will never be created: ``file_id``, and any upload of it whose answer never came (a kill or
+        a lost answer during the upload). Nothing to do where the create carries the requests."""
+
+    @abc.abstractmethod
+    async def delete_results(self, status: BatchStatus) -> None:
+        """Delete an ended batch's result files once its records are written (nothing to do where
+        the vendor keeps no files)."""
 
 
 def batch_api(backend: Any) -> BatchApi | None:
     """``backend`` as a ``BatchApi``, or None when it has no batch API."""
     return backend if isinstance(backend, BatchApi) else None
+
+
+def not_this_runs(results: list[BatchResult], custom_ids: Collection[str], backend: BatchApi) -> str:
+    """Why ``results`` cannot be those of this run's batch of ``custom_ids`` (a request it never
+    sent, an answer another model gave), or "" when they can be. What a batch found by its size and
+    creation time must pass before a single answer of it is recorded: another run on the same
+    account may have made a batch of the same size at the same moment."""
+    ours = set(custom_ids)
+    for result in results:
+        if result.custom_id not in ours:
+            return f"it holds a request this run never sent ({result.custom_id!r})"
+        model = result.response.model if result.response is not None else ""
+        if result.response is not None and not backend.answered_by_this_model(model):
+            return f"its answers come from another model ({model!r})"
+    return ""
 
 
 def counts_of(results: list[BatchResult]) -> Mapping[str, int]:

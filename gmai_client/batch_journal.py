@@ -7,6 +7,10 @@ order, give that batch's state::
     {"event": "intent", "key", "model", "vendor", "created", "requests", "bytes", "items": {custom_id: index}}
     {"event": "uploaded", "key", "file_id"}          OpenAI: the input file exists
     {"event": "submitted", "key", "batch_id"}        the vendor's id, written as soon as it is known
+                      (with "proven": false when found by its size and time, its results unread yet)
+    {"event": "rejected", "key", "batch_id", "reason"}   that batch's results are another run's: back to
+                                                     an intent, never to be taken for this one again
+    {"event": "ended", "key", "status"}              the vendor says it ended: its results can be read
     {"event": "cancel", "key"}                       a cancel was asked for
     {"event": "collecting", "key"}                   its records are being written
     {"event": "collected", "key", "status", "counts"}   every result recorded
@@ -17,7 +21,9 @@ uploaded or created, so a process killed at any moment leaves either no batch or
 journal knows about: by its id, or (when the kill or a lost answer came between create and id) by
 its key, which the next run looks for at the vendor before sending anything (``submitted`` if
 found, ``void`` if not). ``collected`` follows the records; a batch killed while ``collecting``
-is read again, and the items it already recorded are not recorded twice.
+is read again, and the items it already recorded are not recorded twice. A batch found by its size
+and creation time only (Anthropic keeps no metadata) is followed, but recorded only once its results
+prove it is this run's; one that proves another run's is ``rejected``.
 
 A torn last line (a kill mid-write) is dropped when read and cut off before the next append.
 """
@@ -59,6 +65,9 @@ class JournalBatch:
     cancel_asked: bool = False
     status: str = ""  # collected: the vendor's final status; void: why
     counts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    proven: bool = True  # False: found by its size and creation time, its results not yet read
+    rejected: tuple[str, ...] = ()  # batch ids found for it that hold another run's requests or answers
+    ended: bool = False  # the vendor said it ended (its results may not have been read yet)
 
     @property
     def open(self) -> bool:
@@ -103,8 +112,14 @@ class BatchJournal:
     def uploaded(self, key: str, file_id: str) -> None:
         self._append({"event": "uploaded", "key": key, "file_id": file_id})
 
-    def submitted(self, key: str, batch_id: str) -> None:
-        self._append({"event": "submitted", "key": key, "batch_id": batch_id})
+    def submitted(self, key: str, batch_id: str, *, proven: bool = True) -> None:
+        self._append({"event": "submitted", "key": key, "batch_id": batch_id, **({} if proven else {"proven": False})})
+
+    def rejected(self, key: str, batch_id: str, reason: str) -> None:
+        self._append({"event": "rejected", "key": key, "batch_id": batch_id, "reason": reason})
+
+    def ended(self, key: str, status: str) -> None:
+        self._append({"event": "ended", "key": key, "status": status})
 
     def cancel(self, key: str) -> None:
         self._append({"event": "cancel", "key": key})
@@ -172,7 +187,13 @@ def _apply(batches: dict[str, JournalBatch], event: Mapping[str, Any]) -> None:
     if kind == "uploaded":
         batches[key] = replace(batch, file_id=str(event["file_id"]))
     elif kind == "submitted":
-        batches[key] = replace(batch, state="submitted", batch_id=str(event["batch_id"]))
+        proven = bool(event.get("proven", True))
+        batches[key] = replace(batch, state="submitted", batch_id=str(event["batch_id"]), proven=proven)
+    elif kind == "rejected":
+        rejected = (*batch.rejected, str(event["batch_id"]))
+        batches[key] = replace(batch, state="intent", batch_id="", proven=True, ended=False, rejected=rejected)
+    elif kind == "ended":
+        batches[key] = replace(batch, ended=True)
     elif kind == "cancel":
         batches[key] = replace(batch, cancel_asked=True)
     elif kind == "collecting":

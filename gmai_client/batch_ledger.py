@@ -6,7 +6,10 @@ lost create made cannot be confused with another create of the same run; ``Chunk
 lines while they are gathered, in the run folder's spool (emptied by the next run after a kill).
 ``Ledger.resolve`` settles a batch the journal holds as an intent only (its create was cut short
 by a kill or its answer was lost): adopted when the vendor has it, voided when it does not, never
-voided while the vendor cannot be asked (``Unresolved``: the next run asks again).
+voided while the vendor cannot be asked, nor while several batches could be it (``Unresolved``: the
+next run asks again). A batch found by its size and creation time only (a vendor without metadata)
+is this run's only when its results say so (``Ledger.find``); another run on the same account may
+have made one of the same size at the same moment.
 
 ``cancel_batches`` (``batches cancel RUN_DIR``) asks the vendor to stop every batch of a run folder
 that is still in progress; what they answered before the cancel is collected by the next run or
@@ -26,10 +29,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from gmai_client import registry, rundir
-from gmai_client.batch_api import BatchApi, BatchSettings, BatchStatus, batch_api
+from gmai_client.batch_api import BatchApi, BatchSettings, BatchStatus, batch_api, not_this_runs
 from gmai_client.batch_journal import BatchJournal, JournalBatch
 from gmai_client.config import RunConfig
-from gmai_client.errors import BackendError, GmaiError
+from gmai_client.errors import BackendError, GmaiError, Overloaded, RateLimited, RetryableError
 from gmai_client.retry import OnWait, RetryPolicy, call_with_retry
 
 T = TypeVar("T")
@@ -89,6 +92,16 @@ class Chunk:
         self.path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Found:
+    """The batch a create whose answer was lost made; ``proven`` False: the only batch of its size
+    made at that time, still in progress: followed, recorded only once its results prove it ours."""
+
+    status: BatchStatus
+    proven: bool
+    lost: str = ""  # found by a search after this failure of its create
+
+
 @dataclass
 class Ledger:
     """What every model's batch run shares (see the module docstring)."""
@@ -104,7 +117,8 @@ class Ledger:
         for stale in (run_dir / SPOOL_FOLDER).glob("*.jsonl"):
             stale.unlink(missing_ok=True)
         journal = BatchJournal(run_dir)
-        return cls(journal, {b.batch_id for b in journal.read().values() if b.batch_id})
+        batches = journal.read().values()
+        return cls(journal, {b.batch_id for b in batches if b.batch_id} | {i for b in batches for i in b.rejected})
 
     def create_lock(self, vendor: str) -> asyncio.Lock:
         """Held around a create and the search that may follow it (one at a time per vendor)."""
@@ -112,17 +126,81 @@ class Ledger:
 
     async def find(
         self, entry: JournalBatch, backend: BatchApi, policy: RetryPolicy, on_wait: OnWait | None = None
-    ) -> BatchStatus | None:
-        """The batch ``entry``'s create made, if the vendor has it."""
+    ) -> Found | None:
+        """The batch ``entry``'s create made, if the vendor has it: the one tagged with its key, or
+        the one batch of its size made at that time whose results (once it has ended) hold this
+        run's requests answered by this model. ``Unresolved`` when several could be (a batch still
+        in progress cannot be told apart until it ends): the user is told, nothing is adopted."""
         known = frozenset(self.known)
-        return await retrying(
+        found = await retrying(
             policy, lambda: backend.find_batch(entry.key, entry.requests, entry.created, known), on_wait
         )
+        tagged = [status for status in found if status.key == entry.key]
+        if tagged:
+            return Found(tagged[0], proven=True)
+        proven, unproven = [], []
+        for status in found:
+            if not status.ended:
+                unproven.append(status)
+                continue
+            results = await retrying(policy, lambda status=status: backend.batch_results(status), on_wait)
+            if not not_this_runs(results, entry.items, backend):
+                proven.append(status)
+        candidates = proven + unproven
+        if len(candidates) > 1:
+            ids = ", ".join(status.batch_id for status in candidates)
+            raise Unresolved(
+                f"batch {entry.key} was journaled but its create's answer never came, and {len(candidates)} batches "
+                f"of {entry.requests} requests were made at that time on this account ({ids}); which one is this "
+                "run's cannot be told until their results are in (another run may have made the others): rerun "
+                "once they have ended"
+            )
+        return Found(candidates[0], proven=bool(proven)) if candidates else None
 
-    def adopt(self, entry: JournalBatch, batch_id: str) -> JournalBatch:
-        self.journal.submitted(entry.key, batch_id)
+    async def create(
+        self, entry: JournalBatch, backend: BatchApi, spool: Path | None, policy: RetryPolicy, *,
+        room: Callable[[RateLimited], Awaitable[bool]], on_wait: OnWait | None = None,
+    ) -> Found:  # fmt: skip
+        """Create ``entry``'s batch from ``spool`` (or its uploaded file). A try that failed without
+        saying the batch was refused (no answer, a 5xx) is looked for at the vendor before the next
+        try: no batch is created twice. A refusal for a full queue waits for ``room`` (True: it
+        waited, and that try does not count)."""
+        attempt = 0
+        while True:
+            found = None
+            async with self.create_lock(backend.name):
+                try:
+                    return Found(await backend.create_batch(spool, entry.file_id, entry.key, entry.requests), True)
+                except RetryableError as exc:
+                    failure = exc
+                if not isinstance(failure, (RateLimited, Overloaded)):  # those are refusals: nothing was made
+                    try:
+                        found = await self.find(entry, backend, policy, on_wait)
+                    except Unresolved:  # several batches could be it: the user is told, nothing adopted
+                        raise
+                    except BackendError as exc:  # whatever it is, the batch may exist: never forget it
+                        raise Unresolved(
+                            f"{entry.model}: creating batch {entry.key} failed without an answer ({failure}) and "
+                            f"the vendor cannot be asked whether it exists ({exc}); rerun to look for it again"
+                        ) from None
+            if found is not None:
+                return replace(found, lost=str(failure))
+            if isinstance(failure, RateLimited) and await room(failure):
+                continue
+            attempt += 1
+            if attempt >= policy.max_attempts:
+                raise failure
+            await asyncio.sleep(policy.wait_after(failure, attempt))
+
+    def adopt(self, entry: JournalBatch, batch_id: str, *, proven: bool = True) -> JournalBatch:
+        self.journal.submitted(entry.key, batch_id, proven=proven)
         self.known.add(batch_id)
-        return replace(entry, state="submitted", batch_id=batch_id)
+        return replace(entry, state="submitted", batch_id=batch_id, proven=proven)
+
+    def reject(self, entry: JournalBatch, reason: str) -> None:
+        """``entry``'s batch, found by its size and time, holds another run's requests or answers:
+        back to an intent, that batch never to be taken for it again (``known``)."""
+        self.journal.rejected(entry.key, entry.batch_id, reason)
 
     async def resolve(
         self, entry: JournalBatch, backend: BatchApi, policy: RetryPolicy, on_wait: OnWait | None = None
@@ -135,11 +213,10 @@ class Ledger:
         except BackendError as exc:  # whatever it is, the batch may exist: never forget it
             raise Unresolved(f"cannot tell whether batch {entry.key} was created: {exc}; rerun to ask again") from None
         if found is not None:
-            return self.adopt(entry, found.batch_id)
+            return self.adopt(entry, found.status.batch_id, proven=found.proven)
         self.journal.void(entry.key, "never created: the vendor has no such batch")
-        if entry.file_id:
-            with contextlib.suppress(GmaiError):
-                await backend.delete_input(entry.file_id)
+        with contextlib.suppress(GmaiError):  # what was uploaded for it, even if its id was never heard
+            await backend.delete_input(entry.key, entry.file_id, entry.created)
         return replace(entry, state="void")
 
 

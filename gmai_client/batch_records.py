@@ -24,6 +24,7 @@ from gmai_client.batch_journal import BatchJournal, JournalBatch
 from gmai_client.cache import ResponseCache, cache_key, key_fields
 from gmai_client.dispatch import TokenBudget
 from gmai_client.errors import BackendError, ServerError, redact
+from gmai_client.rundir.items import item_digest
 from gmai_client.scoring import score_answer, score_error
 from gmai_client.types import BadRow, Item, Record, Request, Response
 
@@ -39,6 +40,11 @@ class Stub:
     key: str
     fields: dict[str, Any]
     estimate: int | None = None  # the input tokens the backend expects (beside what the vendor reports)
+    digest: str = ""  # the item's ``item_digest`` as read, images included (the stub holds none)
+
+    def record(self, record: Record) -> Record:
+        """``record`` of this item, with the digest of the item as read (not of this image-less stub)."""
+        return replace(record, item_digest=self.digest)
 
 
 class BatchRecords:
@@ -61,7 +67,7 @@ class BatchRecords:
 
     def stub(self, item: Item, request: Request, identity: Mapping[str, str], estimate: int | None = None) -> Stub:
         fields = key_fields(identity, request)
-        return Stub(replace(item, images_b64=()), cache_key(fields), fields, estimate)
+        return Stub(replace(item, images_b64=()), cache_key(fields), fields, estimate, item_digest(item))
 
     def knows(self, entry: JournalBatch) -> bool:
         """Whether every item of ``entry`` has been read (a batch of an earlier run: not before the
@@ -93,7 +99,7 @@ class BatchRecords:
         for index in indexes:
             stub = self.stubs.get(index)
             if stub is not None:
-                await self.finish(stub.item, score_error(stub.item, self.label, error, attempts=0))
+                await self.finish(stub.item, stub.record(score_error(stub.item, self.label, error, attempts=0)))
 
     def _recorded(self, index: str, entry: JournalBatch) -> bool:
         latest = self.latest.get(index)
@@ -115,7 +121,7 @@ class BatchRecords:
             error = result.error or ServerError(f"{self.label}: no result")
             record = score_error(stub.item, self.label, error, latency_s=took, attempts=1)
         self.answered += 1
-        await self.finish(stub.item, record)
+        await self.finish(stub.item, stub.record(record))
 
 
 def unanswered(status: BatchStatus, entry: JournalBatch) -> BackendError:

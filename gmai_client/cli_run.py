@@ -101,17 +101,28 @@ def say_result(result: RunResult, console: Console) -> int:
 
 
 def _say_open_batches(run_dir: Path, folder: str, console: Console) -> None:
-    """Batches still in progress at the vendor (paid for, answering on): how to collect or cancel them."""
+    """Batches still in progress at the vendor (paid for, answering on), or ended with their results
+    unread: how to collect (or cancel) them."""
     try:
         open_batches = BatchJournal(run_dir).open_batches()
     except (GmaiError, OSError):
         return
-    if open_batches:
-        items = sum(b.requests for b in open_batches)
+    running = [b for b in open_batches if not b.ended]
+    if running:
+        items = sum(b.requests for b in running)
         console.print(
-            f"[yellow]{len(open_batches)} batch(es) of {items} request(s) are still in progress at the vendor[/] "
+            f"[yellow]{len(running)} batch(es) of {items} request(s) are still in progress at the vendor[/] "
             f"(they keep running and are paid for): collect them with python -m gmai_client batches collect "
             f"{folder} (or rerun the same command); cancel them with python -m gmai_client batches cancel {folder}",
+            soft_wrap=True,
+        )
+    unread = [b for b in open_batches if b.ended]
+    if unread:
+        items = sum(b.requests for b in unread)
+        console.print(
+            f"[yellow]{len(unread)} batch(es) of {items} request(s) have ended at the vendor but their results "
+            f"could not be read[/] (they are paid for): read them with python -m gmai_client batches collect "
+            f"{folder} (or rerun the same command)",
             soft_wrap=True,
         )
 

@@ -216,8 +216,11 @@ async def _run_model(
     # Collecting starts a backend only when it has batches to follow (``BatchRun``).
     if mode != "collect" and not await live.start():
         return
+    # Batches journaled as intents only are asked about first: their items are then sent, or followed.
+    if not await batches.settle(live.hooks()):
+        return
     if mode == "beside":  # batches of an earlier run still in progress: collected beside the live loop
-        live.finished |= batches.pending_indexes
+        live.elsewhere = batches.pending_indexes
         await _together(live.run(), batches.run(live.hooks()))
     else:
         await batches.run(live.hooks())
@@ -267,6 +270,7 @@ class _ModelRun:
             for r in wired.previous
             if r.model == self.label and not (policy.retry_errors and r.status == "error")
         }
+        self.elsewhere: set[str] = set()  # items a batch run beside records (and counts)
         # What each item was when it was answered, and what it is as read now: a changed item is sent again.
         self.answered = {r.index: r.item_digest for r in wired.previous if r.model == self.label and r.item_digest}
         self.digests: dict[str, str] = {}
@@ -353,6 +357,8 @@ class _ModelRun:
             if not batch:
                 break
             for entry in batch:
+                if _index_of(entry) in self.elsewhere:
+                    continue
                 if _index_of(entry) in self.finished and not self._changed(entry):
                     self.outcome.skipped += 1
                     self.track.advance(skipped=True)
@@ -383,7 +389,7 @@ class _ModelRun:
         """The judge's look at an answer no rule could read, then the record kept."""
         if self.wired.rules is not DEFAULT_RULES:
             record = rescore(record, self.wired.rules)  # answers are scored under the default set
-        digest = self.digests.get(record.index) or item_digest(entry)
+        digest = record.item_digest or self.digests.get(record.index) or item_digest(entry)  # a batch's is set
         record = dataclasses.replace(record, item_digest=digest)
         judge: Judge | None = self.wired.judge
         if judge is not None and isinstance(entry, Item) and judge.wants(entry, record):

@@ -7,7 +7,6 @@ batches were created, which requests each held and how often an item was sent an
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from dataclasses import replace
@@ -22,63 +21,30 @@ pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
 from gmai_client import RunConfig
-from gmai_client.api import run
-from gmai_client.batch_journal import JOURNAL_FILE, BatchJournal
+from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli import EXIT_ERRORS, EXIT_OK, main
-from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.records import read_records
-from gmai_client.runner import RunResult
-from gmai_client.splits import sample_path
-from gmai_client.testing.fake_api import FakeAPI, oracle
-from gmai_client.testing.fake_batches import FakeBatches
-from gmai_client.types import Item, Record
+from gmai_client.types import Record
+from tests.batch_kit import (
+    FAST,
+    VENDORS,
+    interrupted_once_created,
+    keys,
+    records_of,
+    run_cli,
+    run_dir_of,
+    sample_items,
+    serve,
+    spec,
+)
 
-OPENAI_KEY = "sk-test-BATCH-0123456789abcdef"
-ANTHROPIC_KEY = "sk-ant-test-BATCH-0123456789"
-FAST = ("-B", "batch_poll=0.02")  # the fake ends a batch after a few polls: poll without waiting
-
-
-@pytest.fixture(autouse=True)
-def keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
-
-
-def sample_items(n: int) -> list[Item]:
-    return [e for e in iter_items(open_dataset([sample_path()])) if isinstance(e, Item)][:n]
-
-
-def serve(items: list[Item], **knobs: Any) -> tuple[FakeAPI, FakeBatches]:
-    api = FakeAPI(answers=oracle(items))
-    return api, FakeBatches(api, processing_polls=knobs.pop("processing_polls", 2), **knobs)
-
-
-def spec(api: FakeAPI, vendor: str) -> str:
-    if vendor == "openai":
-        return f"openai:gpt-4o@{api.base_url_openai}"
-    return f"anthropic:claude@{api.base_url_anthropic}"
-
-
-def run_cli(*args: str) -> int:
-    return main(["run", "--no-progress", *args])
-
-
-def records_of(out: Path) -> list[Record]:
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return read_records(run_dir / "records.jsonl")
-
-
-def run_dir_of(out: Path) -> Path:
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
+__all__ = ["keys"]  # the kit's autouse fixture, active in this module
 
 
 def answers(records: list[Record]) -> dict[str, tuple[Any, ...]]:
     """What a record says an item's answer was, without what differs by how it was sent."""
     return {r.index: (r.status, r.prediction, r.letters, r.correct, r.input_tokens, r.output_tokens) for r in records}
 
-
-VENDORS = ("openai", "anthropic")
 
 
 # ---------------------------------------------------------------------- answers, cache, reports
@@ -320,26 +286,6 @@ def test_a_lost_create_that_cannot_be_looked_for_stops_the_model_and_is_never_fo
 
 
 # ---------------------------------------------------------------------- batches left in progress
-
-
-def interrupted_once_created(config: RunConfig, batches: FakeBatches, count: int, out: Path) -> RunResult:
-    """``run(config)`` (run folders under ``out``) cancelled, as Ctrl-C does, once the vendor holds
-    ``count`` batches and the run's journal says they were submitted. (Cancelled between the two,
-    a batch stays "intent" in the journal and the next run finds it at the vendor: tested apart.)"""
-
-    def journaled() -> int:
-        folders = {path.parent for path in out.glob(f"*/{JOURNAL_FILE}")}
-        return sum(b.state == "submitted" for folder in folders for b in BatchJournal(folder).open_batches())
-
-    async def go() -> RunResult:
-        task = asyncio.create_task(run(config))
-        while len(batches.batch_ids()) < count or journaled() < count:
-            assert not task.done(), "the run ended before its batches were created"
-            await asyncio.sleep(0.01)
-        task.cancel()
-        return await task
-
-    return asyncio.run(go())
 
 
 def test_an_interrupted_run_leaves_its_batches_running_and_says_how_to_collect_them(

@@ -143,6 +143,26 @@ def test_expired_requests_are_batch_expired(tmp_path: Any, vendor: str) -> None:
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
+def test_requests_a_cancel_stopped_before_they_ran_are_batch_canceled(tmp_path: Any, vendor: str) -> None:
+    api = FakeAPI()
+    FakeBatches(api, processing_polls=8)
+    with api:
+
+        async def work(b: Any) -> list[BatchResult]:
+            lines = {cid: await b.batch_line(cid, sample_request()) for cid in ("a", "b", "c", "d")}
+            created = await submit(b, lines, tmp_path)
+            for _ in range(3):
+                await b.poll_batch(created.batch_id)  # some of it processed, not all
+            return await b.batch_results(await until_ended(b, await b.cancel_batch(created.batch_id)))
+
+        results = {r.custom_id: r for r in drive(backend_for(api, vendor), work)}
+    assert set(results) == {"a", "b", "c", "d"}
+    stopped = {cid for cid, r in results.items() if r.error is not None}
+    assert stopped and all(results[cid].error.kind == "batch_canceled" for cid in stopped)  # type: ignore[union-attr]
+    assert any(r.response is not None for r in results.values())  # what ran before the cancel is kept
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
 def test_a_lost_create_is_found_and_nothing_else_passes_for_it(tmp_path: Any, vendor: str) -> None:
     api = FakeAPI()
     batches = FakeBatches(api)
@@ -162,11 +182,11 @@ def test_a_lost_create_is_found_and_nothing_else_passes_for_it(tmp_path: Any, ve
 
         before, found, wrong_size = drive(backend_for(api, vendor), work)
     lost = batches.batch_ids(vendor)[-1]
-    assert found is not None and found.batch_id == lost != before.batch_id
+    assert [status.batch_id for status in found] == [lost] != [before.batch_id]
     if vendor == "anthropic":
-        assert wrong_size is None  # Anthropic keeps no metadata: the count must match
-    else:
-        assert wrong_size is not None and wrong_size.batch_id == lost  # OpenAI: the key in its metadata decides
+        assert wrong_size == []  # Anthropic keeps no metadata: the count must match
+    else:  # OpenAI: the key in its metadata decides
+        assert [(status.batch_id, status.key) for status in wrong_size] == [(lost, "mine")]
 
 
 def test_a_server_without_the_batch_api_is_named(tmp_path: Any) -> None:

@@ -170,6 +170,59 @@ def test_killed_right_after_a_create_whose_answer_was_lost_the_rerun_finds_that_
     assert not any((run_dir / "batch-spool").glob("*"))  # what the killed run had spooled is gone
 
 
+@pytest.mark.parametrize(
+    ("vendor", "stuck", "fault"),
+    [("openai", "files.create", "status"), ("openai", "batches.create", "reset"),
+     ("anthropic", "messages.batches.create", "reset")],
+)  # fmt: skip
+def test_killed_before_the_vendor_created_a_batch_the_rerun_sends_its_items(
+    tmp_path: Path, vendor: str, stuck: str, fault: str
+) -> None:
+    items = sample_items(12)
+    api = FakeAPI(answers=oracle(items))
+    batches = FakeBatches(api, processing_polls=2)
+    # The first batch's upload, or its create, never gets through (an error, a dropped connection):
+    # the run is killed there, its journal holding that batch as an intent the vendor never made.
+    batches.inject(stuck, fault, status=500, times=1000)
+    with api:
+        argv = command(api, vendor, tmp_path / "runs", 12, "-B", "batch_size=6")
+        process = start(argv, tmp_path / "first.log")
+        wait_for(lambda: sum(c.endpoint == stuck for c in batches.calls) >= 2, process, tmp_path / "first.log")
+        kill(process)
+        run_dir = only_run_dir(tmp_path / "runs")
+        assert [b.state for b in BatchJournal(run_dir).read().values()] == ["intent"]
+        assert batches.batch_ids() == []
+
+        batches.reset()
+        again = rerun(argv)
+        assert again.returncode == EXIT_OK, again.stdout + again.stderr
+        stats = api.stats()["batches"]
+    lines = recorded_lines(run_dir)  # every item sent and recorded, once
+    assert sorted(lines) == sorted(i.index for i in items) and set(lines.values()) == {1}
+    assert stats["created"] == {vendor: 2} and stats["max_submissions_per_item"] == 1
+    assert [b.state for b in BatchJournal(run_dir).read().values()] == ["void", "collected", "collected"]
+
+
+def test_an_upload_a_killed_run_never_heard_back_from_is_deleted_by_the_rerun(tmp_path: Path) -> None:
+    items = sample_items(6)
+    api = FakeAPI(answers=oracle(items))
+    batches = FakeBatches(api, processing_polls=2)
+    batches.inject("files.create", "lost", times=1000)  # stored at the vendor; the client never hears
+    with api:
+        argv = command(api, "openai", tmp_path / "runs", 6)
+        process = start(argv, tmp_path / "first.log")
+        wait_for(lambda: api.stats()["batches"]["files"] >= 2, process, tmp_path / "first.log")
+        kill(process)
+        assert [b.state for b in BatchJournal(only_run_dir(tmp_path / "runs")).read().values()] == ["intent"]
+
+        batches.reset()
+        again = rerun(argv)
+        assert again.returncode == EXIT_OK, again.stdout + again.stderr
+        stats = api.stats()["batches"]
+    assert stats["files"] == 0  # the orphaned uploads too, not only the batch's own files
+    assert len(recorded_lines(only_run_dir(tmp_path / "runs"))) == 6
+
+
 # ---------------------------------------------------------------------- the server restarts
 
 

@@ -78,6 +78,7 @@ PARTS: dict[str, str] = {
     "progress": "runner",
     "plan": "runner",
     "batch": "runner",
+    "batch_follow": "runner",
     "batch_ledger": "runner",
     "batch_records": "runner",
     "cli": "face",
