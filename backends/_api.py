@@ -44,6 +44,7 @@ from gmai_client.errors import (
     ServerError,
     UnsupportedInput,
     is_connect_failure,
+    proxy_for,
     redact_url,
     register_secret,
     register_url_secrets,
@@ -414,6 +415,8 @@ class ApiBackend(Backend):
     def map_error(self, exc: Any) -> BackendError:
         """An SDK exception as the project's error (see the table in the vendors' docstrings)."""
         sdk, where = self.sdk, self.endpoint
+        if proxy := proxy_for(self.endpoint):  # what failed to connect or answer may be the proxy
+            where += f" through the proxy {proxy}"
         # The SDKs' aiohttp transport reports every socket error (a reset, a refusal) as a connect
         # *timeout*: what failed is in the chain, and a socket error is a connection problem.
         if isinstance(exc, sdk.APITimeoutError) and _socket_error_in(exc) is None:

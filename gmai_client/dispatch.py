@@ -41,6 +41,7 @@ from gmai_client.errors import (
     Overloaded,
     RateLimited,
     RequestTimeout,
+    proxy_for,
     redact,
 )
 from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter
@@ -130,6 +131,12 @@ class Reachability:
 
     def _why(self, spent: float, error: BaseException) -> str:
         saved = "finished items are saved, rerun to resume"
+        if proxy := proxy_for(self.endpoint):
+            return (
+                f"{self.endpoint} cannot be reached through the proxy {proxy}: all {self.failed} attempts over "
+                f"{spent:.1f} s failed to connect or timed out and none was ever answered (last: {error}). Check "
+                f"the proxy, or leave it out for this host (NO_PROXY); {saved}"
+            )
         if not self.timeouts:
             return (
                 f"{self.endpoint} is unreachable: all {self.failed} attempts over {spent:.1f} s failed to "

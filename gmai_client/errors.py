@@ -35,7 +35,8 @@ import os
 import re
 import socket
 import threading
-from urllib.parse import unquote
+import urllib.request
+from urllib.parse import unquote, urlsplit
 
 
 class GmaiError(Exception):
@@ -206,6 +207,21 @@ def is_connect_failure(exc: BaseException) -> bool:
     if socket_errors:
         return any(error.errno in _CONNECT_ERRNOS for error in socket_errors)
     return any(type(error).__name__ == "ConnectError" for error in chain)  # httpx's and httpcore's
+
+
+def proxy_for(url: str) -> str:
+    """The proxy that requests to ``url`` go through, as "<proxy URL> (<its variable>)", or "" when
+    none does: the ``*_PROXY`` variables and ``NO_PROXY``, read as the HTTP clients read them. A
+    connection failure then names the proxy, which is what failed, rather than blame the endpoint."""
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    scheme = parts.scheme.lower()
+    proxy = proxies.get(scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return ""
+    names = (f"{scheme}_proxy", "all_proxy") if proxies.get(scheme) == proxy else ("all_proxy",)
+    variable = next((name for name in os.environ if name.lower() in names and os.environ[name] == proxy), names[0])
+    return f"{redact_url(proxy)} ({variable})"
 
 
 # Environment variables whose values are secrets wherever they appear: the standard ones

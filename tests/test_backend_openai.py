@@ -353,3 +353,35 @@ def test_a_local_server_given_by_url_still_needs_no_key(
     code = main(["run", "-m", f"openai:llava@{api.base_url_openai}", "--limit", "2", "--no-progress", "--no-cache",
                  "--out", str(tmp_path)])  # fmt: skip
     assert code == 0 and len(api.requests) == 2
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_a_proxy_that_cannot_be_reached_is_named_not_the_endpoint(
+    api: FakeAPI, request_: Request, no_proxies: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on: the proxy is down
+        probe.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    no_proxies.setenv("HTTP_PROXY", proxy)
+
+    error = fails(backend(api), request_)
+
+    assert isinstance(error, errors.ConnectFailed)
+    assert f"through the proxy {proxy} (HTTP_PROXY)" in str(error)
+    assert api.requests == []  # the server itself is up: it never saw the request
+
+
+def test_no_proxy_for_the_host_means_the_proxy_is_not_named(
+    api: FakeAPI, request_: Request, no_proxies: pytest.MonkeyPatch
+) -> None:
+    no_proxies.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    no_proxies.setenv("NO_PROXY", "127.0.0.1")
+    assert generate(backend(api), request_).text == "A"  # straight to the server, as the SDK goes
+    assert errors.proxy_for(api.base_url_openai) == ""

@@ -142,6 +142,23 @@ def test_an_endpoint_that_never_answered_stops_the_model_after_a_few_failed_conn
     assert "http://models.test/v1 is unreachable" in message and "3 attempts over 2.0 s" in message
 
 
+def test_an_endpoint_behind_a_proxy_that_never_answered_names_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    reach = Reachability("http://models.test/v1", attempts=3, window_s=2.0, clock=StepClock())
+    retry = RetryPolicy(max_attempts=8, base_delay=0.001, max_delay=0.001)
+    dispatch = dispatcher(CachedScript(refused), retry=retry, concurrency=AdaptiveConcurrency(1), reachability=reach)
+
+    results = send_all(dispatch, requests(2))
+
+    assert all(isinstance(r, EndpointUnreachable) for r in results)
+    message = str(results[0])
+    assert "cannot be reached through the proxy http://proxy.internal:3128 (HTTP_PROXY)" in message
+    assert "NO_PROXY" in message
+
+
 def test_connect_failures_after_an_answer_are_retried_not_stopped() -> None:
     answered: list[str] = []
 
