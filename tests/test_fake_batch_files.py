@@ -15,12 +15,15 @@ from tests.test_fake_batches import (  # noqa: E402
     anthropic_client,
     batch_file,
     chat_body,
+    close_clients,
     messages_params,
     openai_client,
     poll_openai,
     running,
     submit_openai,
 )
+
+__all__ = ["close_clients"]  # the autouse fixture closing the clients, active in this module
 
 
 def test_files_are_listed_newest_first_by_purpose_page_by_page() -> None:
