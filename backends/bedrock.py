@@ -73,6 +73,7 @@ from gmai_client.options import option
 from gmai_client.types import Image, Request
 
 BEDROCK_VERSION = "bedrock-2023-05-31"
+BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"  # the SDK's own variable for a Bedrock API key
 #: Bedrock's exceptions that a later attempt may pass, whatever their HTTP status says.
 _LATER: Mapping[str, type[BackendError]] = {
     "ServiceQuotaExceededException": RateLimited,
@@ -87,7 +88,7 @@ class BedrockOptions(AnthropicMessagesOptions):
         "", "the bedrock-runtime endpoint, same as @URL in the spec",
         default_text="$ANTHROPIC_BEDROCK_BASE_URL, else https://bedrock-runtime.REGION.amazonaws.com",
     )  # fmt: skip
-    api_key_env: str = key_variable("AWS_BEARER_TOKEN_BEDROCK")
+    api_key_env: str = key_variable(BEARER_ENV)
     region: str = option("", "the AWS region", default_text="$AWS_REGION, $AWS_DEFAULT_REGION, else the profile's")
     profile: str = option(
         "", "the AWS profile (shared config and credentials files) to sign with", neutral=True,
@@ -105,6 +106,7 @@ class BedrockBackend(AnthropicMessages):
     endpoint_env = "ANTHROPIC_BEDROCK_BASE_URL"
     root_hint = "https://bedrock-runtime.REGION.amazonaws.com"
     requires = MappingProxyType({"boto3": "bedrock", "botocore": "bedrock"})
+    streams_body = False  # SigV4 signs the body: the SDK must hold it whole
 
     def __init__(self, model: str, *, endpoint: str = "", options: Any = None, region: str = "us-east-1"):
         super().__init__(model, endpoint=endpoint, options=options)
@@ -117,6 +119,12 @@ class BedrockBackend(AnthropicMessages):
         if not spec.target:
             raise ConfigError("bedrock needs a model id: bedrock:MODEL_ID[@ENDPOINT]")
         options = cls.parse_options(spec)
+        if options.api_key_env != BEARER_ENV and os.environ.get(BEARER_ENV, "").strip():
+            # The SDK sends it whenever it is set, whatever it is told: another choice would be ignored.
+            raise ConfigError(
+                f"bedrock: {BEARER_ENV} is set but api_key_env={options.api_key_env or '(none)'}: the SDK sends "
+                f"{BEARER_ENV} as a Bedrock API key whenever it is set; unset it to use another credential"
+            )
         region = _region(options)
         default = f"https://bedrock-runtime.{region}.amazonaws.com"
         endpoint, _ = endpoint_of(cls.name, spec.endpoint, options.base_url, default, cls.endpoint_env)
@@ -144,7 +152,7 @@ class BedrockBackend(AnthropicMessages):
                     aws_region=self.region, base_url=self.endpoint, max_retries=0, timeout=self.timeout,
                     http_client=self.http_client(), **auth,
                 )  # fmt: skip
-            except ValueError as exc:  # e.g. a Bedrock API key in the environment beside explicit AWS keys
+            except ValueError as exc:  # the SDK's own refusals of a combination of credentials
                 raise ConfigError(f"bedrock: {exc}") from None
 
     def _auth(self) -> dict[str, Any]:

@@ -252,3 +252,13 @@ def test_backends_lists_bedrock_and_plan_prices_a_cross_region_profile(
     out = capsys.readouterr().out
     assert "$3 / $15 per 1M" in out and "$3.3 / $16.5 per 1M" in out  # a regional profile costs 10% more
     assert api.requests == []
+
+
+def test_a_bedrock_api_key_in_the_sdks_variable_is_not_silently_used_for_another_choice(
+    api: FakeAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK sends AWS_BEARER_TOKEN_BEDROCK whenever it is set: asking for SigV4 beside it is refused.
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key-left-in-the-shell")
+    with pytest.raises(errors.ConfigError, match="AWS_BEARER_TOKEN_BEDROCK is set"):
+        backend(api, api_key_env="MY_BEDROCK_KEY")
+    assert api.requests == []

@@ -202,3 +202,84 @@ def test_credentials_in_an_endpoint_url_reach_no_output(
 def test_redact_url_keeps_where_a_url_points_and_drops_its_credentials(text: str, shown: str) -> None:
     assert redact_url(text) == shown
     assert redact(text) == shown  # what every output goes through
+
+
+def test_a_canary_in_every_cloud_credential_reaches_no_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Azure (key, Entra token), Bedrock (keys in the environment, a profile's keys and session token in
+    # the shared credentials file, read by no variable; then a Bedrock API key), Gemini, and Vertex (an
+    # access token in a variable whose name says nothing). The server echoes what each request carried.
+    pytest.importorskip("boto3")
+    from gmai_client.testing.fake_clouds import FakeClouds
+    from gmai_client.testing.fake_sigv4 import AwsKeys
+    from tests.cloud_kit import CLOUD_VARIABLES
+
+    canaries = {
+        "AZURE_OPENAI_API_KEY": "canary-azure-key-7e3b1d9f",
+        "AZURE_OPENAI_AD_TOKEN": "canary-entra-token-4a8c2e6b",
+        "AWS_SECRET_ACCESS_KEY": "canary-aws-secret-9d1f3b5c",
+        "AWS_SESSION_TOKEN": "canary-aws-session-2c6e8a0d",
+        "GEMINI_API_KEY": "canary-gemini-key-5b7d9f1a",
+        "VERTEX_CRED": "canary-vertex-token-8e0a2c4f",  # api_key_env=VERTEX_CRED: known only as read
+    }
+    in_files = {"profile secret": "canary-profile-secret-6f8b0d2e", "profile token": "canary-profile-token-1a3c5e7b"}
+    for name in CLOUD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in canaries.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "aws-credentials").write_text(
+        "[canary]\naws_access_key_id = AKIACANARYPROFILE01\n"
+        f"aws_secret_access_key = {in_files['profile secret']}\naws_session_token = {in_files['profile token']}\n"
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIACANARYENVIRON01")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("CLOUD_ML_REGION", "us-east5")
+    items = [e for e in iter_items(open_dataset([sample_path()])) if isinstance(e, Item)][:4]
+    first = request_key(build_request(items[0], params=SamplingParams()))
+
+    api = FakeAPI(echo_key=True)
+    clouds = FakeClouds(
+        api, gemini_key=canaries["GEMINI_API_KEY"], google_token=canaries["VERTEX_CRED"],
+        bedrock_api_key="canary-bedrock-api-key-3d5f7b9a",
+        aws=[AwsKeys("AKIACANARYENVIRON01", canaries["AWS_SECRET_ACCESS_KEY"], canaries["AWS_SESSION_TOKEN"]),
+             AwsKeys("AKIACANARYPROFILE01", in_files["profile secret"], in_files["profile token"])],
+    )  # fmt: skip
+    common = ["run", "--no-progress", "--limit", "4", "--max-attempts", "1", "--concurrency", "2",
+              "--cache-path", str(tmp_path / "cache" / "responses.sqlite")]  # fmt: skip
+    with api:
+        api.inject("500", key=first, times=20)  # item 0 fails for every model, its error echoing the credential
+        base = api.base_url
+        main([
+            *common, "--out", str(tmp_path / "runs"),
+            "-m", f"azure:gpt4o-eval@{base}", "-B", "label=azure-key",
+            "-m", f"azure:gpt4o-eval@{base}", "-B", "label=azure-entra", "-B", "api_key_env=NO_AZURE_KEY_HERE",
+            "-m", f"bedrock:us.anthropic.claude-sonnet-4-5@{base}", "-B", "label=bedrock-env",
+            "-m", f"bedrock:us.anthropic.claude-sonnet-4-5@{base}", "-B", "label=bedrock-profile",
+            "-B", "profile=canary",
+            "-m", f"gemini:gemini-2.5-flash@{base}/v1beta/openai", "-B", "label=gemini",
+            "-m", f"vertex:claude-sonnet-4-5@20250929@{base}/v1", "-B", "label=vertex", "-B", "project=p",
+            "-B", "api_key_env=VERTEX_CRED",
+        ])  # fmt: skip
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            monkeypatch.delenv(name)
+        canaries["AWS_BEARER_TOKEN_BEDROCK"] = clouds.bedrock_api_key
+        monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", clouds.bedrock_api_key)
+        main([*common, "--out", str(tmp_path / "runs-bearer"), "-m", f"bedrock:us.anthropic.claude-sonnet-4-5@{base}"])
+    printed = capsys.readouterr()
+
+    calls = {(c.cloud, c.auth) for c in clouds.calls if c.ok}
+    assert calls >= {("azure", "api-key"), ("azure", "bearer"), ("bedrock", "sigv4"), ("bedrock", "bearer"),
+                     ("gemini", "bearer"), ("vertex", "bearer")}  # fmt: skip
+    records = [r for run in ("runs", "runs-bearer") for d in (tmp_path / run).iterdir()
+               for r in read_records(d / "records.jsonl")]  # fmt: skip
+    assert len([r for r in records if r.status == "error" and "[REDACTED]" in (r.error or "")]) == 7
+    assert all(r.prediction.startswith("[your key is [REDACTED]]") for r in records if r.prediction)
+    outputs = {"stdout": printed.out, "stderr": printed.err, "log": caplog.text, **file_texts(tmp_path)}
+    outputs = {where: text for where, text in outputs.items() if "aws-credentials" not in where}
+    for name, value in {**canaries, **in_files}.items():
+        leaks = [where for where, text in outputs.items() if value in text]
+        assert leaks == [], f"the value of {name} leaked into {leaks}"

@@ -20,7 +20,8 @@ Azure OpenAI::
 Amazon Bedrock (InvokeModel, Claude's Messages body)::
 
     POST /model/{model_id}/invoke
-         signed with SigV4 by ``aws`` (checked by ``fake_sigv4``, an implementation of its own),
+         signed with SigV4 by ``aws`` (one or several keys, picked by access key id; checked by
+         ``fake_sigv4``, an implementation of its own),
          or a Bedrock API key as Bearer (``bedrock_api_key``); the body's ``anthropic_version``
          must be one of ``bedrock_versions`` and it may hold no ``model`` (the path names it), as
          Bedrock's ValidationException says; errors in AWS's shape (``{"message"}`` and the
@@ -121,7 +122,7 @@ class FakeClouds:
         *,
         entra_token: str = "",
         identity_header: str = "fake-identity-header",
-        aws: AwsKeys | None = None,
+        aws: AwsKeys | Collection[AwsKeys] | None = None,
         bedrock_api_key: str = "",
         bedrock_versions: Collection[str] = (BEDROCK_VERSION,),
         service_account: ServiceAccount | None = None,
@@ -133,7 +134,7 @@ class FakeClouds:
         self.api = api
         self.entra_token = entra_token  # what the managed-identity endpoint issues ("" refuses)
         self.identity_header = identity_header
-        self.aws = aws  # the keys SigV4 signatures are checked against (None: refused)
+        self.aws = aws  # the keys SigV4 signatures are checked against, by access key id (None: refused)
         self.bedrock_api_key = bedrock_api_key
         self.bedrock_versions = frozenset(bedrock_versions)
         self.service_account = service_account
@@ -240,10 +241,12 @@ class FakeClouds:
             if self.bedrock_api_key and key == self.bedrock_api_key:
                 return "bearer", None, (key,)
             return "bearer refused", (403, "AccessDeniedException", "Invalid API Key format or API key not found"), ()
-        if self.aws is None:
+        accepted = [self.aws] if isinstance(self.aws, AwsKeys) else list(self.aws or ())
+        if not accepted:
             return "sigv4 refused", (403, "UnrecognizedClientException", "No credentials are accepted here."), ()
+        keys = next((k for k in accepted if f"Credential={k.access_key}/" in authorization), accepted[0])
         path, _, query = http.raw_path.partition("?")
-        refusal = verify(self.aws, http.method, path, query, http.headers, raw, datetime.now(timezone.utc))
+        refusal = verify(keys, http.method, path, query, http.headers, raw, datetime.now(timezone.utc))
         token = http.headers.get("X-Amz-Security-Token", "")
         return ("sigv4" if refusal is None else f"sigv4 refused: {refusal[1]}"), refusal, (token,) if token else ()
 
