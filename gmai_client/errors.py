@@ -226,9 +226,9 @@ def proxy_for(url: str) -> str:
 
 # Environment variables whose values are secrets wherever they appear: the standard ones
 # (OPENAI_API_KEY, ANTHROPIC_API_KEY, AZURE_OPENAI_API_KEY, HF_TOKEN, ...) and any other whose name
-# says so. A key in a variable named otherwise (``api_key_env=MY_CRED``) is known by its value,
-# registered by the backend that read it.
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+# says so (the words of ``config.is_secret_option``). A key in a variable named otherwise
+# (``api_key_env=MY_CRED``) is known by its value, registered by the backend that read it.
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 # Shapes of common API keys, for text that reached us from elsewhere (vendor error bodies).
 _KEY_SHAPES = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{8,})")
 #: Shorter values are not treated as secrets: redacting "abc" would maim every text that holds it.
