@@ -260,6 +260,9 @@ async def _cancel_one(ledger: Ledger, entry: JournalBatch, backend: BatchApi, po
         entry = await ledger.resolve(entry, backend, policy)
         if entry.state == "void":
             return Canceled(entry.model, "", entry.requests, "never created")
+    if not entry.proven:  # another run's, maybe: not this run's to cancel
+        why = "found by its size and creation time only, it may be another run's batch (its results will tell)"
+        return Canceled(entry.model, entry.batch_id, entry.requests, f"not canceled: {why}")
     try:
         status = await retrying(policy, lambda: backend.cancel_batch(entry.batch_id))
     except BackendError as exc:

@@ -17,7 +17,7 @@ pytest.importorskip("aiohttp")
 import anthropic
 
 from gmai_client.batch_journal import BatchJournal
-from gmai_client.cli import EXIT_OK
+from gmai_client.cli import EXIT_OK, main
 from gmai_client.testing.fake_api import FakeAPI
 from gmai_client.testing.fake_batches import FakeBatches
 from tests.batch_kit import (
@@ -97,6 +97,30 @@ def test_another_runs_batch_still_in_progress_is_followed_but_never_recorded(
     assert sent_to(batches, SONNET) == {i.index: 1 for i in items}
     assert opus_batch not in own_batch_ids(run_dir)
     assert len(records_of(tmp_path / "sonnet")) == 6
+
+
+def test_batches_cancel_leaves_alone_a_batch_that_may_be_another_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = sample_items(6)
+    api, batches = serve(items, processing_polls=50)
+    with api:
+        opus = batch_config(spec(api, "anthropic", OPUS), tmp_path / "opus", 6)
+        interrupted_once_created(opus, batches, 1, tmp_path / "opus")
+        (opus_batch,) = batches.batch_ids()
+        # This run's create fails; the only batch of its size is followed, its results not in yet.
+        batches.inject(CREATE["anthropic"], "status", status=500)
+        sonnet = batch_config(spec(api, "anthropic", SONNET), tmp_path / "sonnet", 6)
+        run_dir = interrupted_once_created(sonnet, batches, 1, tmp_path / "sonnet").run_dir
+        assert own_batch_ids(run_dir) == [opus_batch]
+        capsys.readouterr()
+        assert main(["batches", "cancel", str(run_dir)]) == EXIT_OK
+        said = capsys.readouterr().out.replace("\n", " ")
+        status = anthropic.Anthropic(base_url=api.base_url_anthropic, api_key=ANTHROPIC_KEY).messages.batches.retrieve(
+            opus_batch
+        )
+    assert "not canceled" in said and "another run" in said
+    assert status.processing_status == "in_progress" and status.cancel_initiated_at is None
 
 
 def test_two_batches_that_cannot_be_told_apart_yet_stop_the_run_until_they_end(
