@@ -22,7 +22,6 @@ import os
 import signal
 import sys
 import threading
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,6 +47,7 @@ from gmai_client.options import text_or_file
 from gmai_client.report import terminal_console
 from gmai_client.rundir import CONFIG_FILE, read_config
 from gmai_client.runner import RunResult
+from gmai_client.types import Record
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -128,21 +128,28 @@ def _say_open_batches(run_dir: Path, folder: str, console: Console) -> None:
 
 
 def _say_errored_items(result: RunResult, folder: str) -> None:
-    """Per model, how many items ended in an error, the first error, and how to send them again."""
-    errored = Counter(r.model for r in result.records if r.status == "error")
-    first: dict[str, str | None] = {}
+    """Per model, how many items ended in an error, the first error, and what fixes them: sending
+    them again (``--retry-errors``), or, where the data file holds a row or image wrong, correcting
+    the file (sending again can never fix that; a corrected row is read and sent again)."""
+    errored: dict[tuple[str, bool], list[Record]] = {}
     for record in result.records:
         if record.status == "error":
-            first.setdefault(record.model, record.error)
-    for label, n in errored.items():
-        example = redact(first[label] or "")
+            errored.setdefault((record.model, record.is_data_error), []).append(record)
+    for (label, bad_data), records in errored.items():
+        example = redact(records[0].error or "")
         example = example if len(example) <= 200 else example[:197] + "..."
-        terminal_console(stderr=True).print(
-            f"[yellow]{escape(label)}: {n} item(s) ended in an error[/] (the first: {escape(example)}); "
-            f"send them again with: python -m gmai_client run --resume {folder} --retry-errors",
-            highlight=False,
-            soft_wrap=True,
-        )
+        if bad_data:
+            said = (
+                f"[yellow]{escape(label)}: {len(records)} item(s) could not be read from the data[/] (the first: "
+                f"{escape(example)}); sending them again cannot fix that: correct the data file, then run the "
+                "same command again (a corrected row is read and sent again)"
+            )
+        else:
+            said = (
+                f"[yellow]{escape(label)}: {len(records)} item(s) ended in an error[/] (the first: {escape(example)}); "
+                f"send them again with: python -m gmai_client run --resume {folder} --retry-errors"
+            )
+        terminal_console(stderr=True).print(said, highlight=False, soft_wrap=True)
 
 
 def _completeness(result: RunResult) -> Completeness:

@@ -36,6 +36,7 @@ class ModelState:
     recorded: int = 0
     errored: int = 0
     stopped: str = ""
+    bad_data: int = 0  # of ``errored``: items the data file holds wrong (``Record.is_data_error``)
 
     @property
     def unanswered(self) -> int:
@@ -55,6 +56,7 @@ class Completeness:
     failure: str = ""  # why the whole run ended early
     judge_stopped: str = ""
     judge_failed: int = 0  # items the judge could not judge: every call for them failed
+    first_bad_data: str = ""  # the first data error's message: file, row, index and field
 
     @property
     def verdict(self) -> Verdict:
@@ -75,15 +77,22 @@ def assess(records: Iterable[Record], figures: RunFigures, labels: Sequence[str]
     figures name and those the records hold."""
     recorded: Counter[str] = Counter()
     errored: Counter[str] = Counter()
+    bad_data: Counter[str] = Counter()
+    first_bad_data = ""
     for record in records:
         recorded[record.model] += 1
         errored[record.model] += record.status == "error"
+        if record.is_data_error:
+            bad_data[record.model] += 1
+            first_bad_data = first_bad_data or record.error
     stopped = {m.label: m.stopped for m in figures.models}
     every = dict.fromkeys([*labels, *stopped, *recorded])
     judge = figures.judge
     return Completeness(
         models=tuple(
-            ModelState(label, figures.selected, recorded[label], errored[label], stopped.get(label, ""))
+            ModelState(
+                label, figures.selected, recorded[label], errored[label], stopped.get(label, ""), bad_data[label]
+            )
             for label in every
         ),
         selected=figures.selected,
@@ -91,6 +100,7 @@ def assess(records: Iterable[Record], figures: RunFigures, labels: Sequence[str]
         failure=figures.failure,
         judge_stopped=judge.stopped if judge is not None else "",
         judge_failed=judge.failed_items if judge is not None else 0,
+        first_bad_data=first_bad_data,
     )
 
 
@@ -112,15 +122,24 @@ def notice_lines(completeness: Completeness, run_dir: Path, metrics: Mapping[str
     for model in c.models:
         if model.unanswered:
             lines.append(_model_line(model, metrics.get(model.label)))
-    if any(model.unanswered for model in c.models):
-        retry = " --retry-errors" if any(model.errored for model in c.models) else ""
+    bad_data = sum(model.bad_data for model in c.models)
+    if bad_data:  # sending these again can never help: --retry-errors is not the advice
+        lines.append(
+            f"{bad_data} item(s) could not be read from the data file (the first: {c.first_bad_data}): correct the "
+            "data file, then run the same command again (a corrected row is read and sent again)."
+        )
+    if any(model.unanswered > model.bad_data for model in c.models):
+        retry = " --retry-errors" if any(model.errored > model.bad_data for model in c.models) else ""
         lines.append(f"Finish the run with: python -m gmai_client run --resume {run_dir}{retry}")
     return lines
 
 
 def _model_line(model: ModelState, m: ModelMetrics | None) -> str:
     of = f"{model.selected} selected" if model.selected is not None else f"{model.recorded} recorded"
-    why = [f"{model.errored} ended in an error"] if model.errored else []
+    sendable = model.errored - model.bad_data
+    why = [f"{sendable} ended in an error"] if sendable else []
+    if model.bad_data:
+        why.append(f"{model.bad_data} could not be read from the data file")
     if model.never_recorded:
         cause = f"{model.label} stopped early: {model.stopped}" if model.stopped else "the run did not finish"
         why.append(f"{model.never_recorded} never recorded; {cause}")

@@ -29,6 +29,11 @@ NO_DEPARTMENT = "N/A"
 #: the headline, counted apart: a larger bound, not a better model, would change it).
 Status = Literal["ok", "unparsed", "refused", "error", "thinking_length"]
 
+#: Error kinds of an item whose row or image the data file holds wrong (``BadRow``, a ``DataError``
+#: from the prompt): sending it again cannot help, correcting the file does (a changed row is read
+#: and sent again).
+DATA_ERROR_KINDS = frozenset({"bad_row", "DataError"})
+
 #: Why a backend stopped generating, normalised across vendors.
 FinishReason = Literal["stop", "length", "refused", "filtered", "other"]
 
@@ -322,3 +327,8 @@ class Record:
     @property
     def is_multi_answer(self) -> bool:
         return self.answer is not None and len(self.answer) > 1
+
+    @property
+    def is_data_error(self) -> bool:
+        """No answer because the data file holds the item's row or image wrong (``DATA_ERROR_KINDS``)."""
+        return self.status == "error" and self.error_kind in DATA_ERROR_KINDS

@@ -304,3 +304,30 @@ def test_report_on_records_with_a_wrong_typed_field_names_file_line_and_field(
     text = " ".join((printed.out + printed.err).split())
     assert status == EXIT_USAGE and "Traceback" not in text
     assert f"{journal}: line 2, field 'latency_s': \"fast\" is not a number" in text
+
+
+def test_a_data_error_is_advised_a_fix_of_the_data_file_not_a_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An unreadable image is in the file: sending the item again (--retry-errors) can never fix it.
+    lines = sample_path().read_text(encoding="utf-8").splitlines()[:6]
+    image = lines[0].split("\t").index("image")
+    cells = lines[2].split("\t")
+    good, cells[image] = cells[image], "notbase64!!" * 10
+    lines[2] = "\t".join(cells)
+    data = tmp_path / "d.tsv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    argv = ["run", "--no-progress", "--data", str(data), "--out", str(tmp_path / "runs"), "--run-name", "r"]
+    assert run_main(argv) == EXIT_ERRORS
+    printed = capsys.readouterr()
+    text = " ".join((printed.out + printed.err).split())
+    report = (tmp_path / "runs" / "r" / "report.md").read_text(encoding="utf-8")
+    for said in (text, " ".join(report.split())):
+        assert "--retry-errors" not in said
+        assert f"{data}, row 2, index" in said and "field 'image'" in said
+        assert "correct the data file" in said
+    # Fixed in the file, the same command reads the row again and answers it.
+    cells[image] = good
+    lines[2] = "\t".join(cells)
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert run_main(argv) == 0
