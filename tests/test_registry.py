@@ -40,7 +40,10 @@ def plugin(name: str, value: str) -> EntryPoint:
 
 def test_the_built_ins_are_found_by_reading_their_modules() -> None:
     targets = registry.builtin_targets()
-    assert set(targets) == {"anthropic", "openai", "random", "replay", "scripted", "torch", "triton"}
+    assert set(targets) == {
+        "anthropic", "azure", "bedrock", "gemini", "openai", "random", "replay", "scripted", "torch", "triton",
+        "vertex",
+    }  # fmt: skip
     assert targets["openai"] == "gmai_client.backends.openai:OpenAIBackend"
     # Helpers (_api, token_rules) and the Ray executor (its class is named "torch") are not backends.
 
