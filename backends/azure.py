@@ -39,6 +39,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from gmai_client.errors import AuthError, BackendError, ConfigError, ContentFiltered, MissingExtra, register_secret
@@ -49,6 +50,7 @@ except ImportError as exc:
     raise MissingExtra("azure", "azure", "openai") from exc
 
 from gmai_client.backends._api import key_variable
+from gmai_client.backends.families import Family, family_of
 from gmai_client.backends.openai import OpenAIChat, OpenAIChatOptions
 from gmai_client.backends.token_rules import openai_image_tokens
 from gmai_client.options import option
@@ -112,6 +114,11 @@ class AzureBackend(OpenAIChat):
     def served_model(self) -> str:
         """The model behind the deployment (``-B model=``), else the deployment's name."""
         return self.options.model or self.model
+
+    @cached_property
+    def family(self) -> Family:
+        """OpenAI's rules for the model the deployment serves (a deployment's own name is no model's)."""
+        return family_of("openai", self.served_model)
 
     @property
     def url(self) -> str:

@@ -238,3 +238,13 @@ def test_plan_prices_the_model_the_deployment_serves(
     assert main(["plan", *args]) == 0
     assert "no price known" in capsys.readouterr().out  # a deployment's own name is no model
     assert api.requests == []
+
+
+def test_the_served_models_request_rules_follow_the_model_option(api: FakeAPI, request_: Request) -> None:
+    # A deployment named anything serving GPT-5 takes GPT-5's fields (the model families table's).
+    generate(backend(api, model="gpt-5"), request_)
+    generate(backend(api), request_)
+
+    reasoner, plain = api.requests
+    assert "max_completion_tokens" in reasoner.params and "temperature" not in reasoner.params
+    assert "max_tokens" in plain.params and plain.params["temperature"] == 0.3
