@@ -5,6 +5,10 @@ for its index. Accepted files: JSONL (``{"index": ..., "prediction": ...}`` per 
 records.jsonl of this client), TSV/CSV with ``index`` and ``prediction`` columns, and the XLSX
 files VLMEvalKit writes (needs ``pip install 'gmai-client[xlsx]'``). An item with no recorded
 prediction is an error record ("no prediction"), never a guess.
+
+An index given twice is an error naming the file and the rows: which of two answers is the model's
+cannot be told. A records.jsonl of this client keeps its own rule (a later record of an item
+replaces an earlier one: an error answered by ``--retry-errors``), and must hold one model's records.
 """
 
 from __future__ import annotations
@@ -48,8 +52,37 @@ def load_predictions(path: Path) -> dict[str, str]:
     raise ConfigError(f"replay: {path}: unsupported file type {suffix!r} (use .jsonl, .tsv, .csv or .xlsx)")
 
 
+class _Predictions:
+    """index -> prediction as a file is read, refusing an index given twice (``where`` names a
+    row or line for the message)."""
+
+    def __init__(self, path: Path, where: str):
+        self.path, self.where = path, where
+        self.values: dict[str, str] = {}
+        self._seen: dict[str, int] = {}
+        self._twice: list[tuple[str, int, int]] = []
+
+    def add(self, index: str, prediction: str, number: int) -> None:
+        if index in self._seen:
+            self._twice.append((index, self._seen[index], number))
+        self._seen.setdefault(index, number)
+        self.values[index] = prediction
+
+    def checked(self) -> dict[str, str]:
+        if self._twice:
+            shown = "; ".join(f"index {i} on {self.where}s {a} and {b}" for i, a, b in self._twice[:3])
+            more = f" (and {len(self._twice) - 3} more)" if len(self._twice) > 3 else ""
+            raise ConfigError(
+                f"replay: {self.path}: an index is given twice, so which answer is the model's cannot be told: "
+                f"{shown}{more}. Keep one row per index"
+            )
+        return self.values
+
+
 def _load_jsonl(path: Path) -> dict[str, str]:
-    predictions: dict[str, str] = {}
+    predictions = _Predictions(path, "line")
+    journal: dict[str, str] = {}  # a records.jsonl of this client: its last record per item wins
+    models: set[str] = set()
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -60,10 +93,21 @@ def _load_jsonl(path: Path) -> dict[str, str]:
                 raise ConfigError(f"replay: {path}, line {number}: not JSON ({exc.msg})") from exc
             if not isinstance(row, dict) or "index" not in row or "prediction" not in row:
                 raise ConfigError(f"replay: {path}, line {number}: needs 'index' and 'prediction' fields")
-            if row["prediction"] is None:  # an errored record of this client: nothing to replay
-                continue
-            predictions[_index_text(row["index"])] = str(row["prediction"])
-    return predictions
+            index, prediction = _index_text(row["index"]), row["prediction"]
+            if "model" in row and "status" in row:
+                models.add(str(row["model"]))
+                if prediction is None:
+                    journal.pop(index, None)  # an errored record: nothing to replay
+                else:
+                    journal[index] = str(prediction)
+            elif prediction is not None:
+                predictions.add(index, str(prediction), number)
+    if len(models) > 1:
+        raise ConfigError(
+            f"replay: {path} holds the records of several models ({', '.join(sorted(models))}): "
+            "replay one model's records (its lines of the file)"
+        )
+    return {**predictions.checked(), **journal}
 
 
 def _columns(path: Path, header: list[str]) -> tuple[int, int]:
@@ -84,11 +128,11 @@ def _load_delimited(path: Path, delimiter: str) -> dict[str, str]:
         if not header:
             raise ConfigError(f"replay: {path}: empty file")
         index_col, prediction_col = _columns(path, header)
-        return {
-            _index_text(row[index_col]): row[prediction_col]
-            for row in reader
-            if len(row) > max(index_col, prediction_col)
-        }
+        predictions = _Predictions(path, "row")
+        for number, row in enumerate(reader, start=2):
+            if len(row) > max(index_col, prediction_col):
+                predictions.add(_index_text(row[index_col]), row[prediction_col], number)
+        return predictions.checked()
 
 
 def _load_xlsx(path: Path) -> dict[str, str]:
@@ -106,11 +150,12 @@ def _load_xlsx(path: Path) -> dict[str, str]:
     if not header:
         raise ConfigError(f"replay: {path}: empty sheet")
     index_col, prediction_col = _columns(path, list(header))
-    return {
-        _index_text(row[index_col]): "" if row[prediction_col] is None else str(row[prediction_col])
-        for row in rows
-        if len(row) > max(index_col, prediction_col) and row[index_col] is not None
-    }
+    predictions = _Predictions(path, "row")
+    for number, row in enumerate(rows, start=2):
+        if len(row) > max(index_col, prediction_col) and row[index_col] is not None:
+            value = row[prediction_col]
+            predictions.add(_index_text(row[index_col]), "" if value is None else str(value), number)
+    return predictions.checked()
 
 
 class ReplayBackend(Backend):
