@@ -8,6 +8,8 @@ as the SDK does (an ARN's ``/`` as ``%2F``), signed with AWS Signature Version 4
 The body is the Messages body ``AnthropicMessages`` writes, without ``model`` (the path names it)
 and with ``anthropic_version`` (``-B anthropic_version=``, default ``bedrock-2023-05-31``, the value
 Bedrock's versioned model ids take; the SDK's own default, a newer dated version, is refused by them).
+Claude's request rules (the model families table) follow the model an id names: ``global.anthropic.
+claude-opus-4-7-v1`` is Opus 4.7's.
 
 Where, first found wins: the region is ``-B region=``, ``AWS_REGION``, ``AWS_DEFAULT_REGION``, the
 profile's region; the endpoint is ``@URL`` (or ``base_url=``), ``ANTHROPIC_BEDROCK_BASE_URL``, else
@@ -42,8 +44,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
@@ -68,12 +72,14 @@ except ImportError as exc:
 from gmai_client.backends._api import Embed, VendorError, endpoint_of, key_variable, short
 from gmai_client.backends._hints import retry_after_seconds
 from gmai_client.backends.anthropic import AnthropicMessages, AnthropicMessagesOptions
+from gmai_client.backends.families import Family, family_of
 from gmai_client.config import ModelSpec
 from gmai_client.options import option
 from gmai_client.types import Image, Request
 
 BEDROCK_VERSION = "bedrock-2023-05-31"
 BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"  # the SDK's own variable for a Bedrock API key
+_CLAUDE_IN_ID = re.compile(r"(?:^|\.)anthropic\.(claude-[^:/]+)")
 #: Bedrock's exceptions that a later attempt may pass, whatever their HTTP status says.
 _LATER: Mapping[str, type[BackendError]] = {
     "ServiceQuotaExceededException": RateLimited,
@@ -129,6 +135,13 @@ class BedrockBackend(AnthropicMessages):
         default = f"https://bedrock-runtime.{region}.amazonaws.com"
         endpoint, _ = endpoint_of(cls.name, spec.endpoint, options.base_url, default, cls.endpoint_env)
         return cls(spec.target, endpoint=endpoint, options=options, region=region)
+
+    @cached_property
+    def family(self) -> Family:
+        """Claude's rules for the model an id names (``us.anthropic.claude-opus-4-7-v1`` is
+        ``claude-opus-4-7-v1``); an inference profile's ARN names none."""
+        named = _CLAUDE_IN_ID.search(self.model)
+        return family_of("anthropic", named.group(1) if named else self.model)
 
     @property
     def url(self) -> str:

@@ -262,3 +262,12 @@ def test_a_bedrock_api_key_in_the_sdks_variable_is_not_silently_used_for_another
     with pytest.raises(errors.ConfigError, match="AWS_BEARER_TOKEN_BEDROCK is set"):
         backend(api, api_key_env="MY_BEDROCK_KEY")
     assert api.requests == []
+
+
+def test_claudes_request_rules_follow_the_model_an_id_names(api: FakeAPI, request_: Request) -> None:
+    # Opus 4.7 takes only its default temperature (the model families table): so through Bedrock too.
+    generate(backend(api, "global.anthropic.claude-opus-4-7-v1"), request_)
+    generate(backend(api, f"us.{MODEL}"), request_)
+
+    opus, sonnet = api.requests
+    assert "temperature" not in opus.params and sonnet.params["temperature"] == 0.3
