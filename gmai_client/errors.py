@@ -19,7 +19,7 @@
             ├── AuthError        401 / 403          (stops the model's run)
             ├── QuotaExhausted   insufficient_quota (stops the model's run)
             ├── ModelNotFound    404 on the model   (stops the model's run)
-            ├── EndpointUnreachable  no attempt ever connected (stops the model's run)
+            ├── EndpointUnreachable  no attempt was ever answered (stops the model's run)
             ├── BudgetExhausted  the run's token budget is spent (stops every model)
             ├── BadRequest       400 / 413 / 422
             ├── UnsupportedInput input the model cannot take (too many images, wrong format)
@@ -152,10 +152,11 @@ class ModelNotFound(FatalError):
 
 
 class EndpointUnreachable(FatalError):
-    """Every attempt to an endpoint failed to connect over a short window, and none ever got an
-    answer: a wrong URL, host or port, or a server that is not running. Stops the model at once,
-    where retries would grind through every item (an endpoint that answered before and then
-    drops is retried instead)."""
+    """Every attempt to an endpoint failed to connect or timed out over a short window, and none
+    ever got an answer: a wrong URL, host or port, a server that is not running, one that takes
+    connections and sends nothing back, or a proxy in the way. Stops the model at once, where
+    retries would grind through every item (an endpoint that answered before and then drops is
+    retried instead)."""
 
     kind = "unreachable"
     stops_model = True
