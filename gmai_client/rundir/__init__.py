@@ -32,8 +32,8 @@ The folder's documents are read and written here and nowhere else, typed and ver
 the data files, the identity, versions) and ``metrics.json`` (``MetricsDocument``: per-model
 ``ModelMetrics``, the comparison, ``RunFigures`` - what only the run knew - and what the figures
 mean). ``records.jsonl`` is the run's journal (``records``); ``items`` keeps it in step with the
-data as read now (a changed or removed row of an edited file is not counted). Reports read these types, never raw
-JSON. A document of an older version is read with defaults for what it lacks.
+data as read now (a changed or removed row of an edited file is not counted). Reports read these
+types, never raw JSON. A document of an older version is read with defaults for what it lacks.
 """
 
 from __future__ import annotations
