@@ -45,7 +45,16 @@ try:
 except ImportError as exc:
     raise MissingExtra("openai", "openai", "openai") from exc
 
-from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, client_url, key_variable, short
+from gmai_client.backends._api import (
+    ApiBackend,
+    ApiOptions,
+    Embed,
+    VendorError,
+    client_url,
+    data_url,
+    key_variable,
+    short,
+)
 from gmai_client.backends._openai_batches import OpenAIBatches
 from gmai_client.backends._reasoning import ReasoningControls, ReasoningOptions, field_of, usage_of
 from gmai_client.backends.token_rules import openai_image_tokens
@@ -138,7 +147,7 @@ class OpenAIChat(ReasoningControls, ApiBackend):
     def request_body(self, request: Request, images: tuple[Image, ...], embed: Embed = str) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         for image in images:
-            image_url: dict[str, str] = {"url": embed(image.data_url())}
+            image_url: dict[str, str] = {"url": data_url(embed, image)}
             if self.detail is not None:
                 image_url["detail"] = self.detail
             content.append({"type": "image_url", "image_url": image_url})

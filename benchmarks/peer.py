@@ -21,8 +21,14 @@ distinct 1400 px RGB PNG of ~1.5 MB per row, ~2 MB of base64 (``_common.realisti
 size and concurrency the clients run interleaved, ``--repeats`` times, in rotating order; medians
 are shown with the ratios gmai_client / bare and gmai_client / inspect_ai, each client's peak RSS
 and CPU seconds, and the fake server's CPU (a server near 100% of a core would be the bottleneck
-being measured). Before the runs, the CPU per item of each step gmai_client adds around a request
-(``runner_overhead.stage_costs``), so that the next regression shows where it is.
+being measured). Then the memory each request in flight costs, for the real-size items: each
+client once at ``--memory-concurrency`` (32 and 256) against a server answering after
+``--memory-latency`` s (4), so that every request a client may send is really in flight (at 0.05 s
+a client told to keep 256 in flight has ~20, because reading a 2 MB row takes longer than
+answering it); the growth of the peak RSS divided by the growth of the most requests the server
+was answering at once (``/_fake/in-flight``). Before the runs,
+the CPU per item of each step gmai_client adds around a request (``runner_overhead.stage_costs``),
+so that the next regression shows where it is.
 
 Prints a table; writes benchmarks/results/peer.json.
 """
@@ -30,6 +36,7 @@ Prints a table; writes benchmarks/results/peer.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -37,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,6 +70,8 @@ class Measured:
     peak_rss_mb: float
     cpu_s: float
     server_cpu_pct: float
+    in_flight: int  # the most requests the server was answering at once
+    phase: str = "speed"  # or "memory": against a slow server, every request in flight
 
 
 def command(client: str, tsv: Path, url: str, concurrency: int, out: Path, inspect: str | None) -> list[str]:
@@ -80,13 +90,15 @@ def command(client: str, tsv: Path, url: str, concurrency: int, out: Path, inspe
 
 def run_one(
     argv: list[str], env: dict[str, str], server: _common.FakeServer
-) -> tuple[bool, float, float, float, float]:
-    """(exit 0, wall s, peak RSS MB, CPU s of the process, server CPU % of a core).
+) -> tuple[bool, float, float, float, float, int]:
+    """(exit 0, wall s, peak RSS MB, CPU s of the process, server CPU % of a core, the most
+    requests in flight at once).
 
     The peak RSS is the child's own VmHWM, read while it runs: ``wait4``'s ``ru_maxrss`` would
     count this (large) process's memory, which the child shares between its fork and its exec.
     """
     server_cpu = server.cpu_s()
+    max_in_flight(server)  # from here on
     started = time.perf_counter()
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=errors)
@@ -105,7 +117,33 @@ def run_one(
             name = Path(argv[1]).name if "python" in argv[0] else argv[0]
             print(f"  {name} exited {code}: {errors.read().decode(errors='replace')[-400:]}")
     server_pct = 100 * (server.cpu_s() - server_cpu) / wall
-    return code == 0, wall, peak_kb / 1024, usage.ru_utime + usage.ru_stime, server_pct
+    return code == 0, wall, peak_kb / 1024, usage.ru_utime + usage.ru_stime, server_pct, max_in_flight(server)
+
+
+def measure(
+    client: str,
+    size: str,
+    tsv: Path,
+    n: int,
+    concurrency: int,
+    repeat: int,
+    server: _common.FakeServer,
+    folder: Path,
+    env: dict[str, str],
+    inspect: str | None,
+    phase: str = "speed",
+) -> Measured:
+    """One whole run of ``client`` over ``tsv`` against ``server``, printed as it ends."""
+    argv = command(client, tsv, server.openai_url, concurrency, folder, inspect)
+    ok, wall, rss, cpu, server_pct, flying = run_one(argv, env, server)
+    print(f"  c={concurrency} {client:12} {n / wall:7.1f} items/s  {wall:6.1f} s  {rss:6.0f} MB  {flying} in flight")
+    return Measured(client, size, concurrency, repeat, n, ok, wall, n / wall, rss, cpu, server_pct, flying, phase)
+
+
+def max_in_flight(server: _common.FakeServer) -> int:
+    """The most requests the fake server answered at once since the last call."""
+    with urllib.request.urlopen(f"{server.base_url}/_fake/in-flight", timeout=10) as response:
+        return int(json.loads(response.read())["max"])
 
 
 def _vm_hwm_kb(pid: int) -> int:
@@ -135,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--memory-concurrency", type=int, nargs=2, default=[32, 256], metavar=("LOW", "HIGH"))
+    parser.add_argument("--memory-latency", type=float, default=4.0)
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory per request in flight")
     parser.add_argument("--inspect", default=str(_common.ROOT.parent / ".bench-venv" / "bin" / "inspect"))
     parser.add_argument("--no-inspect", action="store_true")
     parser.add_argument("--keep", action="store_true")
@@ -151,8 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     with (
         _common.workdir("peer", keep=args.keep) as folder,
         _common.FakeServer(latency=args.latency, args=server_args) as server,
+        _common.FakeServer(latency=args.memory_latency, args=server_args) as slow,
     ):
-        url = server.openai_url
         for size in args.sizes:
             tsv, n, mb_per_row[size] = make_data(folder, size, args)
             print(f"{size}: {n} items, {mb_per_row[size]:.2f} MB per row")
@@ -163,14 +204,22 @@ def main(argv: list[str] | None = None) -> None:
                 for repeat in range(args.repeats):
                     order = clients[repeat % len(clients) :] + clients[: repeat % len(clients)]
                     for client in order:
-                        argv_ = command(client, tsv, url, concurrency, folder, inspect)
-                        ok, wall, rss, cpu, server_pct = run_one(argv_, env, server)
-                        results.append(
-                            Measured(client, size, concurrency, repeat, n, ok, wall, n / wall, rss, cpu, server_pct)
-                        )
-                        print(f"  c={concurrency} {client:12} {n / wall:7.1f} items/s  {wall:6.1f} s  {rss:6.0f} MB")
-    summary = summarize(results, clients)
+                        results.append(measure(client, size, tsv, n, concurrency, repeat, server, folder, env, inspect))
+            if size == "real" and not args.no_memory:
+                print(f"  memory: the server answers after {args.memory_latency:g} s")
+                for concurrency in args.memory_concurrency:
+                    for client in clients:
+                        run = measure(client, size, tsv, n, concurrency, 0, slow, folder, env, inspect, phase="memory")
+                        results.append(run)
+    summary = summarize([r for r in results if r.phase == "speed"], clients)
     print(_common.table(list(summary[0]), [list(row.values()) for row in summary]))
+    per_request = memory_per_request([r for r in results if r.phase == "memory"], clients)
+    for line in per_request:
+        print(
+            f"{line['size']}: {line['client']} {line['mb_per_request']} MB per request in flight "
+            f"(peak {line['low_mb']} MB with {line['low_in_flight']} in flight, {line['high_mb']} MB with "
+            f"{line['high_in_flight']})"
+        )
     _common.write_result(
         "peer",
         {
@@ -178,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             "mb_per_row": mb_per_row,
             "cpu_ms_per_item_by_step": stages,
             "summary": summary,
+            "memory_per_request_in_flight": per_request,
             "runs": [asdict(r) for r in results],
         },
     )
@@ -185,6 +235,32 @@ def main(argv: list[str] | None = None) -> None:
 
 def _round(value: float, digits: int = 0) -> float | None:
     return None if value != value else round(value, digits)  # NaN: no successful run
+
+
+def memory_per_request(results: list[Measured], clients: list[str]) -> list[dict[str, object]]:
+    """Per size and client: MB of peak RSS per extra request in flight, between the lowest and the
+    highest concurrency run (medians of the repeats, if any)."""
+    lines = []
+    for size in dict.fromkeys(r.size for r in results):
+        for client in clients:
+            runs = [r for r in results if (r.size, r.client) == (size, client) and r.ok]
+            levels = sorted({r.concurrency for r in runs})
+            if len(levels) < 2:
+                continue
+
+            def med(attr: str, concurrency: int, runs: list[Measured] = runs) -> float:
+                return statistics.median(getattr(r, attr) for r in runs if r.concurrency == concurrency)
+
+            low, high = levels[0], levels[-1]
+            added = med("in_flight", high) - med("in_flight", low)
+            growth = med("peak_rss_mb", high) - med("peak_rss_mb", low)
+            lines.append({
+                "size": size, "client": client,
+                "mb_per_request": _round(growth / added, 2) if added > 0 else None,
+                "low_mb": _round(med("peak_rss_mb", low)), "low_in_flight": med("in_flight", low),
+                "high_mb": _round(med("peak_rss_mb", high)), "high_in_flight": med("in_flight", high),
+            })  # fmt: skip
+    return lines
 
 
 def summarize(results: list[Measured], clients: list[str]) -> list[dict[str, object]]:

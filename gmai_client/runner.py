@@ -38,26 +38,27 @@ import contextlib
 import dataclasses
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from gmai_client.asking import ModelStopped, answer, index_of
 from gmai_client.backend import Backend
 from gmai_client.batch import BatchRun, Collect, Hooks, Ledger
 from gmai_client.batch_api import batch_api
 from gmai_client.config import ModelSpec, PolicySection
-from gmai_client.dispatch import Dispatcher, Sent
-from gmai_client.errors import BackendError, DataError, GmaiError
+from gmai_client.dispatch import Dispatcher
+from gmai_client.errors import GmaiError
 from gmai_client.judge import Judge, JudgeCounts
 from gmai_client.progress import ModelTrack
 from gmai_client.records import RECORDS_FILE, read_records
 from gmai_client.rulesets import DEFAULT_RULES
 from gmai_client.rundir.items import Census, item_digest, say_changed, set_aside_stale, take_census
-from gmai_client.scoring import rescore, score_answer, score_error
-from gmai_client.types import BadRow, Item, Record, Request
+from gmai_client.scoring import rescore
+from gmai_client.types import BadRow, Item, Record
 from gmai_client.wiring import ModelPlan, Wired
 
 _READ_BATCH = 8  # items read per trip to the reader thread
@@ -65,10 +66,6 @@ _READ_AHEAD = 16  # items waiting for a worker, at most
 # A fractional --max-errors is judged only after this many items: 2 errors in the first 3 items
 # of a long run are noise, not a failing run.
 _MIN_ITEMS_FOR_ERROR_RATE = 20
-
-#: What sends one request for a model (a ``Dispatcher``'s ``send``).
-Send = Callable[[Request], Awaitable[Sent]]
-
 
 @dataclass
 class ModelOutcome:
@@ -357,9 +354,9 @@ class _ModelRun:
             if not batch:
                 break
             for entry in batch:
-                if _index_of(entry) in self.elsewhere:
+                if index_of(entry) in self.elsewhere:
                     continue
-                if _index_of(entry) in self.finished and not self._changed(entry):
+                if index_of(entry) in self.finished and not self._changed(entry):
                     self.outcome.skipped += 1
                     self.track.advance(skipped=True)
                     continue
@@ -374,16 +371,26 @@ class _ModelRun:
             await self.queue.put(None)
 
     async def _work(self) -> None:
-        while (entry := await self.queue.get()) is not None:
-            self.ahead.release()
-            if self.stop.is_set():
-                continue  # drain: the model has stopped, leave the rest for a resume
-            try:
-                record = await _answer(entry, self.label, self.dispatcher.send, self.wired.ask)
-            except _ModelStopped as stopped:  # unrecorded: a resume sends the item again
-                self._halt(stopped.reason)
-                continue
-            await self.finish(entry, record)
+        # One call per item: a worker waiting for its next item holds nothing of the last. (Its
+        # loop variable did: at --concurrency 256, 256 idle workers held ~500 MB of images.)
+        while await self._work_one():
+            pass
+
+    async def _work_one(self) -> bool:
+        """Answer and record the next item; False at the end mark."""
+        entry = await self.queue.get()
+        if entry is None:
+            return False
+        self.ahead.release()
+        if self.stop.is_set():
+            return True  # drain: the model has stopped, leave the rest for a resume
+        try:
+            record = await answer(entry, self.label, self.dispatcher.send, self.wired.ask)
+        except ModelStopped as stopped:  # unrecorded: a resume sends the item again
+            self._halt(stopped.reason)
+            return True
+        await self.finish(entry, record)
+        return True
 
     async def finish(self, entry: Item | BadRow, record: Record) -> None:
         """The judge's look at an answer no rule could read, then the record kept."""
@@ -425,7 +432,7 @@ class _ModelRun:
 
     def _changed(self, entry: Item | BadRow) -> bool:
         """Whether a finished item was changed in the data since it was answered (noted once)."""
-        index = _index_of(entry)
+        index = index_of(entry)
         then, now = self.answered.get(index, ""), self.digests.get(index, "")
         if not then or not now or then == now:
             return False
@@ -443,53 +450,10 @@ class _ModelRun:
         self.track.set_total(await asyncio.to_thread(self.wired.items.count))
 
 
-class _ModelStopped(Exception):
-    """No later request of this model can succeed (bad key, no quota, unknown model, budget spent)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-async def _answer(entry: Item | BadRow, label: str, send: Send, ask: Callable[[Item], Request]) -> Record:
-    if isinstance(entry, BadRow):
-        return score_error(entry, label, DataError(entry.message))
-    started = time.monotonic()
-    try:
-        request = ask(entry)
-    except DataError as exc:
-        return score_error(entry, label, exc)
-    try:
-        sent = await send(request)
-    except BackendError as exc:
-        if exc.stops_model:
-            raise _ModelStopped(str(exc)) from None
-        return score_error(
-            entry, label, exc, latency_s=time.monotonic() - started, attempts=getattr(exc, "attempts", 1)
-        )
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # a bug or an unmapped vendor error: fail this item, not the run
-        return score_error(entry, label, exc, latency_s=time.monotonic() - started)
-    return score_answer(
-        entry,
-        label,
-        sent.response,
-        latency_s=time.monotonic() - started,
-        attempts=sent.attempts,
-        retries=sent.retries,
-        cached=sent.cached,
-        estimated_input_tokens=sent.estimated_input_tokens,
-    )
-
-
 def _read_hashed(entries: Iterator[Item | BadRow], digests: dict[str, str]) -> list[Item | BadRow]:
     """The next few entries, each one's digest noted by index (run in the reader's thread)."""
     batch = list(islice(entries, _READ_BATCH))
     for entry in batch:
-        digests[_index_of(entry)] = item_digest(entry)
+        digests[index_of(entry)] = item_digest(entry)
     return batch
 
-
-def _index_of(entry: Item | BadRow) -> str:
-    return entry.index if isinstance(entry, Item) else entry.record_index

@@ -26,7 +26,7 @@ from gmai_client.dataset import iter_items, open_dataset
 from gmai_client.errors import AuthError, ConfigError, ServerError
 from gmai_client.records import RecordWriter, read_records
 from gmai_client.testing.synthetic import write_tsv
-from gmai_client.types import Request, SamplingParams
+from gmai_client.types import Request, Response, SamplingParams
 from tests.conftest import write_rows
 
 
@@ -148,6 +148,58 @@ def test_reopening_a_finished_run_starts_no_backend(tmp_path: Path, small_tsv: P
     assert again.starts == 0 and again.requests == []
     (outcome,) = result.outcomes
     assert outcome.skipped == 60 and outcome.stopped == "" and len(result.records) == 60
+
+
+def big_image_tsv(path: Path, n_items: int, side: int) -> tuple[Path, int]:
+    """``n_items`` rows, each with its own copy of one noisy ``side`` px PNG (1.4 MB of base64 at
+    600): (path, the image's base64 length)."""
+    import base64
+    import csv
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG", compress_level=0)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    small = write_tsv(path.with_suffix(".small.tsv"), n_items, seed=2, image_size=8)
+    with small.open(encoding="utf-8", newline="") as source, path.open("w", encoding="utf-8", newline="") as out:
+        csv.field_size_limit(1 << 30)
+        rows = csv.reader(source, delimiter="\t")
+        header = next(rows)
+        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            row[header.index("image")] = encoded
+            writer.writerow(row)
+    return path, len(encoded)
+
+
+def test_a_worker_waiting_for_its_next_item_holds_nothing_of_the_last(tmp_path: Path) -> None:
+    # At --concurrency 256, each idle worker kept its last item, ~2 MB of image: 500 MB held by
+    # requests no longer in flight (what peer.py measured as "8 MB per request in flight").
+    import tracemalloc
+
+    n_items = 64
+    data, image_chars = big_image_tsv(tmp_path / "big.tsv", n_items, side=600)
+    cfg = config(tmp_path, data, models=("scripted:x",), concurrency=n_items, cache=False)
+    held: list[int] = []  # memory in use as each request arrives
+
+    class Answers(ScriptedBackend):
+        async def generate(self, request: Request) -> Response:
+            held.append(tracemalloc.get_traced_memory()[0])
+            return Response("A")  # keeping no list of the requests, as a real backend
+
+    tracemalloc.start()
+    try:
+        result = run(cfg, backends={"scripted:x": Answers(lambda request: "A")})
+    finally:
+        tracemalloc.stop()
+    assert len(result.records) == n_items == len(held)
+    # When the last item is asked, the others are answered: nothing should hold their images.
+    images_held = (held[-1] - held[0]) / image_chars
+    assert images_held < n_items / 4, f"{images_held:.0f} images held when the last item was asked"
 
 
 def test_a_failing_item_is_isolated_and_recorded(tmp_path: Path, small_tsv: Path) -> None:

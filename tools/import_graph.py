@@ -25,6 +25,7 @@ PARTS: dict[str, str] = {
     "errors": "vocabulary",
     "config": "vocabulary",
     "labels": "vocabulary",
+    "asking": "runner",
     "views": "vocabulary",
     "options": "vocabulary",
     "backend": "vocabulary",

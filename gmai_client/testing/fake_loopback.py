@@ -5,6 +5,10 @@ bind is raised to the caller, not lost in the thread), ``stop`` (it wakes every 
 ``_sleep``, so shutdown never waits out a hang or a latency), the context manager and the address.
 Running in a thread of its own, the server serves synchronous tests and clients on any other event
 loop alike. A subclass mounts its routes in ``_routes``.
+
+Every server also counts the requests it is answering at once: ``GET /_fake/in-flight`` says the
+most since the last time it was asked (``{"max": N}``), what a load benchmark divides a client's
+memory by (the number a client is told to keep in flight is not always reached).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -29,6 +33,7 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None  # set while it runs
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self._in_flight = self._max_in_flight = 0  # requests being answered (event loop only)
 
     def _routes(self, app: web.Application) -> None:
         raise NotImplementedError
@@ -91,7 +96,8 @@ class LoopbackServer:
 
     async def _astart(self) -> None:
         self._stopping = asyncio.Event()
-        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app = web.Application(client_max_size=256 * 1024 * 1024, middlewares=[self._count_in_flight])
+        app.router.add_get("/_fake/in-flight", self._handle_in_flight)
         self._routes(app)
         # handler_cancellation: a client that gave up (timeout) cancels its hanging handler.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
@@ -99,6 +105,21 @@ class LoopbackServer:
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
+
+    @web.middleware
+    async def _count_in_flight(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/_fake/"):
+            return await handler(request)
+        self._in_flight += 1
+        self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            return await handler(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle_in_flight(self, request: web.Request) -> web.StreamResponse:
+        most, self._max_in_flight = self._max_in_flight, self._in_flight
+        return web.json_response({"max": most})
 
     async def _astop(self) -> None:
         if self._stopping is not None:
