@@ -214,7 +214,7 @@ class RayTorchBackend(Backend):
                 identities = {tuple(sorted(info["identity"].items())) for info in infos}
                 if len(identities) > 1:
                     raise ConfigError(
-                        f"ray: the actors of {self.spec.label} disagree on what they loaded "
+                        f"ray: the actors of {self.spec.key} disagree on what they loaded "
                         f"({'; '.join(str(dict(i)) for i in identities)}): mixed devices or model folders"
                     )
                 for slot, info in zip(self.slots, infos, strict=True):
@@ -256,7 +256,7 @@ class RayTorchBackend(Backend):
 
     async def _load(self, slot: ActorSlot, handle: Any) -> dict[str, Any]:
         """Wait for one actor to be placed and to load its model; its info, or a clear error."""
-        where = f"ray actor {slot.index} of {self.spec.label}"
+        where = f"ray actor {slot.index} of {self.spec.key}"
         try:
             kind, value = await asyncio.wait_for(_awaitable(handle.load.remote()), self.options.load_timeout_s)
         except (asyncio.TimeoutError, TimeoutError):
@@ -341,7 +341,7 @@ class RayTorchBackend(Backend):
                 return slot
             if all(slot.state == "dead" for slot in self.slots):
                 problems = "; ".join(f"actor {s.index}: {s.problem}" for s in self.slots)
-                raise ExecutorLost(f"ray: no actor of {self.spec.label} is left ({problems})")
+                raise ExecutorLost(f"ray: no actor of {self.spec.key} is left ({problems})")
             self._changed.clear()
             await self._changed.wait()  # some actor is recovering; the attempt timeout bounds this
 
@@ -350,7 +350,7 @@ class RayTorchBackend(Backend):
             return  # already noticed (another request of the same actor got here first)
         slot.state = "recovering"
         slot.recovery = asyncio.get_running_loop().create_task(
-            self._recover(slot), name=f"ray-recover-{self.spec.label}-{slot.index}"
+            self._recover(slot), name=f"ray-recover-{self.spec.key}-{slot.index}"
         )
 
     async def _recover(self, slot: ActorSlot) -> None:
