@@ -19,6 +19,7 @@ from gmai_client import report, rundir
 from gmai_client.backend import Backend
 from gmai_client.batch import Collect
 from gmai_client.config import RunConfig
+from gmai_client.errors import redact_url
 from gmai_client.gallery_items import GalleryItems
 from gmai_client.report_rules import score_for_report
 from gmai_client.rulesets import rule_set
@@ -63,7 +64,7 @@ def start_lines(wired: Wired) -> list[str]:
     lines = []
     for plan in wired.models:
         identity = plan.backend.identity()
-        where = identity.get("endpoint") or "in this process"
+        where = redact_url(identity.get("endpoint") or "") or "in this process"  # a URL's credentials: never
         model = identity.get("model") or plan.spec.target
         how = " (batch API)" if plan.batch is not None else ""
         lines.append(f"{plan.spec.label}: {identity.get('backend', plan.spec.backend)} {model} -> {where}{how}")

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gmai_client.errors import CacheError, redact
+from gmai_client.errors import CacheError, redact, redact_url
 from gmai_client.types import Request, Response, Usage
 
 CACHE_FILE = "responses.sqlite"
@@ -72,7 +72,8 @@ def key_fields(identity: Mapping[str, str], request: Request) -> dict[str, Any]:
     params = request.params
     return {
         "v": _SCHEMA_VERSION,
-        "identity": dict(sorted(identity.items())),
+        # Stored beside the answer: a URL's credentials (``user:password@``, ``?api-key=``) never are.
+        "identity": {k: redact_url(v) if isinstance(v, str) else v for k, v in sorted(identity.items())},
         "system": request.system,
         "text": request.text,
         "images": [image.sha256 for image in request.images],  # of the base64 text: no decode
