@@ -113,7 +113,6 @@ class BedrockBackend(AnthropicMessages):
     root_hint = "https://bedrock-runtime.REGION.amazonaws.com"
     requires = MappingProxyType({"boto3": "bedrock", "botocore": "bedrock"})
     streams_body = False  # SigV4 signs the body: the SDK must hold it whole
-    streams_body = False  # SigV4 signs the body: the SDK must hold it whole
 
     def __init__(self, model: str, *, endpoint: str = "", options: Any = None, region: str = "us-east-1"):
         super().__init__(model, endpoint=endpoint, options=options)

@@ -28,6 +28,7 @@ from gmai_client.errors import (
     ConfigError,
     ConnectFailed,
     ConnectionLost,
+    ContentFiltered,
     DataError,
     DeadlineExceeded,
     EndpointUnreachable,
@@ -69,9 +70,9 @@ _LAZY = {
 
 __all__ = [  # running, the vocabulary, the backend contract, the errors
     "AuthError", "Backend", "BackendError", "BackendOptions", "BadRequest", "BudgetExhausted", "CacheError",
-    "ConfigError", "ConnectFailed", "ConnectionLost", "DataError", "DeadlineExceeded", "EndpointUnreachable",
-    "FatalError", "GmaiError", "Image", "Item", "MissingExtra", "ModelNotFound", "ModelSpec", "Overloaded",
-    "QuotaExhausted", "RateLimited", "Record", "Request", "RequestTimeout", "Response", "RetryableError",
+    "ConfigError", "ConnectFailed", "ConnectionLost", "ContentFiltered", "DataError", "DeadlineExceeded",
+    "EndpointUnreachable", "FatalError", "GmaiError", "Image", "Item", "MissingExtra", "ModelNotFound", "ModelSpec",
+    "Overloaded", "QuotaExhausted", "RateLimited", "Record", "Request", "RequestTimeout", "Response", "RetryableError",
     "RunConfig", "RunResult", "SamplingParams", "SelectionError", "ServerError", "UnsupportedInput", "Usage",
     "__version__", "compute_metrics", "extract", "load_tree", "option", "parse_model_spec", "parse_options",
     "parse_selection", "read_records", "run",

@@ -45,7 +45,8 @@ def print_plan(config: RunConfig, prices_file: Path | None, console: Console) ->
     console.print(
         "Input tokens follow each provider's documented rules (text: ~4 characters a token; images: OpenAI's "
         "tiles or patches, Anthropic's pixels); the max costs assume every answer uses its whole output bound "
-        "(--max-tokens, or the larger bound a reasoning model needs), the expected ones the expected output. After a run, metrics.json puts the estimate beside the tokens reported.",
+        "(--max-tokens, or the larger bound a reasoning model needs), the expected ones the expected output. "
+        "After a run, metrics.json puts the estimate beside the tokens reported.",
         highlight=False,
     )
     return EXIT_OK
@@ -87,7 +88,8 @@ def _output_line(plan: ModelPlan) -> str:
     bounded = f"; the bound is {bound:,.0f} an item" if bound is not None else ""
     if plan.expected is None:
         return f"{plan.label}: no expected output known (no earlier answer, no family figure){bounded}"
-    return f"{plan.label}: expected output {plan.expected.per_item:,.0f} tokens an item, {plan.expected.source}{bounded}"
+    expected = plan.expected
+    return f"{plan.label}: expected output {expected.per_item:,.0f} tokens an item, {expected.source}{bounded}"
 
 
 def _price_line(plan: ModelPlan) -> str:

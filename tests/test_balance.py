@@ -606,7 +606,7 @@ def test_a_run_spreads_its_requests_over_two_triton_servers(
     models = json.loads((result.run_dir / "config.json").read_text())["config"]["models"]
     assert models[0]["endpoint"] == f"{one.endpoint},{two.endpoint}"
     # metrics.json says where the requests went
-    run_figures = json.loads((result.run_dir / "metrics.json").read_text())["run"]["models"][spec]
+    run_figures = json.loads((result.run_dir / "metrics.json").read_text())["run"]["models"]["echo"]  # its label
     assert [(p["endpoint"], p["requests"]) for p in run_figures["placement"]] == [
         (one.endpoint, served[0]),
         (two.endpoint, served[1]),
