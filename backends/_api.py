@@ -34,6 +34,7 @@ from gmai_client.backends._bodies import body_parts as body_parts
 from gmai_client.backends._bodies import data_url as data_url
 from gmai_client.backends._bodies import encode_body as encode_body
 from gmai_client.backends._hints import retry_after_seconds
+from gmai_client.backends.images import prepare_images
 from gmai_client.backends.token_rules import estimate_tokens
 from gmai_client.config import ModelSpec
 from gmai_client.errors import (
@@ -56,7 +57,6 @@ from gmai_client.errors import (
     register_secret,
     register_url_secrets,
 )
-from gmai_client.images import prepare_images
 from gmai_client.options import BackendOptions, option
 from gmai_client.types import Image, Request, Response
 

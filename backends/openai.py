@@ -9,7 +9,7 @@ configuration) names exactly what is called, and a medical image never goes else
 
 One user message: the images first (base64 PNG data URLs), then the text; the request's system
 prompt, if any, as a system message before it. The SDK's own retries are off (``max_retries=0``):
-one ``generate`` is one HTTP request, and ``gmai_client.retry`` decides what happens next.
+one ``generate`` is one HTTP request, and ``gmai_client.policy.retry`` decides what happens next.
 
 Errors (vendor -> ``gmai_client.errors``):
 

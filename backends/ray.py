@@ -24,7 +24,7 @@ Ray assigned to the actor), else ``num_cpus=1`` with torch held to one thread pe
 number of actors defaults to the cluster's GPU count, or 2 on CPU.
 
 Faults: actors are created with ``max_restarts`` (default 3) and no Ray-side task retries
-(retries happen in one place, ``gmai_client.retry``). An actor that dies mid-request
+(retries happen in one place, ``gmai_client.policy.retry``). An actor that dies mid-request
 (``RayActorError``: ``ActorDiedError`` / ``ActorUnavailableError``, or a crashed worker) fails
 the requests it held with ``ConnectionLost`` (retryable: the runner sends them again, to another
 actor), after marking the actor as recovering. A recovery task then waits for Ray to restart it
@@ -195,7 +195,7 @@ class RayTorchBackend(Backend):
                 count, resources = self._actor_resources()
                 settings = {
                     "max_restarts": self.options.max_restarts,
-                    "max_task_retries": 0,  # retries happen in one place: gmai_client.retry
+                    "max_task_retries": 0,  # retries happen in one place: gmai_client.policy.retry
                     "max_concurrency": self.options.max_concurrency,
                     **resources,
                 }

@@ -276,7 +276,7 @@ def realistic_tsv(path: Path, n_items: int, side: int = 1400, seed: int = 0) -> 
 
 
 def load_items(path: Path, limit: int | None = None) -> list[Any]:
-    from gmai_client.dataset import iter_items, open_dataset
+    from gmai_client.data.dataset import iter_items, open_dataset
     from gmai_client.types import Item
 
     items = []
@@ -290,8 +290,8 @@ def load_items(path: Path, limit: int | None = None) -> list[Any]:
 
 def sample_requests(n: int, max_tokens: int) -> list[Any]:
     """The first ``n`` items of the bundled sample as ``Request``s (for the local-model benchmarks)."""
-    from gmai_client.prompt import build_request
-    from gmai_client.splits import resolve_data
+    from gmai_client.data.splits import resolve_data
+    from gmai_client.protocol.prompt import build_request
     from gmai_client.types import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens)

@@ -81,7 +81,7 @@ class TritonServer:
 
 async def measure(spec: str, requests: list[Any], concurrency: int) -> dict[str, Any]:
     """Latency one at a time, then items/s with ``concurrency`` in flight, through one backend."""
-    from gmai_client import registry
+    from gmai_client.backends import registry
     from gmai_client.config import parse_model_spec
 
     backend = registry.create(parse_model_spec(spec))

@@ -69,7 +69,7 @@ class _Stamps:
 
 
 def stamped_writer_class():
-    from gmai_client.records import RecordWriter
+    from gmai_client.results.records import RecordWriter
 
     class StampedRecordWriter(RecordWriter):
         def write(self, record) -> None:
@@ -86,7 +86,7 @@ def stamped_writer_class():
 async def one_run(
     name: str, tsv: Path, n: int, url: str, out: Path, cache_path: Path, concurrency: int, server
 ) -> Phase:
-    import gmai_client.runner as runner_module
+    import gmai_client.runner.loop as runner_module
     from gmai_client import run
 
     config = _common.run_config(f"openai:fake@{url}", tsv, n, concurrency, out, name, cache=True, cache_path=cache_path)

@@ -3,11 +3,11 @@
     python benchmarks/image_prep.py [--items 120] [--image-size 1024] [--max-side 512] [--concurrency 16]
                                     [--repeats 3]
 
-``gmai_client.images.prepare_images`` re-encodes images larger than ``max_side`` (what the API
+``gmai_client.backends.images.prepare_images`` re-encodes images larger than ``max_side`` (what the API
 backends' ``max_image_side=`` option asks for) in a process pool shared by the whole process
 (``os.cpu_count()`` workers, forkserver). This sends ``--items`` one-image requests through it with
 ``--concurrency`` in flight, as the runner's workers would, once with a 1-worker pool and once with
-a pool of every core (the benchmark installs the pool itself, in ``gmai_client.images._pool``,
+a pool of every core (the benchmark installs the pool itself, in ``gmai_client.backends.images._pool``,
 since the module sizes it from the core count). Pools are started and warmed up before timing.
 For reference it also times ``downscale`` in this process, one image after another, and measures
 how late a 10 ms ticker on the event loop runs during each pooled run (the loop stays free while
@@ -49,7 +49,7 @@ def make_images(n_distinct: int, size: int):
 
 async def timed_run(images, n: int, max_side: int, concurrency: int) -> tuple[float, list[float]]:
     """(seconds, event-loop lags in ms) for n prepare_images calls with ``concurrency`` in flight."""
-    from gmai_client.images import prepare_images
+    from gmai_client.backends.images import prepare_images
 
     gate = asyncio.Semaphore(concurrency)
     lags: list[float] = []
@@ -76,7 +76,7 @@ async def timed_run(images, n: int, max_side: int, concurrency: int) -> tuple[fl
 
 
 def install_pool(workers: int) -> None:
-    import gmai_client.images as images
+    import gmai_client.backends.images as images
 
     images.shutdown_pool()
     images._pool = ProcessPoolExecutor(max_workers=workers, mp_context=images._mp_context())
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from gmai_client.images import downscale, shutdown_pool
+    from gmai_client.backends.images import downscale, shutdown_pool
 
     cores = os.cpu_count() or 1
     images = make_images(24, args.image_size)

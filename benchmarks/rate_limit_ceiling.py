@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from gmai_client.limiter import estimate_tokens
-    from gmai_client.prompt import build_request
+    from gmai_client.policy.limiter import estimate_tokens
+    from gmai_client.protocol.prompt import build_request
 
     budget_per_s = args.rpm / 60
     limit = round(args.rpm * args.window / 60)

@@ -168,13 +168,13 @@ def stage_costs(tsv: Path, n: int, work: Path, repeats: int = 3) -> dict[str, fl
     """CPU milliseconds per item of each step the runner adds around a request (medians of passes)."""
     from gmai_client.backends._api import Holes, encode_body
     from gmai_client.backends.openai import OpenAIBackend
-    from gmai_client.dataset import iter_items, open_dataset
-    from gmai_client.dispatch import Dispatcher
-    from gmai_client.limiter import AdaptiveConcurrency
-    from gmai_client.prompt import build_request
-    from gmai_client.records import RecordWriter
-    from gmai_client.retry import RetryPolicy
-    from gmai_client.scoring import score_answer
+    from gmai_client.data.dataset import iter_items, open_dataset
+    from gmai_client.policy.dispatch import Dispatcher
+    from gmai_client.policy.limiter import AdaptiveConcurrency
+    from gmai_client.policy.retry import RetryPolicy
+    from gmai_client.protocol.prompt import build_request
+    from gmai_client.protocol.scoring import score_answer
+    from gmai_client.results.records import RecordWriter
     from gmai_client.types import Item, Response, Usage
 
     response = Response("The answer is (A).", usage=Usage(input_tokens=150, output_tokens=5), model="fake")
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from gmai_client.prompt import build_request
-    from gmai_client.splits import sample_path
+    from gmai_client.data.splits import sample_path
+    from gmai_client.protocol.prompt import build_request
 
     rows: list[Measured] = []
     with _common.workdir("gmai-overhead-", args.keep) as work:

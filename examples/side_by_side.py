@@ -68,8 +68,8 @@ def main() -> None:
 
 @contextlib.contextmanager
 def _demo_server() -> Iterator[str]:
-    from gmai_client.dataset import iter_items, open_dataset
-    from gmai_client.splits import sample_path
+    from gmai_client.data.dataset import iter_items, open_dataset
+    from gmai_client.data.splits import sample_path
     from gmai_client.testing.fake_api import FakeAPI, Faults, oracle
     from gmai_client.types import Item
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gmai_client import moved
 from gmai_client.backend import Backend
 from gmai_client.config import ModelSpec, RunConfig, parse_model_spec
 from gmai_client.errors import (
@@ -50,22 +51,24 @@ from gmai_client.types import Image, Item, Record, Request, Response, SamplingPa
 
 if TYPE_CHECKING:  # imported on first use (below); named here for type checkers
     from gmai_client.api import run
-    from gmai_client.metrics import compute_metrics
-    from gmai_client.normalize import extract
-    from gmai_client.records import read_records
-    from gmai_client.runner import RunResult
-    from gmai_client.select import load_tree, parse_selection
+    from gmai_client.data.select import load_tree, parse_selection
+    from gmai_client.protocol.metrics import compute_metrics
+    from gmai_client.protocol.normalize import extract
+    from gmai_client.results.records import read_records
+    from gmai_client.runner.loop import RunResult
 
-__version__ = "0.1.0"
+from gmai_client.version import __version__
+
+moved.install()  # an old flat-layout import path names its new one
 
 _LAZY = {
     "run": ("gmai_client.api", "run"),
-    "RunResult": ("gmai_client.runner", "RunResult"),
-    "parse_selection": ("gmai_client.select", "parse_selection"),
-    "load_tree": ("gmai_client.select", "load_tree"),
-    "compute_metrics": ("gmai_client.metrics", "compute_metrics"),
-    "read_records": ("gmai_client.records", "read_records"),
-    "extract": ("gmai_client.normalize", "extract"),
+    "RunResult": ("gmai_client.runner.loop", "RunResult"),
+    "parse_selection": ("gmai_client.data.select", "parse_selection"),
+    "load_tree": ("gmai_client.data.select", "load_tree"),
+    "compute_metrics": ("gmai_client.protocol.metrics", "compute_metrics"),
+    "read_records": ("gmai_client.results.records", "read_records"),
+    "extract": ("gmai_client.protocol.normalize", "extract"),
 }
 
 __all__ = [  # running, the vocabulary, the backend contract, the errors

@@ -15,16 +15,16 @@ from collections.abc import Mapping
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
-from gmai_client import report, rundir
 from gmai_client.backend import Backend
-from gmai_client.batch import Collect
 from gmai_client.config import RunConfig
 from gmai_client.errors import redact_url
-from gmai_client.gallery_items import GalleryItems
-from gmai_client.report_rules import score_for_report
-from gmai_client.rulesets import rule_set
-from gmai_client.runner import RunResult, stream
-from gmai_client.wiring import Wired, wire
+from gmai_client.protocol.rulesets import rule_set
+from gmai_client.results import report, rundir
+from gmai_client.results.html.gallery_items import GalleryItems
+from gmai_client.results.report_rules import score_for_report
+from gmai_client.runner.batch.mode import Collect
+from gmai_client.runner.loop import RunResult, stream
+from gmai_client.runner.wiring import Wired, wire
 
 if TYPE_CHECKING:
     from rich.console import Console

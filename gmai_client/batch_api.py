@@ -10,7 +10,7 @@ files. What flows back is vendor-neutral: a ``BatchStatus`` per look, a ``BatchR
 batch*`` options, ``BatchOptions``, with the vendor's limits applied). ``not_this_runs`` says
 whether a batch found by its size and creation time is provably this run's.
 
-The backend sets no policy: no waits, no retries, no journal. ``gmai_client.batch`` decides when
+The backend sets no policy: no waits, no retries, no journal. ``gmai_client.runner.batch.mode`` decides when
 to submit, poll and collect, retries through ``retry``, and journals every step in the run folder
 before it is taken. The vendors' shared half is ``backends/_batches.py``.
 

@@ -14,9 +14,9 @@ from PIL import Image as PILImage
 
 from gmai_client import errors
 from gmai_client.backends._api import ApiBackend
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.prompt import build_request
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
+from gmai_client.protocol.prompt import build_request
 from gmai_client.testing.fake_api import FakeAPI, Faults
 from gmai_client.types import Image, Request, Response, SamplingParams
 

@@ -14,12 +14,12 @@ import pytest
 
 from gmai_client import RunConfig
 from gmai_client.api import run
-from gmai_client.batch_journal import JOURNAL_FILE, BatchJournal
 from gmai_client.cli import main
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.records import read_records
-from gmai_client.runner import RunResult
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
+from gmai_client.results.batch_journal import JOURNAL_FILE, BatchJournal
+from gmai_client.results.records import read_records
+from gmai_client.runner.loop import RunResult
 from gmai_client.testing.fake_api import FakeAPI, oracle
 from gmai_client.testing.fake_batches import FakeBatches
 from gmai_client.types import Item, Record

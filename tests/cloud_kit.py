@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gmai_client.records import read_records
+from gmai_client.results.records import read_records
 from gmai_client.types import Record
 
 #: The variables of the clouds' credential chains: none of the caller's may leak into a test's run.

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gmai_client import registry
+from gmai_client.backends import registry
 from gmai_client.config import parse_model_spec
 from gmai_client.types import Image, Request
 from tests.conftest import ROOT, free_ports

@@ -16,10 +16,20 @@ def test_no_arrow_breaks_the_rules_and_no_cycle() -> None:
 
 
 def test_the_checker_sees_a_forbidden_arrow_and_a_cycle() -> None:
-    graph = {"dataset": {"runner"}, "runner": {"dataset"}, "types": set()}
+    graph = {"data.dataset": {"runner.loop"}, "runner.loop": {"data.dataset"}, "types": set()}
     found = import_graph.problems(graph)
-    assert "dataset (data) -> runner (runner): not allowed" in found
-    assert "cycle: dataset <-> runner" in found
+    assert "data.dataset (data) -> runner.loop (runner): not allowed" in found
+    assert "cycle: data.dataset <-> runner.loop" in found
+
+
+def test_each_part_but_the_vocabulary_is_a_folder_of_its_own() -> None:
+    graph = import_graph.module_graph()
+    folders: dict[str, set[str]] = {}
+    for module in graph:
+        part = import_graph.part_of(module)
+        if part not in ("vocabulary", "face"):
+            folders.setdefault(part, set()).add(module.split(".")[0])
+    assert all(len(tops) == 1 for tops in folders.values()), folders
 
 
 def test_product_code_never_imports_testing() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.atomic import written_whole
+from gmai_client.results.atomic import written_whole
 
 
 def test_the_new_content_replaces_the_file_once_complete(tmp_path: Path) -> None:

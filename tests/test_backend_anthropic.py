@@ -18,7 +18,8 @@ pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
 
-from gmai_client import errors, registry
+from gmai_client import errors
+from gmai_client.backends import registry
 from gmai_client.backends.anthropic import AnthropicBackend, AnthropicOptions
 from gmai_client.config import parse_model_spec
 from gmai_client.testing.fake_api import FakeAPI, request_key

@@ -18,7 +18,8 @@ pytest.importorskip("openai")
 pytest.importorskip("aiohttp")
 pytest.importorskip("azure.identity")
 
-from gmai_client import errors, registry
+from gmai_client import errors
+from gmai_client.backends import registry
 from gmai_client.backends.azure import DEFAULT_API_VERSION, AzureBackend, AzureOptions
 from gmai_client.cli import main
 from gmai_client.config import parse_model_spec

@@ -19,7 +19,8 @@ pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 pytest.importorskip("boto3")
 
-from gmai_client import errors, registry
+from gmai_client import errors
+from gmai_client.backends import registry
 from gmai_client.backends.bedrock import BEDROCK_VERSION, BedrockBackend
 from gmai_client.cli import main
 from gmai_client.config import parse_model_spec

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image as PILImage
 
 import gmai_client
-from gmai_client import registry
 from gmai_client.backend import DEFAULT_IMAGE_TOKENS, Backend, as_backend
+from gmai_client.backends import registry
 from gmai_client.config import RunConfig, parse_model_spec
 from gmai_client.errors import ConfigError, MissingExtra
 from gmai_client.options import BackendOptions, option, option_fields
-from gmai_client.records import read_records
+from gmai_client.results.records import read_records
 from gmai_client.types import Image, Request, Response
 
 

@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("aiohttp")
 
-from gmai_client import errors, registry
+from gmai_client import errors
+from gmai_client.backends import registry
 from gmai_client.backends.gemini import GEMINI_ENDPOINT, GeminiBackend
 from gmai_client.cli import main
 from gmai_client.config import parse_model_spec

@@ -19,10 +19,11 @@ pytest.importorskip("aiohttp")
 
 from aiohttp import web
 
-from gmai_client import errors, registry
+from gmai_client import errors
+from gmai_client.backends import registry
+from gmai_client.backends.images import downscale, shutdown_pool
 from gmai_client.backends.openai import OpenAIBackend, OpenAIOptions
 from gmai_client.config import parse_model_spec
-from gmai_client.images import downscale, shutdown_pool
 from gmai_client.testing.fake_api import FakeAPI, request_key
 from gmai_client.testing.fake_loopback import LoopbackServer
 from gmai_client.types import Image, Request, Response, SamplingParams

@@ -19,12 +19,12 @@ from PIL import Image as PILImage  # noqa: E402
 from PIL import ImageDraw  # noqa: E402
 
 import gmai_client  # noqa: E402
-from gmai_client import registry  # noqa: E402
 from gmai_client.backends import _torch_model as torch_backend  # noqa: E402
+from gmai_client.backends import registry  # noqa: E402
 from gmai_client.backends.torch import TorchBackend, fingerprint  # noqa: E402
 from gmai_client.config import RunConfig, parse_model_spec  # noqa: E402
 from gmai_client.errors import ConfigError, FatalError, ModelNotFound, UnsupportedInput  # noqa: E402
-from gmai_client.records import read_records  # noqa: E402
+from gmai_client.results.records import read_records  # noqa: E402
 from gmai_client.testing.tiny_models import build_tiny_idefics3, build_tiny_llava  # noqa: E402
 from gmai_client.types import Image, Request, Response, SamplingParams  # noqa: E402
 

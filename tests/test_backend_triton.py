@@ -24,6 +24,7 @@ import pytest
 pytest.importorskip("tritonclient")
 
 from gmai_client import errors
+from gmai_client.backends.registry import create
 from gmai_client.backends.triton import (
     TritonBackend,
     TritonUnreachable,
@@ -31,7 +32,6 @@ from gmai_client.backends.triton import (
     parse_endpoint,
 )
 from gmai_client.config import parse_model_spec
-from gmai_client.registry import create
 from gmai_client.types import Image, Request, SamplingParams
 from tests.conftest import Server, free_ports
 

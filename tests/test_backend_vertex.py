@@ -26,7 +26,8 @@ pytest.importorskip("cryptography")
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gmai_client import errors, registry
+from gmai_client import errors
+from gmai_client.backends import registry
 from gmai_client.backends.vertex import VertexBackend
 from gmai_client.cli import main
 from gmai_client.config import parse_model_spec

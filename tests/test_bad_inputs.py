@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from gmai_client.cli import main
-from gmai_client.cli_common import EXIT_EMPTY, EXIT_ERRORS, EXIT_STOPPED, EXIT_USAGE
-from gmai_client.splits import sample_path
+from gmai_client.cli.common import EXIT_EMPTY, EXIT_ERRORS, EXIT_STOPPED, EXIT_USAGE
+from gmai_client.data.splits import sample_path
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Several endpoints per model (``gmai_client.balance``).
+"""Several endpoints per model (``gmai_client.policy.balance``).
 
 The first half drives ``BalancedBackend`` over small fake inner backends (plain classes with a
 controllable latency, failure and gate, and a fake clock where cool-downs are timed), checking the
@@ -26,17 +26,18 @@ from pathlib import Path
 import pytest
 
 import gmai_client
-from gmai_client import errors, registry
+from gmai_client import errors
 from gmai_client.backend import Backend
-from gmai_client.balance import (
+from gmai_client.backends import registry
+from gmai_client.config import RunConfig, parse_model_spec
+from gmai_client.policy.balance import (
     RESAMPLE_AFTER,
     BalancedBackend,
     EndpointsUnavailable,
     is_endpoint_fault,
     split_endpoints,
 )
-from gmai_client.cache import cache_key, key_fields
-from gmai_client.config import RunConfig, parse_model_spec
+from gmai_client.policy.cache import cache_key, key_fields
 from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Request, Response
 from tests.conftest import ROOT, START_TIMEOUT_S, free_ports

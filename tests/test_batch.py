@@ -21,9 +21,9 @@ pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
 from gmai_client import RunConfig
-from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli import EXIT_ERRORS, EXIT_OK, main
-from gmai_client.records import read_records
+from gmai_client.results.batch_journal import BatchJournal
+from gmai_client.results.records import read_records
 from gmai_client.types import Record
 from tests.batch_kit import (
     FAST,

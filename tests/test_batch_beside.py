@@ -17,14 +17,14 @@ pytest.importorskip("aiohttp")
 
 from gmai_client import RunConfig
 from gmai_client.backends.openai import OpenAIBackend, OpenAIOptions
-from gmai_client.batch import BatchRun, Hooks, Ledger
-from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli import EXIT_OK
-from gmai_client.progress import SilentProgress
-from gmai_client.records import read_records
-from gmai_client.retry import RetryPolicy
+from gmai_client.policy.retry import RetryPolicy
+from gmai_client.results.batch_journal import BatchJournal
+from gmai_client.results.records import read_records
+from gmai_client.runner.batch.mode import BatchRun, Hooks, Ledger
+from gmai_client.runner.progress import SilentProgress
+from gmai_client.runner.wiring import request_builder
 from gmai_client.types import Record
-from gmai_client.wiring import request_builder
 from tests.batch_kit import (
     batch_config,
     interrupted,

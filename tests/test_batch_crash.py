@@ -25,11 +25,11 @@ pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
-from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli import EXIT_ERRORS, EXIT_INTERRUPTED, EXIT_OK, main
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.records import read_records
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
+from gmai_client.results.batch_journal import BatchJournal
+from gmai_client.results.records import read_records
 from gmai_client.testing.fake_api import FakeAPI, oracle
 from gmai_client.testing.fake_batches import FakeBatches
 from gmai_client.types import Item

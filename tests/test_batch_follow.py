@@ -13,8 +13,8 @@ pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
-from gmai_client.batch_follow import MAX_POLL_S, poll_intervals
 from gmai_client.cli import EXIT_OK
+from gmai_client.runner.batch.follow import MAX_POLL_S, poll_intervals
 from tests.batch_kit import batch_config, interrupted_once_created, keys, records_of, run_cli, sample_items, serve, spec
 
 __all__ = ["keys"]  # the kit's autouse fixture, active in this module

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.batch_journal import JOURNAL_FILE, BatchJournal
-from gmai_client.batch_ledger import custom_id
 from gmai_client.errors import DataError
-from gmai_client.progress import batch_status
+from gmai_client.results.batch_journal import JOURNAL_FILE, BatchJournal
+from gmai_client.runner.batch.ledger import custom_id
+from gmai_client.runner.progress import batch_status
 
 
 def test_events_fold_into_each_batchs_state(tmp_path: Path) -> None:

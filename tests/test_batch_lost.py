@@ -16,8 +16,8 @@ pytest.importorskip("aiohttp")
 
 import anthropic
 
-from gmai_client.batch_journal import BatchJournal
 from gmai_client.cli import EXIT_OK, main
+from gmai_client.results.batch_journal import BatchJournal
 from gmai_client.testing.fake_api import FakeAPI
 from gmai_client.testing.fake_batches import FakeBatches
 from tests.batch_kit import (

@@ -18,10 +18,10 @@ import openai
 
 from gmai_client.api import run
 from gmai_client.batch_api import BatchStatus
-from gmai_client.batch_journal import JournalBatch
-from gmai_client.batch_records import unanswered
 from gmai_client.cli import EXIT_ERRORS, EXIT_OK, main
-from gmai_client.runner import RunResult
+from gmai_client.results.batch_journal import JournalBatch
+from gmai_client.runner.batch.records import unanswered
+from gmai_client.runner.loop import RunResult
 from gmai_client.testing.fake_api import FakeAPI
 from tests.batch_kit import (
     ANTHROPIC_KEY,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from gmai_client.cache import ResponseCache, cache_key, key_fields
 from gmai_client.config import parse_model_spec
+from gmai_client.policy.cache import ResponseCache, cache_key, key_fields
 from gmai_client.types import Image, Request, Response, SamplingParams, Usage
 
 IDENTITY: Mapping[str, str] = {"backend": "openai", "model": "gpt-4o", "endpoint": "https://api.openai.com/v1"}
@@ -235,7 +235,7 @@ def test_database_is_in_wal_mode(cache: ResponseCache) -> None:
 WRITER = """
 import sys, time
 from pathlib import Path
-from gmai_client.cache import ResponseCache
+from gmai_client.policy.cache import ResponseCache
 from gmai_client.types import Response, Usage
 
 path, name, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])

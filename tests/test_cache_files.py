@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.cache import ResponseCache, key_fields
+from gmai_client.policy.cache import ResponseCache, key_fields
 from gmai_client.types import Response
 from tests.test_cache import ANSWER, IDENTITY, REQUEST, key_of, store
 
@@ -51,7 +51,7 @@ def garbage(path: Path) -> bytes:
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "gmai_client.cache" and r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.name == "gmai_client.policy.cache" and r.levelname == "WARNING"]
 
 
 def test_a_garbage_file_is_moved_aside_once_and_a_fresh_cache_takes_over(

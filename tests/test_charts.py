@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.charts import CHANCE_COLOUR, PALETTE, chance_levels, render_svg, view_charts, wrap_label
-from gmai_client.metrics import VIEW_FIELDS, compute_metrics
-from gmai_client.plots import write_png_plots, write_svg_plots
+from gmai_client.protocol.metrics import VIEW_FIELDS, compute_metrics
+from gmai_client.results.charts import CHANCE_COLOUR, PALETTE, chance_levels, render_svg, view_charts, wrap_label
+from gmai_client.results.plots import write_png_plots, write_svg_plots
 from gmai_client.types import Record
 
 SVG = "{http://www.w3.org/2000/svg}"

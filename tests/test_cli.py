@@ -13,8 +13,8 @@ from pathlib import Path
 
 from gmai_client.cli import EXIT_ERRORS, EXIT_STOPPED, EXIT_USAGE, main
 from gmai_client.config import flatten
-from gmai_client.records import read_records
-from gmai_client.splits import sample_path
+from gmai_client.data.splits import sample_path
+from gmai_client.results.records import read_records
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

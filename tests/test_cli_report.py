@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from gmai_client.records import read_records
+from gmai_client.results.records import read_records
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

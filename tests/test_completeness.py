@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gmai_client.completeness import assess, notice_lines
-from gmai_client.metrics import compute_metrics
-from gmai_client.rundir import JudgeFigures, ModelFigures, RunFigures
+from gmai_client.protocol.metrics import compute_metrics
+from gmai_client.results.completeness import assess, notice_lines
+from gmai_client.results.rundir import JudgeFigures, ModelFigures, RunFigures
 from gmai_client.types import Record
 
 

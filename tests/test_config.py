@@ -21,7 +21,7 @@ from gmai_client.config import (
     run_default,
 )
 from gmai_client.errors import ConfigError
-from gmai_client.retry import RetryPolicy
+from gmai_client.policy.retry import RetryPolicy
 from gmai_client.types import SamplingParams
 
 

@@ -31,12 +31,12 @@ from typing import Any
 
 import pytest
 
-from gmai_client import reference
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.prompt import render_prompt
-from gmai_client.readback import read_back
-from gmai_client.records import read_records
-from gmai_client.rulesets import VLMEVALKIT_2025
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.protocol import reference
+from gmai_client.protocol.prompt import render_prompt
+from gmai_client.protocol.readback import read_back
+from gmai_client.protocol.rulesets import VLMEVALKIT_2025
+from gmai_client.results.records import read_records
 from gmai_client.testing import answer_corpus
 from gmai_client.types import Item, Record
 from tests import vlmeval_oracle

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import PRIVATE_ROOT
 
-from gmai_client.cache import default_cache_path
+from gmai_client.policy.cache import default_cache_path
 
 
 def test_home_and_the_default_cache_dir_are_the_sessions_own(monkeypatch: pytest.MonkeyPatch) -> None:

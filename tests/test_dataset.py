@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from gmai_client.dataset import find_items, iter_items, open_dataset
+from gmai_client.data.dataset import find_items, iter_items, open_dataset
 from gmai_client.errors import DataError
 from gmai_client.types import BadRow, Item
 from tests.conftest import write_rows
@@ -302,7 +302,7 @@ def test_every_item_knows_the_byte_offset_of_its_row_and_find_items_seeks_there(
 )
 def test_column_names_are_pandas_names(header: list[str]) -> None:
     pandas = pytest.importorskip("pandas")
-    from gmai_client.tsv import column_names
+    from gmai_client.data.tsv import column_names
 
     text = "\t".join(header) + "\n" + "\t".join("1" for _ in header) + "\n"
     assert column_names(header) == tuple(pandas.read_csv(io.StringIO(text), sep="\t").columns)

@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 
 from gmai_client.backends.scripted import ScriptedBackend
-from gmai_client.cache import ResponseCache, cache_key, key_fields
-from gmai_client.dispatch import Dispatcher, Reachability, Sent, TokenBudget
 from gmai_client.errors import (
     ConnectFailed,
     DeadlineExceeded,
@@ -27,8 +25,10 @@ from gmai_client.errors import (
     RequestTimeout,
     ServerError,
 )
-from gmai_client.limiter import AdaptiveConcurrency, EndpointLimiter, Limits
-from gmai_client.retry import RetryPolicy
+from gmai_client.policy.cache import ResponseCache, cache_key, key_fields
+from gmai_client.policy.dispatch import Dispatcher, Reachability, Sent, TokenBudget
+from gmai_client.policy.limiter import AdaptiveConcurrency, EndpointLimiter, Limits
+from gmai_client.policy.retry import RetryPolicy
 from gmai_client.types import Request, Response, SamplingParams, Usage
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, deadline=30.0)

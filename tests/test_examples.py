@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.records import read_records
+from gmai_client.results.records import read_records
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 
-from gmai_client import dataset, gallery_items
-from gmai_client.dataset import iter_items, open_dataset
+from gmai_client.data import dataset
+from gmai_client.data.dataset import iter_items, open_dataset
 from gmai_client.errors import DataError
-from gmai_client.gallery_items import THUMB_PX, data_files, load_gallery_items, row_places, thumbnail
+from gmai_client.results.html import gallery_items
+from gmai_client.results.html.gallery_items import THUMB_PX, data_files, load_gallery_items, row_places, thumbnail
 from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Item, Record
 from tests.conftest import write_rows

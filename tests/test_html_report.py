@@ -20,11 +20,11 @@ from PIL import Image as PILImage
 
 import gmai_client
 from gmai_client.config import RunConfig, parse_model_spec
-from gmai_client.html_gallery import GALLERY_CAP, gallery_cap, select_gallery
-from gmai_client.html_paper import FULL_VAL_ITEMS
-from gmai_client.html_report import REPORT_FILE, asset, write_html_report, write_visual_reports
-from gmai_client.metrics import compare, compute_metrics
-from gmai_client.rundir import SavedConfig
+from gmai_client.protocol.metrics import compare, compute_metrics
+from gmai_client.results.html.gallery import GALLERY_CAP, gallery_cap, select_gallery
+from gmai_client.results.html.paper import FULL_VAL_ITEMS
+from gmai_client.results.html.report import REPORT_FILE, asset, write_html_report, write_visual_reports
+from gmai_client.results.rundir import SavedConfig
 from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Record
 

@@ -1,4 +1,4 @@
-"""Tests for gmai_client.images: pass-through by default, aspect-keeping downscale, the process pool."""
+"""Tests for gmai_client.backends.images: pass-through by default, aspect-keeping downscale, the process pool."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import io
 import pytest
 from PIL import Image as PILImage
 
-from gmai_client import images
-from gmai_client.images import downscale, prepare_images, shutdown_pool
+from gmai_client.backends import images
+from gmai_client.backends.images import downscale, prepare_images, shutdown_pool
 from gmai_client.types import Image
 
 

@@ -8,11 +8,11 @@ from typing import Any, cast
 
 import pytest
 
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.judge import Judge
-from gmai_client.reference import REFUSAL_PHRASES
-from gmai_client.scoring import score_answer
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
+from gmai_client.protocol.reference import REFUSAL_PHRASES
+from gmai_client.protocol.scoring import score_answer
+from gmai_client.runner.judge import Judge
 from gmai_client.types import Item, Response
 
 
@@ -52,7 +52,7 @@ def test_the_judge_sees_the_answer_as_the_rule_sets_prediction_file_reads_it_bac
     """Up to 2025 VLMEvalKit's writer turns "=> B" into a formula (read back as 0); 2026's keeps it."""
     import asyncio
 
-    from gmai_client.rulesets import rule_set
+    from gmai_client.protocol.rulesets import rule_set
 
     item = next(e for e in iter_items(open_dataset([sample_path()])) if isinstance(e, Item) and not e.is_multi_answer)
     dispatcher = _Recording("B")

@@ -10,7 +10,7 @@ from pathlib import Path
 import gmai_client
 from gmai_client.cli import main
 from gmai_client.config import RunConfig, parse_model_spec
-from gmai_client.records import read_records
+from gmai_client.results.records import read_records
 
 
 def labels(*specs: str) -> list[str]:

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from gmai_client.errors import ConfigError, DeadlineExceeded
-from gmai_client.limiter import (
+from gmai_client.policy.limiter import (
     AdaptiveConcurrency,
     EndpointLimiter,
     LimiterPool,

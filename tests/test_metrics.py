@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gmai_client.metrics import compare, compute_metrics, group_stats, mcnemar_exact, wilson_interval
+from gmai_client.protocol.metrics import compare, compute_metrics, group_stats, mcnemar_exact, wilson_interval
 from gmai_client.types import Record
 
 

@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
-from gmai_client import errors, registry
+from gmai_client import errors
+from gmai_client.backends import registry
 from gmai_client.backends.families import FAMILIES_ENV, load_families, use_model_families
 from gmai_client.config import parse_model_spec
 from gmai_client.testing.fake_api import FakeAPI

@@ -1,4 +1,4 @@
-"""Tests for gmai_client.normalize: the reference letter, the lenient extraction, multi-answer, keys."""
+"""Tests for gmai_client.protocol.normalize: the reference letter, the lenient extraction, multi-answer, keys."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from gmai_client.dataset import parse_key
-from gmai_client.normalize import extract, extract_lenient, format_letters
-from gmai_client.rulesets import VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026
+from gmai_client.data.dataset import parse_key
+from gmai_client.protocol.normalize import extract, extract_lenient, format_letters
+from gmai_client.protocol.rulesets import VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026
 from gmai_client.types import Extraction
 
 FOUR = (("A", "pneumonia"), ("B", "healthy bone"), ("C", "tumor"), ("D", "fracture"))
@@ -187,7 +187,7 @@ def test_the_default_rule_set_is_the_published_tables() -> None:
 
 
 def reference_can_infer(answer: str, options: tuple[tuple[str, str], ...]) -> str | None:
-    """An independent, literal restatement of VLMEvalKit's can_infer (see gmai_client.reference),
+    """An independent, literal restatement of VLMEvalKit's can_infer (see gmai_client.protocol.reference),
     for differential tests; VLMEvalKit's own code is checked in test_conformance.py."""
     if answer in {"", "None", "NA", "N/A", "nan", "NaN", "null", "NULL", "n/a"}:
         answer = "nan"

@@ -1,4 +1,4 @@
-"""Tests for gmai_client.plan: what is left to send, its tokens, cost and time."""
+"""Tests for gmai_client.runner.plan: what is left to send, its tokens, cost and time."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gmai_client.cli import main
-from gmai_client.plan import plan_model
-from gmai_client.prices import Price
+from gmai_client.protocol.prices import Price
+from gmai_client.runner.plan import plan_model
 from gmai_client.testing.fake_api import FakeAPI
 from gmai_client.types import Request, SamplingParams
 

@@ -13,9 +13,9 @@ pytest.importorskip("openai")
 
 from gmai_client.backends.families import FAMILIES_ENV, load_families
 from gmai_client.cli import EXIT_STOPPED, main
-from gmai_client.plan import ExpectedOutput, plan_model
-from gmai_client.prices import Price
-from gmai_client.records import read_records
+from gmai_client.protocol.prices import Price
+from gmai_client.results.records import read_records
+from gmai_client.runner.plan import ExpectedOutput, plan_model
 from gmai_client.testing.fake_api import FakeAPI
 from gmai_client.testing.fake_reasoning import OPENAI_REASONING_TOKENS
 from gmai_client.types import Request, SamplingParams

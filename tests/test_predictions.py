@@ -1,4 +1,4 @@
-"""Tests for gmai_client.predictions: VLMEvalKit's prediction file (xlsx and its TSV twin)."""
+"""Tests for gmai_client.results.predictions: VLMEvalKit's prediction file (xlsx and its TSV twin)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from gmai_client.predictions import FAILURE_PREDICTION, file_stems, prediction_table, write_prediction_files
+from gmai_client.results.predictions import FAILURE_PREDICTION, file_stems, prediction_table, write_prediction_files
 from gmai_client.types import Record
 
 ROW = (

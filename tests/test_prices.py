@@ -1,4 +1,4 @@
-"""Tests for gmai_client.prices: the shipped table, prefixes, overrides and the batch discount."""
+"""Tests for gmai_client.protocol.prices: the shipped table, prefixes, overrides and the batch discount."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gmai_client.errors import ConfigError
-from gmai_client.prices import load_prices
+from gmai_client.protocol.prices import load_prices
 
 
 def test_longest_prefix_prices_a_dated_model_name() -> None:

@@ -8,7 +8,7 @@ import re
 from rich.console import Console
 
 from gmai_client.errors import register_secret
-from gmai_client.progress import PlainProgress, RichProgress
+from gmai_client.runner.progress import PlainProgress, RichProgress
 
 
 def test_notes_print_brackets_as_text_and_no_key() -> None:

@@ -1,4 +1,4 @@
-"""Tests for gmai_client.prompt: the reference prompt text, templates, and image pass-through."""
+"""Tests for gmai_client.protocol.prompt: the reference prompt text, templates, and image pass-through."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from gmai_client.errors import ConfigError, DataError
-from gmai_client.prompt import (
+from gmai_client.protocol.prompt import (
     DEFAULT_TEMPLATE,
     MULTI_ANSWER_SUFFIX,
     build_request,

@@ -3,6 +3,7 @@ that carries ``py.typed`` and every backend module."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -73,7 +74,8 @@ def test_a_wheel_carries_py_typed_every_module_and_every_data_file(wheel: Path) 
     expected = [f"gmai_client/{path.relative_to(ROOT / 'gmai_client').as_posix()}" for path in sources("gmai_client")]
     backends = ROOT / "backends"
     expected += [f"gmai_client/backends/{path.relative_to(backends).as_posix()}" for path in sources("backends")]
-    expected += [f"gmai_client/data/{path.name}" for path in (ROOT / "gmai_client" / "data").iterdir()]
+    shipped = [path for path in (ROOT / "gmai_client" / "data").iterdir() if path.suffix not in (".py", ".pyc", "")]
+    expected += [f"gmai_client/data/{path.name}" for path in shipped]
     assert sorted(set(expected) - names) == []
 
 
@@ -98,7 +100,7 @@ def test_the_installed_wheel_runs_the_readme_command_outside_the_source_tree(whe
     (run_dir,) = runs.iterdir()
     assert (run_dir / "report.html").is_file() and (run_dir / "metrics.json").is_file()
     where = subprocess.run(
-        [sys.executable, "-S", "-c", "import gmai_client.rundir, gmai_client.backends.random as m; print(m.__file__)"],
+        [sys.executable, "-S", "-c", "import gmai_client.results.rundir, gmai_client.backends.random as m; print(m.__file__)"],  # noqa: E501
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert where.stdout.startswith(str(site)), where.stdout + where.stderr
@@ -112,3 +114,12 @@ def rich_module_file() -> str:
     import rich
 
     return rich.__file__
+
+
+def test_an_old_flat_layout_path_names_its_new_one() -> None:
+    with pytest.raises(ImportError, match=r"gmai_client\.balance moved to gmai_client\.policy\.balance"):
+        import gmai_client.balance  # noqa: F401
+    from gmai_client.moved import MOVED
+
+    for new in MOVED.values():  # every new path named is a module that imports
+        importlib.import_module(new.split()[0])

@@ -24,7 +24,7 @@ from gmai_client.backends.ray import RayTorchBackend  # noqa: E402
 from gmai_client.backends.torch import TorchBackend  # noqa: E402
 from gmai_client.config import RunConfig, parse_model_spec  # noqa: E402
 from gmai_client.errors import ConfigError, ConnectionLost, ModelNotFound  # noqa: E402
-from gmai_client.records import RECORDS_FILE  # noqa: E402
+from gmai_client.results.records import RECORDS_FILE  # noqa: E402
 from gmai_client.testing.ray_hooks import CrashingActor  # noqa: E402
 from gmai_client.testing.tiny_models import build_tiny_llava  # noqa: E402
 from gmai_client.types import Response, SamplingParams  # noqa: E402
@@ -163,8 +163,8 @@ def test_an_actor_dying_mid_run_loses_no_item(
 
 
 def requests(n: int, small_tsv: Path):
-    from gmai_client.dataset import iter_items, open_dataset
-    from gmai_client.prompt import build_request
+    from gmai_client.data.dataset import iter_items, open_dataset
+    from gmai_client.protocol.prompt import build_request
     from gmai_client.types import Item
 
     items = [e for e in iter_items(open_dataset([small_tsv])) if isinstance(e, Item)][:n]

@@ -1,4 +1,4 @@
-"""Tests for gmai_client.readback: an answer as VLMEvalKit reads it back from its prediction file.
+"""Tests for gmai_client.protocol.readback: an answer as VLMEvalKit reads it back from its prediction file.
 
 The examples pin each effect; the oracle tests write cells with VLMEvalKit's own ``dump`` (xlsx)
 and read them with its own ``load``, and require the same text for every cell and column.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gmai_client.readback import read_back, read_back_column
+from gmai_client.protocol.readback import read_back, read_back_column
 from tests import vlmeval_oracle
 
 LONG_URL = "https://example.org/" + "a" * 2060  # 2,080 characters: one more than a link may hold

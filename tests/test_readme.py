@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from gmai_client.cli import main
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.select import parse_selection
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.select import parse_selection
+from gmai_client.data.splits import sample_path
 from gmai_client.types import Item
 
 README = Path(__file__).resolve().parents[1] / "README.md"

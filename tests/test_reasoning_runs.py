@@ -17,9 +17,9 @@ pytest.importorskip("anthropic")
 
 from gmai_client.backends.families import FAMILIES_ENV
 from gmai_client.cli import main
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.records import read_records
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
+from gmai_client.results.records import read_records
 from gmai_client.testing.fake_api import FakeAPI, oracle
 from gmai_client.testing.fake_reasoning import OPENAI_REASONING_TOKENS
 from gmai_client.types import Item

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gmai_client.errors import DataError, register_secret
-from gmai_client.records import RecordWriter, read_records
+from gmai_client.results.records import RecordWriter, read_records
 from gmai_client.types import Record
 
 

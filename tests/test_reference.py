@@ -1,4 +1,4 @@
-"""Tests for gmai_client.reference: pandas' missing cells, VLMEvalKit's reading and judge prompt.
+"""Tests for gmai_client.protocol.reference: pandas' missing cells, VLMEvalKit's reading and judge prompt.
 
 Differential tests against VLMEvalKit's own code are in test_conformance.py; these pin the rules.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from gmai_client import reference
-from gmai_client.rulesets import VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026
+from gmai_client.protocol import reference
+from gmai_client.protocol.rulesets import VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026
 
 ERAS = (VLMEVALKIT_2024, VLMEVALKIT_2025, VLMEVALKIT_2026)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from gmai_client import registry
 from gmai_client.backend import Backend
+from gmai_client.backends import registry
 from gmai_client.cli import main
 from gmai_client.config import parse_model_spec
 from gmai_client.errors import ConfigError

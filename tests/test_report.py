@@ -1,14 +1,14 @@
-"""Tests for gmai_client.report: the incomplete-run warning, the judge's line, the Markdown report."""
+"""Tests for gmai_client.results.report: the incomplete-run warning, the judge's line, the Markdown report."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-from gmai_client.completeness import assess, notice_lines
-from gmai_client.metrics import compute_metrics
-from gmai_client.report import judge_lines, token_lines, write_reports
-from gmai_client.rundir import JudgeFigures, RunFigures, read_metrics
+from gmai_client.protocol.metrics import compute_metrics
+from gmai_client.results.completeness import assess, notice_lines
+from gmai_client.results.report import judge_lines, token_lines, write_reports
+from gmai_client.results.rundir import JudgeFigures, RunFigures, read_metrics
 from gmai_client.types import Record
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 import gmai_client
 from gmai_client.config import RunConfig, parse_model_spec
-from gmai_client.report_format import pct
+from gmai_client.results.report_format import pct
 
 
 def printed(tmp_path: Path, data: Path, width: int, models: int) -> tuple[str, dict]:

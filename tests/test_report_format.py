@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gmai_client.metrics import GroupStats
-from gmai_client.report_format import esc, index_key, interval, pct, signed, slug
+from gmai_client.protocol.metrics import GroupStats
+from gmai_client.results.report_format import esc, index_key, interval, pct, signed, slug
 
 
 def test_percentages_intervals_and_differences() -> None:

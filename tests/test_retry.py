@@ -27,7 +27,7 @@ from gmai_client.errors import (
     RequestTimeout,
     ServerError,
 )
-from gmai_client.retry import HINT_MARGIN_S, AttemptClock, RetryPolicy, call_with_retry
+from gmai_client.policy.retry import HINT_MARGIN_S, AttemptClock, RetryPolicy, call_with_retry
 
 T = TypeVar("T")
 

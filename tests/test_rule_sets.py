@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gmai_client.cli import EXIT_USAGE, main
-from gmai_client.records import read_records
-from gmai_client.rulesets import RULE_NAMES, VLMEVALKIT_2024, VLMEVALKIT_2026, rule_set
+from gmai_client.protocol.rulesets import RULE_NAMES, VLMEVALKIT_2024, VLMEVALKIT_2026, rule_set
+from gmai_client.results.records import read_records
 from gmai_client.testing import answer_corpus
 
 ERAS = ("vlmevalkit-2024", "vlmevalkit-2025", "vlmevalkit-2026")

@@ -13,10 +13,10 @@ import pytest
 import gmai_client
 from gmai_client.backends.scripted import ScriptedBackend
 from gmai_client.config import RunConfig
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.records import read_records
-from gmai_client.rundir.items import SUPERSEDED_FILE, item_digest
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
+from gmai_client.results.records import read_records
+from gmai_client.results.rundir.items import SUPERSEDED_FILE, item_digest
 from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Item, Request
 

@@ -18,13 +18,13 @@ import pytest
 from rich.console import Console
 
 import gmai_client
-from gmai_client import registry
+from gmai_client.backends import registry
 from gmai_client.backends.random import RandomBackend
 from gmai_client.backends.scripted import ScriptedBackend
 from gmai_client.config import RunConfig, parse_model_spec
-from gmai_client.dataset import iter_items, open_dataset
+from gmai_client.data.dataset import iter_items, open_dataset
 from gmai_client.errors import AuthError, ConfigError, ServerError
-from gmai_client.records import RecordWriter, read_records
+from gmai_client.results.records import RecordWriter, read_records
 from gmai_client.testing.synthetic import write_tsv
 from gmai_client.types import Request, Response, SamplingParams
 from tests.conftest import write_rows
@@ -349,7 +349,7 @@ class Identified(RandomBackend):
 
 
 def folder_of(cfg: RunConfig, backends=None) -> str:
-    from gmai_client import rundir
+    from gmai_client.results import rundir
 
     files = [str(f.path) for f in open_dataset([Path(cfg.data.files[0])])]
     built = {spec.label: (backends or {}).get(spec.label) or registry.create(spec) for spec in cfg.models}
@@ -480,7 +480,7 @@ def test_a_full_disk_ends_the_run_promptly_keeping_what_was_recorded(
 def test_data_that_breaks_mid_file_ends_the_run_with_the_reason(
     tmp_path: Path, small_tsv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gmai_client.wiring import Items
+    from gmai_client.runner.wiring import Items
 
     real = Items.entries
 

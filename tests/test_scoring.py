@@ -1,9 +1,9 @@
-"""Tests for gmai_client.scoring: both readings of an answer, and what an error record says."""
+"""Tests for gmai_client.protocol.scoring: both readings of an answer, and what an error record says."""
 
 from __future__ import annotations
 
 from gmai_client.errors import BadRequest, UnsupportedInput
-from gmai_client.scoring import score_answer, score_error
+from gmai_client.protocol.scoring import score_answer, score_error
 from gmai_client.types import Item, Response, SourceRef
 
 ITEM = Item(

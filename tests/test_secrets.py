@@ -22,11 +22,11 @@ pytest.importorskip("anthropic")
 pytest.importorskip("aiohttp")
 
 from gmai_client.cli import main
-from gmai_client.dataset import iter_items, open_dataset
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
 from gmai_client.errors import redact, redact_url, register_secret
-from gmai_client.prompt import build_request
-from gmai_client.records import read_records
-from gmai_client.splits import sample_path
+from gmai_client.protocol.prompt import build_request
+from gmai_client.results.records import read_records
 from gmai_client.testing.fake_api import FakeAPI, request_key
 from gmai_client.types import Item, SamplingParams
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gmai_client.data.select import load_tree, parse_selection
 from gmai_client.errors import SelectionError
-from gmai_client.select import load_tree, parse_selection
 from gmai_client.types import Item
 
 

@@ -16,10 +16,10 @@ pytest.importorskip("openai")
 pytest.importorskip("aiohttp")
 
 from gmai_client.cli import EXIT_STOPPED, main
-from gmai_client.dataset import iter_items, open_dataset
-from gmai_client.records import read_records
-from gmai_client.reference import REFUSAL_PHRASES, judge_prompt
-from gmai_client.splits import sample_path
+from gmai_client.data.dataset import iter_items, open_dataset
+from gmai_client.data.splits import sample_path
+from gmai_client.protocol.reference import REFUSAL_PHRASES, judge_prompt
+from gmai_client.results.records import read_records
 from gmai_client.testing.fake_api import FakeAPI, item_key, oracle
 from gmai_client.types import Item
 from tests.conftest import Server

@@ -1,4 +1,4 @@
-"""Tests for gmai_client.splits: spec forms, and downloads from a fake Hub on loopback."""
+"""Tests for gmai_client.data.splits: spec forms, and downloads from a fake Hub on loopback."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from gmai_client import splits
+from gmai_client.data import splits
+from gmai_client.data.splits import SplitFile, resolve_data
 from gmai_client.errors import ConfigError, DataError
-from gmai_client.splits import SplitFile, resolve_data
 
 # ------------------------------------------------------------------------------------------ spec forms
 

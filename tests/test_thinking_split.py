@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.normalize import extract
-from gmai_client.scoring import rescore, score_answer, split_thinking
+from gmai_client.protocol.normalize import extract
+from gmai_client.protocol.scoring import rescore, score_answer, split_thinking
 from gmai_client.types import Item, Response, Usage
 
 OPTIONS = (("A", "Pneumonia"), ("B", "Fracture"), ("C", "Normal"), ("D", "Effusion"))

@@ -46,7 +46,7 @@ def request_key(request: Any) -> str:
 def oracle(items: Iterable[Any], *, template: str | None = None, params: Any = None) -> dict[str, str]:
     """Correct answers for ``items`` (``gmai_client.types.Item``), keyed as the server will see
     their requests: ``FakeAPI(answers=oracle(items))`` answers every one of them right."""
-    from gmai_client.prompt import build_request
+    from gmai_client.protocol.prompt import build_request
     from gmai_client.types import SamplingParams
 
     answers = {}
