@@ -5,7 +5,7 @@ Each batch is followed by its own task: polled after ``poll_intervals`` (``-B ba
 then 1.5x longer each time, to 2 minutes, whether or not its counts move; every vendor call goes
 through ``retry``, so a 429's Retry-After is honoured). Once the vendor says it ended, the journal
 says so (a run that then cannot read its results says they are unread, not "in progress"), its
-results are read and become records (``batch_records``), and the vendor's copies (result files,
+results are read and become records (``batch.records``), and the vendor's copies (result files,
 the input uploaded for it) are deleted. A batch found for a lost create by its size and time only
 is recorded only once its results prove it this run's (``batch_api.not_this_runs``); one that
 proves another run's is rejected: nothing of it recorded, the user told, and the next run looks

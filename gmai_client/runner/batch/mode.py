@@ -7,14 +7,14 @@ answers is recorded at once, every other one becomes a line of a batch (the body
 sends). Batches are cut by the vendor's limits (or ``-B batch_size= batch_mb=``), at most
 ``-B batch_queue=`` of a model in progress at once (a create refused for the vendor's full queue
 waits for one to end, and never less than its Retry-After); each is followed by its own poller
-(``batch_follow``). An ended batch's results become records exactly as live answers do
-(``batch_records``).
+(``batch.follow``). An ended batch's results become records exactly as live answers do
+(``batch.records``).
 
 Crash safety is the journal's (``batch_journal``): each step is written before it is taken. A rerun
 of the same command (or ``batches collect RUN_DIR``) follows the batches journaled with an id and
 never sends them again; one whose create answer never came (a kill, a lost answer) is looked for
 at the vendor first (``settle``, before anything reads the items) and adopted if there, forgotten
-if not, its items then sent (``batch_ledger``). A create that fails without an answer is looked
+if not, its items then sent (``batch.ledger``). A create that fails without an answer is looked
 for the same way before it is tried again: no batch is paid twice. Items of batches sent earlier
 are read (to record their answers) even once the model has stopped or the live loop beside has
 ended: those answers are paid for.
