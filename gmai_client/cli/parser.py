@@ -1,4 +1,4 @@
-"""The command line's options: one parser for ``run | plan | batches | tree | report | backends | cache``.
+"""The command line's options: one parser for ``run | plan | batches | tree | report | compare | runs | backends | cache``.
 
 Exit status of ``run`` (what a CI job reads; everything done is written whatever the status):
 
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--rules", type=_rules, metavar="NAME", help=_RULES_HELP + "; rescores the run's answers, sends nothing"
     )
+    _add_compare(commands)
+    _add_runs(commands)
     commands.add_parser("backends", help="list backends, whether installed, and their options")
     _add_cache(commands)
     _add_batches(commands)
@@ -177,6 +179,13 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
         help=about or "evaluate models (default: random baseline on the bundled sample)",
         epilog=_EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--config",
+        type=_path,
+        metavar="FILE",
+        help="a run file (TOML), or any run's config.json: everything the command line holds; the options "
+        "given here override it",
     )
     _add_data_options(run)
     run.add_argument(
@@ -327,6 +336,34 @@ def _add_batches(commands: Any) -> None:
     batches.add_argument("run_dir", type=_path, metavar="RUN_DIR")
     batches.add_argument("--no-wait", action="store_true", help="collect: only the batches that have ended")
     batches.add_argument("--no-progress", action="store_true", help="collect: no progress display")
+
+
+def _add_compare(commands: Any) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="runs made apart, side by side in one report: paired tests on the items all answered (no model calls)",
+        description="One report (console, report.md, report.html, metrics.json) of the models of several run "
+        "folders, as one run with those models would show it, on the items every run answered. Says what differs "
+        "between the runs (items, prompt, template, sampling); runs scored under other rules are rescored.",
+    )
+    compare.add_argument("run_dirs", type=_path, nargs="+", metavar="RUN_DIR")
+    compare.add_argument(
+        "--out", type=_path, default=None, help="the folder the report goes in (default: runs/compare-<labels>-<hash>)"
+    )
+    compare.add_argument("--rules", type=_rules, metavar="NAME", help=_RULES_HELP + "; every run is rescored under it")
+    compare.add_argument("--reference", default=None, help="model label the deltas are taken against (default: the first)")
+    compare.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse runs that asked different items, or asked them otherwise (prompt, template, sampling), "
+        "instead of comparing them on the items they share",
+    )
+
+
+def _add_runs(commands: Any) -> None:
+    runs = commands.add_parser("runs", help="the run folders under --out in a table: models, items, headline, status")
+    runs.add_argument("--out", type=_path, default=None, help=f"folder of run folders (default ./{_default('out')})")
+    runs.add_argument("--json", action="store_true", help="one JSON document instead of the table (for scripts)")
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
