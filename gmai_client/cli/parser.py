@@ -1,4 +1,4 @@
-"""The command line's options: one parser for ``run | plan | batches | tree | report | compare | runs | backends | cache``.
+"""The command line's options: one parser for every command (``cli``'s ``COMMANDS``).
 
 Exit status of ``run`` (what a CI job reads; everything done is written whatever the status):
 
@@ -351,7 +351,9 @@ def _add_compare(commands: Any) -> None:
         "--out", type=_path, default=None, help="the folder the report goes in (default: runs/compare-<labels>-<hash>)"
     )
     compare.add_argument("--rules", type=_rules, metavar="NAME", help=_RULES_HELP + "; every run is rescored under it")
-    compare.add_argument("--reference", default=None, help="model label the deltas are taken against (default: the first)")
+    compare.add_argument(
+        "--reference", default=None, help="model label the deltas are taken against (default: the first)"
+    )
     compare.add_argument(
         "--strict",
         action="store_true",
