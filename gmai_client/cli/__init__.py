@@ -3,7 +3,8 @@
 ``main`` parses the options (``cli.parser``, whose docstring holds the exit-status table) and hands the
 command to its module, imported only then (``backends`` starts without what ``run`` imports):
 ``cli.run`` (run, and plan as ``run --dry-run``), ``cli.plan``, ``cli.batches``, ``cli.tree``, ``cli.report``,
-``cli.backends``, ``cli.cache``. What ``run`` and ``batches collect`` share is in ``cli.session``.
+``cli.compare``, ``cli.runs``, ``cli.backends``, ``cli.cache``. What ``run`` and ``batches collect`` share is
+in ``cli.session``.
 Every message the user can act on is one line, never a traceback.
 """
 
@@ -44,6 +45,8 @@ COMMANDS = {
     "batches": ("gmai_client.cli.batches", "cmd_batches"),
     "tree": ("gmai_client.cli.tree", "cmd_tree"),
     "report": ("gmai_client.cli.report", "cmd_report"),
+    "compare": ("gmai_client.cli.compare", "cmd_compare"),
+    "runs": ("gmai_client.cli.runs", "cmd_runs"),
     "backends": ("gmai_client.cli.backends", "cmd_backends"),
     "cache": ("gmai_client.cli.cache", "cmd_cache"),
 }

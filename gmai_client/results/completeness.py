@@ -112,8 +112,7 @@ def notice_lines(completeness: Completeness, run_dir: Path, metrics: Mapping[str
     lines = []
     if c.selected == 0 or (c.verdict == "empty" and c.selected is None):
         lines.append(
-            "NOTHING EVALUATED: no item was selected (a data file without rows, or a --select that matches "
-            "nothing)."
+            "NOTHING EVALUATED: no item was selected (a data file without rows, or a --select that matches nothing)."
         )
     if c.interrupted:
         lines.append("INTERRUPTED: the run was stopped (Ctrl-C or SIGTERM) before it finished.")

@@ -89,11 +89,15 @@ def write_reports(
     reference: str | None = None,
     gallery: GalleryItems | None = None,
     rules: RuleSet = DEFAULT_RULES,
+    preface: Sequence[str] = (),
+    extra_notes: Sequence[str] = (),
 ) -> list[str]:
     """Write metrics and every report of a run folder from its records; print the tables to
     ``console`` when one is given (nothing is printed otherwise). ``gallery``: thumbnails made
     during the run (``gallery_items.ThumbnailCollector``). ``records`` are scored under ``rules``
-    (``score_for_report``); every rule set's figures are shown beside the headline."""
+    (``score_for_report``); every rule set's figures are shown beside the headline. ``preface``:
+    Markdown lines report.md opens with (``compare``'s runs); ``extra_notes``: lines every output
+    adds to its notes."""
     records = list(records)
     figures = figures or RunFigures()
     metrics = compute_metrics(records, selected=figures.selected)
@@ -103,12 +107,17 @@ def write_reports(
     by_rules = rule_set_figures(records, rules)
     protocol = {**PROTOCOL, "rules": describe(rules)}
     document = MetricsDocument(metrics, comparison, figures, protocol, rule_sets=rule_sets_json(by_rules, rules))
-    notes = [headline_note(rules, figures.judge is not None), *judge_lines(figures), *token_lines(metrics)]
+    notes = [
+        headline_note(rules, figures.judge is not None),
+        *judge_lines(figures),
+        *token_lines(metrics),
+        *extra_notes,
+    ]
     notices = notice_lines(assess(records, figures, order or list(metrics)), run_dir, metrics)
     written = [
         write_metrics(run_dir, document),
         _write_csv(run_dir / "metrics.csv", metrics, rules),
-        _write_markdown(run_dir / "report.md", metrics, comparison, notes, notices, by_rules, rules),
+        _write_markdown(run_dir / "report.md", metrics, comparison, notes, notices, by_rules, rules, preface),
         *write_prediction_files(run_dir / PREDICTIONS_DIR, records, scoring=predictions_note(rules)),
     ]
     if console is not None:
@@ -120,7 +129,7 @@ def write_reports(
             console.print(f"[bold yellow]{escape(line)}", soft_wrap=True)  # a command in it stays whole
     # report.html and plots/: never fail the run (a failure there becomes a note).
     written += write_visual_reports(
-        run_dir, records, metrics, comparison, figures=figures, console=console, gallery=gallery
+        run_dir, records, metrics, comparison, figures=figures, console=console, gallery=gallery, notes=extra_notes
     )
     return [str(path) for path in written]
 
@@ -185,7 +194,6 @@ def _render(
     if rules != before:
         save_rules(run_dir, rules.name)  # a later `report` keeps this rule set
     return Rendered(written, assess(records, figures, order or ()))
-
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -353,8 +361,7 @@ def judge_lines(figures: RunFigures) -> list[str]:
         )
     if judge.failed_items:
         lines.append(
-            f"judge: every call failed for {judge.failed_items} answers: they were not judged and stay unparsed "
-            "(wrong)"
+            f"judge: every call failed for {judge.failed_items} answers: they were not judged and stay unparsed (wrong)"
         )
     if judge.stopped:
         lines.append(f"judge stopped: {judge.stopped}")
@@ -440,10 +447,12 @@ def _write_markdown(
     notices: Sequence[str] = (),
     by_rules: Mapping[str, Mapping[str, RuleSetFigures]] | None = None,
     rules: RuleSet = DEFAULT_RULES,
+    preface: Sequence[str] = (),
 ) -> Path:
     parts = [
         "# GMAI-MMBench evaluation",
         "",
+        *([*preface, ""] if preface else []),
         f"Rule set: **{rules.name}** (VLMEvalKit {rules.vlmevalkit}, matching of {rules.matching}).",
         "",
         "Accuracy in %, micro-averaged per question. **acc** is VLMEvalKit's exact-matching evaluation, the "

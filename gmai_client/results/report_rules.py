@@ -112,9 +112,7 @@ def headline_rows(
     return header, rows
 
 
-def group_rows(
-    figures: Mapping[str, Mapping[str, RuleSetFigures]], view: str
-) -> tuple[list[str], list[list[str]]]:
+def group_rows(figures: Mapping[str, Mapping[str, RuleSetFigures]], view: str) -> tuple[list[str], list[list[str]]]:
     """One view's categories, per model and rule set: category | model | acc under each set."""
     names = list(figures)
     header = ["category", "model", *names]
@@ -224,8 +222,11 @@ def rules_html(run_dir: Path) -> str:
         rows.append(f"<tr>{''.join(cells)}</tr>")
     intro = (
         f"<p><strong>Rule set: {esc(name)}</strong>"
-        + (f" (VLMEvalKit {esc(rules.vlmevalkit)}, matching of {esc(rules.matching)}): use it {esc(rules.use_when)}"
-           if rules else "")
+        + (
+            f" (VLMEvalKit {esc(rules.vlmevalkit)}, matching of {esc(rules.matching)}): use it {esc(rules.use_when)}"
+            if rules
+            else ""
+        )
         + ". VLMEvalKit's scoring changed twice after GMAI-MMBench was added: the same answers under each "
         "of its eras (<code>report --rules NAME</code> makes another the headline; nothing is sent):</p>"
     )

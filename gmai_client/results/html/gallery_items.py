@@ -34,6 +34,8 @@ from gmai_client.data.dataset import DatasetFile, find_items, open_dataset, read
 from gmai_client.types import Record
 
 THUMB_PX = 96
+
+
 def outcome(record: Record) -> str:
     """How a record ended, as the gallery groups items."""
     if record.status == "error":
@@ -235,4 +237,3 @@ def _shrink(img: PILImage.Image, size: int) -> PILImage.Image:
         img = PILImage.new("RGB", rgba.size, "white")
         img.paste(rgba, mask=rgba.getchannel("A"))
     return img.convert("RGB")
-

@@ -73,8 +73,9 @@ def write_visual_reports(
     figures: RunFigures | None = None,
     console: Console | None = None,
     gallery: GalleryItems | None = None,
+    notes: Sequence[str] = (),
 ) -> list[Path]:
-    """Write the chart files (SVG and PNG) and report.html; return the paths.
+    """Write the chart files (SVG and PNG) and report.html (``notes`` at its top); return the paths.
 
     Never fails the run: the records and metrics are already on disk, so an unreadable data file
     or a bug here becomes a printed note (and a note in the page), not an error.
@@ -84,18 +85,18 @@ def write_visual_reports(
     # the plots are drawn meanwhile (with a scan of the whole file, that overlap did not pay).
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_gallery_items, page, gallery)
-        written, notes = _write_plots(run_dir, page.charts)
+        written, failures = _write_plots(run_dir, page.charts)
         items, note = pending.result()
-    notes += [note] if note else []
+    failures += [note] if note else []
     page = replace(page, thumbnails=items.thumbnails, questions=items.questions)
     try:
-        written.append(_write_page(page, written, notes))
+        written.append(_write_page(page, written, [*notes, *failures]))
     except Exception as exc:
-        notes.append(f"report.html was not written: {type(exc).__name__}: {exc}")
+        failures.append(f"report.html was not written: {type(exc).__name__}: {exc}")
     if console is not None:
         from rich.markup import escape as markup_escape  # "[report]" in a note is text, not a style
 
-        for note in notes:
+        for note in failures:
             console.print(f"[yellow]{markup_escape(note)}", highlight=False)
     return written
 

@@ -1,5 +1,6 @@
 """report.html's last section: links to the chart files, versions, timings, per-model counts of this
-invocation, and the run's configuration (config.json, redacted once more before it is shown)."""
+invocation, and the run's configuration (config.json, redacted once more before it is shown); in the
+folder of runs compared (``compare``), where each model comes from (its compare.json)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,34 @@ def run_info(page: Page, plot_files: Sequence[Path]) -> str:
     config_text = redact(json.dumps(saved, indent=2, default=str)) if saved else "(no config.json)"
     return (
         _plot_links(plot_files)
+        + _compared_runs(page.run_dir)
         + _versions(page)
         + _timings(page)
         + _per_model(page)
         + "<details><summary>Configuration (config.json, no secrets)</summary>"
         f"<pre>{esc(config_text)}</pre></details>"
     )
+
+
+#: Written by ``compare_report`` before the reports, read here (this module may not import it).
+COMPARE_FILE = "compare.json"
+_COMPARED = (("label", "model"), ("folder", "its run"), ("started", "started"), ("rules", "scored under"),
+             ("cost", "cost"), ("status", "run status"))  # fmt: skip
+
+
+def _compared_runs(run_dir: Path) -> str:
+    """The runs a comparison's models come from: a table, or "" in a run's own folder."""
+    try:
+        models = json.loads((run_dir / COMPARE_FILE).read_text(encoding="utf-8"))["models"]
+        rows = [
+            '<tr><th scope="row">' + esc(str(m["label"])) + "</th>"
+            + "".join(f"<td>{esc(str(m.get(key, '')))}</td>" for key, _ in _COMPARED[1:]) + "</tr>"
+            for m in models
+        ]  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    caption = "Runs compared: each model's run (cost: its answers at list prices)"
+    return table([title for _, title in _COMPARED], rows, caption=caption)
 
 
 def _plot_links(plot_files: Sequence[Path]) -> str:

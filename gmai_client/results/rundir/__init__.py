@@ -56,7 +56,7 @@ from gmai_client.results.rundir.documents import (
     write_metrics,
 )
 from gmai_client.results.rundir.fingerprint import Neutral, check_reuse, decisive, folder_name, identity, make_run_dir
-from gmai_client.results.rundir.lock import LOCK_FILE, RunLock
+from gmai_client.results.rundir.lock import LOCK_FILE, RunLock, holder
 from gmai_client.results.rundir.selection import count_selected
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "count_selected",
     "decisive",
     "folder_name",
+    "holder",
     "identity",
     "make_run_dir",
     "read_config",

@@ -98,6 +98,30 @@ class RunLock:
         self.release()
 
 
+def holder(run_dir: Path) -> str | None:
+    """Whether a process holds the folder's lock now: its pid ("" when it wrote none yet), or None.
+
+    Asks without waiting and without taking the folder: a shared lock tried for an instant, dropped
+    at once (a folder at rest has no ``.lock`` at all, so most folders cost one ``stat``)."""
+    path = run_dir / LOCK_FILE
+    if fcntl is None or not path.exists():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # removed meanwhile: its holder let go
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        held = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+        return _read_pid(fd) if held else None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _read_pid(fd: int) -> str:
     try:
         os.lseek(fd, 0, os.SEEK_SET)

@@ -1,0 +1,40 @@
+"""``python -m gmai_client compare RUN_DIR... [--out DIR]``: runs made apart, side by side in one report
+(``results.run_compare`` reads and matches them, ``results.compare_report`` writes the report).
+
+Exits 0 when the report is written, 5 when the runs share no item, 2 for a usage error (a folder that
+is not a run folder, a run still writing its folder, ``--strict`` runs that differ)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from gmai_client.cli.common import EXIT_EMPTY, EXIT_OK, say_error
+from gmai_client.protocol.prices import load_prices
+from gmai_client.results.compare_report import write_comparison
+from gmai_client.results.run_compare import SourceRun, compare_runs, load_run
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    runs = [load_run(folder) for folder in args.run_dirs]
+    compared = compare_runs(runs, rules=args.rules, strict=args.strict)
+    out = args.out if args.out is not None else default_out(runs)
+    written = write_comparison(out, compared, load_prices(), reference=args.reference, console=console)
+    console.print("wrote: " + escape(", ".join(written)))
+    if not compared.items:
+        say_error("the runs share no item: nothing was compared (the notes above say why)")
+        return EXIT_EMPTY
+    return EXIT_OK
+
+
+def default_out(runs: list[SourceRun]) -> Path:
+    """``compare-<labels>-<hash of the folders>`` beside the first run: one folder per set of runs."""
+    places = "\n".join(str(run.folder.resolve()) for run in runs)
+    digest = hashlib.sha256(places.encode("utf-8")).hexdigest()[:8]
+    labels = "-".join(dict.fromkeys(label for run in runs for label in run.labels))
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in labels)[:60].strip("_.")
+    return runs[0].folder.parent / f"compare-{slug or 'runs'}-{digest}"

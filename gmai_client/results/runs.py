@@ -1,0 +1,133 @@
+"""The run folders under an output folder, each summed up in a line: ``python -m gmai_client runs``.
+
+A run folder is a folder holding ``config.json`` or ``records.jsonl`` (``compare``'s report folders hold
+neither). What each line says is read from the folder's own files, never from a model:
+
+- models, data and selection, the rule set and when it started: config.json;
+- items done / selected: the answered records (not errors) of every model, against the selection
+  counted by the run (metrics.json) times the models; a run killed before it counted shows ``?``;
+- the headline per model: VLMEvalKit's figure over the records, under the folder's rule set;
+- status, the first that holds: ``in progress`` (a process holds the folder's lock), ``batches pending``
+  (its batch journal names batches not yet collected), ``interrupted`` (stopped by Ctrl-C or SIGTERM,
+  or killed: records without a metrics.json), ``incomplete`` (selected items without an answer),
+  ``finished``; ``unreadable`` when its files cannot be read (the line says why);
+- cost: the answers' tokens at list prices (``spend``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmai_client.config import flatten
+from gmai_client.errors import GmaiError
+from gmai_client.protocol.metrics import compute_metrics
+from gmai_client.protocol.prices import PriceTable
+from gmai_client.protocol.rulesets import UNNAMED_RULES
+from gmai_client.results.batch_journal import JOURNAL_FILE, BatchJournal
+from gmai_client.results.completeness import assess
+from gmai_client.results.records import read_records
+from gmai_client.results.rundir import CONFIG_FILE, RECORDS_FILE, RunFigures, holder, read_config, read_metrics
+from gmai_client.results.spend import model_costs
+from gmai_client.types import Record
+
+#: Every status a run folder can have, in the order they are decided.
+STATUSES = ("in progress", "batches pending", "interrupted", "incomplete", "finished", "unreadable")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run folder in a line."""
+
+    folder: Path
+    status: str
+    models: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    select: tuple[str, ...] = ()
+    limit: int | None = None
+    done: int = 0  # answered records, every model together
+    wanted: int | None = None  # the selection times the models (None: not counted)
+    headline: Mapping[str, float | None] = field(default_factory=dict)  # model -> accuracy (0-1)
+    rules: str = ""
+    started: str = ""
+    cost_usd: float | None = None  # None: no model of the run has a known price
+    why: str = ""  # unreadable: what could not be read; in progress: the holder's pid
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "status": self.status,
+            "models": list(self.models),
+            "data": list(self.data),
+            "select": list(self.select),
+            "limit": self.limit,
+            "done": self.done,
+            "selected": self.wanted,
+            "headline": dict(self.headline),
+            "rules": self.rules,
+            "started": self.started,
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
+            **({"why": self.why} if self.why else {}),
+        }
+
+
+def is_run_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / CONFIG_FILE).is_file() or (path / RECORDS_FILE).is_file())
+
+
+def survey(out: Path, prices: PriceTable) -> list[RunSummary]:
+    """Every run folder directly inside ``out``, oldest first (by start, then name)."""
+    folders = sorted(p for p in out.iterdir() if is_run_folder(p)) if out.is_dir() else []
+    summaries = [summarize(folder, prices) for folder in folders]
+    return sorted(summaries, key=lambda s: (s.started or "~", s.folder.name))
+
+
+def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | None = None) -> RunSummary:
+    """One folder's line (see the module docstring); ``records``: the folder's, when already read."""
+    saved = read_config(run_dir)
+    flat = flatten(saved.config) if saved is not None else {}
+    described = {
+        "models": tuple(saved.model_labels) if saved is not None else (),
+        "data": tuple(Path(str(name)).name for name in flat.get("data") or ()),
+        "select": tuple(str(s) for s in flat.get("select") or ()),
+        "limit": flat.get("limit"),
+        "rules": str(flat.get("rules") or UNNAMED_RULES.name),
+        "started": saved.written if saved is not None else "",
+    }
+    try:
+        records = list(records) if records is not None else read_records(run_dir / RECORDS_FILE)
+        journal = BatchJournal(run_dir)
+        pending = journal.open_batches() if (run_dir / JOURNAL_FILE).exists() else []
+    except (GmaiError, OSError, ValueError) as exc:
+        return RunSummary(run_dir, "unreadable", why=str(exc), **described)
+    metrics_doc = read_metrics(run_dir)
+    figures = metrics_doc.run if metrics_doc is not None else RunFigures()
+    models = described["models"] or tuple(dict.fromkeys(r.model for r in records))
+    metrics = compute_metrics(records, selected=figures.selected)
+    costs = model_costs(run_dir, records, saved, prices)
+    priced = [c.usd for c in costs.values() if c.usd is not None]
+    completeness = assess(records, figures, models)
+    pid = holder(run_dir)
+    if pid is not None:
+        status, why = "in progress", f"pid {pid or 'unknown'}"
+    elif pending:
+        status, why = "batches pending", f"{len(pending)} batch(es) not yet collected: batches collect {run_dir}"
+    elif metrics_doc is None or completeness.verdict == "interrupted":
+        status, why = "interrupted", "" if metrics_doc is not None else "killed: no metrics.json was written"
+    elif completeness.verdict in ("stopped", "errors"):
+        missing = [f"{m.label} {m.unanswered} unanswered" for m in completeness.models if m.unanswered]
+        status, why = "incomplete", "; ".join(missing) + f": python -m gmai_client run --resume {run_dir}"
+    else:
+        status, why = "finished", ""
+    return RunSummary(
+        run_dir,
+        status,
+        **{**described, "models": models},
+        done=sum(m.answered for m in metrics.values()),
+        wanted=None if figures.selected is None else figures.selected * len(models),
+        headline={label: metrics[label].overall.accuracy if label in metrics else None for label in models},
+        cost_usd=sum(priced) if priced else None,
+        why=why,
+    )
