@@ -4,8 +4,8 @@
     config = gmai_client.RunConfig.build(["random"], data="sample", select=["department=Ophthalmology"])
     result = asyncio.run(gmai_client.run(config))
 
-The public names: running (``RunConfig``, ``run``, ``RunResult``, ``ModelSpec``), the vocabulary
-(``Item``, ``Request``, ``Response``, ``Record``, ...), the backend contract (``Backend``,
+The public names: running (``RunConfig``, ``load_run_file``, ``run``, ``RunResult``, ``ModelSpec``),
+the vocabulary (``Item``, ``Request``, ``Response``, ``Record``, ...), the backend contract (``Backend``,
 ``BackendOptions``, ``option``, ``parse_options``; see ``gmai_client.backend``) and every error
 class of ``gmai_client.errors``. The package ships ``py.typed``: type checkers read these names.
 
@@ -47,6 +47,7 @@ from gmai_client.errors import (
     UnsupportedInput,
 )
 from gmai_client.options import BackendOptions, option, parse_options
+from gmai_client.runfile import load_run_file
 from gmai_client.types import Image, Item, Record, Request, Response, SamplingParams, Usage
 
 if TYPE_CHECKING:  # imported on first use (below); named here for type checkers
@@ -77,8 +78,8 @@ __all__ = [  # running, the vocabulary, the backend contract, the errors
     "EndpointUnreachable", "FatalError", "GmaiError", "Image", "Item", "MissingExtra", "ModelNotFound", "ModelSpec",
     "Overloaded", "QuotaExhausted", "RateLimited", "Record", "Request", "RequestTimeout", "Response", "RetryableError",
     "RunConfig", "RunResult", "SamplingParams", "SelectionError", "ServerError", "UnsupportedInput", "Usage",
-    "__version__", "compute_metrics", "extract", "load_tree", "option", "parse_model_spec", "parse_options",
-    "parse_selection", "read_records", "run",
+    "__version__", "compute_metrics", "extract", "load_run_file", "load_tree", "option", "parse_model_spec",
+    "parse_options", "parse_selection", "read_records", "run",
 ]  # fmt: skip
 
 

@@ -30,6 +30,7 @@ PARTS: dict[str, str] = {
     "backend": "vocabulary",
     "batch_api": "vocabulary",
     "labels": "vocabulary",
+    "runfile": "vocabulary",
     "version": "vocabulary",
     "moved": "vocabulary",
     "data.": "data",

@@ -3,9 +3,10 @@ run through ``api.run`` with the terminal as its console, what went wrong said i
 and the exit status (the table in ``cli``'s docstring).
 
 Options of ``run`` default to "not given" (None): a new run fills them from the defaults
-(written once, in ``config``); ``--resume RUN_DIR`` runs the saved configuration, takes the pace
-and patience options given here as stated overrides (``config.POLICY_FIELDS``) and refuses any
-other option that differs from the saved run.
+(written once, in ``config``), or from a run file (``--config FILE``, ``runfile``: the options
+given here override it, ``--model`` the file's whole model list). ``--resume RUN_DIR`` runs the
+saved configuration, takes the pace and patience options given here as stated overrides
+(``config.POLICY_FIELDS``) and refuses any other option that differs from the saved run.
 
 Ctrl-C and SIGTERM are alike (``session.Interrupts``): the first cancels the run, which keeps what
 finished and writes partial metrics; a second quits at once. Batches a ``--batch`` run sent keep
@@ -32,13 +33,20 @@ from gmai_client.cli.session import Interrupts, saved_config, say_result
 from gmai_client.config import POLICY_FIELDS, ModelSpec, RunConfig, parse_model_spec, run_default
 from gmai_client.errors import ConfigError
 from gmai_client.options import text_or_file
+from gmai_client.protocol.rulesets import rule_set
 from gmai_client.results.report import terminal_console
+from gmai_client.runfile import combined, read_run_file
 from gmai_client.runner.loop import RunResult
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.judge_options and not args.judge:
         raise ConfigError("-J options need a --judge SPEC")
+    if args.config is not None and args.resume is not None:
+        raise ConfigError(
+            "--config and --resume cannot go together: --resume RUN_DIR runs that folder's saved configuration "
+            "(to start from a run file instead, give --config alone)"
+        )
     if args.model_families is not None:
         use_model_families(args.model_families)
     config = resumed_config(args) if args.resume is not None else new_config(args)
@@ -101,8 +109,20 @@ def _given(args: argparse.Namespace) -> dict[str, Any]:
 
 def new_config(args: argparse.Namespace) -> RunConfig:
     given = _given(args)
+    if args.config is not None:
+        return file_config(args.config, given, args)
     params = sampling_params(args, seed=given.get("seed", run_default("seed")))
     return RunConfig.from_flat(**given, params=params)
+
+
+def file_config(path: Path, given: dict[str, Any], args: argparse.Namespace) -> RunConfig:
+    """The run file's configuration, with what this command line gives laid over it (``runfile.combined``)."""
+    sampling = {name: getattr(args, name) for name in ("temperature", "max_tokens") if getattr(args, name) is not None}
+    config = combined(read_run_file(path), {**given, **sampling})
+    try:  # --rules is checked by the parser; a file's is checked here, `latest` resolved as --rules resolves it
+        return config.updated(rules=rule_set(config.protocol.rules).name)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 #: How the messages name a field: the option that sets it.
@@ -203,5 +223,3 @@ def _shown(value: Any) -> str:
         saved = value.as_dict()  # secret-looking options redacted
         return saved["label"] + "".join(f" -B {key}={option}" for key, option in sorted(saved["options"].items()))
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
