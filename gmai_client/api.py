@@ -84,7 +84,7 @@ def write_reports(
         result = replace(result, records=tuple(score_for_report(result.run_dir, result.records, rules, rescore=True)))
         written = report.write_reports(
             result.run_dir, result.records, run_figures(result, config), order=order, console=console, gallery=gallery,
-            rules=rules,
+            rules=rules, epochs=config.protocol.epochs,
         )  # fmt: skip
     except OSError as exc:  # a full disk: the records are kept, the reports can be written later
         reason = (

@@ -45,6 +45,8 @@ DEFAULT_ITEM_DEADLINE_S = 900.0
 #: More in-flight items per model than any endpoint serves; far larger values only fill memory
 #: (5,000,000 reached 4.9 GB before the first item was sent).
 MAX_CONCURRENCY = 4096
+#: Samples per item: each is a full pass over the selection, so more is a typo, not a plan.
+MAX_EPOCHS = 100
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,13 @@ class ProtocolSection:
     # The rule set the headline is scored under (``rulesets``: vlmevalkit-2024|2025|2026, latest).
     # Scoring only: the same requests under every set, so it is no part of the run's identity.
     rules: str = "vlmevalkit-2024"
+    # Samples asked of every model per item (``samples``): the headline is the first's; the others
+    # give the spread over samples, a majority vote and the per-item agreement.
+    epochs: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or not 1 <= self.epochs <= MAX_EPOCHS:
+            raise ConfigError(f"epochs must be a whole number from 1 to {MAX_EPOCHS}, got {self.epochs!r}")
         if not (math.isfinite(self.params.temperature) and self.params.temperature >= 0):
             raise ConfigError(f"temperature must be a finite number >= 0, got {self.params.temperature!r}")
         if self.params.max_tokens < 1:
@@ -215,7 +222,7 @@ NOT_UTF8_PATH = "the run folder's files name it in UTF-8; rename it, or choose a
 
 
 def non_utf8_path(path: str | os.PathLike[str]) -> str:
-    """"" when ``path`` is UTF-8 text; else the path as shown, its other bytes escaped (``d\\xff``).
+    """ "" when ``path`` is UTF-8 text; else the path as shown, its other bytes escaped (``d\\xff``).
 
     A name whose bytes are not UTF-8 reaches Python as surrogate escapes, which no UTF-8 file can hold.
     """
@@ -311,6 +318,13 @@ class RunConfig:
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ConfigError(f"two models share the label {duplicates[0]!r}: give one label=NAME")
+        if self.protocol.epochs > 1:  # "x#2" is the second sample of "x" (``samples``)
+            streams = {f"{label}#{k}" for label in labels for k in range(2, self.protocol.epochs + 1)}
+            taken = sorted(streams.intersection(labels))
+            if taken:
+                raise ConfigError(
+                    f"the label {taken[0]!r} names a sample of another model under --epochs: give it another label"
+                )
 
     @classmethod
     def build(cls, models: Sequence[str | ModelSpec] = ("random",), **flat: Any) -> RunConfig:

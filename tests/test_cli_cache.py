@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 from gmai_client.cli import main
+from gmai_client.testing.fake_api import FakeAPI
+from gmai_client.testing.fake_wire import oracle
+from tests.batch_kit import keys, sample_items
+
+__all__ = ["keys"]  # the vendors' keys, for the fake API
 
 
 @pytest.mark.parametrize("action", ["stats", "clear"])
@@ -41,3 +46,24 @@ def test_a_folder_as_the_cache_path_is_one_line_and_untouched(
         assert status == 2 and "Traceback" not in printed.err
         assert printed.err.count("error:") == 1
     assert tmp_path.is_dir()
+
+
+def test_explain_takes_the_runs_system_prompt_and_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    items = sample_items(2)
+    cache = str(tmp_path / "cache.sqlite")
+    with FakeAPI(answers=oracle(items)) as api:
+        spec = f"openai:gpt-4o@{api.base_url_openai}"
+        run = ["run", "--no-progress", "--limit", "2", "--cache-path", cache, "--out", str(tmp_path), "-m", spec]
+        assert main([*run, "--system-prompt", "Answer briefly.", "--epochs", "2"]) == 0
+    capsys.readouterr()
+    explain = ["cache", "explain", "--cache-path", cache, "-m", spec, "--index", items[0].index]
+
+    assert main(explain) == 0
+    said = capsys.readouterr().out
+    assert "miss" in said and "system" in said  # the run had a system prompt: this key has none
+    for sample in ("1", "2"):
+        assert main([*explain, "--system-prompt", "Answer briefly.", "--sample", sample]) == 0
+        assert "hit" in capsys.readouterr().out
+    assert main([*explain, "--system-prompt", "Answer briefly.", "--sample", "3"]) == 0
+    said = capsys.readouterr().out
+    assert "miss" in said and "repeat" in said  # no third sample was asked for

@@ -33,6 +33,7 @@ PARTS: dict[str, str] = {
     "runfile": "vocabulary",
     "version": "vocabulary",
     "moved": "vocabulary",
+    "samples": "vocabulary",
     "data.": "data",
     "protocol.": "protocol",
     "policy.": "policy",

@@ -4,6 +4,7 @@ unless it is provably ours."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from datetime import datetime
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from gmai_client.config import DEFAULT_DATA, parse_model_spec, run_default
 from gmai_client.data.dataset import iter_items, open_dataset
 from gmai_client.data.splits import resolve_data
 from gmai_client.errors import GmaiError
+from gmai_client.options import text_or_file
 from gmai_client.policy.cache import ResponseCache, default_cache_path, key_fields
 from gmai_client.protocol.prompt import build_request
 from gmai_client.types import Item
@@ -58,7 +60,11 @@ def _explain(args: argparse.Namespace, cache: ResponseCache, console: Console) -
     if item is None:
         raise GmaiError(f"no item with index {args.index!r} in {', '.join(str(f.path) for f in files)}")
     template = read_template(args.template) if args.template else None
-    request = build_request(item, template=template, params=sampling_params(args, seed))
+    system = text_or_file(args.system_prompt, "--system-prompt") if args.system_prompt is not None else ""
+    params = replace(sampling_params(args, seed), repeat=args.sample - 1)  # which of --epochs N samples
+    request = build_request(
+        item, template=template, params=params, system=system, multi_answer_instruction=args.multi_answer_prompt
+    )
     hit, differences = cache.explain(key_fields(backend.identity(), request), item.index)
     if hit:
         console.print(f"item {escape(item.index)} for {escape(spec.label)}: [green]hit[/]")

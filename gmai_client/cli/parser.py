@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 from gmai_client.cli.common import (
     EXIT_USAGE,
 )
-from gmai_client.config import MAX_CONCURRENCY, NOT_UTF8_PATH, non_utf8_path, run_default, run_name_problem
+from gmai_client.config import MAX_CONCURRENCY, MAX_EPOCHS, NOT_UTF8_PATH, non_utf8_path, run_default, run_name_problem
 from gmai_client.errors import GmaiError
 from gmai_client.protocol.rulesets import DEFAULT_RULES, RULE_NAMES, rule_set
 
@@ -107,6 +107,13 @@ def _concurrency(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"must be between 1 and {MAX_CONCURRENCY} (items in flight per model; more only fills memory), got {text}"
         )
+    return value
+
+
+def _epochs(text: str) -> int:
+    value = _number(text, int)
+    if not 1 <= value <= MAX_EPOCHS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_EPOCHS} (samples per item), got {text}")
     return value
 
 
@@ -229,6 +236,14 @@ def _add_run(commands: Any, name: str = "run", about: str = "") -> None:
         help="items whose key has several letters get the paper's multi-answer instruction "
         "(default: VLMEvalKit's single-answer prompt for every item)",
     )
+    run.add_argument(
+        "--epochs",
+        type=_epochs,
+        metavar="N",
+        help="ask every item N times (each sample its own request and cache entry), for temperature > 0 or "
+        "models that cannot be made deterministic: the headline stays the first sample's; beside it the mean ± sd "
+        "over samples, a majority vote and the per-item agreement (default 1)",
+    )
     run.add_argument("--temperature", type=_temperature, help=f"(default {params.temperature:g})")
     run.add_argument("--max-tokens", type=_positive_int, help=f"(default {params.max_tokens})")
     run.add_argument("--retry-errors", action="store_true", default=None, help="send errored items again")
@@ -319,6 +334,13 @@ def _add_cache(commands: Any) -> None:
     cache.add_argument("--temperature", type=_temperature, help=f"explain: the run's (default {params.temperature:g})")
     cache.add_argument("--max-tokens", type=_positive_int, help=f"explain: the run's (default {params.max_tokens})")
     cache.add_argument("--seed", type=_int, help=f"explain: the run's (default {_default('seed')})")
+    cache.add_argument("--system-prompt", metavar="TEXT|@FILE", help="explain: the run's system prompt (default: none)")
+    cache.add_argument(
+        "--multi-answer-prompt", action="store_true", help="explain: the run had --multi-answer-prompt"
+    )
+    cache.add_argument(
+        "--sample", type=_positive_int, default=1, metavar="K", help="explain: the K-th sample of an --epochs run"
+    )
     cache.add_argument("--data", "-d", nargs="+", action="extend", default=None, metavar="PATH")
     cache.add_argument("--data-dir", type=_path, default=None)
     cache.add_argument("--only-model", default=None, help="clear: only entries of this model name")

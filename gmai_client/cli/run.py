@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 #: argparse destinations that are RunConfig fields of the same flat name and need no conversion.
 _PLAIN_FIELDS = (
     "rules",
+    "epochs",
     "concurrency",
     "limit",
     "seed",

@@ -29,6 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gmai_client.errors import ConfigError
+from gmai_client.protocol.epochs import epoch_figures
 from gmai_client.protocol.metrics import (
     GROUP_FIELDS,
     VIEW_FIELDS,
@@ -45,6 +46,7 @@ from gmai_client.results.html.report import write_visual_reports
 from gmai_client.results.predictions import PREDICTIONS_DIR, write_prediction_files
 from gmai_client.results.records import RECORDS_FILE, read_records
 from gmai_client.results.report_console import headline_tables
+from gmai_client.results.report_epochs import epoch_lines, epochs_json
 from gmai_client.results.report_format import interval
 from gmai_client.results.report_format import pct as _pct
 from gmai_client.results.report_format import signed as _delta
@@ -69,6 +71,7 @@ from gmai_client.results.rundir import (
     save_rules,
     write_metrics,
 )
+from gmai_client.samples import extra_samples
 from gmai_client.types import Record
 
 
@@ -91,14 +94,20 @@ def write_reports(
     rules: RuleSet = DEFAULT_RULES,
     preface: Sequence[str] = (),
     extra_notes: Sequence[str] = (),
+    epochs: int = 1,
 ) -> list[str]:
     """Write metrics and every report of a run folder from its records; print the tables to
     ``console`` when one is given (nothing is printed otherwise). ``gallery``: thumbnails made
     during the run (``gallery_items.ThumbnailCollector``). ``records`` are scored under ``rules``
     (``score_for_report``); every rule set's figures are shown beside the headline. ``preface``:
     Markdown lines report.md opens with (``compare``'s runs); ``extra_notes``: lines every output
-    adds to its notes."""
-    records = list(records)
+    adds to its notes. With ``epochs`` > 1, the samples after the first (``samples``) are summed up
+    beside the headline, which is the first sample's."""
+    every = list(records)
+    samples = extra_samples({r.model for r in every}, epochs)
+    records = [r for r in every if r.model not in samples]
+    by_epochs = epoch_figures(every, order or list(dict.fromkeys(r.model for r in records)), epochs)
+    extra_notes = [*extra_notes, *epoch_lines(by_epochs)]
     figures = figures or RunFigures()
     metrics = compute_metrics(records, selected=figures.selected)
     if order:
@@ -106,19 +115,21 @@ def write_reports(
     comparison = compare(metrics, records, reference) if len(metrics) > 1 else None
     by_rules = rule_set_figures(records, rules)
     protocol = {**PROTOCOL, "rules": describe(rules)}
-    document = MetricsDocument(metrics, comparison, figures, protocol, rule_sets=rule_sets_json(by_rules, rules))
+    document = MetricsDocument(
+        metrics, comparison, figures, protocol, rule_sets=rule_sets_json(by_rules, rules), epochs=epochs_json(by_epochs)
+    )
     notes = [
         headline_note(rules, figures.judge is not None),
         *judge_lines(figures),
         *token_lines(metrics),
         *extra_notes,
     ]
-    notices = notice_lines(assess(records, figures, order or list(metrics)), run_dir, metrics)
+    notices = notice_lines(assess(every, figures, order or list(metrics)), run_dir, metrics)  # samples too
     written = [
         write_metrics(run_dir, document),
         _write_csv(run_dir / "metrics.csv", metrics, rules),
         _write_markdown(run_dir / "report.md", metrics, comparison, notes, notices, by_rules, rules, preface),
-        *write_prediction_files(run_dir / PREDICTIONS_DIR, records, scoring=predictions_note(rules)),
+        *write_prediction_files(run_dir / PREDICTIONS_DIR, every, scoring=predictions_note(rules)),
     ]
     if console is not None:
         print_tables(metrics, comparison, console, rules)
@@ -190,7 +201,10 @@ def _render(
     if counted is not None:
         figures = replace(figures, selected=counted)
     order = (saved.model_labels if saved is not None else None) or None
-    written = write_reports(run_dir, records, figures, order=order, console=console, reference=reference, rules=rules)
+    epochs = int(saved.setting("epochs", 1) or 1) if saved is not None else 1
+    written = write_reports(
+        run_dir, records, figures, order=order, console=console, reference=reference, rules=rules, epochs=epochs
+    )
     if rules != before:
         save_rules(run_dir, rules.name)  # a later `report` keeps this rule set
     return Rendered(written, assess(records, figures, order or ()))

@@ -13,6 +13,7 @@ folders (nothing is sent) and builds the records of one run with all their model
 - **rules**: every record is read again under one rule set (the one asked for, else the runs' own when
   they agree, else the headline's default), each model's answers as one column of VLMEvalKit's file
   restricted to the compared items, as one run of those items would score them.
+- **samples**: a run of ``--epochs N`` takes part with each model's first sample, its headline;
 - **labels**: a model keeps its label; two runs of one label are told apart by the run's date (then
   its time, then its folder's name).
 
@@ -33,6 +34,7 @@ from gmai_client.protocol.rulesets import DEFAULT_RULES, UNNAMED_RULES, RuleSet,
 from gmai_client.protocol.scoring import score_answer_set
 from gmai_client.results.records import read_records
 from gmai_client.results.rundir import RECORDS_FILE, RunLock, SavedConfig, read_config
+from gmai_client.samples import extra_samples
 from gmai_client.types import Record
 
 #: How many changed or missing items a message names before it counts the rest.
@@ -118,6 +120,9 @@ def load_run(folder: Path) -> SourceRun:
         records = tuple(read_records(folder / RECORDS_FILE))
         saved = read_config(folder)
     flat = flatten(saved.config) if saved is not None else {}
+    # A run of --epochs N is compared on each model's first sample (its headline): ``samples``.
+    samples = extra_samples({r.model for r in records}, int(flat.get("epochs") or 1))
+    records = tuple(r for r in records if r.model not in samples)
     labels = tuple(saved.model_labels) if saved is not None else ()
     labels = tuple(dict.fromkeys([*labels, *(r.model for r in records)]))
     return SourceRun(folder, saved, records, labels, str(flat.get("rules") or UNNAMED_RULES.name))

@@ -5,7 +5,8 @@ neither). What each line says is read from the folder's own files, never from a 
 
 - models, data and selection, the rule set and when it started: config.json;
 - items done / selected: the answered records (not errors) of every model, against the selection
-  counted by the run (metrics.json) times the models; a run killed before it counted shows ``?``;
+  counted by the run (metrics.json) times the models (and the samples, with ``--epochs``); a run
+  killed before it counted shows ``?``;
 - the headline per model: VLMEvalKit's figure over the records, under the folder's rule set;
 - status, the first that holds: ``in progress`` (a process holds the folder's lock), ``batches pending``
   (its batch journal names batches not yet collected), ``interrupted`` (stopped by Ctrl-C or SIGTERM,
@@ -126,7 +127,7 @@ def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | Non
         status,
         **{**described, "models": models},
         done=sum(m.answered for m in metrics.values()),
-        wanted=None if figures.selected is None else figures.selected * len(models),
+        wanted=None if figures.selected is None else figures.selected * len(models) * int(flat.get("epochs") or 1),
         headline={label: metrics[label].overall.accuracy if label in metrics else None for label in models},
         cost_usd=sum(priced) if priced else None,
         why=why,

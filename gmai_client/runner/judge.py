@@ -98,9 +98,7 @@ class Judge:
         self.counts.failed_items += 1
         self._failing += 1
         if self._failing >= STOP_AFTER_FAILED_ITEMS and not self.counts.stopped:
-            self.counts.stopped = (
-                f"every call failed for {self._failing} items in a row (the last: {self._last_error})"
-            )
+            self.counts.stopped = f"every call failed for {self._failing} items in a row (the last: {self._last_error})"
 
     async def _ask(self, item: Item, prompt: str, attempt: int) -> str | None:
         """The judge's reply, or None when the call failed."""

@@ -67,6 +67,7 @@ _READ_AHEAD = 16  # items waiting for a worker, at most
 # of a long run are noise, not a failing run.
 _MIN_ITEMS_FOR_ERROR_RATE = 20
 
+
 @dataclass
 class ModelOutcome:
     """Mutable per-model run state, owned by the runner."""
@@ -233,7 +234,7 @@ def _batch_run(wired: Wired, plan: ModelPlan, live: _ModelRun, ledger: Ledger, m
         ledger=ledger,
         run_dir=wired.run_dir,
         entries=wired.items.entries,
-        ask=wired.ask,
+        ask=live.ask,
         identity=lambda: dict(plan.backend.identity()),
         previous=[r for r in wired.previous if r.model == plan.spec.label],
         finished=live.finished,
@@ -242,6 +243,24 @@ def _batch_run(wired: Wired, plan: ModelPlan, live: _ModelRun, ledger: Ledger, m
         retry=shared.retry,
         progress=wired.progress,
     )
+
+
+async def _start_once(plan: ModelPlan) -> str:
+    """Start the plan's backend unless another stream of the same model (``samples``) did: "" when
+    it started, else why it could not."""
+    starts = plan.shared.starts
+    key = id(plan.backend)
+    if key not in starts:
+        starts[key] = asyncio.ensure_future(_start(plan.backend))
+    return await asyncio.shield(starts[key])
+
+
+async def _start(backend: Backend) -> str:
+    try:
+        await backend.start()
+    except (GmaiError, OSError) as exc:
+        return str(exc)
+    return ""
 
 
 async def _together(*runs: Awaitable[None]) -> None:
@@ -273,6 +292,7 @@ class _ModelRun:
         self.digests: dict[str, str] = {}
         self.changed: list[str] = []
         self.plan = plan
+        self.ask = plan.ask(wired.ask)  # with its sample's ``repeat`` (``samples``)
         self._dispatcher: Dispatcher | None = None
         self._started: asyncio.Future[bool] | None = None
         # Items read ahead of the workers: each holds its image (~2 MB of base64 in the released
@@ -298,17 +318,15 @@ class _ModelRun:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
-                await self.plan.backend.start()
-            except (GmaiError, OSError) as exc:
-                self.outcome.stopped = f"could not start: {exc}"
-                self.wired.progress.note(self.label, self.outcome.stopped)
-                self.stop.set()
-                self._started.set_result(False)
+                failure = await _start_once(self.plan)
             except BaseException:
                 self._started.cancel()
                 raise
-            else:
-                self._started.set_result(True)
+            if failure:
+                self.outcome.stopped = f"could not start: {failure}"
+                self.wired.progress.note(self.label, self.outcome.stopped)
+                self.stop.set()
+            self._started.set_result(not failure)
         return await asyncio.shield(self._started)
 
     async def run(self) -> None:
@@ -385,7 +403,7 @@ class _ModelRun:
         if self.stop.is_set():
             return True  # drain: the model has stopped, leave the rest for a resume
         try:
-            record = await answer(entry, self.label, self.dispatcher.send, self.wired.ask)
+            record = await answer(entry, self.label, self.dispatcher.send, self.ask)
         except ModelStopped as stopped:  # unrecorded: a resume sends the item again
             self._halt(stopped.reason)
             return True
@@ -456,4 +474,3 @@ def _read_hashed(entries: Iterator[Item | BadRow], digests: dict[str, str]) -> l
     for entry in batch:
         digests[index_of(entry)] = item_digest(entry)
     return batch
-

@@ -32,7 +32,8 @@ from gmai_client.policy.cache import ResponseCache, cache_key, default_cache_pat
 from gmai_client.protocol.prices import Price, PriceTable
 from gmai_client.results import rundir
 from gmai_client.results.records import read_records
-from gmai_client.runner.wiring import Items, folder_labels, model_limits, request_builder
+from gmai_client.runner.wiring import Items, folder_labels, model_limits, request_builder, stream_ask
+from gmai_client.samples import sample_streams
 from gmai_client.types import Item, Record, Request
 
 
@@ -140,16 +141,16 @@ def plan_run(config: RunConfig, prices: PriceTable) -> list[ModelPlan]:
     ask = request_builder(config.protocol)
     plans = []
     try:
-        for spec in config.models:
+        # With --epochs N, every sample is a stream of its own: the plan counts samples, not items.
+        for spec, stream, repeat in sample_streams(config.models, config.protocol.epochs):
             backend = backends[spec.label]
-            finished = {
-                r.index for r in previous if r.model == spec.label and not (policy.retry_errors and r.status == "error")
-            }
+            retried = policy.retry_errors
+            finished = {r.index for r in previous if r.model == stream.label and not (retried and r.status == "error")}
             limits = model_limits(spec, policy)
             plans.append(
                 plan_model(
-                    spec.label,
-                    _requests(items, ask),
+                    stream.label,
+                    _requests(items, stream_ask(ask, repeat)),
                     finished=finished,
                     is_cached=_cached(cache, backend),
                     estimate=backend.estimate_input_tokens,

@@ -18,11 +18,13 @@ On leaving, the writer, the cache, the folder lock and every backend are closed,
 Each model's ``Dispatcher`` is made by the loop through ``ModelPlan.dispatcher`` once the backend
 has started (the limiter scope reads the started backend's identity) and its progress line exists.
 ``ModelPlan.batch`` says whether the model's items go through its vendor's batch API (``batch``):
-its ``-B batch=`` option, else the run's ``--batch``, for a backend that has one.
+its ``-B batch=`` option, else the run's ``--batch``, for a backend that has one. With ``--epochs N``
+each model is N plans, one per sample (``samples``), sharing its backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -53,6 +55,7 @@ from gmai_client.results.html.gallery_items import ThumbnailCollector
 from gmai_client.results.records import RECORDS_FILE, RecordWriter, read_records
 from gmai_client.runner.judge import Judge
 from gmai_client.runner.progress import ProgressReporter, make_progress
+from gmai_client.samples import sample_streams
 from gmai_client.types import BadRow, Item, Record, Request
 
 #: What a dispatcher reports its waits to (a progress line's ``status``), if anything.
@@ -90,6 +93,8 @@ class Shared:
     limiters: LimiterPool
     budget: TokenBudget | None
     retry: RetryPolicy
+    # Backend -> its start, shared by the streams of one model's samples (``samples``): started once.
+    starts: dict[int, asyncio.Future[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,23 @@ class ModelPlan:
     dispatcher: Callable[[OnStatus], Dispatcher]
     shared: Shared
     batch: BatchSettings | None = None  # set: through the vendor's batch API
+    repeat: int = 0  # the sample this stream asks for (``samples``): 0 for the model's first
+
+    def ask(self, wired_ask: Callable[[Item], Request]) -> Callable[[Item], Request]:
+        """The run's request builder as this stream sends: its sample's ``repeat`` in the parameters."""
+        return stream_ask(wired_ask, self.repeat)
+
+
+def stream_ask(ask: Callable[[Item], Request], repeat: int) -> Callable[[Item], Request]:
+    """``ask`` with the sample's ``repeat`` in every request's parameters (``samples``)."""
+    if not repeat:
+        return ask
+
+    def asked(item: Item) -> Request:
+        request = ask(item)  # once: it holds the item's images
+        return replace(request, params=replace(request.params, repeat=repeat))
+
+    return asked
 
 
 @dataclass(frozen=True)
@@ -157,13 +179,14 @@ async def wire(config: RunConfig, *, backends: Mapping[str, Backend] | None = No
         shared = _shared(policy, stack)
         plans = tuple(
             ModelPlan(
-                spec,
+                stream,
                 built[spec.label],
                 partial(_dispatcher, built[spec.label], limits[spec.label], policy, shared),
                 shared,
                 batch_settings(built[spec.label], policy),
+                repeat,
             )
-            for spec in config.models
+            for spec, stream, repeat in sample_streams(config.models, config.protocol.epochs)
         )
         judge = await _start_judge(judge_spec, judge_backend, policy, shared, rules)
         previous = tuple(read_records(run_dir / RECORDS_FILE))

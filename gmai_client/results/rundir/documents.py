@@ -151,6 +151,7 @@ class MetricsDocument:
     protocol: Mapping[str, str] = field(default_factory=dict)  # what the figures mean
     schema: int = SCHEMA_VERSION
     rule_sets: Mapping[str, Any] = field(default_factory=dict)  # the headline under every rule set
+    epochs: Mapping[str, Any] = field(default_factory=dict)  # --epochs N: each model's samples summed up
 
 
 def write_metrics(run_dir: Path, document: MetricsDocument) -> Path:
@@ -175,6 +176,8 @@ def write_metrics(run_dir: Path, document: MetricsDocument) -> Path:
     payload["run"] = run_figures_json(document.run)
     if document.rule_sets:
         payload["rule_sets"] = dict(document.rule_sets)
+    if document.epochs:
+        payload["epochs"] = dict(document.epochs)
     return _write_json(run_dir / METRICS_FILE, payload, redacted=False)
 
 

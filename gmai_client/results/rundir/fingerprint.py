@@ -57,6 +57,7 @@ def decisive(config: Mapping[str, Any], data_files: Sequence[str], neutral: Neut
         # Only when on: the identities (and folder names) of runs without it stay as they were.
         **({"multi_answer_instruction": True} if config.get("multi_answer_instruction") else {}),
         **({"system_prompt": config["system_prompt"]} if config.get("system_prompt") else {}),
+        **({"epochs": int(config["epochs"])} if int(config.get("epochs") or 1) > 1 else {}),
     }
 
 
