@@ -4,7 +4,7 @@
     config = gmai_client.RunConfig.build(["random"], data="sample", select=["department=Ophthalmology"])
     result = asyncio.run(gmai_client.run(config))
 
-The public names: running (``RunConfig``, ``load_run_file``, ``run``, ``RunResult``, ``ModelSpec``),
+The public names: running (``RunConfig``, ``load_run_file``, ``run``, ``RunResult``, ``ModelSpec``, ``compare``),
 the vocabulary (``Item``, ``Request``, ``Response``, ``Record``, ...), the backend contract (``Backend``,
 ``BackendOptions``, ``option``, ``parse_options``; see ``gmai_client.backend``) and every error
 class of ``gmai_client.errors``. The package ships ``py.typed``: type checkers read these names.
@@ -51,7 +51,7 @@ from gmai_client.runfile import load_run_file
 from gmai_client.types import Image, Item, Record, Request, Response, SamplingParams, Usage
 
 if TYPE_CHECKING:  # imported on first use (below); named here for type checkers
-    from gmai_client.api import run
+    from gmai_client.api import compare, run
     from gmai_client.data.select import load_tree, parse_selection
     from gmai_client.protocol.metrics import compute_metrics
     from gmai_client.protocol.normalize import extract
@@ -64,6 +64,7 @@ moved.install()  # an old flat-layout import path names its new one
 
 _LAZY = {
     "run": ("gmai_client.api", "run"),
+    "compare": ("gmai_client.api", "compare"),
     "RunResult": ("gmai_client.runner.loop", "RunResult"),
     "parse_selection": ("gmai_client.data.select", "parse_selection"),
     "load_tree": ("gmai_client.data.select", "load_tree"),
@@ -78,7 +79,7 @@ __all__ = [  # running, the vocabulary, the backend contract, the errors
     "EndpointUnreachable", "FatalError", "GmaiError", "Image", "Item", "MissingExtra", "ModelNotFound", "ModelSpec",
     "Overloaded", "QuotaExhausted", "RateLimited", "Record", "Request", "RequestTimeout", "Response", "RetryableError",
     "RunConfig", "RunResult", "SamplingParams", "SelectionError", "ServerError", "UnsupportedInput", "Usage",
-    "__version__", "compute_metrics", "extract", "load_run_file", "load_tree", "option", "parse_model_spec",
+    "__version__", "compare", "compute_metrics", "extract", "load_run_file", "load_tree", "option", "parse_model_spec",
     "parse_options", "parse_selection", "read_records", "run",
 ]  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""The public entry point: ``run(config)`` wires a run, streams it, and writes its reports.
+"""The public entry points: ``run(config)`` wires a run, streams it, and writes its reports;
+``compare(run_dirs)`` sets finished runs side by side.
 
     result = asyncio.run(gmai_client.run(config))
     result.run_dir, result.records
@@ -11,8 +12,9 @@ the terminal's); the progress display follows ``config.output.progress``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gmai_client.backend import Backend
@@ -28,6 +30,8 @@ from gmai_client.runner.wiring import Wired, wire
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from gmai_client.results.run_compare import RunsCompared
 
 
 async def run(
@@ -115,3 +119,26 @@ def run_figures(result: RunResult, config: RunConfig | None = None) -> rundir.Ru
         label = config.protocol.judge.label if config is not None and config.protocol.judge is not None else ""
         judge = rundir.JudgeFigures(model=label, **asdict(result.judge))
     return rundir.RunFigures(result.interrupted, result.elapsed_s, result.failure, models, judge, result.selected)
+
+
+def compare(
+    run_dirs: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    rules: str | None = None,
+    strict: bool = False,
+    reference: str | None = None,
+    console: Console | None = None,
+) -> RunsCompared:
+    """Runs made apart, side by side (``python -m gmai_client compare``): their reports as one run
+    with all their models would write them, into ``out`` (default: ``compare-<labels>-<hash>``
+    beside the first run); what was compared, left out and found different is in the result."""
+    from gmai_client.protocol.prices import load_prices
+    from gmai_client.results.compare_report import default_out, write_comparison
+    from gmai_client.results.run_compare import compare_runs, load_run
+
+    runs = [load_run(Path(folder)) for folder in run_dirs]
+    compared = compare_runs(runs, rules=rules, strict=strict)
+    folder = Path(out) if out is not None else default_out(runs)
+    write_comparison(folder, compared, load_prices(), reference=reference, console=console)
+    return compared

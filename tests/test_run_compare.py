@@ -178,3 +178,17 @@ def test_an_incomplete_run_is_marked_and_its_missing_items_are_left_out(
     assert about["items"] == len(kept) == 25
     assert [m["status"] for m in about["models"]] == ["finished", "interrupted"]
     assert "INTERRUPTED" in (tmp_path / "cmp" / "report.md").read_text(encoding="utf-8")
+
+
+def test_compare_from_python_returns_what_was_compared(corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    import gmai_client
+
+    tsv, answers = corpus
+    first = _run(_rows(tsv, tmp_path / "a.tsv", 1, 50), tmp_path / "runs", "a", *RANDOM)
+    second = _run(_rows(tsv, tmp_path / "b.tsv", 41, 60), tmp_path / "runs", "b", *_replay(answers))
+    compared = gmai_client.compare([first, second], rules="vlmevalkit-2026")
+    assert compared.items == 10 and compared.rules.name == "vlmevalkit-2026"
+    assert [c.label for c in compared.columns] == ["rnd", "replayed"]
+    assert {r.index for r in compared.records} == {r.index for r in read_records(second / "records.jsonl")[:10]}
+    (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("compare-rnd-replayed-")]
+    assert _metrics(folder)["rule_sets"]["headline"] == "vlmevalkit-2026"

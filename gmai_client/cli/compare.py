@@ -7,16 +7,14 @@ is not a run folder, a run still writing its folder, ``--strict`` runs that diff
 from __future__ import annotations
 
 import argparse
-import hashlib
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
 from gmai_client.cli.common import EXIT_EMPTY, EXIT_OK, say_error
 from gmai_client.protocol.prices import load_prices
-from gmai_client.results.compare_report import write_comparison
-from gmai_client.results.run_compare import SourceRun, compare_runs, load_run
+from gmai_client.results.compare_report import default_out, write_comparison
+from gmai_client.results.run_compare import compare_runs, load_run
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
@@ -29,12 +27,3 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         say_error("the runs share no item: nothing was compared (the notes above say why)")
         return EXIT_EMPTY
     return EXIT_OK
-
-
-def default_out(runs: list[SourceRun]) -> Path:
-    """``compare-<labels>-<hash of the folders>`` beside the first run: one folder per set of runs."""
-    places = "\n".join(str(run.folder.resolve()) for run in runs)
-    digest = hashlib.sha256(places.encode("utf-8")).hexdigest()[:8]
-    labels = "-".join(dict.fromkeys(label for run in runs for label in run.labels))
-    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in labels)[:60].strip("_.")
-    return runs[0].folder.parent / f"compare-{slug or 'runs'}-{digest}"

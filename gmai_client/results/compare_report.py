@@ -11,6 +11,7 @@ comparison over a run's own would replace them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -157,3 +158,12 @@ def _write_json(path: Path, compared: RunsCompared, rows: Sequence[ColumnSource]
 
 def _runs(compared: RunsCompared) -> list[SourceRun]:
     return list({id(c.run): c.run for c in compared.columns}.values())
+
+
+def default_out(runs: Sequence[SourceRun]) -> Path:
+    """``compare-<labels>-<hash of the folders>`` beside the first run: one folder per set of runs."""
+    places = "\n".join(str(run.folder.resolve()) for run in runs)
+    digest = hashlib.sha256(places.encode("utf-8")).hexdigest()[:8]
+    labels = "-".join(dict.fromkeys(label for run in runs for label in run.labels))
+    slug = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in labels)[:60].strip("_.")
+    return runs[0].folder.parent / f"compare-{slug or 'runs'}-{digest}"
