@@ -163,12 +163,25 @@ def text_or_file(value: str, what: str) -> str:
     if not value.startswith("@"):
         return value
     path = Path(value[1:])
+    return read_text_file(path, f"{what} @{path}")
+
+
+def read_text_file(
+    path: Path, shown: str, *, missing: str = "no such file", folder: str = "is a folder, not a file"
+) -> str:
+    """The UTF-8 text of a file the user named (a BOM some editors write is not part of it); a
+    ``ConfigError`` starting with ``shown`` (how the message names the file) when it cannot be
+    read: ``missing``, a folder (``folder`` says what was expected instead), not UTF-8, unreadable."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: {missing}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{shown}: {folder}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} @{path}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{shown}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
-        raise ConfigError(f"{what} @{path}: cannot be read ({exc.strerror or exc})") from None
+        raise ConfigError(f"{shown}: cannot be read ({exc.strerror or exc})") from None
 
 
 def _shown(value: Any) -> str:

@@ -47,7 +47,7 @@ from typing import Any, Union
 from gmai_client.config import FLAT_NAMES, SECTIONS, ModelSpec, RunConfig, _spec_from_dict, parse_model_spec
 from gmai_client.errors import ConfigError
 from gmai_client.labels import model_name
-from gmai_client.options import text_or_file
+from gmai_client.options import read_text_file, text_or_file
 from gmai_client.types import SamplingParams
 
 #: Flat name -> its type, read from the sections' annotations, so a new field is checked as it is declared.
@@ -134,16 +134,8 @@ def combined(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> RunConfig
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # a BOM some editors write is not part of the text
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such run file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder; a run file is a TOML file or a run folder's config.json") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    folder = "is a folder; a run file is a TOML file or a run folder's config.json"
+    return read_text_file(path, str(path), missing="no such run file", folder=folder)
 
 
 @dataclass(frozen=True)

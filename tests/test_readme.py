@@ -40,7 +40,8 @@ def sample_runs() -> list[tuple[str, str]]:
     runs = []
     for line, comment in bash_commands():
         for command in line.split(" && "):  # `pip install . && python -m gmai_client run`
-            if command.startswith("python -m gmai_client run") and "--data" not in command and "<" not in command:
+            is_run = re.match(r"python -m gmai_client run(\s|$)", command)  # not `runs`
+            if is_run and "--data" not in command and "<" not in command:
                 runs.append((command, comment))
     return runs
 

@@ -192,3 +192,18 @@ def test_compare_from_python_returns_what_was_compared(corpus: tuple[Path, Path]
     assert {r.index for r in compared.records} == {r.index for r in read_records(second / "records.jsonl")[:10]}
     (folder,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("compare-rnd-replayed-")]
     assert _metrics(folder)["rule_sets"]["headline"] == "vlmevalkit-2026"
+
+
+def test_a_read_only_copy_of_a_run_is_compared_without_its_lock_unless_a_run_holds_it(
+    corpus: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tsv, _ = corpus
+    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
+    first = _run(data, tmp_path / "runs", "a", *RANDOM)
+    second = _run(data, tmp_path / "runs", "b", "-m", "random", "-B", "label=r2")
+    # As another machine's runs mounted read-only (root may write anywhere: the check is what is faked).
+    monkeypatch.setattr("gmai_client.results.run_compare.os.access", lambda path, mode: False)
+    assert main(["compare", str(first), str(second), "--out", str(tmp_path / "cmp")]) == EXIT_OK
+    assert not (first / ".lock").exists()
+    with RunLock(second):
+        assert main(["compare", str(first), str(second), "--out", str(tmp_path / "c2")]) == EXIT_USAGE

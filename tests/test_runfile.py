@@ -198,7 +198,7 @@ def test_a_missing_file_and_a_missing_template_file_are_usage_errors(
     assert f"{tmp_path / 'nope.toml'}: no such run file" in said
     path = write(tmp_path / "runs.toml", f'template = "@{tmp_path / "gone.txt"}"\n')
     said = usage_error(["plan", "--config", str(path)], capsys)
-    assert f"{path}: template @{tmp_path / 'gone.txt'}: cannot be read" in said
+    assert f"{path}: template @{tmp_path / 'gone.txt'}: no such file" in said
 
 
 def test_model_options_read_as_minus_b_would_give_them(tmp_path: Path) -> None:

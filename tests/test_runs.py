@@ -93,3 +93,21 @@ def test_a_comparison_folder_is_not_listed_as_a_run(tmp_path: Path, capsys: pyte
     assert main(["compare", str(out / "a"), str(out / "b")]) == EXIT_OK
     assert sorted(_listed(out, capsys)) == ["a", "b"]
     assert any(p.name.startswith("compare-") for p in out.iterdir())
+
+
+def test_a_folder_with_broken_files_is_listed_as_unreadable_beside_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    assert _run(out, "good", "--limit", "5") == EXIT_OK
+    assert _run(out, "edited", "--limit", "5", "-m", "random", "-B", "label=r2") == EXIT_OK
+    config = json.loads((out / "edited" / "config.json").read_text(encoding="utf-8"))
+    config["config"]["data"] = 5  # edited by hand into nonsense
+    (out / "edited" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (out / "torn").mkdir()
+    (out / "torn" / "records.jsonl").write_text('{"index": "1", "model": 3}\n', encoding="utf-8")
+
+    listed = _listed(out, capsys)
+    assert listed["good"]["status"] == "finished"
+    assert listed["edited"]["status"] == listed["torn"]["status"] == "unreadable"
+    assert listed["torn"]["why"] and listed["edited"]["why"]

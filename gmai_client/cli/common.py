@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.markup import escape
 
 from gmai_client.config import run_default
-from gmai_client.errors import ConfigError, redact
+from gmai_client.errors import redact
+from gmai_client.options import read_text_file
 from gmai_client.results.completeness import Verdict
 from gmai_client.results.report import terminal_console
 from gmai_client.types import SamplingParams
@@ -38,17 +39,7 @@ def say_error(message: str, *, label: str = "error") -> None:
 
 
 def read_template(path_text: str, option: str = "--template") -> str:
-    path = Path(path_text)
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{option} {path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{option} {path}: is a directory, not a template file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{option} {path}: cannot be read ({exc.strerror or exc})") from None
+    return read_text_file(Path(path_text), f"{option} {path_text}", folder="is a directory, not a template file")
 
 
 def sampling_params(args: argparse.Namespace, seed: int) -> SamplingParams:

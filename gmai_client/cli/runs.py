@@ -24,7 +24,10 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     out = args.out if args.out is not None else run_default("out")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is not a folder")
-    summaries = survey(out, load_prices())
+    try:
+        summaries = survey(out, load_prices())
+    except OSError as exc:  # the folder itself cannot be listed
+        raise ConfigError(f"--out {out}: cannot be read ({exc.strerror or exc})") from None
     if args.json:
         print(json.dumps({"out": str(out), "runs": [s.as_json() for s in summaries]}, indent=2, ensure_ascii=False))
         return 0

@@ -23,6 +23,7 @@ A folder a run is still writing is refused (its lock is held while it is read, a
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from gmai_client.errors import ConfigError
 from gmai_client.protocol.rulesets import DEFAULT_RULES, UNNAMED_RULES, RuleSet, rule_set
 from gmai_client.protocol.scoring import score_answer_set
 from gmai_client.results.records import read_records
-from gmai_client.results.rundir import RECORDS_FILE, RunLock, SavedConfig, read_config
+from gmai_client.results.rundir import RECORDS_FILE, RunLock, SavedConfig, holder, read_config
 from gmai_client.samples import extra_samples
 from gmai_client.types import Record
 
@@ -59,7 +60,7 @@ class SourceRun:
     def protocol(self) -> dict[str, Any]:
         """How this run asked its items (what must agree for a fair comparison), shown as text."""
         flat = flatten(self.saved.config) if self.saved is not None else {}
-        params = flat.get("params") or {}
+        params = flat.get("params") if isinstance(flat.get("params"), Mapping) else {}
         template = flat.get("template")
         system = flat.get("system_prompt") or ""
         return {
@@ -116,12 +117,18 @@ def load_run(folder: Path) -> SourceRun:
     """Read one run folder (holding its lock meanwhile: a run still writing it is refused)."""
     if not (folder / RECORDS_FILE).is_file():
         raise ConfigError(f"{folder} has no {RECORDS_FILE}: not a run folder")
-    with RunLock(folder, advice="a run is still writing it; compare it when that run ends"):
-        records = tuple(read_records(folder / RECORDS_FILE))
-        saved = read_config(folder)
+    busy = "a run is still writing it; compare it when that run ends"
+    if os.access(folder, os.W_OK):
+        with RunLock(folder, advice=busy):
+            records, saved = tuple(read_records(folder / RECORDS_FILE)), read_config(folder)
+    else:  # a read-only copy (another machine's runs): no lock can be taken, none is needed but a live one's
+        pid = holder(folder)
+        if pid is not None:
+            raise ConfigError(f"the run folder {folder} is in use by another gmai_client process (pid {pid}): {busy}")
+        records, saved = tuple(read_records(folder / RECORDS_FILE)), read_config(folder)
     flat = flatten(saved.config) if saved is not None else {}
     # A run of --epochs N is compared on each model's first sample (its headline): ``samples``.
-    samples = extra_samples({r.model for r in records}, int(flat.get("epochs") or 1))
+    samples = extra_samples({r.model for r in records}, _whole(flat.get("epochs"), 1))
     records = tuple(r for r in records if r.model not in samples)
     labels = tuple(saved.model_labels) if saved is not None else ()
     labels = tuple(dict.fromkeys([*labels, *(r.model for r in records)]))
@@ -250,6 +257,11 @@ def _differences(runs: Sequence[SourceRun]) -> list[str]:
 def _common_rules(runs: Sequence[SourceRun]) -> RuleSet:
     names = {run.rules for run in runs}
     return rule_set(names.pop()) if len(names) == 1 else DEFAULT_RULES
+
+
+def _whole(value: Any, default: int) -> int:
+    """A saved whole number, or ``default`` for what is not one (a hand-edited config.json)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
 def _digest(text: str) -> str:

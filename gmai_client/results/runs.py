@@ -81,8 +81,16 @@ def is_run_folder(path: Path) -> bool:
 def survey(out: Path, prices: PriceTable) -> list[RunSummary]:
     """Every run folder directly inside ``out``, oldest first (by start, then name)."""
     folders = sorted(p for p in out.iterdir() if is_run_folder(p)) if out.is_dir() else []
-    summaries = [summarize(folder, prices) for folder in folders]
+    summaries = [_summarized(folder, prices) for folder in folders]
     return sorted(summaries, key=lambda s: (s.started or "~", s.folder.name))
+
+
+def _summarized(run_dir: Path, prices: PriceTable) -> RunSummary:
+    # One folder's hand-edited or half-written files must not hide the others': it says what broke.
+    try:
+        return summarize(run_dir, prices)
+    except Exception as exc:
+        return RunSummary(run_dir, "unreadable", why=f"{type(exc).__name__}: {exc}")
 
 
 def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | None = None) -> RunSummary:
@@ -127,8 +135,13 @@ def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | Non
         status,
         **{**described, "models": models},
         done=sum(m.answered for m in metrics.values()),
-        wanted=None if figures.selected is None else figures.selected * len(models) * int(flat.get("epochs") or 1),
+        wanted=None if figures.selected is None else figures.selected * len(models) * _epochs(flat),
         headline={label: metrics[label].overall.accuracy if label in metrics else None for label in models},
         cost_usd=sum(priced) if priced else None,
         why=why,
     )
+
+
+def _epochs(flat: Mapping[str, Any]) -> int:
+    epochs = flat.get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1
