@@ -34,6 +34,22 @@ def test_table_has_the_dataset_columns_then_prediction_sorted_by_index() -> None
     assert rows[1][0] == 12  # integer indexes as numbers, as pandas reads them
 
 
+def test_a_model_that_thought_gets_a_thinking_column_after_prediction_as_split_think_writes_it(
+    tmp_path: Path,
+) -> None:
+    records = [record("1", thinking="It is round, so a cyst."), record("2", prediction="B")]
+    header, rows = prediction_table(records)
+    assert header[-2:] == ["prediction", "thinking"]
+    assert [row[-2:] for row in rows] == [["A", "It is round, so a cyst."], ["B", ""]]
+    # A model that gave no thinking keeps VLMEvalKit's plain file; a dataset column of that name is not copied.
+    other = [record("1", model="plain"), record("2", model="plain")]
+    assert prediction_table(other)[0][-1] == "prediction"
+    (tsv,) = [p for p in write_prediction_files(tmp_path, records) if p.suffix == ".tsv"]
+    with tsv.open(encoding="utf-8", newline="") as handle:
+        read = list(csv.DictReader(handle, delimiter="\t"))
+    assert read[0]["thinking"] == "It is round, so a cyst." and read[0]["prediction"] == "A"
+
+
 def test_an_item_without_answer_carries_vlmevalkits_failure_text() -> None:
     _, rows = prediction_table([record("1", status="error", prediction=None, error="timeout")])
     assert rows[0][-1] == FAILURE_PREDICTION == "Failed to obtain answer via API."

@@ -3,7 +3,8 @@
 This is the file VLMEvalKit's inference writes and its evaluation reads (``GMAIMMBenchDataset
 .evaluate``), and the file GMAI-MMBench's authors ask TEST submitters for: every column of the
 dataset but the image, in the file's own order and spelling, cells as written (missing cells
-empty), plus ``prediction``, the model's raw answer. An item that got no answer carries VLMEvalKit's
+empty), plus ``prediction``, the model's raw answer (and ``thinking``, its reasoning text, for a model
+that gave one, the column VLMEvalKit adds with ``SPLIT_THINK`` set). An item that got no answer carries VLMEvalKit's
 own failure text (``reference.API_FAILURE_TEXT``), which its evaluation scores wrong, as the
 headline here does. Rows that could not be read at all (no cells to copy) are left out.
 
@@ -141,19 +142,28 @@ def file_stems(labels: Sequence[str]) -> dict[str, str]:
 
 
 def prediction_table(records: Sequence[Record]) -> tuple[list[str], list[list[str | int]]]:
-    """The header (the dataset's columns but the image, then ``prediction``) and one row per record."""
+    """The header (the dataset's columns but the image, then ``prediction``, and ``thinking`` for a
+    model that thought aloud) and one row per record."""
     header: list[str] = []
     for record in records:
         for name, _ in record.row or _fallback_row(record):
-            if name not in header and name.strip().lower() != "prediction":
+            if name not in header and name.strip().lower() not in _OURS:
                 header.append(name)
+    # As VLMEvalKit's inference writes it with SPLIT_THINK set: the answer, then its thinking apart.
+    thought = any(record.thinking for record in records)
     rows = []
     for record in sorted(records, key=lambda r: _index_key(r.index)):
         cells = dict(record.row or _fallback_row(record))
         row: list[str | int] = [_cell(name, cells.get(name, "")) for name in header]
         row.append(FAILURE_PREDICTION if record.status == "error" else (record.prediction or ""))
+        if thought:
+            row.append(record.thinking)
         rows.append(row)
-    return [*header, "prediction"], rows
+    return [*header, "prediction", *(["thinking"] if thought else [])], rows
+
+
+#: The columns this file writes itself (a dataset column of the same name is not copied).
+_OURS = frozenset({"prediction", "thinking"})
 
 
 def _fallback_row(record: Record) -> tuple[tuple[str, str], ...]:
