@@ -33,7 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gmai_client.errors import ConfigError, redact
+from gmai_client.errors import REDACTED, ConfigError, redact
 from gmai_client.labels import distinct, model_name
 from gmai_client.types import SamplingParams
 
@@ -372,6 +372,8 @@ class RunConfig:
             values["judge"] = _spec_from_dict(values["judge"])
         if isinstance(values.get("params"), Mapping):
             values["params"] = SamplingParams(**values["params"])
+        for name in SAVED_TEXTS:
+            refuse_redacted(name, values.get(name))
         return cls.from_flat(**_coerced(values))
 
     def as_dict(self, *, flat: bool = False) -> dict[str, Any]:
@@ -441,6 +443,22 @@ def run_default(name: str) -> Any:
     return spec.default
 
 
+#: The texts config.json saves whole (the prompt template, the system prompt): redacted where they
+#: held something shaped like a key, so such a saved text is not the one that was sent.
+SAVED_TEXTS = ("template", "system_prompt")
+
+
+def refuse_redacted(name: str, value: Any) -> None:
+    """A ``ConfigError`` when a text read back from config.json had part of it redacted: running it
+    would send other words than the run did (under the same run folder)."""
+    if isinstance(value, str) and REDACTED in value:
+        shown = name.replace("_", " ")
+        raise ConfigError(
+            f"config.json: the saved {shown} held text shaped like a key, which is never saved ({REDACTED} in its "
+            "place), so it cannot be sent again as it was: rerun the original command (it finds the same run folder)"
+        )
+
+
 def _spec_from_dict(data: Mapping[str, Any]) -> ModelSpec:
     """A spec as saved in config.json; secret-looking options were not saved, so they cannot come back."""
     try:
@@ -455,9 +473,12 @@ def _spec_from_dict(data: Mapping[str, Any]) -> ModelSpec:
         )
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"config.json has an unusable model entry ({exc})") from None
-    hidden = [key for key, value in options.items() if value == "[REDACTED]"]
+    hidden = [key for key, value in options.items() if REDACTED in str(value)]
+    if REDACTED in spec.endpoint:  # credentials in the URL (user:password@, ?key=) are never saved
+        hidden.insert(0, "endpoint")
     if hidden:
         raise ConfigError(
-            f"{spec.label}: option {hidden[0]} was not saved (it looks secret); rerun the original command"
+            f"{spec.label}: {'the endpoint' if hidden[0] == 'endpoint' else 'option ' + hidden[0]} was not saved "
+            "whole (it looks secret); rerun the original command"
         )
     return spec

@@ -44,7 +44,15 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
-from gmai_client.config import FLAT_NAMES, SECTIONS, ModelSpec, RunConfig, _spec_from_dict, parse_model_spec
+from gmai_client.config import (
+    FLAT_NAMES,
+    SECTIONS,
+    ModelSpec,
+    RunConfig,
+    _spec_from_dict,
+    parse_model_spec,
+    refuse_redacted,
+)
 from gmai_client.errors import ConfigError
 from gmai_client.labels import model_name
 from gmai_client.options import read_text_file, text_or_file
@@ -178,6 +186,8 @@ class _Reader:
                 flat[name] = self._typed(key, _TYPES[name], value)
                 if name in _TEXTS and self.at_files and isinstance(flat[name], str):
                     flat[name] = text_or_file(flat[name], f"{self.name}: {key}")
+                elif name in _TEXTS and not self.at_files:  # a config.json: its texts as saved
+                    refuse_redacted(name, flat[name])
         if params:
             flat["params"] = SamplingParams(**params)  # seed None unless given: the run's seed
         return flat

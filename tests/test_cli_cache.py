@@ -67,3 +67,9 @@ def test_explain_takes_the_runs_system_prompt_and_sample(tmp_path: Path, capsys:
     assert main([*explain, "--system-prompt", "Answer briefly.", "--sample", "3"]) == 0
     said = capsys.readouterr().out
     assert "miss" in said and "repeat" in said  # no third sample was asked for
+
+
+def test_explain_refuses_a_sample_no_run_can_have(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["cache", "explain", "-m", "random", "--index", "1", "--sample", "1000"])
+    assert exit_.value.code == 2 and "between 1 and 100" in capsys.readouterr().err

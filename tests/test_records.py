@@ -150,3 +150,15 @@ def test_a_wrong_typed_field_is_named_with_its_file_and_line(
         read_records(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: line 3, field {field!r}:") and expected in message, message
+
+
+def test_a_line_torn_in_the_middle_is_left_out_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "records.jsonl"
+    with RecordWriter(path) as writer:
+        for index in ("1", "2", "3"):
+            writer.write(Record(index, "m", "ok", "A"))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([lines[0], lines[1][:20], "garbage", lines[2]]) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert [r.index for r in read_records(path)] == ["1", "3"]
+    assert f"{path}: line(s) 2, 3 are not JSON records" in caplog.text

@@ -23,3 +23,10 @@ def test_slugs_and_escaping() -> None:
 def test_index_order_is_numeric_then_text() -> None:
     indexes = ["10", "b", "9", "²", "a", "100"]
     assert sorted(indexes, key=index_key) == ["9", "10", "100", "a", "b", "²"]
+
+
+def test_a_markdown_cell_keeps_its_row_whole() -> None:
+    from gmai_client.results.report_format import markdown_cell
+
+    assert markdown_cell("a|b\nc\r\nd") == "a\\|b c d"
+    assert markdown_cell("") == ""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.cli import EXIT_EMPTY, EXIT_OK, EXIT_USAGE, main
+from gmai_client.cli import EXIT_EMPTY, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
 from gmai_client.results.records import read_records
 from gmai_client.results.rundir import RunLock
 from gmai_client.testing import answer_corpus
@@ -112,13 +112,13 @@ def test_two_runs_of_one_label_are_told_apart_by_their_date(corpus: tuple[Path, 
     first = _run(data, tmp_path / "runs", "monday", *RANDOM)
     second = _run(data, tmp_path / "runs", "tuesday", "-m", "random", "-B", "label=rnd", "-B", "seed=9")
     config = json.loads((second / "config.json").read_text(encoding="utf-8"))
-    config["written"] = "2026-12-08T09:00:00+00:00"  # as if run the next day
+    config["started"] = "2026-12-08T09:00:00+00:00"  # as if run the next day
     (second / "config.json").write_text(json.dumps(config), encoding="utf-8")
 
     code = main(["compare", str(first), str(second), "--out", str(tmp_path / "cmp"), "--reference", "rnd (2026-12-08)"])
     assert code == EXIT_OK
     metrics = _metrics(tmp_path / "cmp")
-    day = json.loads((first / "config.json").read_text(encoding="utf-8"))["written"][:10]
+    day = json.loads((first / "config.json").read_text(encoding="utf-8"))["started"][:10]
     assert list(metrics["models"]) == [f"rnd ({day})", "rnd (2026-12-08)"]
     assert metrics["comparison"]["reference"] == "rnd (2026-12-08)"
 
@@ -173,7 +173,8 @@ def test_an_incomplete_run_is_marked_and_its_missing_items_are_left_out(
     )
     (partial / "metrics.json").unlink()
 
-    assert main(["compare", str(complete), str(partial), "--out", str(tmp_path / "cmp")]) == EXIT_OK
+    # Compared on what both answered; the exit status is the killed run's, as `report` of it would exit.
+    assert main(["compare", str(complete), str(partial), "--out", str(tmp_path / "cmp")]) == EXIT_STOPPED
     about = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
     assert about["items"] == len(kept) == 25
     assert [m["status"] for m in about["models"]] == ["finished", "interrupted"]
@@ -207,3 +208,55 @@ def test_a_read_only_copy_of_a_run_is_compared_without_its_lock_unless_a_run_hol
     assert not (first / ".lock").exists()
     with RunLock(second):
         assert main(["compare", str(first), str(second), "--out", str(tmp_path / "c2")]) == EXIT_USAGE
+
+
+def test_an_epochs_run_is_compared_on_its_first_sample_and_is_not_marked_incomplete(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    tsv, _ = corpus
+    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
+    once = _run(data, tmp_path / "runs", "once", *RANDOM)
+    thrice = _run(data, tmp_path / "runs", "thrice", "-m", "random", "-B", "label=r3", "--epochs", "3")
+    assert main(["compare", str(once), str(thrice), "--out", str(tmp_path / "cmp")]) == EXIT_OK
+    about = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
+    assert [m["status"] for m in about["models"]] == ["finished", "finished"]
+    assert list(_metrics(tmp_path / "cmp")["models"]) == ["rnd", "r3"]  # no column per sample
+
+
+def test_the_report_never_goes_inside_a_run_folder_and_an_earlier_comparisons_files_go(
+    corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tsv, _ = corpus
+    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
+    first = _run(data, tmp_path / "runs", "a", *RANDOM)
+    second = _run(data, tmp_path / "runs", "b", "-m", "random", "-B", "label=r2")
+    third = _run(data, tmp_path / "runs", "c", "-m", "random", "-B", "label=r3")
+    before = sorted(p.relative_to(first) for p in first.rglob("*"))
+    assert main(["compare", str(first), str(second), "--out", str(first / "predictions")]) == EXIT_USAGE
+    assert "inside the run folder" in capsys.readouterr().err
+    assert sorted(p.relative_to(first) for p in first.rglob("*")) == before
+
+    assert main(["compare", str(first), str(second), "--out", str(tmp_path / "cmp")]) == EXIT_OK
+    assert main(["compare", str(first), str(third), "--out", str(tmp_path / "cmp")]) == EXIT_OK
+    assert sorted(p.stem for p in (tmp_path / "cmp" / "predictions").glob("*.tsv")) == ["r3", "rnd"]
+
+
+def test_unreadable_config_and_records_of_a_model_the_config_does_not_name(
+    corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tsv, _ = corpus
+    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
+    first = _run(data, tmp_path / "runs", "a", *RANDOM)
+    second = _run(data, tmp_path / "runs", "b", "-m", "random", "-B", "label=r2")
+    lines = (second / "records.jsonl").read_text(encoding="utf-8").splitlines()
+    phantom = json.loads(lines[0]) | {"model": "zzz"}
+    (second / "records.jsonl").write_text("\n".join([*lines, json.dumps(phantom)]) + "\n", encoding="utf-8")
+    # Left out of the comparison; the run counts as `report` counts it (a model that answered 1 of 10: exit 3).
+    assert main(["compare", str(first), str(second), "--out", str(tmp_path / "cmp")]) == EXIT_STOPPED
+    assert list(_metrics(tmp_path / "cmp")["models"]) == ["rnd", "r2"]
+    assert "records of zzz, which its config.json names no model of" in capsys.readouterr().out
+
+    (second / "config.json").write_text("{not json", encoding="utf-8")
+    assert main(["compare", str(first), str(second), "--out", str(tmp_path / "c2")]) == EXIT_USAGE
+    assert main(["report", str(second)]) == EXIT_USAGE
+    assert "config.json is unreadable" in capsys.readouterr().err

@@ -188,7 +188,7 @@ def test_a_config_json_whose_secret_option_was_not_saved_is_refused_clearly(
     document["config"]["models"][0]["options"]["api_key"] = "[REDACTED]"  # as a run given -B api_key= saves it
     path = write(tmp_path / "config.json", json.dumps(document))
     said = usage_error(["run", "--config", str(path)], capsys)
-    assert f"{path}: random: option api_key was not saved (it looks secret)" in said
+    assert f"{path}: random: option api_key was not saved whole (it looks secret)" in said
 
 
 def test_a_missing_file_and_a_missing_template_file_are_usage_errors(

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gmai_client import RunConfig
-from gmai_client.cli import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, main
+from gmai_client.cli import EXIT_EMPTY, EXIT_ERRORS, EXIT_OK, EXIT_USAGE, main
+from gmai_client.data.splits import sample_path
 from gmai_client.protocol.prices import load_prices
 from gmai_client.results.records import read_records
 from gmai_client.results.rundir import RunLock
@@ -68,7 +69,7 @@ def test_runs_says_what_became_of_every_run(tmp_path: Path, capsys: pytest.Captu
     expected = price.cost(sum(r.input_tokens or 0 for r in records), sum(r.output_tokens or 0 for r in records))
     assert finished["cost_usd"] == pytest.approx(expected, abs=1e-6) and expected > 0
     assert (listed["incomplete"]["done"], listed["incomplete"]["selected"]) == (4, 8)
-    assert "--resume" in listed["incomplete"]["why"]
+    assert listed["incomplete"]["why"].endswith(f"run --resume {out / 'incomplete'} --retry-errors")
     assert listed["killed"]["selected"] is None and listed["killed"]["done"] == 8
     assert "batches collect" in listed["batched"]["why"]
     assert listed["running"]["why"].startswith("pid ")
@@ -111,3 +112,31 @@ def test_a_folder_with_broken_files_is_listed_as_unreadable_beside_the_others(
     assert listed["good"]["status"] == "finished"
     assert listed["edited"]["status"] == listed["torn"]["status"] == "unreadable"
     assert listed["torn"]["why"] and listed["edited"]["why"]
+
+
+def test_a_run_killed_after_a_resume_is_not_taken_for_the_run_before_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    assert _run(out, "grow", "--limit", "2") == EXIT_OK
+    first_metrics = (out / "grow" / "metrics.json").read_bytes()
+    started = json.loads((out / "grow" / "config.json").read_text(encoding="utf-8"))["started"]
+    assert main(["run", "--resume", str(out / "grow"), "--limit", "6", "--no-progress"]) == EXIT_OK
+    (out / "grow" / "metrics.json").write_bytes(first_metrics)  # as if killed before its metrics were written
+    listed = _listed(out, capsys)["grow"]
+    assert listed["status"] == "interrupted" and "records were written after its last metrics.json" in listed["why"]
+    assert listed["done"] == 6 and listed["selected"] is None
+    assert listed["started"] == started  # the run's start, not the resume's
+
+
+def test_an_empty_run_and_a_run_folder_given_as_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "runs"
+    header_only = tmp_path / "header.tsv"
+    header_only.write_text(sample_path().read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    assert _run(out, "none", "--data", str(header_only)) == EXIT_EMPTY
+    listed = _listed(out, capsys)["none"]
+    assert (listed["status"], listed["why"]) == ("empty", "no item was selected")
+    assert (listed["done"], listed["selected"]) == (0, 0)
+    assert _run(out, "some", "--limit", "3") == EXIT_OK
+    assert main(["runs", "--out", str(out / "some")]) == EXIT_USAGE
+    assert "is a run folder" in capsys.readouterr().err

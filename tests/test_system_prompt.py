@@ -73,3 +73,24 @@ def test_an_unreadable_system_prompt_file_is_named(tmp_path: Path, capsys: pytes
         assert api.requests == []
     err = capsys.readouterr().err
     assert "--system-prompt @" in err and "missing.txt" in err and "-B system @" in err and "gone.txt" in err
+
+
+def test_a_system_prompt_saved_redacted_is_never_sent_again_by_resume_or_run_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A prompt holding something shaped like a key is saved with it redacted: resuming from the saved
+    # text would send other words under the same folder. Refused; the original command resumes.
+    prompt = "Context sk-proj-" + "A" * 60 + " end"
+    def run(limit: str) -> list[str]:
+        return ["run", "--no-progress", "--limit", limit, "--out", str(tmp_path), "--run-name", "r"]
+
+    assert main([*run("3"), "--system-prompt", prompt]) == 0
+    config = tmp_path / "r" / "config.json"
+    assert "[REDACTED]" in config.read_text(encoding="utf-8") and prompt not in config.read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tmp_path / "r"), "--limit", "5", "--no-progress"]) == 2
+    assert "rerun the original command" in capsys.readouterr().err
+    assert main(["run", "--config", str(config), "--limit", "5", "--no-progress"]) == 2
+    assert "system prompt held text shaped like a key" in capsys.readouterr().err
+    assert main([*run("5"), "--system-prompt", prompt]) == 0  # the same folder, grown
+    assert len((tmp_path / "r" / "records.jsonl").read_text(encoding="utf-8").splitlines()) == 5

@@ -335,11 +335,9 @@ def _add_cache(commands: Any) -> None:
     cache.add_argument("--max-tokens", type=_positive_int, help=f"explain: the run's (default {params.max_tokens})")
     cache.add_argument("--seed", type=_int, help=f"explain: the run's (default {_default('seed')})")
     cache.add_argument("--system-prompt", metavar="TEXT|@FILE", help="explain: the run's system prompt (default: none)")
+    cache.add_argument("--multi-answer-prompt", action="store_true", help="explain: the run had --multi-answer-prompt")
     cache.add_argument(
-        "--multi-answer-prompt", action="store_true", help="explain: the run had --multi-answer-prompt"
-    )
-    cache.add_argument(
-        "--sample", type=_positive_int, default=1, metavar="K", help="explain: the K-th sample of an --epochs run"
+        "--sample", type=_epochs, default=1, metavar="K", help="explain: the K-th sample of an --epochs run"
     )
     cache.add_argument("--data", "-d", nargs="+", action="extend", default=None, metavar="PATH")
     cache.add_argument("--data-dir", type=_path, default=None)

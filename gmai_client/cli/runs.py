@@ -15,7 +15,7 @@ from gmai_client.config import run_default
 from gmai_client.errors import ConfigError
 from gmai_client.protocol.prices import load_prices
 from gmai_client.results.report_format import pct
-from gmai_client.results.runs import RunSummary, survey
+from gmai_client.results.runs import RunSummary, is_run_folder, survey
 
 _STYLE = {"finished": "green", "incomplete": "yellow", "interrupted": "red", "unreadable": "red"}
 
@@ -24,6 +24,8 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     out = args.out if args.out is not None else run_default("out")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is not a folder")
+    if is_run_folder(out):
+        raise ConfigError(f"--out {out} is a run folder: give the folder that holds run folders ({out.parent})")
     try:
         summaries = survey(out, load_prices())
     except OSError as exc:  # the folder itself cannot be listed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +27,13 @@ from gmai_client.errors import ConfigError
 from gmai_client.protocol.prices import PriceTable
 from gmai_client.results.atomic import written_whole
 from gmai_client.results.html.run import COMPARE_FILE
+from gmai_client.results.plots import PLOTS_DIR
+from gmai_client.results.predictions import PREDICTIONS_DIR
 from gmai_client.results.report import write_reports
+from gmai_client.results.report_format import markdown_cell
 from gmai_client.results.run_compare import RunsCompared, SourceRun
 from gmai_client.results.rundir import RunFigures
-from gmai_client.results.runs import is_run_folder, summarize
+from gmai_client.results.runs import RunSummary, is_run_folder, summarize
 from gmai_client.results.spend import model_costs
 
 
@@ -46,9 +50,10 @@ class ColumnSource:
     status: str  # its run's status (``runs.STATUSES``)
 
 
-def sources(compared: RunsCompared, prices: PriceTable) -> list[ColumnSource]:
-    summaries = {id(run): summarize(run.folder, prices, run.records) for run in _runs(compared)}
-    costs = {id(run): model_costs(run.folder, run.records, run.saved, prices) for run in _runs(compared)}
+def sources(compared: RunsCompared, prices: PriceTable) -> tuple[list[ColumnSource], list[RunSummary]]:
+    """Where each model comes from, and each run's summary (its status counts all its records)."""
+    summaries = {id(run): summarize(run.folder, prices, run.every) for run in compared.runs}
+    costs = {id(run): model_costs(run.folder, run.every, run.saved, prices) for run in compared.runs}
     out = []
     for column in compared.columns:
         run = column.run
@@ -64,7 +69,7 @@ def sources(compared: RunsCompared, prices: PriceTable) -> list[ColumnSource]:
                 summaries[id(run)].status,
             )
         )
-    return out
+    return out, list(summaries.values())
 
 
 def write_comparison(
@@ -74,10 +79,12 @@ def write_comparison(
     *,
     reference: str | None = None,
     console: Console | None = None,
-) -> list[str]:
+) -> Written:
     """Write the comparison's reports into ``out`` (made if missing); print its tables to ``console``."""
-    if is_run_folder(out):
-        raise ConfigError(f"--out {out} is a run folder: its reports would be replaced; give another folder")
+    inside = next((place for place in (out, *out.absolute().parents) if is_run_folder(place)), None)
+    if inside is not None:
+        where = "is a run folder" if inside == out else f"is inside the run folder {inside}"
+        raise ConfigError(f"--out {out} {where}: a run's own files are never written over; give another folder")
     labels = [column.label for column in compared.columns]
     if reference is not None and reference not in labels:
         raise ConfigError(f"--reference {reference!r} is not a model of the comparison (models: {', '.join(labels)})")
@@ -85,7 +92,10 @@ def write_comparison(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {out}: {exc.strerror or exc}") from None
-    rows = sources(compared, prices)
+    if (out / COMPARE_FILE).exists():  # an earlier comparison's: its models' files must not linger
+        for name in (PREDICTIONS_DIR, PLOTS_DIR):
+            shutil.rmtree(out / name, ignore_errors=True)
+    rows, summaries = sources(compared, prices)
     notes = compared.notes()
     if console is not None:
         console.print(_runs_table(rows))
@@ -101,7 +111,15 @@ def write_comparison(
         preface=_runs_markdown(rows),
         extra_notes=notes,
     )
-    return [*written, str(compare_file)]
+    return Written([*written, str(compare_file)], tuple(summaries))
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``write_comparison`` wrote, and the summaries of the runs compared (their statuses)."""
+
+    files: list[str]
+    runs: tuple[RunSummary, ...]
 
 
 # --- the runs, as tables ---------------------------------------------------------------------------
@@ -125,9 +143,6 @@ def _runs_table(rows: Sequence[ColumnSource]) -> Table:
 
 
 def _runs_markdown(rows: Sequence[ColumnSource]) -> list[str]:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
     lines = [
         "## Runs compared",
         "",
@@ -137,7 +152,7 @@ def _runs_markdown(rows: Sequence[ColumnSource]) -> list[str]:
         "| " + " | ".join(_HEADER) + " |",
         "|" + "---|" * len(_HEADER),
     ]
-    lines += ["| " + " | ".join(cell(c) for c in _cells(row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in _cells(row)) + " |" for row in rows]
     return lines
 
 
@@ -154,10 +169,6 @@ def _write_json(path: Path, compared: RunsCompared, rows: Sequence[ColumnSource]
     with written_whole(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
-
-
-def _runs(compared: RunsCompared) -> list[SourceRun]:
-    return list({id(c.run): c.run for c in compared.columns}.values())
 
 
 def default_out(runs: Sequence[SourceRun]) -> Path:

@@ -13,6 +13,7 @@ echoed never lands in the journal, nor in what is derived from it (predictions f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import types
@@ -31,6 +32,8 @@ _TUPLE_FIELDS = {"letters", "answer", "retries", "lenient_letters"}
 _RECORD_FIELDS = tuple(f.name for f in fields(Record))
 #: Record fields that may hold text a server sent (or an error message built from it).
 _SERVER_TEXT_FIELDS = ("prediction", "thinking", "error", "rule")
+
+log = logging.getLogger(__name__)
 
 
 def record_to_json(record: Record) -> str:
@@ -132,31 +135,47 @@ def without_secrets(record: Record) -> Record:
     return replace(record, **changed) if changed else record
 
 
-def _complete_lines(path: Path) -> tuple[list[tuple[int, str]], int]:
-    """The file's complete lines (with their line numbers), and the byte length they cover (a torn
-    tail is excluded)."""
+def _complete_lines(path: Path) -> tuple[list[tuple[int, str]], int, list[int]]:
+    """The file's complete lines (with their line numbers), the byte length they cover (a torn
+    tail is excluded), and the numbers of the lines that are not JSON."""
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     # Split at "\n" only: ``str.splitlines`` also breaks at U+2028, U+2029, U+0085, \x1c-\x1e...,
     # which ``json.dumps(ensure_ascii=False)`` leaves raw inside an answer's text.
     lines = data[:end].decode("utf-8", errors="replace").split("\n")
     good: list[tuple[int, str]] = []
+    torn: list[int] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line torn and then overwritten mid-way: unreadable, dropped
+            torn.append(number)  # a line torn and then overwritten mid-way: unreadable, left out
+            continue
         good.append((number, line))
-    return good, end
+    return good, end, torn
+
+
+def _say_dropped(path: Path, dropped: list[int]) -> None:
+    """A warning naming the lines that are not JSON (torn by a crash, or edited): they are left out,
+    so their items count as not recorded (a resume sends them again), never silently."""
+    if dropped:
+        shown = ", ".join(map(str, dropped[:5])) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+        log.warning(
+            "%s: line(s) %s are not JSON records (torn by a crash, or edited): left out; their items count as not "
+            "recorded, and a resume sends them again",
+            path,
+            shown,
+        )
 
 
 def read_records(path: Path) -> list[Record]:
     """All readable records, the last one winning for each (model, index)."""
     if not path.exists():
         return []
-    lines, _ = _complete_lines(path)
+    lines, _, torn = _complete_lines(path)
+    _say_dropped(path, torn)
     latest: dict[tuple[str, str], Record] = {}
     for number, line in lines:
         record = _parse_record(path, number, json.loads(line))
@@ -173,7 +192,7 @@ class RecordWriter:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
-            _, end = _complete_lines(path)
+            _, end, _ = _complete_lines(path)
             if end != path.stat().st_size:
                 with path.open("r+b") as handle:
                     handle.truncate(end)  # drop a torn last line before appending after it
@@ -216,6 +235,6 @@ def rewrite_records(path: Path, records: Iterable[Record]) -> None:
 
 
 def iter_record_dicts(path: Path) -> Iterator[dict[str, Any]]:
-    lines, _ = _complete_lines(path)
+    lines, _, _ = _complete_lines(path)
     for _, line in lines:
         yield json.loads(line)

@@ -47,7 +47,7 @@ from gmai_client.results.predictions import PREDICTIONS_DIR, write_prediction_fi
 from gmai_client.results.records import RECORDS_FILE, read_records
 from gmai_client.results.report_console import headline_tables
 from gmai_client.results.report_epochs import epoch_lines, epochs_json
-from gmai_client.results.report_format import interval
+from gmai_client.results.report_format import interval, markdown_cell
 from gmai_client.results.report_format import pct as _pct
 from gmai_client.results.report_format import signed as _delta
 from gmai_client.results.report_rules import (
@@ -66,7 +66,7 @@ from gmai_client.results.rundir import (
     RunFigures,
     RunLock,
     count_selected,
-    read_config,
+    read_existing_config,
     read_metrics,
     save_rules,
     write_metrics,
@@ -185,7 +185,7 @@ def _render(
 ) -> Rendered:
     path = run_dir / RECORDS_FILE
     records = read_records(path)
-    saved = read_config(run_dir)
+    saved = read_existing_config(run_dir)
     # A folder that names no rule set was scored before there were any: under the 2025 rules.
     before = rule_set(saved.setting("rules", UNNAMED_RULES.name) if saved is not None else UNNAMED_RULES.name)
     rules = rule_set(rules_name) if rules_name is not None else before
@@ -445,11 +445,8 @@ def print_tables(
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(markdown_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -67,3 +67,8 @@ def package_version(name: str) -> str:
         return installed(name)
     except PackageNotFoundError:
         return "not installed"
+
+
+def markdown_cell(text: str) -> str:
+    """A Markdown table cell: a ``|`` escaped, line breaks made spaces (either would end the cell's row)."""
+    return " ".join(text.replace("|", "\\|").splitlines()) if text else text

@@ -34,7 +34,7 @@ from gmai_client.errors import ConfigError
 from gmai_client.protocol.rulesets import DEFAULT_RULES, UNNAMED_RULES, RuleSet, rule_set
 from gmai_client.protocol.scoring import score_answer_set
 from gmai_client.results.records import read_records
-from gmai_client.results.rundir import RECORDS_FILE, RunLock, SavedConfig, holder, read_config
+from gmai_client.results.rundir import RECORDS_FILE, RunLock, SavedConfig, holder, read_existing_config
 from gmai_client.samples import extra_samples
 from gmai_client.types import Record
 
@@ -48,13 +48,15 @@ class SourceRun:
 
     folder: Path
     saved: SavedConfig | None
-    records: tuple[Record, ...]
+    records: tuple[Record, ...]  # the records compared: its models' (their first samples')
     labels: tuple[str, ...]  # its models, in the run's order
     rules: str  # the rule set its records were scored under
+    every: tuple[Record, ...] = ()  # all its records (every sample, every label): what its status counts
+    strays: tuple[str, ...] = ()  # labels its records carry that its config.json names no model of
 
     @property
     def started(self) -> str:
-        return self.saved.written if self.saved is not None else ""
+        return self.saved.first_started if self.saved is not None else ""
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -94,6 +96,11 @@ class RunsCompared:
     differences: tuple[str, ...]  # how the runs asked otherwise, one line each
     rescored: tuple[str, ...]  # run folders scored under another rule set, read again under ``rules``
 
+    @property
+    def runs(self) -> list[SourceRun]:
+        """The runs compared, in order (each once)."""
+        return list({id(c.run): c.run for c in self.columns}.values())
+
     def notes(self) -> list[str]:
         """What every output says about the comparison: the items, what differs, the rules."""
         lines = [f"{self.items} items compared: those every run answered, with the same content in every run."]
@@ -106,6 +113,12 @@ class RunsCompared:
                 f"{_named(self.changed)}; left out."
             )
         lines += [f"The runs differ: {line}" for line in self.differences]
+        for run in self.runs:
+            if run.strays:
+                lines.append(
+                    f"{run.folder} holds records of {', '.join(run.strays)}, which its config.json names no model of: "
+                    "left out."
+                )
         for folder in self.rescored:
             lines.append(
                 f"{folder} was scored under another rule set: read again under {self.rules.name} (nothing sent)."
@@ -120,19 +133,19 @@ def load_run(folder: Path) -> SourceRun:
     busy = "a run is still writing it; compare it when that run ends"
     if os.access(folder, os.W_OK):
         with RunLock(folder, advice=busy):
-            records, saved = tuple(read_records(folder / RECORDS_FILE)), read_config(folder)
+            records, saved = tuple(read_records(folder / RECORDS_FILE)), read_existing_config(folder)
     else:  # a read-only copy (another machine's runs): no lock can be taken, none is needed but a live one's
         pid = holder(folder)
         if pid is not None:
             raise ConfigError(f"the run folder {folder} is in use by another gmai_client process (pid {pid}): {busy}")
-        records, saved = tuple(read_records(folder / RECORDS_FILE)), read_config(folder)
+        records, saved = tuple(read_records(folder / RECORDS_FILE)), read_existing_config(folder)
     flat = flatten(saved.config) if saved is not None else {}
     # A run of --epochs N is compared on each model's first sample (its headline): ``samples``.
     samples = extra_samples({r.model for r in records}, _whole(flat.get("epochs"), 1))
-    records = tuple(r for r in records if r.model not in samples)
-    labels = tuple(saved.model_labels) if saved is not None else ()
-    labels = tuple(dict.fromkeys([*labels, *(r.model for r in records)]))
-    return SourceRun(folder, saved, records, labels, str(flat.get("rules") or UNNAMED_RULES.name))
+    labels = tuple(saved.model_labels) if saved is not None else tuple(dict.fromkeys(r.model for r in records))
+    strays = tuple(dict.fromkeys(r.model for r in records if r.model not in labels and r.model not in samples))
+    compared = tuple(r for r in records if r.model in labels)
+    return SourceRun(folder, saved, compared, labels, str(flat.get("rules") or UNNAMED_RULES.name), records, strays)
 
 
 def compare_runs(runs: Sequence[SourceRun], *, rules: str | None = None, strict: bool = False) -> RunsCompared:

@@ -10,13 +10,16 @@ neither). What each line says is read from the folder's own files, never from a 
 - the headline per model: VLMEvalKit's figure over the records, under the folder's rule set;
 - status, the first that holds: ``in progress`` (a process holds the folder's lock), ``batches pending``
   (its batch journal names batches not yet collected), ``interrupted`` (stopped by Ctrl-C or SIGTERM,
-  or killed: records without a metrics.json), ``incomplete`` (selected items without an answer),
-  ``finished``; ``unreadable`` when its files cannot be read (the line says why);
+  or killed: records without a metrics.json, or more records than its metrics.json counts, which an
+  earlier invocation wrote), ``incomplete`` (selected items without an answer: the line says how to
+  finish it), ``empty`` (nothing selected), ``finished``; ``unreadable`` when its files cannot be read
+  (the line says why);
 - cost: the answers' tokens at list prices (``spend``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +27,18 @@ from typing import Any
 
 from gmai_client.config import flatten
 from gmai_client.errors import GmaiError
-from gmai_client.protocol.metrics import compute_metrics
+from gmai_client.protocol.metrics import ModelMetrics, compute_metrics
 from gmai_client.protocol.prices import PriceTable
 from gmai_client.protocol.rulesets import UNNAMED_RULES
 from gmai_client.results.batch_journal import JOURNAL_FILE, BatchJournal
-from gmai_client.results.completeness import assess
+from gmai_client.results.completeness import Completeness, Verdict, assess
 from gmai_client.results.records import read_records
 from gmai_client.results.rundir import CONFIG_FILE, RECORDS_FILE, RunFigures, holder, read_config, read_metrics
 from gmai_client.results.spend import model_costs
 from gmai_client.types import Record
 
 #: Every status a run folder can have, in the order they are decided.
-STATUSES = ("in progress", "batches pending", "interrupted", "incomplete", "finished", "unreadable")
+STATUSES = ("in progress", "batches pending", "interrupted", "incomplete", "empty", "finished", "unreadable")
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class RunSummary:
     started: str = ""
     cost_usd: float | None = None  # None: no model of the run has a known price
     why: str = ""  # unreadable: what could not be read; in progress: the holder's pid
+    verdict: Verdict = "stopped"  # what an exit status is made from (``completeness.Verdict``)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -103,8 +107,10 @@ def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | Non
         "select": tuple(str(s) for s in flat.get("select") or ()),
         "limit": flat.get("limit"),
         "rules": str(flat.get("rules") or UNNAMED_RULES.name),
-        "started": saved.written if saved is not None else "",
+        "started": saved.first_started if saved is not None else "",
     }
+    if saved is None and (run_dir / CONFIG_FILE).exists():
+        return RunSummary(run_dir, "unreadable", why=f"{CONFIG_FILE} is not a run's configuration", **described)
     try:
         records = list(records) if records is not None else read_records(run_dir / RECORDS_FILE)
         journal = BatchJournal(run_dir)
@@ -112,24 +118,15 @@ def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | Non
     except (GmaiError, OSError, ValueError) as exc:
         return RunSummary(run_dir, "unreadable", why=str(exc), **described)
     metrics_doc = read_metrics(run_dir)
-    figures = metrics_doc.run if metrics_doc is not None else RunFigures()
+    stale = metrics_doc is not None and _stale(metrics_doc.models, records)
+    # A run resumed and then killed leaves the metrics of the invocation before: its figures are not this one's.
+    figures = metrics_doc.run if metrics_doc is not None and not stale else RunFigures()
     models = described["models"] or tuple(dict.fromkeys(r.model for r in records))
     metrics = compute_metrics(records, selected=figures.selected)
     costs = model_costs(run_dir, records, saved, prices)
     priced = [c.usd for c in costs.values() if c.usd is not None]
     completeness = assess(records, figures, models)
-    pid = holder(run_dir)
-    if pid is not None:
-        status, why = "in progress", f"pid {pid or 'unknown'}"
-    elif pending:
-        status, why = "batches pending", f"{len(pending)} batch(es) not yet collected: batches collect {run_dir}"
-    elif metrics_doc is None or completeness.verdict == "interrupted":
-        status, why = "interrupted", "" if metrics_doc is not None else "killed: no metrics.json was written"
-    elif completeness.verdict in ("stopped", "errors"):
-        missing = [f"{m.label} {m.unanswered} unanswered" for m in completeness.models if m.unanswered]
-        status, why = "incomplete", "; ".join(missing) + f": python -m gmai_client run --resume {run_dir}"
-    else:
-        status, why = "finished", ""
+    status, verdict, why = _status(run_dir, completeness, pending, metrics_doc is None, stale)
     return RunSummary(
         run_dir,
         status,
@@ -139,7 +136,38 @@ def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | Non
         headline={label: metrics[label].overall.accuracy if label in metrics else None for label in models},
         cost_usd=sum(priced) if priced else None,
         why=why,
+        verdict=verdict,
     )
+
+
+def _status(
+    run_dir: Path, completeness: Completeness, pending: Sequence[object], no_metrics: bool, stale: bool
+) -> tuple[str, Verdict, str]:
+    """(the status shown, the verdict an exit status is made from, why), the first that holds."""
+    pid = holder(run_dir)
+    if pid is not None:
+        return "in progress", "stopped", f"pid {pid or 'unknown'}"
+    if pending:
+        return "batches pending", "stopped", f"{len(pending)} batch(es) not yet collected: batches collect {run_dir}"
+    if no_metrics or stale:
+        why = "no metrics.json was written" if no_metrics else "records were written after its last metrics.json"
+        return "interrupted", "stopped", f"killed: {why}: python -m gmai_client run --resume {run_dir}"
+    verdict = completeness.verdict
+    if verdict == "interrupted":
+        return "interrupted", verdict, f"stopped by Ctrl-C or SIGTERM: python -m gmai_client run --resume {run_dir}"
+    if verdict in ("stopped", "errors"):
+        missing = [f"{m.label} {m.unanswered} unanswered" for m in completeness.models if m.unanswered]
+        retry = " --retry-errors" if any(m.errored > m.bad_data for m in completeness.models) else ""
+        return "incomplete", verdict, "; ".join(missing) + f": python -m gmai_client run --resume {run_dir}{retry}"
+    if verdict == "empty":
+        return "empty", verdict, "no item was selected"
+    return "finished", verdict, ""
+
+
+def _stale(saved: Mapping[str, ModelMetrics], records: Sequence[Record]) -> bool:
+    """Whether metrics.json counts other records than records.jsonl holds (a later invocation wrote more)."""
+    counts = Counter(r.model for r in records)
+    return any(counts.get(label, 0) != m.overall.n for label, m in saved.items())
 
 
 def _epochs(flat: Mapping[str, Any]) -> int:

@@ -212,8 +212,8 @@ def _subtitle(page: Page) -> str:
     parts.append("selection: " + " ∪ ".join(select) if select else "selection: all items")
     if saved is not None and saved.setting("limit") is not None:
         parts.append(f"limit {saved.setting('limit')}")
-    if saved is not None and saved.written:
-        parts.append(f"started {saved.written}")
+    if saved is not None and saved.first_started:
+        parts.append(f"started {saved.first_started}")
     parts.append(f"report written {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
     return esc(" · ".join(parts))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai_client.config import RunConfig
-from gmai_client.errors import redact
+from gmai_client.errors import ConfigError, redact
 from gmai_client.protocol.metrics import Comparison, GroupStats, McqStats, ModelMetrics, PairedTest
 from gmai_client.results.atomic import written_whole
 from gmai_client.version import __version__
@@ -35,8 +35,13 @@ class SavedConfig:
     identity: Mapping[str, Any] | None = None
     gmai_client: str = ""
     python: str = ""
-    written: str = ""
+    written: str = ""  # when this config.json was written: the start of the last invocation
     schema: int = 1
+    started: str = ""  # when the run first started (kept by every resume); "" in folders before it was kept
+
+    @property
+    def first_started(self) -> str:
+        return self.started or self.written
 
     def setting(self, name: str, default: Any = None) -> Any:
         """A configuration value by name, whether config.json keeps it flat or in a section."""
@@ -56,14 +61,17 @@ class SavedConfig:
 def write_config(
     run_dir: Path, config: RunConfig, data_files: Sequence[str], *, identity: Mapping[str, Any] | None = None
 ) -> Path:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    before = read_config(run_dir)  # a resume: the run started when this folder's first run did
     saved = SavedConfig(
         config=config.as_dict(),
         data_files=tuple(data_files),
         identity=identity,
         gmai_client=__version__,
         python=platform.python_version(),
-        written=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        written=now,
         schema=SCHEMA_VERSION,
+        started=before.first_started if before is not None and before.first_started else now,
     )
     payload = {**asdict(saved), "data_files": list(saved.data_files)}
     if identity is None:
@@ -84,6 +92,15 @@ def save_rules(run_dir: Path, name: str) -> Path | None:
     return _write_json(path, data)
 
 
+def read_existing_config(run_dir: Path) -> SavedConfig | None:
+    """The folder's config.json; None when there is none; a ``ConfigError`` when there is one that
+    cannot be read (nothing can say what was run, so nothing is scored or compared as if known)."""
+    saved = read_config(run_dir)
+    if saved is None and (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"{run_dir / CONFIG_FILE} is unreadable (not a run configuration): cannot tell what was run")
+    return saved
+
+
 def read_config(run_dir: Path) -> SavedConfig | None:
     """The folder's config.json, or None when it is missing or unreadable."""
     data = _read_json(run_dir / CONFIG_FILE)
@@ -97,6 +114,7 @@ def read_config(run_dir: Path) -> SavedConfig | None:
         python=str(data.get("python", "")),
         written=str(data.get("written", "")),
         schema=int(data.get("schema", 1)),
+        started=str(data.get("started", "")),
     )
 
 
