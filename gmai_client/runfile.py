@@ -79,7 +79,7 @@ def read_run_file(path: str | Path) -> dict[str, Any]:
     absent. ``ConfigError`` names the file and the key of any mistake."""
     path = Path(path)
     text = _read_text(path)
-    if text.lstrip().startswith("{"):
+    if text.lstrip().startswith("{") or (path.suffix.lower() == ".json" and text.lstrip().startswith("[")):
         try:
             document = json.loads(text)
         except json.JSONDecodeError as exc:

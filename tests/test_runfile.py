@@ -217,3 +217,10 @@ def test_model_options_read_as_minus_b_would_give_them(tmp_path: Path) -> None:
     assert (model.target, model.endpoint, model.label) == ("llava", "http://gpu-box:8000/v1", "llava")
     assert dict(model.options) == {"rpm": "500", "batch": "false", "price_in": "0.5", "detail": "low"}
     assert flat["judge"].backend == "random" and set(flat) == {"models", "judge"}  # nothing else given
+
+
+def test_a_json_file_that_is_not_an_object_is_said_to_be_so(tmp_path: Path) -> None:
+    path = tmp_path / "runs.json"
+    path.write_text("[1, 2]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="a run file is a JSON object, not list"):
+        read_run_file(path)
