@@ -79,7 +79,8 @@ def test_two_runs_on_overlapping_items_under_other_rules_equal_one_run_of_both_o
     ]
     report = (tmp_path / "cmp" / "report.md").read_text(encoding="utf-8")
     assert "## Runs compared" in report and "90 items compared" in report
-    assert "Runs compared" in (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
+    page = (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
+    assert "Runs compared" in page and "runs compared on the items they share" in page
     # The runs' own folders are left as they were.
     assert _metrics(first)["rule_sets"]["headline"] == "vlmevalkit-2026"
 

@@ -34,7 +34,7 @@ from gmai_client.results.html.gallery_items import GalleryItems, data_files, loa
 from gmai_client.results.html.page import Page, build_page, palette_css
 from gmai_client.results.html.paper import paper
 from gmai_client.results.html.results import headline, heatmap, views
-from gmai_client.results.html.run import run_info
+from gmai_client.results.html.run import COMPARE_FILE, run_info
 from gmai_client.results.html.tree import tree
 from gmai_client.results.plots import PLOTS_DIR, write_png_plots, write_svg_plots
 from gmai_client.results.report_format import esc
@@ -205,11 +205,15 @@ def render_page(page: Page, plot_files: Sequence[Path] = (), notes: Sequence[str
 
 def _subtitle(page: Page) -> str:
     saved = page.saved
-    data = ", ".join(Path(str(f)).name for f in (saved.data_files if saved else ())) or "unknown data"
-    select = (saved.setting("select") if saved else None) or []
     n = len(page.labels)
-    parts = [f"{n} model{'s' if n != 1 else ''}", f"data: {data}"]
-    parts.append("selection: " + " ∪ ".join(select) if select else "selection: all items")
+    parts = [f"{n} model{'s' if n != 1 else ''}"]
+    if saved is None and (page.run_dir / COMPARE_FILE).exists():  # a comparison: its runs are listed below
+        parts.append("runs compared on the items they share (the runs: under Configuration)")
+    else:
+        data = ", ".join(Path(str(f)).name for f in (saved.data_files if saved else ())) or "unknown data"
+        select = (saved.setting("select") if saved else None) or []
+        parts.append(f"data: {data}")
+        parts.append("selection: " + " ∪ ".join(select) if select else "selection: all items")
     if saved is not None and saved.setting("limit") is not None:
         parts.append(f"limit {saved.setting('limit')}")
     if saved is not None and saved.first_started:
