@@ -15,13 +15,14 @@ here: each subclass names its SDK module in ``sdk``.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import ValidationError  # both vendors' SDKs are built on it
 
@@ -150,6 +151,21 @@ def client_url(endpoint: str) -> tuple[str, dict[str, str]]:
     if not parts.query:
         return endpoint, {}
     return parts._replace(query="", fragment="").geturl().rstrip("/"), dict(parse_qsl(parts.query))
+
+
+def url_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its ``user:password@``, and the Basic ``Authorization`` header they make ({}
+    without). An SDK that sends its own ``Authorization`` (OpenAI's bearer key) cannot have httpx
+    add the URL's as well ("Cannot combine AUTHORIZATION header with ... credentials encoded in URL"):
+    the URL's are sent in its place. Both parts are registered as secrets (never shown)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    for secret in (password, token):
+        register_secret(secret)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl(), {"Authorization": f"Basic {token}"}
 
 
 def resolve_key(env_var: str, endpoint: str, vendor_endpoint: str, backend: str) -> str:

@@ -54,6 +54,7 @@ from gmai_client.backends._api import (
     data_url,
     key_variable,
     short,
+    url_credentials,
 )
 from gmai_client.backends._openai_batches import OpenAIBatches
 from gmai_client.backends._reasoning import ReasoningControls, ReasoningOptions, field_of, usage_of
@@ -134,10 +135,12 @@ class OpenAIChat(ReasoningControls, ApiBackend):
         variable = self.options.organization_env
         organization = os.environ.get(variable) if variable else None
         base_url, query = client_url(self.endpoint)
+        base_url, basic = url_credentials(base_url)  # user:password@ in the URL: sent as Basic auth
         return openai.AsyncOpenAI(
             api_key=key,
             organization=organization or None,
             base_url=base_url,
+            default_headers=basic or None,
             default_query=query or None,
             max_retries=0,
             timeout=self.timeout,

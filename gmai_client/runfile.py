@@ -65,7 +65,9 @@ _TYPES: dict[str, Any] = {
 _PARAM_TYPES: dict[str, Any] = typing.get_type_hints(SamplingParams)
 #: Sampling parameters a run file may also give at its top level (as ``--temperature``, ``--max-tokens``).
 _TOP_PARAMS = ("temperature", "max_tokens")
-_TOP_KEYS = ("models", *FLAT_NAMES, *_TOP_PARAMS, *SECTIONS)
+#: ``run``'s option names where they differ from the field's (README: "run's options by name").
+_ALIASES = {"multi_answer_prompt": "multi_answer_instruction"}
+_TOP_KEYS = ("models", *FLAT_NAMES, *_TOP_PARAMS, *SECTIONS, *_ALIASES)
 #: The keys of a model as config.json saves it (``ModelSpec.as_dict``).
 _SAVED_MODEL_KEYS = ("backend", "target", "endpoint", "options", "label", "written")
 #: Fields whose TOML value may be ``@path``: the text of that file.
@@ -166,7 +168,7 @@ class _Reader:
             elif key in SECTIONS and key not in FLAT_NAMES:
                 raise self.error(f"{key} must be a table of its fields ([{key}]), got {_shown(value)}")
             elif key in _TOP_KEYS:
-                self._put(given, key, key, value)
+                self._put(given, _ALIASES.get(key, key), key, value)
             else:
                 raise self.error(f"unknown key {key!r}{_closest(key, _TOP_KEYS)}")
         flat: dict[str, Any] = {}

@@ -329,6 +329,16 @@ class Record:
         return self.answer is not None and len(self.answer) > 1
 
     @property
+    def never_judged(self) -> bool:
+        """An answer no rule could read that the run's judge never gave a verdict on: every call for
+        it failed, or the judge had stopped (``judge``). A rerun with a working judge judges it."""
+        return (
+            self.status == "unparsed"
+            and self.rule.startswith("judge ")
+            and (": every call failed" in self.rule or ": stopped (" in self.rule)
+        )
+
+    @property
     def is_data_error(self) -> bool:
         """No answer because the data file holds the item's row or image wrong (``DATA_ERROR_KINDS``)."""
         return self.status == "error" and self.error_kind in DATA_ERROR_KINDS

@@ -145,6 +145,42 @@ def test_content_given_as_a_list_of_text_parts_is_joined_as_text(request_: Reque
     assert response.finish_reason == "stop"
 
 
+class _BasicAuthServer(_PartsServer):
+    """Answers only a request with ``Authorization: Basic user:pass`` (a server behind a proxy that
+    takes the URL's credentials), and keeps what each request's Authorization said."""
+
+    def __init__(self) -> None:
+        super().__init__("The answer is B.")
+        self.seen: list[str] = []
+
+    def _routes(self, app: web.Application) -> None:
+        async def answer(http: web.Request) -> web.Response:
+            self.seen.append(http.headers.get("Authorization", ""))
+            # base64 of "user:p@ss-word-2026"
+            if http.headers.get("Authorization") != "Basic dXNlcjpwQHNzLXdvcmQtMjAyNg==":
+                return web.json_response({"error": {"message": "unauthorized"}}, status=401)
+            message = {"role": "assistant", "content": self.content}
+            return web.json_response(
+                {"id": "c1", "object": "chat.completion", "created": 0, "model": MODEL,
+                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+            )  # fmt: skip
+
+        app.router.add_post("/v1/chat/completions", answer)
+
+
+def test_credentials_in_the_endpoint_url_are_sent_as_basic_auth(
+    request_: Request, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx refuses a URL's credentials beside the SDK's own Authorization header: every item failed.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with _BasicAuthServer() as server:
+        endpoint = server.base_url.replace("http://", "http://user:p%40ss-word-2026@") + "/v1"
+        response = generate(OpenAIBackend(MODEL, endpoint=endpoint, options=OpenAIOptions(timeout=5.0)), request_)
+    assert response.text == "The answer is B." and server.seen == ["Basic dXNlcjpwQHNzLXdvcmQtMjAyNg=="]
+    said = errors.redact("sent with p@ss-word-2026 and dXNlcjpwQHNzLXdvcmQtMjAyNg==")  # both are secrets from now on
+    assert "p@ss-word-2026" not in said and "dXNlcjpwQHNzLXdvcmQtMjAyNg==" not in said
+
+
 # ---------------------------------------------------------------------- errors
 
 

@@ -70,6 +70,8 @@ def test_every_sample_is_asked_the_headline_is_the_first_and_the_spread_is_besid
         assert summed["majority"] == 1.0  # two of three right on every item
         assert summed["agreement"] == pytest.approx(2 / 3) and summed["unanimous"] == 0.0
         assert "3 samples per item" in (result.run_dir / "report.md").read_text(encoding="utf-8")
+        page = (result.run_dir / "report.html").read_text(encoding="utf-8")
+        assert "3 samples per item" in page and "Incomplete" not in page and "Finish the run" not in page
 
         # Each sample has its own cache entry: the same run in a new folder sends nothing, and a run
         # of one sample is served the first sample's answers.

@@ -47,3 +47,28 @@ def test_a_judge_failing_on_some_items_is_shown_and_the_run_exits_4(tmp_path: Pa
     assert (judge["rescued"], judge["failed_items"], judge["stopped"]) == (3, 2, "")
     assert "judge: every call failed for 2 answers" in (run_dir / "report.md").read_text()
     assert main(["report", str(run_dir)]) == EXIT_ERRORS
+
+
+def test_answers_a_stopped_judge_never_judged_are_judged_when_the_run_is_run_again(
+    tmp_path: Path, small_tsv: Path
+) -> None:
+    failing = {f"judge:{i}": {"error": "ServerError", "message": "HTTP 500"} for i in range(8)}
+    code, run_dir = run_with_judge(tmp_path, small_tsv, failing, items=8)
+    assert code == EXIT_STOPPED
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    assert all(r["status"] == "unparsed" for r in records)  # no verdict: counted wrong, for now
+    # Until judged, the folder says so, whatever its metrics.json last said of the judge.
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["run"].pop("judge")
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["report", str(run_dir)]) == EXIT_ERRORS
+    assert "8 answer(s) no rule could read were never judged" in (run_dir / "report.md").read_text()
+
+    # The judge works again: the same command judges the eight answers it never judged.
+    code, run_dir = run_with_judge(tmp_path, small_tsv, {f"judge:{i}": "A" for i in range(8)}, items=8)
+    assert code == 0
+    judge = json.loads((run_dir / "metrics.json").read_text())["run"]["judge"]
+    assert (judge["asked"], judge["rescued"]) == (8, 8)
+    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    latest = {r["index"]: r for r in records}
+    assert len(latest) == 8 and all(r["status"] == "ok" and r["letters"] == ["A"] for r in latest.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gmai_client.cli import EXIT_EMPTY, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
+from gmai_client.cli import EXIT_EMPTY, EXIT_ERRORS, EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
 from gmai_client.results.records import read_records
 from gmai_client.results.rundir import RunLock
 from gmai_client.testing import answer_corpus
@@ -221,6 +221,8 @@ def test_an_epochs_run_is_compared_on_its_first_sample_and_is_not_marked_incompl
     assert main(["compare", str(once), str(thrice), "--out", str(tmp_path / "cmp")]) == EXIT_OK
     about = json.loads((tmp_path / "cmp" / "compare.json").read_text(encoding="utf-8"))
     assert [m["status"] for m in about["models"]] == ["finished", "finished"]
+    report = (tmp_path / "cmp" / "report.md").read_text(encoding="utf-8")
+    assert f"{thrice} asked 3 samples per item: compared on each model's first" in report
     assert list(_metrics(tmp_path / "cmp")["models"]) == ["rnd", "r3"]  # no column per sample
 
 
@@ -261,3 +263,28 @@ def test_unreadable_config_and_records_of_a_model_the_config_does_not_name(
     assert main(["compare", str(first), str(second), "--out", str(tmp_path / "c2")]) == EXIT_USAGE
     assert main(["report", str(second)]) == EXIT_USAGE
     assert "config.json is unreadable" in capsys.readouterr().err
+
+
+def test_a_run_with_errors_is_compared_with_them_counted_wrong_and_its_own_folder_named(
+    corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tsv, _ = corpus
+    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
+    first = _run(data, tmp_path / "runs", "a", *RANDOM)
+    indices = [line.split("\t", 1)[0] for line in data.read_text(encoding="utf-8").splitlines()[1:]]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({i: ({"error": "BadRequest"} if i == indices[3] else "A") for i in indices}))
+    code = main(["run", "--data", str(data), "-m", f"scripted:{script}", "-B", "label=s", "--no-progress",
+                 "--out", str(tmp_path / "runs"), "--run-name", "b"])  # fmt: skip
+    assert code == EXIT_ERRORS
+    capsys.readouterr()
+    assert main(["compare", str(first), str(tmp_path / "runs" / "b"), "--out", str(tmp_path / "cmp")]) == EXIT_ERRORS
+    said = capsys.readouterr().err
+    assert "items that ended in an error are counted wrong" in said and "--resume" in said
+    assert _metrics(tmp_path / "cmp")["models"]["s"]["overall"]["errored"] == 1
+    assert "Finish the run with" not in (tmp_path / "cmp" / "report.md").read_text(encoding="utf-8")
+    assert "Finish the run with" not in (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
+    # A second compare writing the same folder meanwhile is refused, naming the process.
+    with RunLock(tmp_path / "cmp"):
+        assert main(["compare", str(first), str(tmp_path / "runs" / "b"), "--out", str(tmp_path / "cmp")]) == 2
+    assert "another compare is writing it" in capsys.readouterr().err

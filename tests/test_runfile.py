@@ -224,3 +224,15 @@ def test_a_json_file_that_is_not_an_object_is_said_to_be_so(tmp_path: Path) -> N
     path.write_text("[1, 2]\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="a run file is a JSON object, not list"):
         read_run_file(path)
+
+
+def test_runs_option_names_are_keys_and_a_models_bad_option_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "runs.toml"
+    path.write_text('data = ["sample"]\nmulti_answer_prompt = true\n[[models]]\nspec = "random"\n', encoding="utf-8")
+    assert read_run_file(path)["multi_answer_instruction"] is True  # --multi-answer-prompt, `_` for `-`
+    path.write_text('data = ["sample"]\n[[models]]\nspec = "random"\nlabel = "x"\nseed = "abc"\n', encoding="utf-8")
+    assert main(["run", "--config", str(path), "--no-progress", "--out", str(tmp_path / "runs")]) == EXIT_USAGE
+    assert f"{path}: x: option seed=" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gmai_client.api import run
+from gmai_client.backends import registry
 from gmai_client.backends.families import use_model_families
 from gmai_client.cli.common import (
     read_template,
@@ -119,11 +120,16 @@ def new_config(args: argparse.Namespace) -> RunConfig:
 def file_config(path: Path, given: dict[str, Any], args: argparse.Namespace) -> RunConfig:
     """The run file's configuration, with what this command line gives laid over it (``runfile.combined``)."""
     sampling = {name: getattr(args, name) for name in ("temperature", "max_tokens") if getattr(args, name) is not None}
-    config = combined(read_run_file(path), {**given, **sampling})
+    read = read_run_file(path)
+    config = combined(read, {**given, **sampling})
     try:  # --rules is checked by the parser; a file's is checked here, `latest` resolved as --rules resolves it
-        return config.updated(rules=rule_set(config.protocol.rules).name)
+        config = config.updated(rules=rule_set(config.protocol.rules).name)
+        # The file's models' -B options, checked now so that a mistake names the file (the run checks them too).
+        for spec in (*(read.get("models") or ()), *([read["judge"]] if read.get("judge") else [])):
+            registry.load_class(spec.backend).parse_options(spec)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return config
 
 
 #: How the messages name a field: the option that sets it.

@@ -32,7 +32,7 @@ from gmai_client.results.predictions import PREDICTIONS_DIR
 from gmai_client.results.report import write_reports
 from gmai_client.results.report_format import markdown_cell
 from gmai_client.results.run_compare import RunsCompared, SourceRun
-from gmai_client.results.rundir import RunFigures
+from gmai_client.results.rundir import RunFigures, RunLock
 from gmai_client.results.runs import RunSummary, is_run_folder, summarize
 from gmai_client.results.spend import model_costs
 
@@ -92,6 +92,18 @@ def write_comparison(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create {out}: {exc.strerror or exc}") from None
+    with RunLock(out, advice="another compare is writing it; wait for it to end, or give another --out"):
+        return _write_locked(out, compared, prices, labels, reference, console)
+
+
+def _write_locked(
+    out: Path,
+    compared: RunsCompared,
+    prices: PriceTable,
+    labels: list[str],
+    reference: str | None,
+    console: Console | None,
+) -> Written:
     if (out / COMPARE_FILE).exists():  # an earlier comparison's: its models' files must not linger
         for name in (PREDICTIONS_DIR, PLOTS_DIR):
             shutil.rmtree(out / name, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Literal
 
 from gmai_client.protocol.metrics import ModelMetrics, unanswered
 from gmai_client.results.report_format import pct
-from gmai_client.results.rundir import RunFigures
+from gmai_client.results.rundir import CONFIG_FILE, RunFigures
 from gmai_client.types import Record
 
 #: What became of a run, worst first: the exit statuses are made from it.
@@ -79,7 +79,9 @@ def assess(records: Iterable[Record], figures: RunFigures, labels: Sequence[str]
     errored: Counter[str] = Counter()
     bad_data: Counter[str] = Counter()
     first_bad_data = ""
+    never_judged = 0
     for record in records:
+        never_judged += record.never_judged
         recorded[record.model] += 1
         errored[record.model] += record.status == "error"
         if record.is_data_error:
@@ -99,7 +101,8 @@ def assess(records: Iterable[Record], figures: RunFigures, labels: Sequence[str]
         interrupted=figures.interrupted,
         failure=figures.failure,
         judge_stopped=judge.stopped if judge is not None else "",
-        judge_failed=judge.failed_items if judge is not None else 0,
+        # This invocation's count, or the records' own (a judge that failed in an earlier one).
+        judge_failed=max(judge.failed_items if judge is not None else 0, never_judged),
         first_bad_data=first_bad_data,
     )
 
@@ -127,7 +130,13 @@ def notice_lines(completeness: Completeness, run_dir: Path, metrics: Mapping[str
             f"{bad_data} item(s) could not be read from the data file (the first: {c.first_bad_data}): correct the "
             "data file, then run the same command again (a corrected row is read and sent again)."
         )
-    if any(model.unanswered > model.bad_data for model in c.models):
+    if c.judge_failed:
+        lines.append(
+            f"{c.judge_failed} answer(s) no rule could read were never judged (every judge call failed, or the judge "
+            f"stopped): counted wrong. Run the same command again (or run --resume {run_dir}) to have them judged."
+        )
+    # Only a run folder can be resumed (a comparison's folder has no config.json: its runs' lines say how).
+    if any(model.unanswered > model.bad_data for model in c.models) and (run_dir / CONFIG_FILE).exists():
         retry = " --retry-errors" if any(model.errored > model.bad_data for model in c.models) else ""
         lines.append(f"Finish the run with: python -m gmai_client run --resume {run_dir}{retry}")
     return lines

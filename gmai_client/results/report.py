@@ -140,7 +140,7 @@ def write_reports(
             console.print(f"[bold yellow]{escape(line)}", soft_wrap=True)  # a command in it stays whole
     # report.html and plots/: never fail the run (a failure there becomes a note).
     written += write_visual_reports(
-        run_dir, records, metrics, comparison, figures=figures, console=console, gallery=gallery, notes=extra_notes
+        run_dir, every, metrics, comparison, figures=figures, console=console, gallery=gallery, notes=extra_notes
     )
     return [str(path) for path in written]
 

@@ -59,6 +59,10 @@ class SourceRun:
         return self.saved.first_started if self.saved is not None else ""
 
     @property
+    def epochs(self) -> int:
+        return _whole(flatten(self.saved.config).get("epochs"), 1) if self.saved is not None else 1
+
+    @property
     def protocol(self) -> dict[str, Any]:
         """How this run asked its items (what must agree for a fair comparison), shown as text."""
         flat = flatten(self.saved.config) if self.saved is not None else {}
@@ -114,6 +118,11 @@ class RunsCompared:
             )
         lines += [f"The runs differ: {line}" for line in self.differences]
         for run in self.runs:
+            if run.epochs > 1:
+                lines.append(
+                    f"{run.folder} asked {run.epochs} samples per item: compared on each model's first (its "
+                    "headline); the spread over its samples is in its own report."
+                )
             if run.strays:
                 lines.append(
                     f"{run.folder} holds records of {', '.join(run.strays)}, which its config.json names no model of: "

@@ -281,10 +281,14 @@ class _ModelRun:
         self.wired, self.outcome, self.policy, self.track = wired, outcome, policy, track
         self.label = plan.spec.label
         self.shows_gallery = plan is wired.models[0]  # one model's stream offers the report's items
+        # Sent again: errors with --retry-errors, and answers a judge that failed or stopped never judged
+        # (sent again rather than judged from the record: the cache answers a cacheable model at no cost).
         self.finished = {
             r.index
             for r in wired.previous
-            if r.model == self.label and not (policy.retry_errors and r.status == "error")
+            if r.model == self.label
+            and not (policy.retry_errors and r.status == "error")
+            and not (wired.judge is not None and r.never_judged)
         }
         self.elsewhere: set[str] = set()  # items a batch run beside records (and counts)
         # What each item was when it was answered, and what it is as read now: a changed item is sent again.

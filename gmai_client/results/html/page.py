@@ -38,6 +38,7 @@ class Page:
     charts: list[ViewChart]  # one per view; empty when no model has a key
     thumbnails: Mapping[str, str]  # item index -> JPEG data URI (gallery items only)
     questions: Mapping[str, str]  # item index -> question text (gallery items only)
+    every: Sequence[Record] = ()  # every record given, other streams too (``--epochs``): what completeness counts
 
 
 def build_page(
@@ -71,6 +72,7 @@ def build_page(
         charts=view_charts(metrics, chance),
         thumbnails=thumbnails or {},
         questions=questions or {},
+        every=list(records),
     )
 
 

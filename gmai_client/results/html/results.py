@@ -76,7 +76,7 @@ def _headline_row(page: Page, i: int, label: str, m: ModelMetrics) -> str:
 
 def _headline_notes(page: Page) -> list[str]:
     """Incomplete models, the chance level, and the models without an answer key."""
-    completeness = assess(page.records, page.figures, page.labels)
+    completeness = assess(page.every or page.records, page.figures, page.labels)
     parts = [_notice(line) for line in notice_lines(completeness, page.run_dir, page.metrics)]
     if page.chance_overall is not None:
         parts.append(
