@@ -26,13 +26,12 @@ from rich.table import Table
 from gmai_client.errors import ConfigError
 from gmai_client.protocol.prices import PriceTable
 from gmai_client.results.atomic import written_whole
-from gmai_client.results.html.run import COMPARE_FILE
 from gmai_client.results.plots import PLOTS_DIR
 from gmai_client.results.predictions import PREDICTIONS_DIR
 from gmai_client.results.report import write_reports
 from gmai_client.results.report_format import markdown_cell
 from gmai_client.results.run_compare import RunsCompared, SourceRun
-from gmai_client.results.rundir import RunFigures, RunLock
+from gmai_client.results.rundir import COMPARE_FILE, RunFigures, RunLock
 from gmai_client.results.runs import RunSummary, is_run_folder, summarize
 from gmai_client.results.spend import model_costs
 

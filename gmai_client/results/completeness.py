@@ -20,7 +20,7 @@ from typing import Literal
 
 from gmai_client.protocol.metrics import ModelMetrics, unanswered
 from gmai_client.results.report_format import pct
-from gmai_client.results.rundir import CONFIG_FILE, RunFigures
+from gmai_client.results.rundir import COMPARE_FILE, RunFigures
 from gmai_client.types import Record
 
 #: What became of a run, worst first: the exit statuses are made from it.
@@ -135,8 +135,8 @@ def notice_lines(completeness: Completeness, run_dir: Path, metrics: Mapping[str
             f"{c.judge_failed} answer(s) no rule could read were never judged (every judge call failed, or the judge "
             f"stopped): counted wrong. Run the same command again (or run --resume {run_dir}) to have them judged."
         )
-    # Only a run folder can be resumed (a comparison's folder has no config.json: its runs' lines say how).
-    if any(model.unanswered > model.bad_data for model in c.models) and (run_dir / CONFIG_FILE).exists():
+    # A comparison's folder is no run to resume: the lines of its runs say how to finish each.
+    if any(model.unanswered > model.bad_data for model in c.models) and not (run_dir / COMPARE_FILE).exists():
         retry = " --retry-errors" if any(model.errored > model.bad_data for model in c.models) else ""
         lines.append(f"Finish the run with: python -m gmai_client run --resume {run_dir}{retry}")
     return lines

@@ -34,11 +34,11 @@ from gmai_client.results.html.gallery_items import GalleryItems, data_files, loa
 from gmai_client.results.html.page import Page, build_page, palette_css
 from gmai_client.results.html.paper import paper
 from gmai_client.results.html.results import headline, heatmap, views
-from gmai_client.results.html.run import COMPARE_FILE, run_info
+from gmai_client.results.html.run import run_info
 from gmai_client.results.html.tree import tree
 from gmai_client.results.plots import PLOTS_DIR, write_png_plots, write_svg_plots
 from gmai_client.results.report_format import esc
-from gmai_client.results.rundir import RunFigures, SavedConfig, read_config
+from gmai_client.results.rundir import COMPARE_FILE, RunFigures, SavedConfig, read_config
 from gmai_client.types import Record
 
 if TYPE_CHECKING:

@@ -14,6 +14,7 @@ from gmai_client.errors import redact
 from gmai_client.results.html.page import Page, table
 from gmai_client.results.plots import PLOTS_DIR
 from gmai_client.results.report_format import esc, package_version, version
+from gmai_client.results.rundir import COMPARE_FILE
 
 
 def run_info(page: Page, plot_files: Sequence[Path]) -> str:
@@ -30,8 +31,6 @@ def run_info(page: Page, plot_files: Sequence[Path]) -> str:
     )
 
 
-#: Written by ``compare_report`` before the reports, read here (this module may not import it).
-COMPARE_FILE = "compare.json"
 _COMPARED = (("label", "model"), ("folder", "its run"), ("started", "started"), ("rules", "scored under"),
              ("cost", "cost"), ("status", "run status"))  # fmt: skip
 

@@ -39,6 +39,7 @@ types, never raw JSON. A document of an older version is read with defaults for 
 from __future__ import annotations
 
 from gmai_client.results.rundir.documents import (
+    COMPARE_FILE,
     CONFIG_FILE,
     METRICS_FILE,
     RECORDS_FILE,
@@ -61,6 +62,7 @@ from gmai_client.results.rundir.lock import LOCK_FILE, RunLock, holder
 from gmai_client.results.rundir.selection import count_selected
 
 __all__ = [
+    "COMPARE_FILE",
     "CONFIG_FILE",
     "LOCK_FILE",
     "METRICS_FILE",

@@ -21,6 +21,8 @@ SCHEMA_VERSION = 2
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 RECORDS_FILE = "records.jsonl"
+#: What ``compare`` writes beside its reports (``compare_report``): a comparison's folder, not a run's.
+COMPARE_FILE = "compare.json"
 
 
 # --- documents: config.json and metrics.json ------------------------------------------------
