@@ -165,8 +165,8 @@ class OpenAIChat(ReasoningControls, ApiBackend):
         if not self.omits_temperature:
             body["temperature"] = params.temperature
         body[self.output_field] = self.output_bound(request)
-        if params.seed is not None:
-            body["seed"] = params.seed
+        if params.sample_seed is not None:
+            body["seed"] = params.sample_seed  # each repeated sample its own (``SamplingParams.sample_seed``)
         if self.reasoning_effort:
             body["reasoning_effort"] = self.reasoning_effort
         if self.options.enable_thinking is not None:

@@ -244,7 +244,7 @@ class TorchBackend(Backend):
         max_new = max(1, params.max_tokens)
         if self.options.max_new_tokens:
             max_new = min(max_new, self.options.max_new_tokens)
-        return _Prepared(request, tuple(images), max_new, float(params.temperature), params.seed)
+        return _Prepared(request, tuple(images), max_new, float(params.temperature), params.sample_seed)
 
     async def _dispatch(self) -> None:
         """Forever: form a batch from the oldest job's group, run it on the model thread."""

@@ -223,6 +223,9 @@ class Image:
         return f"data:{self.mime};base64,{self.b64}"
 
 
+_SEED_STRIDE = 1_000_003  # a prime far above any seed a user types
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Every generation parameter that changes output; all of it is part of the cache key."""
@@ -231,6 +234,15 @@ class SamplingParams:
     max_tokens: int = 512
     seed: int | None = None
     repeat: int = 0  # distinguishes repeated samples when temperature > 0
+
+    @property
+    def sample_seed(self) -> int | None:
+        """The seed a backend gives its sampler: the run's for the first sample, moved for each
+        repeated one (``--epochs``): one seed for every sample would make them one answer at any
+        temperature. The stride keeps two runs' seeds (``--seed 0``, ``--seed 1``) from sharing samples."""
+        if self.seed is None:
+            return None
+        return self.seed + _SEED_STRIDE * self.repeat
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -57,6 +57,8 @@ def test_every_sample_is_asked_the_headline_is_the_first_and_the_spread_is_besid
     with FakeAPI(answers=two_right_then_wrong(items, params)) as api:  # type: ignore[arg-type]
         result = asyncio.run(run(_config(api, tmp_path, "three", 3)))
         assert len(api.requests) == 18 and set(Counter(r.key for r in api.requests).values()) == {3}
+        # Each sample its own seed: one seed for all would make them one answer at any temperature.
+        assert Counter(r.params.get("seed") for r in api.requests) == {0: 6, 1_000_003: 6, 2_000_006: 6}
 
         metrics = json.loads((result.run_dir / "metrics.json").read_text(encoding="utf-8"))
         records = read_records(result.run_dir / "records.jsonl")
