@@ -125,13 +125,16 @@ class _PartsServer(LoopbackServer):
         super().__init__()
         self.content = content
 
+    def reply(self) -> web.Response:
+        message = {"role": "assistant", "content": self.content}
+        return web.json_response(
+            {"id": "c1", "object": "chat.completion", "created": 0, "model": MODEL,
+             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+        )  # fmt: skip
+
     def _routes(self, app: web.Application) -> None:
         async def answer(_: web.Request) -> web.Response:
-            message = {"role": "assistant", "content": self.content}
-            return web.json_response(
-                {"id": "c1", "object": "chat.completion", "created": 0, "model": MODEL,
-                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
-            )  # fmt: skip
+            return self.reply()
 
         app.router.add_post("/v1/chat/completions", answer)
 
@@ -159,11 +162,7 @@ class _BasicAuthServer(_PartsServer):
             # base64 of "user:p@ss-word-2026"
             if http.headers.get("Authorization") != "Basic dXNlcjpwQHNzLXdvcmQtMjAyNg==":
                 return web.json_response({"error": {"message": "unauthorized"}}, status=401)
-            message = {"role": "assistant", "content": self.content}
-            return web.json_response(
-                {"id": "c1", "object": "chat.completion", "created": 0, "model": MODEL,
-                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
-            )  # fmt: skip
+            return self.reply()
 
         app.router.add_post("/v1/chat/completions", answer)
 

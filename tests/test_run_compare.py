@@ -38,6 +38,13 @@ def _run(data: Path, out: Path, name: str, *models: str) -> Path:
     return out / name
 
 
+def _two_runs(tsv: Path, tmp_path: Path, rows: int, *second: str) -> tuple[Path, Path, Path]:
+    """(the data file of the corpus's first ``rows`` rows, a run of ``RANDOM`` on it named "a", a run of
+    the ``second`` options on it named "b")."""
+    data = _rows(tsv, tmp_path / "d.tsv", 1, rows)
+    return data, _run(data, tmp_path / "runs", "a", *RANDOM), _run(data, tmp_path / "runs", "b", *second)
+
+
 def _metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
 
@@ -199,10 +206,7 @@ def test_compare_from_python_returns_what_was_compared(corpus: tuple[Path, Path]
 def test_a_read_only_copy_of_a_run_is_compared_without_its_lock_unless_a_run_holds_it(
     corpus: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tsv, _ = corpus
-    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
-    first = _run(data, tmp_path / "runs", "a", *RANDOM)
-    second = _run(data, tmp_path / "runs", "b", "-m", "random", "-B", "label=r2")
+    _data, first, second = _two_runs(corpus[0], tmp_path, 10, "-m", "random", "-B", "label=r2")
     # As another machine's runs mounted read-only (root may write anywhere: the check is what is faked).
     monkeypatch.setattr("gmai_client.results.run_compare.os.access", lambda path, mode: False)
     assert main(["compare", str(first), str(second), "--out", str(tmp_path / "cmp")]) == EXIT_OK
@@ -229,10 +233,7 @@ def test_an_epochs_run_is_compared_on_its_first_sample_and_is_not_marked_incompl
 def test_the_report_never_goes_inside_a_run_folder_and_an_earlier_comparisons_files_go(
     corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tsv, _ = corpus
-    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
-    first = _run(data, tmp_path / "runs", "a", *RANDOM)
-    second = _run(data, tmp_path / "runs", "b", "-m", "random", "-B", "label=r2")
+    data, first, second = _two_runs(corpus[0], tmp_path, 10, "-m", "random", "-B", "label=r2")
     third = _run(data, tmp_path / "runs", "c", "-m", "random", "-B", "label=r3")
     before = sorted(p.relative_to(first) for p in first.rglob("*"))
     assert main(["compare", str(first), str(second), "--out", str(first / "predictions")]) == EXIT_USAGE
@@ -247,10 +248,7 @@ def test_the_report_never_goes_inside_a_run_folder_and_an_earlier_comparisons_fi
 def test_unreadable_config_and_records_of_a_model_the_config_does_not_name(
     corpus: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tsv, _ = corpus
-    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
-    first = _run(data, tmp_path / "runs", "a", *RANDOM)
-    second = _run(data, tmp_path / "runs", "b", "-m", "random", "-B", "label=r2")
+    _data, first, second = _two_runs(corpus[0], tmp_path, 10, "-m", "random", "-B", "label=r2")
     lines = (second / "records.jsonl").read_text(encoding="utf-8").splitlines()
     phantom = json.loads(lines[0]) | {"model": "zzz"}
     (second / "records.jsonl").write_text("\n".join([*lines, json.dumps(phantom)]) + "\n", encoding="utf-8")
