@@ -68,7 +68,16 @@ except ImportError as exc:
     raise MissingExtra("anthropic", "anthropic", "anthropic") from exc
 
 from gmai_client.backends._anthropic_batches import AnthropicBatches
-from gmai_client.backends._api import ApiBackend, ApiOptions, Embed, VendorError, client_url, key_variable, short
+from gmai_client.backends._api import (
+    ApiBackend,
+    ApiOptions,
+    Embed,
+    VendorError,
+    client_url,
+    key_variable,
+    short,
+    url_credentials,
+)
 from gmai_client.backends._reasoning import ReasoningControls, ReasoningOptions, field_of, usage_of
 from gmai_client.backends.token_rules import anthropic_image_tokens
 from gmai_client.batch_api import BatchOptions
@@ -196,9 +205,11 @@ class AnthropicMessages(ReasoningControls, ApiBackend):
     def make_client(self, key: str) -> anthropic.AsyncAnthropic:
         # An explicit key and base_url keep the SDK from reading ANTHROPIC_* variables or profiles.
         base_url, query = client_url(self.endpoint)
+        base_url, basic = url_credentials(base_url)  # user:password@ in the URL: sent as Basic auth
         return anthropic.AsyncAnthropic(
             api_key=key,
             base_url=base_url,
+            default_headers=basic or None,
             default_query=query or None,
             max_retries=0,
             timeout=self.timeout,

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from gmai_client.errors import AuthError, BackendError, ConfigError, ContentFiltered, MissingExtra, register_secret
 
@@ -102,6 +103,11 @@ class AzureBackend(OpenAIChat):
             raise ConfigError(
                 "azure: no resource endpoint: give azure:DEPLOYMENT@https://RESOURCE.openai.azure.com, "
                 "base_url=, or set AZURE_OPENAI_ENDPOINT"
+            )
+        if urlsplit(endpoint).username is not None:  # httpx refuses them beside the SDK's own credential
+            raise ConfigError(
+                "azure: credentials in the endpoint URL are not how Azure OpenAI authenticates: give the key in "
+                "AZURE_OPENAI_API_KEY (or -B api_key_env=NAME), or an Entra ID token, and the URL without them"
             )
         if "/openai" in endpoint.lower():
             where = f"{cls.endpoint_env}={endpoint}" if source == cls.endpoint_env else f"base URL {endpoint}"

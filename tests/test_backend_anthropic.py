@@ -74,6 +74,15 @@ def test_request_on_the_wire(api: FakeAPI, request_: Request) -> None:
     assert seen.headers["x-stainless-retry-count"] == "0"
 
 
+def test_credentials_in_the_endpoint_url_reach_the_server(api: FakeAPI, request_: Request) -> None:
+    # Sent as Basic auth (httpx refused them beside a header of the SDK: every request failed).
+    api.answers = {request_key(request_): "C"}
+    endpoint = api.base_url_anthropic.replace("http://", "http://carol:AnthPassw0rd998877@")
+    b = AnthropicBackend(MODEL, endpoint=endpoint, options=AnthropicOptions(timeout=2.0))
+    assert generate(b, request_).text == "C"
+    assert "AnthPassw0rd998877" not in errors.redact(f"seen: {endpoint}")
+
+
 def test_several_images_keep_their_order(api: FakeAPI) -> None:
     first, second = Image(png(8, 8, 1)), Image(png(8, 8, 2))
     generate(backend(api, temperature="omit"), Request("two", "Which differs?", (first, second)))

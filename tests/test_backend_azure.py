@@ -116,6 +116,11 @@ def test_the_resource_comes_from_azure_openai_endpoint_and_must_be_given(
         registry.create(parse_model_spec(f"azure:{DEPLOYMENT}"))
     with pytest.raises(errors.ConfigError, match="without /openai"):
         registry.create(parse_model_spec(f"azure:{DEPLOYMENT}@{api.base_url}/openai"))
+    # Azure takes a key or a token, never a URL's user:password@ (httpx would refuse them at every request).
+    with_credentials = api.base_url.replace("http://", "http://erin:AzPassw0rd55443322@")
+    with pytest.raises(errors.ConfigError, match="credentials in the endpoint URL") as refused:
+        registry.create(parse_model_spec(f"azure:{DEPLOYMENT}@{with_credentials}"))
+    assert "AzPassw0rd55443322" not in str(refused.value)
 
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", api.base_url)
     assert registry.create(parse_model_spec(f"azure:{DEPLOYMENT}")).identity()["endpoint"] == api.base_url

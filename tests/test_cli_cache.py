@@ -73,3 +73,22 @@ def test_explain_refuses_a_sample_no_run_can_have(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as exit_:
         main(["cache", "explain", "-m", "random", "--index", "1", "--sample", "1000"])
     assert exit_.value.code == 2 and "between 1 and 100" in capsys.readouterr().err
+
+
+def test_a_key_shaped_string_in_a_system_prompt_is_not_kept_in_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    items = sample_items(2)
+    cache = tmp_path / "cache.sqlite"
+    prompt = "Use sk-proj-" + "Q" * 60 + " nowhere."
+    with FakeAPI(answers=oracle(items)) as api:
+        spec = f"openai:gpt-4o@{api.base_url_openai}"
+        run = ["run", "--no-progress", "--limit", "2", "--cache-path", str(cache), "--out", str(tmp_path), "-m", spec]
+        assert main([*run, "--system-prompt", prompt]) == 0
+        assert main([*run, "--system-prompt", prompt, "--run-name", "again"]) == 0
+        assert len(api.requests) == 2  # the second run was answered from the cache
+    assert all(b"Q" * 60 not in path.read_bytes() for path in tmp_path.glob("cache.sqlite*"))  # -wal too
+    capsys.readouterr()
+    explain = ["cache", "explain", "--cache-path", str(cache), "-m", spec, "--index", items[0].index]
+    assert main([*explain, "--system-prompt", prompt]) == 0
+    assert "hit" in capsys.readouterr().out

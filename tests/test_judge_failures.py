@@ -4,10 +4,14 @@ rather than spend every retry on every item. The judge here is a scripted model 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from gmai_client.cli import EXIT_ERRORS, EXIT_STOPPED, main
+from gmai_client.results.records import read_records
 
 UNREADABLE = "Hard to say, more or less."  # no rule finds a letter: VLMEvalKit asks its judge
 
@@ -72,3 +76,71 @@ def test_answers_a_stopped_judge_never_judged_are_judged_when_the_run_is_run_aga
     records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
     latest = {r["index"]: r for r in records}
     assert len(latest) == 8 and all(r["status"] == "ok" and r["letters"] == ["A"] for r in latest.values())
+
+
+def test_a_rerun_judges_from_the_records_without_asking_the_model_again(tmp_path: Path, small_tsv: Path) -> None:
+    failing = {f"judge:{i}": {"error": "ServerError", "message": "HTTP 500"} for i in range(4)}
+    assert run_with_judge(tmp_path, small_tsv, failing, items=4)[0] == EXIT_STOPPED
+    # The model can answer nothing now (every request an error): only its recorded answers can be judged.
+    (tmp_path / "model.json").write_text(json.dumps({}), encoding="utf-8")
+    judge = tmp_path / "judge.json"
+    judge.write_text(json.dumps({f"judge:{i}": "B" for i in range(4)}), encoding="utf-8")
+    code = main(["run", "--resume", str(tmp_path / "j"), "--no-progress"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "j" / "metrics.json").read_text())
+    assert metrics["run"]["models"]["m"]["requests_sent"] == 0 and metrics["run"]["judge"]["rescued"] == 4
+    latest = {r["index"]: r for r in map(json.loads, (tmp_path / "j" / "records.jsonl").read_text().splitlines())}
+    assert {r["prediction"] for r in latest.values()} == {UNREADABLE}
+    assert all(r["letters"] == ["B"] and r["status"] == "ok" for r in latest.values())
+
+
+def test_answers_recorded_before_a_kill_while_the_judge_thinks_are_judged_by_the_rerun(
+    tmp_path: Path, small_tsv: Path
+) -> None:
+    from gmai_client import RunConfig, run
+    from gmai_client.config import parse_model_spec
+    from tests.batch_kit import interrupted
+
+    model, judge = tmp_path / "model.json", tmp_path / "judge.json"
+    model.write_text(json.dumps({str(i): UNREADABLE for i in range(4)}), encoding="utf-8")
+    judge.write_text(json.dumps({f"judge:{i}": "A" for i in range(4)}), encoding="utf-8")
+    slow_judge = parse_model_spec(f"scripted:{judge}", ["latency=30"])
+    config = RunConfig.build(
+        [f"scripted:{model}"], data=str(small_tsv), limit=4, out=str(tmp_path), run_name="k", progress=False,
+        judge=slow_judge, concurrency=4,
+    )  # fmt: skip
+    records = tmp_path / "k" / "records.jsonl"
+
+    def kept() -> int:
+        return records.read_text().count("the run ended first") if records.exists() else 0
+
+    assert interrupted(config, lambda: kept() == 4).interrupted  # Ctrl-C while the judge thinks
+    assert all(r.never_judged for r in read_records(records))  # the four paid answers are on disk
+    model.write_text(json.dumps({}), encoding="utf-8")  # the model is not asked again
+    again = asyncio.run(run(config.updated(judge=parse_model_spec(f"scripted:{judge}"))))  # latency: no identity
+    assert again.run_dir == tmp_path / "k" and not again.interrupted
+    assert all(r.letters == ("A",) and r.status == "ok" for r in read_records(records))
+    assert again.outcomes[0].sent == 0 and again.judge is not None and again.judge.rescued == 4
+
+
+def test_a_batch_runs_unjudged_answers_are_judged_by_the_rerun_without_a_new_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.batch_kit import OPENAI_KEY, sample_items, serve, spec
+
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    api, batches = serve(sample_items(3), processing_polls=1)
+    api.answers = lambda request: UNREADABLE  # every answer needs the judge
+    judge = tmp_path / "judge.json"
+    judge.write_text(json.dumps({"judge:0": "A", "judge:1": {"error": "ServerError"}, "judge:2": "A"}))
+    with api:
+        command = ["run", "--no-progress", "--limit", "3", "--out", str(tmp_path), "--run-name", "b", "--batch",
+                   "-m", spec(api, "openai"), "-B", "batch_poll=0.02", "--judge", f"scripted:{judge}",
+                   "--max-attempts", "1", "--no-cache"]  # fmt: skip
+        assert main(command) == EXIT_ERRORS
+        assert len(batches.batch_ids()) == 1
+        judge.write_text(json.dumps({f"judge:{i}": "A" for i in range(3)}))
+        assert main(command) == 0
+        assert len(batches.batch_ids()) == 1  # no new batch: the recorded answer was judged
+    latest = read_records(tmp_path / "b" / "records.jsonl")
+    assert len(latest) == 3 and all(r.letters == ("A",) and r.status == "ok" for r in latest)

@@ -278,7 +278,7 @@ def test_a_run_with_errors_is_compared_with_them_counted_wrong_and_its_own_folde
     capsys.readouterr()
     assert main(["compare", str(first), str(tmp_path / "runs" / "b"), "--out", str(tmp_path / "cmp")]) == EXIT_ERRORS
     said = capsys.readouterr().err
-    assert "items that ended in an error are counted wrong" in said and "--resume" in said
+    assert "its errors and answers never judged are counted wrong" in said and "--resume" in said
     assert _metrics(tmp_path / "cmp")["models"]["s"]["overall"]["errored"] == 1
     assert "Finish the run with" not in (tmp_path / "cmp" / "report.md").read_text(encoding="utf-8")
     assert "Finish the run with" not in (tmp_path / "cmp" / "report.html").read_text(encoding="utf-8")
@@ -286,3 +286,18 @@ def test_a_run_with_errors_is_compared_with_them_counted_wrong_and_its_own_folde
     with RunLock(tmp_path / "cmp"):
         assert main(["compare", str(first), str(tmp_path / "runs" / "b"), "--out", str(tmp_path / "cmp")]) == 2
     assert "another compare is writing it" in capsys.readouterr().err
+
+
+def test_the_same_command_run_in_two_places_is_told_apart_by_its_path(
+    corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    tsv, _ = corpus
+    data = _rows(tsv, tmp_path / "d.tsv", 1, 10)
+    here = _run(data, tmp_path / "laptop", "r", *RANDOM)
+    there = _run(data, tmp_path / "gpu-box", "r", *RANDOM)
+    for folder in (here, there):  # started the same minute of the same day
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config["started"] = "2026-12-07T10:00:00+00:00"
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert main(["compare", str(here), str(there), "--out", str(tmp_path / "cmp")]) == EXIT_OK
+    assert list(_metrics(tmp_path / "cmp")["models"]) == [f"rnd ({here})", f"rnd ({there})"]

@@ -236,3 +236,6 @@ def test_runs_option_names_are_keys_and_a_models_bad_option_names_the_file(
     assert main(["run", "--config", str(path), "--no-progress", "--out", str(tmp_path / "runs")]) == EXIT_USAGE
     assert f"{path}: x: option seed=" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    path.write_text('data = ["sample"]\n[[models]]\nspec = "random"\nlabel = "x"\nrpm = "fast"\n', encoding="utf-8")
+    assert main(["run", "--config", str(path), "--no-progress", "--out", str(tmp_path / "runs")]) == EXIT_USAGE
+    assert f"{path}: x: option rpm=" in capsys.readouterr().err

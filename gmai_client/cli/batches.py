@@ -18,7 +18,9 @@ from rich.markup import escape
 
 from gmai_client.api import run
 from gmai_client.cli.session import Interrupts, saved_config, say_result
+from gmai_client.errors import ConfigError
 from gmai_client.results.batch_journal import BatchJournal
+from gmai_client.results.rundir import CONFIG_FILE, read_existing_config
 from gmai_client.runner.batch.ledger import cancel_batches
 from gmai_client.runner.batch.mode import Collect
 
@@ -26,8 +28,9 @@ from gmai_client.runner.batch.mode import Collect
 def cmd_batches(args: argparse.Namespace, console: Console) -> int:
     run_dir = args.run_dir
     who = f"batches {args.action}"
-    if args.action == "list":
-        saved_config(run_dir, who)  # a run folder, or a clear error
+    if args.action == "list":  # the journal alone: no model, no endpoint (one saved redacted is no matter)
+        if read_existing_config(run_dir) is None:
+            raise ConfigError(f"{who} {run_dir}: no {CONFIG_FILE} there (is it a run folder?)")
         return _list(BatchJournal(run_dir), console)
     config = saved_config(run_dir, who).updated(
         out=run_dir.parent, run_name=run_dir.name, progress=not args.no_progress

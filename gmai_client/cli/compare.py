@@ -33,8 +33,10 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         return EXIT_EMPTY
     unfinished = [run for run in written.runs if run.verdict not in ("complete", "empty")]
     for run in unfinished:
-        kept = "its items that ended in an error are counted wrong, as its own report counts them"
-        what = kept if run.verdict == "errors" else "the items it never recorded are left out of the comparison"
+        what = (
+            "the items it never recorded are left out of the comparison; its errors and answers never judged are "
+            "counted wrong, as its own report counts them"
+        )
         say_error(f"{run.folder} is {run.status}: {what} ({run.why})", label="note")
     worst = min((run.verdict for run in unfinished), key=_WORST_FIRST.index, default="complete")
     return EXIT_OF[worst]

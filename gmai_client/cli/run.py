@@ -33,7 +33,7 @@ from gmai_client.cli.common import (
 from gmai_client.cli.session import Interrupts, saved_config, say_result
 from gmai_client.config import POLICY_FIELDS, ModelSpec, RunConfig, parse_model_spec, run_default
 from gmai_client.errors import ConfigError
-from gmai_client.options import text_or_file
+from gmai_client.options import model_policy, text_or_file
 from gmai_client.protocol.rulesets import rule_set
 from gmai_client.results.report import terminal_console
 from gmai_client.runfile import combined, read_run_file
@@ -127,6 +127,7 @@ def file_config(path: Path, given: dict[str, Any], args: argparse.Namespace) -> 
         # The file's models' -B options, checked now so that a mistake names the file (the run checks them too).
         for spec in (*(read.get("models") or ()), *([read["judge"]] if read.get("judge") else [])):
             registry.load_class(spec.backend).parse_options(spec)
+            model_policy(spec.options, owner=spec.key)  # rpm, tpm, price_in, price_out
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config

@@ -84,6 +84,12 @@ def key_fields(identity: Mapping[str, str], request: Request) -> dict[str, Any]:
     }
 
 
+def _shown_fields(fields: Mapping[str, Any]) -> str:
+    """The key fields as the cache keeps them beside an answer: a prompt holding something shaped
+    like a key (``--system-prompt``, a template) has it redacted, as config.json has."""
+    return redact(json.dumps(fields, sort_keys=True, ensure_ascii=False))
+
+
 def cache_key(fields: Mapping[str, Any]) -> str:
     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -198,7 +204,7 @@ class ResponseCache:
             identity.get("backend", ""),
             identity.get("model", ""),
             item_index,
-            json.dumps(fields, sort_keys=True, ensure_ascii=False),
+            _shown_fields(fields),  # kept for ``explain``; the key above is made from them unredacted
             json.dumps(asdict(response), ensure_ascii=False),
             time.time(),
         )
@@ -258,7 +264,8 @@ class ResponseCache:
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise self._broken(exc) from None
-        return hit, [Difference(created, _differing(fields, json.loads(stored))) for stored, created in rows]
+        shown = json.loads(_shown_fields(fields))  # as stored: key-shaped text in a prompt redacted
+        return hit, [Difference(created, _differing(shown, json.loads(stored))) for stored, created in rows]
 
     def stats(self) -> CacheStats:
         """Entries per model; a ``CacheError`` saying so when the file is corrupt or unreadable."""

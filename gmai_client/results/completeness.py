@@ -130,13 +130,14 @@ def notice_lines(completeness: Completeness, run_dir: Path, metrics: Mapping[str
             f"{bad_data} item(s) could not be read from the data file (the first: {c.first_bad_data}): correct the "
             "data file, then run the same command again (a corrected row is read and sent again)."
         )
+    resumable = not (run_dir / COMPARE_FILE).exists()  # a comparison's folder is no run: its runs' lines say how
     if c.judge_failed:
+        again = f" Run the same command again (or run --resume {run_dir}) to have them judged." if resumable else ""
         lines.append(
             f"{c.judge_failed} answer(s) no rule could read were never judged (every judge call failed, or the judge "
-            f"stopped): counted wrong. Run the same command again (or run --resume {run_dir}) to have them judged."
+            f"stopped): counted wrong.{again}"
         )
-    # A comparison's folder is no run to resume: the lines of its runs say how to finish each.
-    if any(model.unanswered > model.bad_data for model in c.models) and not (run_dir / COMPARE_FILE).exists():
+    if any(model.unanswered > model.bad_data for model in c.models) and resumable:
         retry = " --retry-errors" if any(model.errored > model.bad_data for model in c.models) else ""
         lines.append(f"Finish the run with: python -m gmai_client run --resume {run_dir}{retry}")
     return lines

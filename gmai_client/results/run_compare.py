@@ -203,6 +203,7 @@ def _columns(runs: Sequence[SourceRun]) -> list[Column]:
         lambda run: run.started[:10],
         lambda run: run.started[:16].replace("T", " "),
         lambda run: run.folder.name,
+        lambda run: str(run.folder),  # the same command run in two places: its path tells them apart
     ):
         clashing = {label for label in labels if labels.count(label) > 1}
         if not clashing:

@@ -110,6 +110,7 @@ def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | Non
         "started": saved.first_started if saved is not None else "",
     }
     if saved is None and (run_dir / CONFIG_FILE).exists():
+        described["rules"] = ""  # nothing says which
         return RunSummary(run_dir, "unreadable", why=f"{CONFIG_FILE} is not a run's configuration", **described)
     try:
         records = list(records) if records is not None else read_records(run_dir / RECORDS_FILE)
@@ -150,13 +151,15 @@ def _status(
     if pending:
         return "batches pending", "stopped", f"{len(pending)} batch(es) not yet collected: batches collect {run_dir}"
     if no_metrics or stale:
-        why = "no metrics.json was written" if no_metrics else "records were written after its last metrics.json"
+        why = "no readable metrics.json" if no_metrics else "records were written after its last metrics.json"
         return "interrupted", "stopped", f"killed: {why}: python -m gmai_client run --resume {run_dir}"
     verdict = completeness.verdict
     if verdict == "interrupted":
         return "interrupted", verdict, f"stopped by Ctrl-C or SIGTERM: python -m gmai_client run --resume {run_dir}"
     if verdict in ("stopped", "errors"):
         missing = [f"{m.label} {m.unanswered} unanswered" for m in completeness.models if m.unanswered]
+        missing += [f"{completeness.judge_failed} answer(s) never judged"] if completeness.judge_failed else []
+        missing += [f"the judge stopped: {completeness.judge_stopped}"] if completeness.judge_stopped else []
         retry = " --retry-errors" if any(m.errored > m.bad_data for m in completeness.models) else ""
         return "incomplete", verdict, "; ".join(missing) + f": python -m gmai_client run --resume {run_dir}{retry}"
     if verdict == "empty":

@@ -207,6 +207,8 @@ async def _run_model(
     track = wired.progress.add_model(plan.spec.label)
     live = _ModelRun(wired, plan, outcome, policy, track)
     mode = "collect" if collect is not None else "batch" if plan.batch is not None else "beside"
+    if mode != "collect":
+        await live.judge_again()
     batches = _batch_run(wired, plan, live, ledger, mode, wait=collect.wait if collect is not None else True)
     if mode == "beside" and not batches.pending_indexes:
         await live.run()  # starts the backend at the first item left to send: none when all are done
@@ -245,24 +247,6 @@ def _batch_run(wired: Wired, plan: ModelPlan, live: _ModelRun, ledger: Ledger, m
     )
 
 
-async def _start_once(plan: ModelPlan) -> str:
-    """Start the plan's backend unless another stream of the same model (``samples``) did: "" when
-    it started, else why it could not."""
-    starts = plan.shared.starts
-    key = id(plan.backend)
-    if key not in starts:
-        starts[key] = asyncio.ensure_future(_start(plan.backend))
-    return await asyncio.shield(starts[key])
-
-
-async def _start(backend: Backend) -> str:
-    try:
-        await backend.start()
-    except (GmaiError, OSError) as exc:
-        return str(exc)
-    return ""
-
-
 async def _together(*runs: Awaitable[None]) -> None:
     """Run side by side; the first failure cancels the others."""
     tasks = [asyncio.ensure_future(run) for run in runs]
@@ -281,14 +265,15 @@ class _ModelRun:
         self.wired, self.outcome, self.policy, self.track = wired, outcome, policy, track
         self.label = plan.spec.label
         self.shows_gallery = plan is wired.models[0]  # one model's stream offers the report's items
-        # Sent again: errors with --retry-errors, and answers a judge that failed or stopped never judged
-        # (sent again rather than judged from the record: the cache answers a cacheable model at no cost).
         self.finished = {
             r.index
             for r in wired.previous
-            if r.model == self.label
-            and not (policy.retry_errors and r.status == "error")
-            and not (wired.judge is not None and r.never_judged)
+            if r.model == self.label and not (policy.retry_errors and r.status == "error")
+        }
+        # Answers an earlier invocation's judge never judged (it failed, stopped, or the run ended
+        # first): judged from their records (``judge_again``), the model not asked again.
+        self.unjudged = {
+            r.index: r for r in wired.previous if r.model == self.label and wired.judge is not None and r.never_judged
         }
         self.elsewhere: set[str] = set()  # items a batch run beside records (and counts)
         # What each item was when it was answered, and what it is as read now: a changed item is sent again.
@@ -322,7 +307,7 @@ class _ModelRun:
         if self._started is None:
             self._started = asyncio.get_running_loop().create_future()
             try:
-                failure = await _start_once(self.plan)
+                failure = await self.plan.shared.start_once(self.plan.backend)
             except BaseException:
                 self._started.cancel()
                 raise
@@ -414,16 +399,37 @@ class _ModelRun:
         await self.finish(entry, record)
         return True
 
-    async def finish(self, entry: Item | BadRow, record: Record) -> None:
-        """The judge's look at an answer no rule could read, then the record kept."""
+    async def finish(self, entry: Item | BadRow, record: Record, *, answered: bool = True) -> None:
+        """The judge's look at an answer no rule could read, then the record kept. ``answered``: the
+        model answered it in this invocation (False: an earlier one's answer judged again)."""
         if self.wired.rules is not DEFAULT_RULES:
             record = rescore(record, self.wired.rules)  # answers are scored under the default set
         digest = record.item_digest or self.digests.get(record.index) or item_digest(entry)  # a batch's is set
         record = dataclasses.replace(record, item_digest=digest)
         judge: Judge | None = self.wired.judge
         if judge is not None and isinstance(entry, Item) and judge.wants(entry, record):
+            # The answer is kept before the judge is asked (a paid answer must not be lost to a kill
+            # while the judge thinks), marked as never judged: a rerun judges it (``judge_again``).
+            self._write(dataclasses.replace(record, rule=f"judge {judge.label}: stopped (the run ended first)"))
             record = await judge.rescue(entry, record)
-        self._keep(record)
+        self._keep(record, answered=answered)
+
+    async def judge_again(self) -> None:
+        """Judge the answers an earlier invocation's judge never judged, from their records: the items
+        are read again for their questions, the model is not asked. An item changed since is left to
+        the stream, which sends it again."""
+        if not self.unjudged:
+            return
+        wanted, entries = dict(self.unjudged), self.wired.items.entries()
+        gate = asyncio.Semaphore(self.policy.concurrency)
+        items = await asyncio.to_thread(lambda: [e for e in entries if isinstance(e, Item) and e.index in wanted])
+
+        async def judged(item: Item) -> None:
+            async with gate:
+                await self.finish(item, dataclasses.replace(wanted[item.index], rule=""), answered=False)
+
+        same = [item for item in items if wanted[item.index].item_digest in ("", item_digest(item))]
+        await asyncio.gather(*(judged(item) for item in same))
 
     def hooks(self) -> Hooks:
         """This model's ways of recording, lent to a batch run."""
@@ -434,17 +440,20 @@ class _ModelRun:
 
         return Hooks(finish=self.finish, skip=skip, halt=self._halt, stop=self.stop, track=self.track)
 
-    def _keep(self, record: Record) -> None:
+    def _write(self, record: Record) -> None:
         try:
             self.wired.writer.write(record)
         except OSError as exc:  # a full disk, a vanished folder: nothing more can be kept
             raise RunFailed(f"cannot append to {self.wired.writer.path}: {exc}") from exc
+
+    def _keep(self, record: Record, *, answered: bool = True) -> None:
+        self._write(record)
         if self.shows_gallery:
             self.wired.gallery.offer(record)  # cheap: notes where the row is, for a thumbnail
         outcome = self.outcome
         outcome.done += 1
-        outcome.sent += record.attempts
-        outcome.cache_hits += record.cached
+        outcome.sent += record.attempts if answered else 0  # an earlier answer judged again cost no request
+        outcome.cache_hits += record.cached and answered
         outcome.throttled = self.dispatcher.throttled
         if record.status == "error":
             outcome.errors += 1

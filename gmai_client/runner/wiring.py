@@ -96,6 +96,22 @@ class Shared:
     # Backend -> its start, shared by the streams of one model's samples (``samples``): started once.
     starts: dict[int, asyncio.Future[str]] = field(default_factory=dict)
 
+    async def start_once(self, backend: Backend) -> str:
+        """Start ``backend`` unless another stream of the same model (``samples``) did: "" when it
+        started, else why it could not."""
+        key = id(backend)
+        if key not in self.starts:
+            self.starts[key] = asyncio.ensure_future(_started(backend))
+        return await asyncio.shield(self.starts[key])
+
+
+async def _started(backend: Backend) -> str:
+    try:
+        await backend.start()
+    except (GmaiError, OSError) as exc:
+        return str(exc)
+    return ""
+
 
 @dataclass(frozen=True)
 class ModelPlan:
