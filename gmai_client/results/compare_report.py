@@ -49,6 +49,14 @@ class ColumnSource:
     status: str  # its run's status (``runs.STATUSES``)
 
 
+@dataclass(frozen=True)
+class Written:
+    """What ``write_comparison`` wrote, and the summaries of the runs compared (their statuses)."""
+
+    files: list[str]
+    runs: tuple[RunSummary, ...]
+
+
 def sources(compared: RunsCompared, prices: PriceTable) -> tuple[list[ColumnSource], list[RunSummary]]:
     """Where each model comes from, and each run's summary (its status counts all its records)."""
     summaries = {id(run): summarize(run.folder, prices, run.every) for run in compared.runs}
@@ -123,14 +131,6 @@ def _write_locked(
         extra_notes=notes,
     )
     return Written([*written, str(compare_file)], tuple(summaries))
-
-
-@dataclass(frozen=True)
-class Written:
-    """What ``write_comparison`` wrote, and the summaries of the runs compared (their statuses)."""
-
-    files: list[str]
-    runs: tuple[RunSummary, ...]
 
 
 # --- the runs, as tables ---------------------------------------------------------------------------
