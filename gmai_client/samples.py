@@ -13,8 +13,9 @@ samples beside it (``protocol.epochs``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from gmai_client.config import ModelSpec
 
@@ -46,3 +47,10 @@ def extra_samples(labels: Iterable[str], epochs: int) -> dict[str, tuple[str, in
         if mark and base in labels and number.isdigit() and 2 <= int(number) <= epochs:
             found[label] = (base, int(number))
     return found
+
+
+def saved_epochs(flat: Mapping[str, Any]) -> int:
+    """The samples per item a saved configuration (by flat name) asked for; 1 for what is not a whole
+    number above 0 (a folder from before ``--epochs``, or a hand-edited config.json)."""
+    epochs = flat.get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1

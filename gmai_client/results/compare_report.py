@@ -33,7 +33,6 @@ from gmai_client.results.report_format import markdown_cell
 from gmai_client.results.run_compare import RunsCompared, SourceRun
 from gmai_client.results.rundir import COMPARE_FILE, RunFigures, RunLock
 from gmai_client.results.runs import RunSummary, is_run_folder, summarize
-from gmai_client.results.spend import model_costs
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,10 @@ class Written:
 def sources(compared: RunsCompared, prices: PriceTable) -> tuple[list[ColumnSource], list[RunSummary]]:
     """Where each model comes from, and each run's summary (its status counts all its records)."""
     summaries = {id(run): summarize(run.folder, prices, run.every) for run in compared.runs}
-    costs = {id(run): model_costs(run.folder, run.every, run.saved, prices) for run in compared.runs}
     out = []
     for column in compared.columns:
         run = column.run
-        cost = costs[id(run)].get(column.model)
+        cost = summaries[id(run)].costs.get(column.model)
         out.append(
             ColumnSource(
                 column.label,

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gmai_client.config import flatten
 from gmai_client.errors import ConfigError
 from gmai_client.protocol.epochs import epoch_figures
 from gmai_client.protocol.metrics import (
@@ -71,7 +72,7 @@ from gmai_client.results.rundir import (
     save_rules,
     write_metrics,
 )
-from gmai_client.samples import extra_samples
+from gmai_client.samples import extra_samples, saved_epochs
 from gmai_client.types import Record
 
 
@@ -201,7 +202,7 @@ def _render(
     if counted is not None:
         figures = replace(figures, selected=counted)
     order = (saved.model_labels if saved is not None else None) or None
-    epochs = int(saved.setting("epochs", 1) or 1) if saved is not None else 1
+    epochs = saved_epochs(flatten(saved.config)) if saved is not None else 1
     written = write_reports(
         run_dir, records, figures, order=order, console=console, reference=reference, rules=rules, epochs=epochs
     )

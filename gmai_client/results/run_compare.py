@@ -35,7 +35,7 @@ from gmai_client.protocol.rulesets import DEFAULT_RULES, UNNAMED_RULES, RuleSet,
 from gmai_client.protocol.scoring import score_answer_set
 from gmai_client.results.records import read_records
 from gmai_client.results.rundir import RECORDS_FILE, RunLock, SavedConfig, holder, read_existing_config
-from gmai_client.samples import extra_samples
+from gmai_client.samples import extra_samples, saved_epochs
 from gmai_client.types import Record
 
 #: How many changed or missing items a message names before it counts the rest.
@@ -60,7 +60,7 @@ class SourceRun:
 
     @property
     def epochs(self) -> int:
-        return _whole(flatten(self.saved.config).get("epochs"), 1) if self.saved is not None else 1
+        return saved_epochs(flatten(self.saved.config)) if self.saved is not None else 1
 
     @property
     def protocol(self) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def load_run(folder: Path) -> SourceRun:
         records, saved = tuple(read_records(folder / RECORDS_FILE)), read_existing_config(folder)
     flat = flatten(saved.config) if saved is not None else {}
     # A run of --epochs N is compared on each model's first sample (its headline): ``samples``.
-    samples = extra_samples({r.model for r in records}, _whole(flat.get("epochs"), 1))
+    samples = extra_samples({r.model for r in records}, saved_epochs(flat))
     labels = tuple(saved.model_labels) if saved is not None else tuple(dict.fromkeys(r.model for r in records))
     strays = tuple(dict.fromkeys(r.model for r in records if r.model not in labels and r.model not in samples))
     compared = tuple(r for r in records if r.model in labels)
@@ -280,11 +280,6 @@ def _differences(runs: Sequence[SourceRun]) -> list[str]:
 def _common_rules(runs: Sequence[SourceRun]) -> RuleSet:
     names = {run.rules for run in runs}
     return rule_set(names.pop()) if len(names) == 1 else DEFAULT_RULES
-
-
-def _whole(value: Any, default: int) -> int:
-    """A saved whole number, or ``default`` for what is not one (a hand-edited config.json)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else default
 
 
 def _digest(text: str) -> str:

@@ -34,7 +34,8 @@ from gmai_client.results.batch_journal import JOURNAL_FILE, BatchJournal
 from gmai_client.results.completeness import Completeness, Verdict, assess
 from gmai_client.results.records import read_records
 from gmai_client.results.rundir import CONFIG_FILE, RECORDS_FILE, RunFigures, holder, read_config, read_metrics
-from gmai_client.results.spend import model_costs
+from gmai_client.results.spend import ModelCost, model_costs
+from gmai_client.samples import saved_epochs
 from gmai_client.types import Record
 
 #: Every status a run folder can have, in the order they are decided.
@@ -57,6 +58,7 @@ class RunSummary:
     rules: str = ""
     started: str = ""
     cost_usd: float | None = None  # None: no model of the run has a known price
+    costs: Mapping[str, ModelCost] = field(default_factory=dict)  # per model label (``spend``)
     why: str = ""  # unreadable: what could not be read; in progress: the holder's pid
     verdict: Verdict = "stopped"  # what an exit status is made from (``completeness.Verdict``)
 
@@ -133,9 +135,10 @@ def summarize(run_dir: Path, prices: PriceTable, records: Sequence[Record] | Non
         status,
         **{**described, "models": models},
         done=sum(m.answered for m in metrics.values()),
-        wanted=None if figures.selected is None else figures.selected * len(models) * _epochs(flat),
+        wanted=None if figures.selected is None else figures.selected * len(models) * saved_epochs(flat),
         headline={label: metrics[label].overall.accuracy if label in metrics else None for label in models},
         cost_usd=sum(priced) if priced else None,
+        costs=costs,
         why=why,
         verdict=verdict,
     )
@@ -171,8 +174,3 @@ def _stale(saved: Mapping[str, ModelMetrics], records: Sequence[Record]) -> bool
     """Whether metrics.json counts other records than records.jsonl holds (a later invocation wrote more)."""
     counts = Counter(r.model for r in records)
     return any(counts.get(label, 0) != m.overall.n for label, m in saved.items())
-
-
-def _epochs(flat: Mapping[str, Any]) -> int:
-    epochs = flat.get("epochs")
-    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1
